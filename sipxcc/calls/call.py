@@ -1,0 +1,122 @@
+"""A call's record: what was asked, and the status events it produced so far."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from sipxcc.users import User
+
+REFER = "REFER"
+INVITE = "INVITE"
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """A validated request to connect C{calling} to C{called} on behalf of C{agent}."""
+
+    agent: User
+    calling: str
+    called: str
+    method: str = REFER
+    timeout: int = 180
+    result_cache_time: int = 180
+    subject: str | None = None
+    forwarding_allowed: bool = False
+    confpin: str | None = None
+    auto_answer: bool = False
+    status_callback: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.agent.identity, self.calling, self.called)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """One line of a call's status document (epoch milliseconds)."""
+
+    timestamp: int
+    call_id: str
+    method: str
+    status_line: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialogInfo:
+    """One dialog of an INVITE-mode call, as the original's C{<dialogs>} document shows it."""
+
+    dialog_id: str
+    local_party: str
+    remote_party: str
+    state: str
+
+
+EARLY = "Early Dialog"
+CONFIRMED = "Confirmed Dialog"
+COMPLETED = "Completed Dialog"
+TERMINATED = "Terminated Dialog"
+
+
+class Call:
+    """
+    The record of one call: its request, its status events (which only ever grow) and its
+    state. The flow driving the call appends events; the web layer reads them.
+    """
+
+    __slots__ = ("id", "request", "created", "events", "state", "ended", "_dialogs",
+                 "_listeners", "flow", "expiry", "__weakref__")
+
+    def __init__(self, request: CallRequest, created: float):
+        self.id = secrets.token_urlsafe(12)
+        self.request = request
+        self.created = created
+        self.events: list[StatusEvent] = []
+        self.state = "calling"
+        self.ended = False
+        self._dialogs: Callable[[], list[DialogInfo]] | None = None
+        self._listeners: list[Callable[[Call, StatusEvent | None], None]] = []
+        self.flow = None
+        self.expiry = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.request.key
+
+    @property
+    def owner(self) -> str:
+        return self.request.agent.identity
+
+    @property
+    def mode(self) -> str:
+        return self.request.method
+
+    def dialogs(self) -> list[DialogInfo]:
+        return self._dialogs() if self._dialogs is not None else []
+
+    def set_dialog_source(self, source: Callable[[], list[DialogInfo]]) -> None:
+        self._dialogs = source
+
+    def listen(self, listener: Callable[[Call, StatusEvent | None], None]) -> None:
+        """Call C{listener(call, event)} on every new event, and C{(call, None)} at the end."""
+        self._listeners.append(listener)
+
+    def record(self, timestamp_ms: int, call_id: str, method: str, status_line: str) -> None:
+        event = StatusEvent(timestamp_ms, call_id, method, status_line.strip())
+        self.events.append(event)
+        for listener in self._listeners:
+            listener(self, event)
+
+    def set_state(self, state: str) -> None:
+        self.state = state
+
+    def finish(self, state: str) -> None:
+        """Mark the call over; nothing will be sent for it any more."""
+        if self.ended:
+            return
+        self.state = state
+        self.ended = True
+        for listener in self._listeners:
+            listener(self, None)

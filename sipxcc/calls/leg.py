@@ -1,0 +1,91 @@
+"""What the flows share: the first INVITE sipX expects, credentials, status recording."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from sipxcc.calls.sdp import no_media_offer
+from sipxcc.sip.digest import DigestCredentials
+from sipxcc.sip.message import Response, parse_sipfrag
+
+ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY"
+
+
+@dataclass(frozen=True)
+class FlowContext:
+    """What every flow needs: the user agent, the clock and our SIP identity."""
+
+    ua: object
+    clock: object
+    domain: str
+    address: str
+
+
+def credentials_for(user) -> DigestCredentials | None:
+    """The agent's SIP credentials: its passtoken is the MD5 HA1 (sipX's credential store)."""
+    if not user.passtoken:
+        return None
+    return DigestCredentials(user.user_name, {"MD5": user.passtoken})
+
+
+def sip_uri(addr_spec: str) -> str:
+    return addr_spec if addr_spec.startswith(("sip:", "sips:", "tel:")) else f"sip:{addr_spec}"
+
+
+def quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def from_address(user) -> str:
+    uri = f"<{sip_uri(user.identity)}>"
+    return f"{quoted(user.display_name)} {uri}" if user.display_name else uri
+
+
+def first_invite(ctx: FlowContext, call, to: str, *, forwarding_allowed: bool,
+                 subject: str | None = None, auto_answer: bool = False, body: bytes | None = None,
+                 call_id: str | None = None):
+    """The INVITE sipX expects from a call controller (anchor §3.1, SPEC §4)."""
+    request = call.request
+    params = ";sipx-noroute=Voicemail"
+    if not forwarding_allowed:
+        params += ";sipx-userforward=false"
+    headers = [("Allow", ALLOW), ("Accept", "application/sdp")]
+    if subject:
+        headers.append(("Subject", subject))
+    if auto_answer:
+        headers += [("Call-Info", f"<sip:{ctx.domain}>;answer-after=0"),
+                    ("Alert-Info", f"<sip:{ctx.domain}>;info=alert-autoanswer"),
+                    ("Answer-Mode", "Auto")]  # RFC 5373
+    if body is None:
+        body = no_media_offer(ctx.address, random.randrange(1, 2**31), 1)
+    if body:
+        headers.append(("Content-Type", "application/sdp"))
+    return ctx.ua.new_request("INVITE", sip_uri(to) + params, from_address(request.agent),
+                              f"<{sip_uri(to)}>", headers, body, call_id=call_id)
+
+
+def now_ms(clock) -> int:
+    return int(clock.seconds() * 1000)
+
+
+def record_response(ctx: FlowContext, call, response: Response, method: str = "INVITE") -> None:
+    call.record(now_ms(ctx.clock), response.call_id, method, response.first_line)
+
+
+def record_sipfrag(ctx: FlowContext, call, call_id: str, body: bytes):
+    """Record a NOTIFY's sipfrag status line; returns the parsed (status, reason) or None."""
+    frag = parse_sipfrag(body)
+    if frag is not None:
+        status, reason, line = frag
+        call.record(now_ms(ctx.clock), call_id, "NOTIFY", line)
+        return status, reason
+    text = body.decode("utf-8", "replace").strip().splitlines()
+    if text:
+        call.record(now_ms(ctx.clock), call_id, "NOTIFY", text[0])
+    return None
+
+
+def reason_header(status: int, text: str) -> tuple[str, str]:
+    """RFC 3326 Reason for a BYE (e.g. a busy transfer target: cause=486)."""
+    return ("Reason", f"SIP;cause={status};text={quoted(text)}")

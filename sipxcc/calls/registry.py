@@ -1,0 +1,136 @@
+"""The CallRegistry: every call by key and by id, the limits, and retention."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+from twisted.internet import defer
+
+from sipxcc.calls.call import INVITE, Call, CallRequest
+from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls, TransferNotPossible
+
+#: seconds beyond C{timeout} + the REFER limit after which a call is torn down regardless
+WATCHDOG_GRACE = 32 + 30
+
+
+class CallRegistry:
+    """
+    Owns the calls. C{flows} maps a mode ("REFER", "INVITE") to a factory
+    C{factory(call, on_end) -> flow}; a flow has C{start()}, C{hangup()} and, for INVITE
+    calls, C{transfer(target)}, and calls C{on_end(call)} exactly once when the call is over.
+    """
+
+    def __init__(self, clock, flows: dict[str, Callable], max_calls: int = 2000,
+                 max_calls_per_agent: int = 10):
+        self.clock = clock
+        self.flows = flows
+        self.max_calls = max_calls
+        self.max_calls_per_agent = max_calls_per_agent
+        self.by_id: OrderedDict[str, Call] = OrderedDict()
+        self.by_key: dict[tuple[str, str, str], Call] = {}
+        self.active: set[Call] = set()
+        self.per_agent: dict[str, int] = {}
+        self._idle_waiters: list[defer.Deferred] = []
+
+    @property
+    def active_count(self) -> int:
+        return len(self.active)
+
+    def place(self, request: CallRequest) -> Call:
+        previous = self.by_key.get(request.key)
+        replacing = previous is not None and not previous.ended
+        if replacing and (previous.mode == INVITE or request.method == INVITE):
+            raise CallInProgress(f"Call in progress for {request.calling} to {request.called}")
+        agent = request.agent.identity
+        if len(self.active) - replacing >= self.max_calls:
+            raise TooManyCalls("Too many calls in progress")
+        if self.per_agent.get(agent, 0) - replacing >= self.max_calls_per_agent:
+            raise AgentLimit(f"Too many calls in progress for {agent}")
+        if replacing:
+            previous.flow.hangup("replaced")
+        call = Call(request, self.clock.seconds())
+        self.by_id[call.id] = call
+        self.by_key[request.key] = call
+        self.active.add(call)
+        self.per_agent[agent] = self.per_agent.get(agent, 0) + 1
+        call.flow = self.flows[request.method](call, self._ended)
+        call.expiry = self.clock.callLater(request.timeout + WATCHDOG_GRACE, self._watchdog, call)
+        call.flow.start()
+        return call
+
+    def lookup(self, key) -> Call | None:
+        return self.by_key.get(key)
+
+    def get(self, call_id: str) -> Call | None:
+        return self.by_id.get(call_id)
+
+    def calls_of(self, owner: str | None, limit: int) -> list[Call]:
+        found = []
+        for call in reversed(self.by_id.values()):
+            if owner is None or call.owner == owner:
+                found.append(call)
+                if len(found) >= limit:
+                    break
+        return found
+
+    def hangup(self, call: Call) -> None:
+        if not call.ended:
+            call.flow.hangup("hangup")
+
+    def transfer(self, call: Call, target: str) -> None:
+        if call.ended or call.mode != INVITE:
+            raise TransferNotPossible("Call not in progress in INVITE mode")
+        call.flow.transfer(target)
+
+    def _watchdog(self, call: Call) -> None:
+        call.expiry = None
+        if not call.ended:
+            call.flow.hangup("watchdog")
+        if not call.ended:  # the flow could not end it by itself: stop waiting for the peer
+            call.finish("failed")
+            self._ended(call)
+
+    def _ended(self, call: Call) -> None:
+        if call not in self.active:
+            return
+        self.active.discard(call)
+        agent = call.owner
+        left = self.per_agent.get(agent, 1) - 1
+        if left:
+            self.per_agent[agent] = left
+        else:
+            self.per_agent.pop(agent, None)
+        if call.expiry is not None and call.expiry.active():
+            call.expiry.cancel()
+        call.expiry = self.clock.callLater(call.request.result_cache_time, self._expire, call)
+        if not self.active:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def _expire(self, call: Call) -> None:
+        call.expiry = None
+        self.by_id.pop(call.id, None)
+        if self.by_key.get(call.key) is call:
+            del self.by_key[call.key]
+
+    def shutdown(self, timeout: float = 5.0) -> defer.Deferred:
+        """Hang up every call in progress; fires when all have ended or C{timeout} passed."""
+        for call in list(self.active):
+            call.flow.hangup("shutdown")
+        if not self.active:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._idle_waiters.append(d)
+        timer = self.clock.callLater(timeout, lambda: d.called or d.callback(None))
+        d.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
+        return d
+
+    def clear(self) -> None:
+        """Cancel every retention timer (tests and shutdown)."""
+        for call in list(self.by_id.values()):
+            if call.expiry is not None and call.expiry.active():
+                call.expiry.cancel()
+        self.by_id.clear()
+        self.by_key.clear()

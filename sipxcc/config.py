@@ -1,0 +1,379 @@
+"""The daemon's INI configuration (SPEC §1), parsed into frozen dataclasses.
+
+Every problem becomes a ``ConfigError`` whose message is one line naming the file,
+the ``section.key`` and what is wrong, so that start-up can print it as it is.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+SIP_TRANSPORTS = ("udp", "tcp", "tls")
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+# RFC 3261 §25.1 "user" characters, without escapes: enough for our own Contact user part.
+_SIP_USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/]+$")
+_SIP_URI = re.compile(r"^sips?:[^\s<>\"]+$", re.IGNORECASE)
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` is one line naming file, key and problem."""
+
+
+@dataclass(frozen=True)
+class SIPConfig:
+    """``[sip]``: our SIP identity, the proxy we route through and where we listen."""
+
+    domain: str
+    realm: str
+    proxy: str
+    address: str
+    port: int
+    transports: tuple[str, ...]
+    contact_user: str
+
+
+@dataclass(frozen=True)
+class HTTPConfig:
+    """``[http]``: web listeners (0 disables one) and the hosts that need no auth."""
+
+    https: int
+    http: int
+    address: str
+    trusted: tuple[IPNetwork, ...]
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """``[tls]``: PEM certificate and key; both None means a generated self-signed pair."""
+
+    certificate: str | None
+    key: str | None
+
+
+@dataclass(frozen=True)
+class UsersConfig:
+    """``[users]``: the sipX user directory file and the users allowed to act as agents."""
+
+    directory: str
+    agents: frozenset[str]
+
+
+@dataclass(frozen=True)
+class CallsConfig:
+    """``[calls]``: call defaults and limits; hosts allowed as status-callback targets."""
+
+    timeout: int
+    result_cache_time: int
+    max_calls: int
+    max_calls_per_agent: int
+    callback_hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """``[daemon]``: where state (the generated certificate) lives, and the log level."""
+
+    state_dir: str
+    log_level: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; ``source`` is the file it was read from."""
+
+    source: str
+    sip: SIPConfig
+    http: HTTPConfig
+    tls: TLSConfig
+    users: UsersConfig
+    calls: CallsConfig
+    daemon: DaemonConfig
+
+    def is_trusted(self, host: str) -> bool:
+        """True if ``host`` (a peer address, maybe ``::ffff:a.b.c.d``) is in http.trusted."""
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        candidates = [address]
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            candidates.append(address.ipv4_mapped)
+        return any(
+            candidate.version == network.version and candidate in network
+            for candidate in candidates
+            for network in self.http.trusted
+        )
+
+
+class _Invalid(ValueError):
+    """Raised by a value parser; the message says what is wrong with the value."""
+
+
+# --- value parsers: text -> value, raising _Invalid -------------------------------------
+
+
+def _text(value: str) -> str:
+    if not value:
+        raise _Invalid("must not be empty")
+    return value
+
+
+def _domain(value: str) -> str:
+    if _is_ip(value) or _HOSTNAME.match(value):
+        return value
+    raise _Invalid(f"{value!r} is not a host name or IP address")
+
+
+def _sip_uri(value: str) -> str:
+    if not _SIP_URI.match(value):
+        raise _Invalid(f"{value!r} is not a sip: or sips: URI")
+    return value
+
+
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise _Invalid(f"{value!r} is not an IPv4 or IPv6 address") from None
+
+
+def _integer(value: str, low: int, high: int) -> int:
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise _Invalid(f"{value!r} is not an integer") from None
+    if not low <= number <= high:
+        raise _Invalid(f"{number} is out of range {low}..{high}")
+    return number
+
+
+def _port(value: str) -> int:
+    return _integer(value, 1, 65535)
+
+
+def _port_or_zero(value: str) -> int:
+    return _integer(value, 0, 65535)
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    return lambda value: _integer(value, low, high)
+
+
+def _words(value: str) -> list[str]:
+    return value.replace(",", " ").split()
+
+
+def _transports(value: str) -> tuple[str, ...]:
+    words = [word.lower() for word in _words(value)]
+    if not words:
+        raise _Invalid(f"must name at least one of {', '.join(SIP_TRANSPORTS)}")
+    for word in words:
+        if word not in SIP_TRANSPORTS:
+            raise _Invalid(f"unknown transport {word!r} (use {', '.join(SIP_TRANSPORTS)})")
+    return tuple(dict.fromkeys(words))
+
+
+def _contact_user(value: str) -> str:
+    if not _SIP_USER.match(value):
+        raise _Invalid(f"{value!r} is not a valid SIP user part")
+    return value
+
+
+def _networks(value: str) -> tuple[IPNetwork, ...]:
+    networks = []
+    for word in _words(value):
+        try:
+            networks.append(ipaddress.ip_network(word, strict=True))
+        except ValueError as error:
+            raise _Invalid(f"{word!r} is not an address or CIDR ({error})") from None
+    return tuple(networks)
+
+
+def _user_names(value: str) -> frozenset[str]:
+    return frozenset(_words(value))
+
+
+def _hosts(value: str) -> tuple[str, ...]:
+    return tuple(_domain(word) for word in _words(value))
+
+
+def _log_level(value: str) -> str:
+    level = value.lower()
+    if level == "warning":
+        level = "warn"
+    if level not in LOG_LEVELS:
+        raise _Invalid(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+# --- the schema ---------------------------------------------------------------------------
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its parser, default (REQUIRED, None or text) and help text."""
+
+    section: str
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    is_path: bool = False
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.name}"
+
+
+KEYS: tuple[Key, ...] = (
+    Key("sip", "domain", _domain, REQUIRED, "SIP domain; bare user names get @domain"),
+    Key("sip", "realm", _text, None, "digest realm of the sipX credentials (default: domain)"),
+    Key("sip", "proxy", _sip_uri, REQUIRED, "SIP URI of the sipX proxy (loose route)"),
+    Key("sip", "address", _ip_address, "127.0.0.1", "SIP address to bind and advertise"),
+    Key("sip", "port", _port, "6050", "SIP port"),
+    Key("sip", "transports", _transports, "udp tcp", "SIP transports: udp, tcp, tls"),
+    Key("sip", "contact_user", _contact_user, "callcontroller", "user part of our Contact"),
+    Key("http", "https", _port_or_zero, "6666", "HTTPS port (0 disables)"),
+    Key("http", "http", _port_or_zero, "6667", "plain-HTTP port, Digest only (0 disables)"),
+    Key("http", "address", _ip_address, "0.0.0.0", "address the web listeners bind"),
+    Key("http", "trusted", _networks, "127.0.0.1 ::1", "addresses/CIDRs needing no auth"),
+    Key("tls", "certificate", _text, None, "PEM certificate file", is_path=True),
+    Key("tls", "key", _text, None, "PEM private key file", is_path=True),
+    Key("users", "directory", _text, REQUIRED, "validusers.xml or credential.xml", True),
+    Key("users", "agents", _user_names, "", "users allowed to act as agent for others"),
+    Key("calls", "timeout", _int_range(1, 86400), "180", "default ring time in seconds"),
+    Key("calls", "result_cache_time", _int_range(0, 86400), "180",
+        "seconds a finished call stays queryable"),
+    Key("calls", "max_calls", _int_range(1, 1_000_000), "2000", "calls in progress at once"),
+    Key("calls", "max_calls_per_agent", _int_range(1, 1_000_000), "10",
+        "calls in progress per agent"),
+    Key("calls", "callback_hosts", _hosts, "", "hosts statusCallback URLs may point at"),
+    Key("daemon", "state_dir", _text, "/var/lib/sipxcc", "generated certificate and state",
+        is_path=True),
+    Key("daemon", "log_level", _log_level, "info", "debug, info, warn, error or critical"),
+)
+
+_KEYS_BY_NAME = {key.dotted: key for key in KEYS}
+_SECTIONS = tuple(dict.fromkeys(key.section for key in KEYS))
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def load_config(path: str, overrides: Mapping[str, str] | None = None) -> Config:
+    """Read the INI file at ``path``, apply ``{"section.key": text}`` overrides, validate."""
+    overrides = dict(overrides or {})
+    raw = _read_ini(path)
+    for dotted, text in overrides.items():
+        if dotted not in _KEYS_BY_NAME:
+            raise ConfigError(f"{path}: {dotted}: unknown key (from the command line)")
+        raw[dotted] = text
+    base_dir = os.path.dirname(os.path.abspath(path))
+    values: dict[str, Any] = {}
+    for key in KEYS:
+        values[key.dotted] = _value_of(path, key, raw.get(key.dotted), base_dir,
+                                       from_command_line=key.dotted in overrides)
+    if values["sip.realm"] is None:
+        values["sip.realm"] = values["sip.domain"]
+    if (values["tls.certificate"] is None) != (values["tls.key"] is None):
+        missing = "tls.key" if values["tls.key"] is None else "tls.certificate"
+        raise ConfigError(f"{path}: {missing}: tls.certificate and tls.key must be set together")
+    return _build(os.path.abspath(path), values)
+
+
+def _read_ini(path: str) -> dict[str, str]:
+    # A default_section nobody writes: "[DEFAULT]" must be an unknown section, not magic.
+    parser = configparser.ConfigParser(
+        interpolation=None, default_section="\0", strict=True, empty_lines_in_values=False
+    )
+    try:
+        with open(path, encoding="utf-8") as stream:
+            parser.read_file(stream)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config file: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except configparser.DuplicateSectionError as error:
+        raise ConfigError(f"{path}: line {error.lineno}: duplicate section "
+                          f"[{error.section}]") from None
+    except configparser.DuplicateOptionError as error:
+        raise ConfigError(f"{path}: line {error.lineno}: {error.section}.{error.option}: "
+                          "set twice") from None
+    except configparser.MissingSectionHeaderError as error:
+        raise ConfigError(f"{path}: line {error.lineno}: a [section] header must come "
+                          "before the first key") from None
+    except configparser.ParsingError as error:
+        lines = ", ".join(str(lineno) for lineno, _ in error.errors)
+        raise ConfigError(f"{path}: line {lines}: not a 'key = value' line") from None
+    raw: dict[str, str] = {}
+    for section in parser.sections():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{path}: [{section}]: unknown section "
+                              f"(known: {', '.join(_SECTIONS)})")
+        for name, text in parser.items(section, raw=True):
+            dotted = f"{section}.{name}"
+            if dotted not in _KEYS_BY_NAME:
+                raise ConfigError(f"{path}: {dotted}: unknown key")
+            raw[dotted] = text.strip()
+    return raw
+
+
+def _value_of(path: str, key: Key, text: str | None, base_dir: str,
+              from_command_line: bool) -> Any:
+    origin = " (from the command line)" if from_command_line else ""
+    if not text:
+        if key.default is REQUIRED:
+            problem = "required key is missing" if text is None else "must not be empty"
+            raise ConfigError(f"{path}: {key.dotted}: {problem}{origin}")
+        if key.default is None:
+            return None
+        if text is None:
+            text = key.default
+    if "\n" in text:
+        raise ConfigError(f"{path}: {key.dotted}: must be a single line{origin}")
+    try:
+        value = key.parse(text)
+    except _Invalid as error:
+        raise ConfigError(f"{path}: {key.dotted}: {error}{origin}") from None
+    if key.is_path:
+        value = os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))
+    return value
+
+
+def _build(source: str, values: Mapping[str, Any]) -> Config:
+    def section(name: str) -> dict[str, Any]:
+        prefix = name + "."
+        return {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+
+    return Config(
+        source=source,
+        sip=SIPConfig(**section("sip")),
+        http=HTTPConfig(**section("http")),
+        tls=TLSConfig(**section("tls")),
+        users=UsersConfig(**section("users")),
+        calls=CallsConfig(**section("calls")),
+        daemon=DaemonConfig(**section("daemon")),
+    )

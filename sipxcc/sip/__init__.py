@@ -1,0 +1,1 @@
+"""SIP: codec, transports, transactions, dialogs and the user agent."""

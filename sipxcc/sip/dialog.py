@@ -1,0 +1,140 @@
+"""RFC 3261 §12 dialogs: identity, route set, CSeq spaces, in-dialog requests."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sipxcc.sip.message import Request, Response, make_branch
+from sipxcc.sip.uri import Address
+
+EARLY = "early"
+CONFIRMED = "confirmed"
+TERMINATED = "terminated"
+
+#: Methods that refresh the remote target (RFC 3261 §12.2, RFC 3311 §5.1, RFC 6665 §4.1.2.1)
+TARGET_REFRESH = frozenset(("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"))
+
+
+def _strip_tag(header_value: str) -> str:
+    address = Address.parse(header_value)
+    address.params.pop("tag", None)
+    return str(address)
+
+
+class Dialog:
+    """
+    One dialog of ours (we are the UAC of the INVITE that created it). The call flow sets
+    C{on_request(request, server_transaction)} for in-dialog requests and
+    C{on_terminated()} to hear of its end.
+    """
+
+    def __init__(self, ua, call_id: str, local_tag: str, remote_tag: str, local_uri: str,
+                 remote_uri: str, remote_target: str, route_set: list[str], local_seq: int,
+                 credentials=None):
+        self.ua = ua
+        self.call_id = call_id
+        self.local_tag = local_tag
+        self.remote_tag = remote_tag
+        self.local_uri = local_uri
+        self.remote_uri = remote_uri
+        self.remote_target = remote_target
+        self.route_set = route_set
+        self.local_seq = local_seq
+        self.remote_seq: int | None = None
+        self.credentials = credentials
+        self.challenges: dict[str, object] = {}  # header name -> last Challenge, reused (§22)
+        self.nonce_counts: dict[str, int] = {}
+        self.state = CONFIRMED
+        self.invite_seq = local_seq
+        self.ack_data: bytes | None = None
+        self.ack_target = None
+        self.on_request: Callable[[Request, object], None] | None = None
+        self.on_terminated: Callable[[], None] | None = None
+
+    @classmethod
+    def from_response(cls, ua, request: Request, response: Response, credentials=None) -> Dialog:
+        """§12.1.2: the UAC's view of a dialog created by a 2xx (or 1xx with a tag)."""
+        contact = response.headers.values("Contact")
+        target = str(Address.parse(contact[0]).uri) if contact else request.uri
+        routes = list(reversed(response.headers.values("Record-Route")))
+        return cls(ua, request.call_id, request.from_tag, response.to_tag,
+                   _strip_tag(request.headers.get("From")),
+                   _strip_tag(response.headers.get("To")), target, routes, request.cseq[0],
+                   credentials)
+
+    @property
+    def id(self) -> tuple[str, str, str]:
+        return (self.call_id, self.local_tag, self.remote_tag)
+
+    def build_request(self, method: str, headers=(), body: bytes = b"",
+                      cseq: int | None = None) -> Request:
+        """§12.2.1.1: a request inside this dialog (loose routing only, RFC 3261 §16.12)."""
+        if cseq is None:
+            self.local_seq += 1
+            cseq = self.local_seq
+        request = Request(method, self.remote_target)
+        h = request.headers
+        h.add("Via", self.ua.via(make_branch()))
+        h.add("Max-Forwards", "70")
+        for route in self.route_set:
+            h.add("Route", route)
+        h.add("From", f"{self.local_uri};tag={self.local_tag}")
+        h.add("To", f"{self.remote_uri};tag={self.remote_tag}")
+        h.add("Call-ID", self.call_id)
+        h.add("CSeq", f"{cseq} {method}")
+        if method in TARGET_REFRESH or method == "REFER":
+            h.add("Contact", self.ua.contact)
+        for name, value in headers:
+            h.add(name, value)
+        request.body = body
+        return request
+
+    def request(self, method: str, headers=(), body: bytes = b"", on_response=None):
+        """Send an in-dialog request; returns an C{OutgoingRequest} (its C{.deferred})."""
+        request = self.build_request(method, headers, body)
+        return self.ua.send(request, self.ua.dialog_target(self), dialog=self,
+                            credentials=self.credentials, on_response=on_response)
+
+    def ack(self, body: bytes = b"", headers=()) -> None:
+        """§13.2.2.4: ACK the 2xx of the last INVITE; kept to answer its retransmissions."""
+        ack = self.build_request("ACK", headers, body, cseq=self.invite_seq)
+        self.ack_data = ack.to_bytes()
+        self.ack_target = self.ua.dialog_target(self)
+        self.ua.transport.send(self.ack_data, self.ack_target)
+
+    def retransmitted_2xx(self, response: Response) -> None:
+        if self.ack_data is not None and response.cseq[0] == self.invite_seq:
+            self.ua.transport.send(self.ack_data, self.ack_target)
+
+    def receive_request(self, request: Request, txn) -> None:
+        """§12.2.2: CSeq order, target refresh, then the call flow."""
+        seq = request.cseq[0]
+        if self.remote_seq is not None and seq < self.remote_seq and request.method != "ACK":
+            txn.respond(500, "Server Internal Error", [("Retry-After", "1")])
+            return
+        self.remote_seq = seq
+        if request.method in TARGET_REFRESH:
+            contact = request.headers.values("Contact")
+            if contact:
+                self.remote_target = str(Address.parse(contact[0]).uri)
+        if self.on_request is None:
+            if request.method == "BYE":
+                txn.respond(200, "OK")
+                self.terminate()
+            else:
+                txn.respond(481, "Call/Transaction Does Not Exist")
+            return
+        self.on_request(request, txn)
+
+    def refresh_target(self, response: Response) -> None:
+        contact = response.headers.values("Contact")
+        if contact:
+            self.remote_target = str(Address.parse(contact[0]).uri)
+
+    def terminate(self) -> None:
+        if self.state == TERMINATED:
+            return
+        self.state = TERMINATED
+        self.ua.forget_dialog(self)
+        if self.on_terminated is not None:
+            self.on_terminated()

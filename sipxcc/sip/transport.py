@@ -1,0 +1,263 @@
+"""
+SIP transports (RFC 3261 §18): one UDP socket and a TCP listener on the same address
+and port, outgoing TCP connections reused per peer and closed when idle.
+
+The layer above sees only C{on_message(message, source)} and C{send(data, target)}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Callable, NamedTuple
+
+from twisted.internet import protocol
+from twisted.logger import Logger
+
+from sipxcc.sip.message import MAX_MESSAGE, SIPParseError, StreamParser, parse_datagram
+
+log = Logger()
+
+UDP_MTU_LIMIT = 1300  # RFC 3261 §18.1.1: larger requests go over a congestion-controlled transport
+
+
+class Target(NamedTuple):
+    """Where a message goes: C{transport} is C{"UDP"}, C{"TCP"} or C{"TLS"}."""
+
+    transport: str
+    host: str
+    port: int
+
+
+class Source(NamedTuple):
+    """Where a message came from; C{connection} is the stream it arrived on, if any."""
+
+    transport: str
+    host: str
+    port: int
+    connection: object | None
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class SIPDatagramProtocol(protocol.DatagramProtocol):
+    """Frames one SIP message per datagram (RFC 3261 §18.3)."""
+
+    def __init__(self, layer: TransportLayer):
+        self.layer = layer
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        if data.strip(b"\r\n") == b"":
+            return  # RFC 5626 keep-alive
+        source = Source("UDP", addr[0], addr[1], None)
+        try:
+            message = parse_datagram(data, self.layer.max_size)
+        except SIPParseError as e:
+            self.layer.parse_failed(e, source)
+            return
+        self.layer.deliver(message, source)
+
+
+class SIPStreamProtocol(protocol.Protocol):
+    """Frames SIP messages on a TCP or TLS stream by Content-Length (RFC 3261 §18.3)."""
+
+    def __init__(self, layer: TransportLayer, transport_name: str):
+        self.layer = layer
+        self.transport_name = transport_name
+        self.peer: tuple[str, int] | None = None
+        self.idle = None
+        self.pending: list[tuple[bytes, Callable | None]] = []
+        self.connected_ok = False
+        self.parser = StreamParser(self._message, layer.max_size)
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.peer = (peer.host, peer.port)
+        self.connected_ok = True
+        self.layer.connection_made(self)
+        for data, _ in self.pending:
+            self.transport.write(data)
+        self.pending = []
+        self.touch()
+
+    def touch(self) -> None:
+        if self.idle is not None and self.idle.active():
+            self.idle.reset(self.layer.idle_timeout)
+        else:
+            self.idle = self.layer.reactor.callLater(self.layer.idle_timeout, self._idle_close)
+
+    def _idle_close(self) -> None:
+        self.idle = None
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.touch()
+        try:
+            self.parser.feed(data)
+        except SIPParseError as e:
+            self.layer.parse_failed(e, self._source())
+            self.transport.loseConnection()  # framing is lost for good on this stream
+
+    def _source(self) -> Source:
+        host, port = self.peer or ("", 0)
+        return Source(self.transport_name, host, port, self)
+
+    def _message(self, message) -> None:
+        self.layer.deliver(message, self._source())
+
+    def send(self, data: bytes, on_error: Callable | None = None) -> None:
+        if self.connected_ok:
+            self.transport.write(data)
+            self.touch()
+        else:
+            self.pending.append((data, on_error))
+
+    def connect_failed(self, reason) -> None:
+        pending, self.pending = self.pending, []
+        for _, on_error in pending:
+            if on_error is not None:
+                on_error(reason)
+
+    def connectionLost(self, reason=None) -> None:
+        if self.idle is not None and self.idle.active():
+            self.idle.cancel()
+        self.idle = None
+        self.layer.connection_lost(self)
+
+
+class _StreamFactory(protocol.Factory):
+    def __init__(self, layer: TransportLayer, transport_name: str):
+        self.layer = layer
+        self.transport_name = transport_name
+
+    def buildProtocol(self, addr):
+        return SIPStreamProtocol(self.layer, self.transport_name)
+
+
+class _OutgoingFactory(protocol.ClientFactory):
+    def __init__(self, proto: SIPStreamProtocol):
+        self.proto = proto
+
+    def buildProtocol(self, addr):
+        return self.proto
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        self.proto.layer.connection_lost(self.proto)
+        self.proto.connect_failed(reason)
+
+
+class TransportLayer:
+    """
+    The UDP, TCP (and TLS) transports of one SIP address. Received messages go to
+    C{on_message(message, source)}; unparseable ones to C{on_bad_message(error, source)}.
+    """
+
+    def __init__(self, reactor, address: str, port: int, transports=("udp", "tcp"),
+                 on_message=None, on_bad_message=None, tls_context=None,
+                 idle_timeout: float = 300.0, max_size: int = MAX_MESSAGE):
+        self.reactor = reactor
+        self.address = address
+        self.port = port
+        self.transports = tuple(t.lower() for t in transports)
+        self.on_message = on_message
+        self.on_bad_message = on_bad_message
+        self.tls_context = tls_context
+        self.idle_timeout = idle_timeout
+        self.max_size = max_size
+        self.connections: dict[tuple[str, str, int], SIPStreamProtocol] = {}
+        self.ports: list = []
+        self.udp = None
+        self.dropped = 0
+
+    def start(self) -> None:
+        """Bind every configured transport; raises CannotListenError when a port is taken."""
+        if "udp" in self.transports:
+            self.udp = SIPDatagramProtocol(self)
+            self.ports.append(self.reactor.listenUDP(self.port, self.udp, interface=self.address,
+                                                     maxPacketSize=self.max_size))
+            if self.port == 0:
+                self.port = self.ports[-1].getHost().port
+        if "tcp" in self.transports:
+            self.ports.append(self.reactor.listenTCP(self.port, _StreamFactory(self, "TCP"),
+                                                     interface=self.address))
+            if self.port == 0:
+                self.port = self.ports[-1].getHost().port
+        if "tls" in self.transports and self.tls_context is not None:
+            self.ports.append(self.reactor.listenSSL(self.port + 1, _StreamFactory(self, "TLS"),
+                                                     self.tls_context, interface=self.address))
+
+    def stop(self):
+        for conn in list(self.connections.values()):
+            conn.transport.loseConnection()
+        from twisted.internet.defer import gatherResults, maybeDeferred
+        ports, self.ports = self.ports, []
+        return gatherResults([maybeDeferred(p.stopListening) for p in ports])
+
+    # Receiving
+
+    def deliver(self, message, source: Source) -> None:
+        self.on_message(message, source)
+
+    def parse_failed(self, error: SIPParseError, source: Source) -> None:
+        self.dropped += 1
+        if self.on_bad_message is not None:
+            self.on_bad_message(error, source)
+
+    def connection_made(self, proto: SIPStreamProtocol) -> None:
+        self.connections[(proto.transport_name, proto.peer[0], proto.peer[1])] = proto
+
+    def connection_lost(self, proto: SIPStreamProtocol) -> None:
+        if proto.peer is not None:
+            key = (proto.transport_name, proto.peer[0], proto.peer[1])
+            if self.connections.get(key) is proto:
+                del self.connections[key]
+
+    # Sending
+
+    def send(self, data: bytes, target: Target, on_error: Callable | None = None,
+             connection: object | None = None) -> None:
+        """
+        Send C{data} to C{target}; over C{connection} when given and still open (§18.2.2).
+        Asynchronous failures (a TCP connection that cannot be made) go to C{on_error}.
+        """
+        if target.transport == "UDP":
+            if self.udp is None or self.udp.transport is None:
+                if on_error is not None:
+                    on_error(RuntimeError("no UDP transport"))
+                return
+            try:
+                self.udp.transport.write(data, (target.host, target.port))
+            except OSError as e:
+                if on_error is not None:
+                    on_error(e)
+            return
+        if isinstance(connection, SIPStreamProtocol) and connection.transport is not None \
+                and connection.connected_ok:
+            connection.send(data, on_error)
+            return
+        key = (target.transport, target.host, target.port)
+        proto = self.connections.get(key)
+        if proto is None:
+            proto = self._connect(target)
+        proto.send(data, on_error)
+
+    def _connect(self, target: Target) -> SIPStreamProtocol:
+        proto = SIPStreamProtocol(self, target.transport)
+        proto.peer = (target.host, target.port)
+        self.connections[(target.transport, target.host, target.port)] = proto
+        factory = _OutgoingFactory(proto)
+        if target.transport == "TLS":
+            self.reactor.connectSSL(target.host, target.port, factory, self.tls_client_context(),
+                                    timeout=10)
+        else:
+            self.reactor.connectTCP(target.host, target.port, factory, timeout=10)
+        return proto
+
+    def tls_client_context(self):
+        from twisted.internet import ssl
+        return ssl.CertificateOptions(raiseMinimumTo=ssl.TLSVersion.TLSv1_2)

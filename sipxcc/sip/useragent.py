@@ -1,0 +1,271 @@
+"""
+The user agent core: the one interface the call flows use. It sends out-of-dialog
+requests through the proxy (loose routing), matches what arrives to transactions and
+dialogs, and answers what no one else claims (RFC 3261 §8.2, §12.2.2, §18.2.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.logger import Logger
+
+from sipxcc.sip.dialog import Dialog
+from sipxcc.sip.message import Request, make_branch, make_call_id, make_tag, response_to
+from sipxcc.sip.outgoing import OutgoingRequest
+from sipxcc.sip.transaction import TransactionLayer
+from sipxcc.sip.transport import UDP_MTU_LIMIT, Source, Target, is_ip
+from sipxcc.sip.uri import URI
+
+log = Logger()
+
+ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY, INFO, UPDATE"
+IN_DIALOG_ONLY = frozenset(("BYE", "NOTIFY", "INFO", "UPDATE", "PRACK", "REFER"))
+KNOWN_METHODS = frozenset(("INVITE", "ACK", "CANCEL", "OPTIONS", "BYE", "REFER", "NOTIFY",
+                           "INFO", "UPDATE", "PRACK", "REGISTER", "SUBSCRIBE", "MESSAGE",
+                           "PUBLISH"))
+DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
+
+
+@dataclass(frozen=True)
+class UASettings:
+    """Who we are on the SIP side: the proxy every out-of-dialog request goes through."""
+
+    proxy: str
+    address: str
+    port: int
+    contact_user: str = "callcontroller"
+    transports: tuple[str, ...] = ("udp", "tcp")
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def uri_target(uri: URI, default_transport: str = "UDP") -> Target:
+    """RFC 3263 reduced to what a sipX host needs: transport param, literal host, port."""
+    transport = (uri.params.get("transport") or "").upper() or default_transport
+    if uri.scheme == "sips":
+        transport = "TLS"
+    host = uri.host.strip("[]")
+    if not is_ip(host):
+        host = "127.0.0.1" if host == "localhost" else host
+    return Target(transport, host, uri.port or DEFAULT_PORTS.get(transport, 5060))
+
+
+class UserAgent:
+    """
+    The SIP user agent. Flows call L{invite} and use the L{Dialog} it yields; everything
+    else (retransmissions, challenges, stray requests) is handled here and below.
+    """
+
+    def __init__(self, clock, transport, settings: UASettings):
+        self.clock = clock
+        self.transport = transport
+        self.settings = settings
+        self.transactions = TransactionLayer(clock, transport)
+        self.transactions.send_response = self.send_response
+        self.dialogs: dict[tuple[str, str, str], Dialog] = {}
+        self.proxy = URI.parse(settings.proxy)
+        self.proxy_target = uri_target(self.proxy)
+        self.route = f"<{self.proxy}>" if "lr" in self.proxy.params else f"<{self.proxy};lr>"
+        self.sent_by = host_port(settings.address, settings.port)
+        self.counters = {"bad": 0, "stray_responses": 0}
+        self.recent: dict[tuple, tuple] = {}
+        transport.on_message = self.receive
+        transport.on_bad_message = self.bad_message
+
+    @property
+    def contact(self) -> str:
+        transport = self.proxy_target.transport
+        suffix = "" if transport == "UDP" else f";transport={transport.lower()}"
+        return f"<sip:{self.settings.contact_user}@{self.sent_by}{suffix}>"
+
+    def via(self, branch: str, transport: str | None = None) -> str:
+        transport = transport or self.proxy_target.transport
+        return f"SIP/2.0/{transport} {self.sent_by};branch={branch};rport"
+
+    # Sending
+
+    def new_request(self, method: str, request_uri: str, from_addr: str, to_addr: str,
+                    headers=(), body: bytes = b"", call_id: str | None = None) -> Request:
+        """§8.1.1: an out-of-dialog request, routed through the proxy (§16.12, loose)."""
+        request = Request(method, request_uri)
+        h = request.headers
+        h.add("Via", self.via(make_branch()))
+        h.add("Max-Forwards", "70")
+        h.add("Route", self.route)
+        h.add("From", f"{from_addr};tag={make_tag()}")
+        h.add("To", to_addr)
+        h.add("Call-ID", call_id or make_call_id(self.settings.address))
+        h.add("CSeq", f"1 {method}")
+        h.add("Contact", self.contact)
+        for name, value in headers:
+            h.add(name, value)
+        request.body = body
+        return request
+
+    def invite(self, request: Request, credentials=None, on_response=None) -> OutgoingRequest:
+        """Send an INVITE built by L{new_request}; its 2xx yields C{outgoing.dialog}."""
+        return self.send(request, self.proxy_target, credentials=credentials,
+                         on_response=on_response)
+
+    def send(self, request: Request, target: Target, dialog=None, credentials=None,
+             on_response=None) -> OutgoingRequest:
+        if target.transport == "UDP" and "tcp" in self.settings.transports \
+                and len(request.body) + 800 > UDP_MTU_LIMIT \
+                and len(request.to_bytes()) > UDP_MTU_LIMIT:
+            target = target._replace(transport="TCP")  # §18.1.1
+            request.headers.set("Via", self.via(make_branch(), "TCP"))
+        return OutgoingRequest(self, request, target, credentials, on_response, dialog).start()
+
+    def dialog_target(self, dialog: Dialog) -> Target:
+        first = dialog.route_set[0] if dialog.route_set else f"<{dialog.remote_target}>"
+        from sipxcc.sip.uri import Address
+        return uri_target(Address.parse(first).uri, self.proxy_target.transport)
+
+    def create_dialog(self, request: Request, response, credentials=None) -> Dialog:
+        dialog = Dialog.from_response(self, request, response, credentials)
+        self.dialogs[dialog.id] = dialog
+        return dialog
+
+    def forget_dialog(self, dialog: Dialog) -> None:
+        if self.dialogs.get(dialog.id) is dialog:
+            del self.dialogs[dialog.id]
+
+    def send_response(self, data: bytes, request: Request, source: Source) -> None:
+        """§18.2.2 (and RFC 3581): the connection it came on, else received/rport."""
+        via = request.top_via
+        if source.transport != "UDP" and source.connection is not None:
+            self.transport.send(data, Target(source.transport, source.host, source.port),
+                                connection=source.connection)
+            return
+        host = via.received or via.host.strip("[]")
+        port = via.rport or via.port or 5060
+        self.transport.send(data, Target(source.transport, host, port))
+
+    # Receiving
+
+    def bad_message(self, error, source: Source) -> None:
+        """Malformed SIP: 400 where the request is readable enough to answer, else drop."""
+        self.counters["bad"] += 1
+        partial = getattr(error, "partial", None)
+        if isinstance(partial, Request) and partial.method != "ACK":
+            try:
+                self._stamp_via(partial, source)
+                response = response_to(partial, 400, "Bad Request")
+                self.send_response(response.to_bytes(), partial, source)
+            except Exception:
+                log.debug("could not answer a malformed request from {host}", host=source.host)
+
+    def receive(self, message, source: Source) -> None:
+        if isinstance(message, Request):
+            self._receive_request(message, source)
+        else:
+            self._receive_response(message)
+
+    def _receive_response(self, response) -> None:
+        txn = self.transactions.match_response(response)
+        if txn is not None:
+            txn.receive(response)
+            return
+        # §13.2.2.4: a 2xx retransmitted after its transaction ended still needs its ACK
+        if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
+            dialog = self.dialogs.get((response.call_id, response.from_tag, response.to_tag))
+            if dialog is not None:
+                dialog.retransmitted_2xx(response)
+                return
+        self.counters["stray_responses"] += 1
+
+    def _stamp_via(self, request: Request, source: Source) -> None:
+        """§18.2.1 and RFC 3581: note where the request really came from."""
+        via = request.top_via
+        changed = False
+        if via.host.strip("[]") != source.host:
+            via.params["received"] = source.host
+            changed = True
+        if "rport" in via.params and not via.params["rport"]:
+            via.params["rport"] = str(source.port)
+            changed = True
+        if changed:
+            values = request.headers.values("Via")
+            values[0] = str(via)
+            request.headers.remove("Via")
+            for value in values:
+                request.headers.add("Via", value)
+
+    def _receive_request(self, request: Request, source: Source) -> None:
+        self._stamp_via(request, source)
+        method = request.method
+        txn = self.transactions.match_request(request)
+        if txn is not None:
+            txn.receive_retransmission(request)
+            return
+        if method == "ACK":
+            dialog = self.dialogs.get((request.call_id, request.to_tag, request.from_tag))
+            if dialog is not None and dialog.on_request is not None:
+                dialog.on_request(request, None)
+            return
+        if method == "CANCEL":
+            self._receive_cancel(request, source)
+            return
+        txn = self.transactions.server(request, source)
+        max_forwards = request.headers.get("Max-Forwards")
+        if max_forwards is not None and max_forwards.strip() == "0" and method != "OPTIONS":
+            txn.respond(483, "Too Many Hops")
+            return
+        to_tag = request.to_tag
+        if to_tag:
+            dialog = self.dialogs.get((request.call_id, to_tag, request.from_tag))
+            if dialog is None:
+                txn.respond(481, "Call/Transaction Does Not Exist")
+            else:
+                dialog.receive_request(request, txn)
+            return
+        if self._merged(request):
+            txn.respond(482, "Loop Detected")
+            return
+        self._out_of_dialog(request, txn)
+
+    def _merged(self, request: Request) -> bool:
+        """§8.2.2.2: the same request arriving by a second path (another branch)."""
+        key = (request.from_tag, request.call_id, request.cseq[0])
+        branch = request.top_via.branch
+        now = self.clock.seconds()
+        seen = self.recent.get(key)
+        if len(self.recent) > 10000:
+            self.recent = {k: v for k, v in self.recent.items() if now - v[1] < 32}
+        if seen is not None and seen[0] != branch and now - seen[1] < 32:
+            return True
+        self.recent[key] = (branch, now)
+        return False
+
+    def _out_of_dialog(self, request: Request, txn) -> None:
+        method = request.method
+        if method == "OPTIONS":
+            txn.respond(200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp"),
+                                    ("Supported", ""), ("Contact", self.contact)],
+                        to_tag=make_tag())
+        elif method in IN_DIALOG_ONLY:
+            txn.respond(481, "Call/Transaction Does Not Exist", to_tag=make_tag())
+        elif method in KNOWN_METHODS:
+            # we place calls; we do not take them (§8.2.1)
+            txn.respond(405, "Method Not Allowed", [("Allow", ALLOW)], to_tag=make_tag())
+        else:
+            txn.respond(501, "Not Implemented", [("Allow", ALLOW)], to_tag=make_tag())
+
+    def _receive_cancel(self, request: Request, source: Source) -> None:
+        """§9.2: CANCEL gets its own 200; the INVITE it names gets 487 from its owner."""
+        cancel_txn = self.transactions.server(request, source)
+        invite = self.transactions.servers.get(self.transactions.server_key(request, "INVITE"))
+        if invite is None:
+            cancel_txn.respond(481, "Call/Transaction Does Not Exist")
+            return
+        cancel_txn.respond(200, "OK")
+        if not invite.final_sent:
+            if invite.on_cancel is not None:
+                invite.on_cancel()
+            invite.respond(487, "Request Terminated")
+
+    def stop(self) -> None:
+        self.transactions.stop()

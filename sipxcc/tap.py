@@ -1,0 +1,150 @@
+"""``twistd sipxcc``: command-line options and the service tree.
+
+This is the only module that imports the global reactor. Everything that can stop
+start-up (config, user directory, certificate, a port in use) is checked here, before
+twistd starts logging or daemonizes, and reported as one line on stderr with a non-zero
+exit status instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.python import usage
+
+from sipxcc import __version__
+from sipxcc.config import KEYS, Config, ConfigError, load_config
+from sipxcc.tls import TLSError, server_context_factory
+from sipxcc.users import DirectoryError, UserDirectory
+from sipxcc.web.site import build_site
+
+DEFAULT_CONFIG = "/etc/sipxcc/sipxcc.ini"
+
+
+def option_name(dotted: str) -> str:
+    """``calls.max_calls`` -> ``calls-max-calls`` (the command-line spelling of a key)."""
+    return dotted.replace(".", "-").replace("_", "-")
+
+
+class Options(usage.Options):
+    """``--config PATH`` plus one ``--section-key`` option per config key."""
+
+    optParameters = [
+        ["config", "c", DEFAULT_CONFIG, "The INI configuration file."],
+    ] + [
+        [option_name(key.dotted), None, None, f"Override {key.dotted}: {key.help}."]
+        for key in KEYS
+    ]
+
+    def opt_version(self) -> NoReturn:
+        """Print the version and exit."""
+        print(f"sipxcc {__version__}")
+        sys.exit(0)
+
+    def overrides(self) -> dict[str, str]:
+        """The config keys given on the command line, as ``{"section.key": text}``."""
+        return {
+            key.dotted: self[option_name(key.dotted)]
+            for key in KEYS
+            if self[option_name(key.dotted)] is not None
+        }
+
+
+class ListeningPortService(Service):
+    """Owns a port that is already listening; stops listening when the service stops."""
+
+    def __init__(self, port: IListeningPort):
+        self.port = port
+
+    def stopService(self):
+        super().stopService()
+        return self.port.stopListening()
+
+
+class DirectoryPollerService(Service):
+    """Polls the user directory file for changes while the daemon runs."""
+
+    def __init__(self, directory: UserDirectory):
+        self.directory = directory
+
+    def startService(self) -> None:
+        super().startService()
+        self.directory.start()
+
+    def stopService(self):
+        self.directory.stop()
+        return super().stopService()
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; ``str()`` is the one line to show the operator."""
+
+
+def makeService(options: Options) -> MultiService:
+    """Build the sipxcc service on the global reactor, or exit with one line on stderr."""
+    from twisted.internet import reactor
+
+    try:
+        config = load_config(options["config"], options.overrides())
+        return build_service(config, reactor)
+    except (ConfigError, DirectoryError, TLSError, StartupError) as error:
+        sys.stderr.write(f"sipxcc: {error}\n")
+        sys.stderr.flush()
+        raise SystemExit(1) from None
+
+
+def build_service(config: Config, reactor) -> MultiService:
+    """The service tree for ``config``: user directory poller and the web listeners.
+
+    The listeners are bound here, not when the service starts, so that a port in use is
+    reported as a StartupError before twistd redirects output or daemonizes.
+    """
+    directory = UserDirectory(config.users.directory, reactor)
+    directory.load()
+    registry = _build_call_control(config, directory, reactor)
+    site = build_site(config, directory, registry, reactor)
+
+    top = MultiService()
+    DirectoryPollerService(directory).setServiceParent(top)
+    bound: list[IListeningPort] = []
+    try:
+        if config.http.https:
+            tls_options = server_context_factory(config)
+            bound.append(_listen(config, "http.https", lambda: reactor.listenSSL(
+                config.http.https, site, tls_options, interface=config.http.address)))
+        if config.http.http:
+            bound.append(_listen(config, "http.http", lambda: reactor.listenTCP(
+                config.http.http, site, interface=config.http.address)))
+    except BaseException:
+        for port in bound:
+            port.stopListening()
+        raise
+    for port in bound:
+        ListeningPortService(port).setServiceParent(top)
+    return top
+
+
+def _build_call_control(config: Config, directory: UserDirectory, reactor) -> object | None:
+    """The CallRegistry and SIP stack; None until the call layer is wired in."""
+    return None
+
+
+def _listen(config: Config, dotted: str, listen) -> IListeningPort:
+    try:
+        return listen()
+    except CannotListenError as error:
+        port = config.http.https if dotted == "http.https" else config.http.http
+        reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        raise StartupError(
+            f"{config.source}: {dotted}: cannot listen on "
+            f"{_host_port(config.http.address, port)}: {reason}"
+        ) from None
+
+
+def _host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+

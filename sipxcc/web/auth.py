@@ -1,0 +1,376 @@
+"""
+Who is asking (SPEC §3): trusted peers over HTTPS, HTTP Basic over HTTPS, HTTP Digest.
+
+Built on twisted.cred (a L{Portal} with a pintoken checker) and the twisted.web.guard
+credential factories, subclassed to close their gaps: server-side nonces that expire on
+the injected clock, each (nonce, nc) accepted once (RFC 7616 §3.4 / RFC 2617 §3.2.2),
+the digest C{uri} bound to the request, MD5 with qop=auth only, constant-time compares,
+and a throttle for repeated failures. Credentials are never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from twisted.cred import credentials, error
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import guard
+from zope.interface import Interface, implementer
+
+NONCE_LIFETIME = 300.0
+MAX_NONCES = 20000
+MAX_NC_PER_NONCE = 1000
+FAILURE_LIMIT = 10
+FAILURE_WINDOW = 60.0
+BLOCK_TIME = 60.0
+MAX_TRACKED_HOSTS = 10000
+
+log = Logger()
+
+# RFC 7235 §2.1 auth-param: token "=" ( token / quoted-string )
+_AUTH_PARAM = re.compile(rb'\s*([A-Za-z0-9_\-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*(?:,|$)')
+
+
+def md5_hex(text: bytes) -> bytes:
+    return hashlib.md5(text).hexdigest().encode("ascii")
+
+
+class AuthFailure(Exception):
+    """A request that may not proceed: C{code} 401, 403 or 429 and what to tell the client."""
+
+    def __init__(self, code: int, text: str, challenges: tuple[bytes, ...] = (),
+                 retry_after: int | None = None):
+        super().__init__(text)
+        self.code = code
+        self.challenges = challenges
+        self.retry_after = retry_after
+
+
+class StaleNonce(error.UnauthorizedLogin):
+    """The digest was right but its nonce expired or is unknown: RFC 7616 C{stale=true}."""
+
+
+class IAgent(Interface):
+    """The avatar interface: an authenticated sipX user (L{sipxcc.users.User})."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The requester: a trusted peer (any agent, sees every call) or an authenticated user."""
+
+    user: object | None
+    trusted: bool = False
+
+    @property
+    def identity(self) -> str | None:
+        return None if self.user is None else self.user.identity
+
+    def may_see(self, call) -> bool:
+        return self.trusted or call.owner == self.identity
+
+
+class DigestNonces:
+    """Server-issued nonces with their issue time and the nonce counts already accepted."""
+
+    def __init__(self, clock, lifetime: float = NONCE_LIFETIME, capacity: int = MAX_NONCES):
+        self._clock = clock
+        self._lifetime = lifetime
+        self._capacity = capacity
+        self._issued: OrderedDict[bytes, tuple[float, set[bytes]]] = OrderedDict()
+
+    def issue(self) -> bytes:
+        nonce = secrets.token_hex(16).encode("ascii")
+        self._issued[nonce] = (self._clock.seconds(), set())
+        while len(self._issued) > self._capacity:
+            self._issued.popitem(last=False)
+        return nonce
+
+    def is_fresh(self, nonce: bytes) -> bool:
+        entry = self._issued.get(nonce)
+        if entry is None:
+            return False
+        if self._clock.seconds() - entry[0] > self._lifetime:
+            del self._issued[nonce]
+            return False
+        return True
+
+    def consume(self, nonce: bytes, nc: bytes) -> bool:
+        """Accept C{(nonce, nc)} once; False for a replay or a nonce gone meanwhile."""
+        entry = self._issued.get(nonce)
+        if entry is None or nc in entry[1] or len(entry[1]) >= MAX_NC_PER_NONCE:
+            return False
+        entry[1].add(nc)
+        return True
+
+
+class PinDigestCredentials(credentials.DigestedCredentials):
+    """Digest credentials checked against a stored HA1 in constant time (RFC 7616 §3.4.1)."""
+
+    def __init__(self, username, method, realm, fields, nonces: DigestNonces, fresh: bool):
+        super().__init__(username, method, realm, fields)
+        self._nonces = nonces
+        self._fresh = fresh
+
+    def checkPassword(self, password):
+        raise NotImplementedError("only stored HA1 values are supported")
+
+    def checkHash(self, digestHash: bytes) -> bool:
+        f = self.fields
+        ha2 = md5_hex(self.method + b":" + f["uri"])
+        expected = md5_hex(b":".join((digestHash.lower(), f["nonce"], f["nc"], f["cnonce"],
+                                      f["qop"], ha2)))
+        if not hmac.compare_digest(expected, f["response"].lower()):
+            return False
+        if not self._fresh:
+            raise StaleNonce("digest nonce expired")
+        if not self._nonces.consume(f["nonce"], f["nc"]):
+            raise error.UnauthorizedLogin("digest nonce count replayed")
+        return True
+
+
+def parse_auth_params(text: bytes) -> dict[str, bytes]:
+    """The auth-params of an Authorization header; L{error.LoginFailed} on garbage."""
+    fields: dict[str, bytes] = {}
+    position = 0
+    text = text.strip()
+    while position < len(text):
+        match = _AUTH_PARAM.match(text, position)
+        if match is None or match.end() == position:
+            raise error.LoginFailed("malformed digest response")
+        name = match.group(1).decode("ascii").lower()
+        quoted = match.group(2)
+        value = re.sub(rb"\\(.)", rb"\1", quoted) if quoted is not None else match.group(3)
+        fields.setdefault(name, value)
+        position = match.end()
+    return fields
+
+
+class StrictDigestFactory(guard.DigestCredentialFactory):
+    """
+    twisted.web.guard's Digest factory with its gaps closed (twisted-facts §2): our own
+    expiring nonces, MD5 + qop=auth only, realm and C{uri} checked against the request.
+    """
+
+    def __init__(self, realm: str, nonces: DigestNonces):
+        super().__init__(b"md5", realm.encode("utf-8"))
+        self.realm = realm.encode("utf-8")
+        self.nonces = nonces
+
+    def getChallenge(self, request) -> dict[str, bytes]:
+        return {"realm": self.realm, "qop": b"auth", "algorithm": b"MD5",
+                "nonce": self.nonces.issue()}
+
+    def challenge_header(self, request, stale: bool | None = None) -> bytes:
+        params = self.getChallenge(request)
+        parts = [b'realm="%s"' % params["realm"], b'qop="auth"', b"algorithm=MD5",
+                 b'nonce="%s"' % params["nonce"]]
+        if stale is not None:
+            parts.append(b"stale=true" if stale else b"stale=false")
+        return b"Digest " + b", ".join(parts)
+
+    def decode(self, response: bytes, request) -> PinDigestCredentials:
+        fields = parse_auth_params(response)
+        for name in ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce"):
+            if not fields.get(name):
+                raise error.LoginFailed(f"digest response without {name}")
+        if fields.get("algorithm", b"MD5").upper() != b"MD5" or fields["qop"] != b"auth":
+            raise error.LoginFailed("unsupported digest algorithm or qop")
+        if not re.fullmatch(rb"[0-9A-Fa-f]{8}", fields["nc"]):
+            raise error.LoginFailed("malformed nonce count")
+        if not hmac.compare_digest(fields["realm"], self.realm):
+            raise error.LoginFailed("digest realm does not match")
+        if fields["uri"] != request.uri:
+            raise error.LoginFailed("digest uri does not match the request")
+        fresh = self.nonces.is_fresh(fields["nonce"])
+        return PinDigestCredentials(fields["username"], request.method, self.realm, fields,
+                                    self.nonces, fresh)
+
+
+@implementer(ICredentialsChecker)
+class PintokenChecker:
+    """Checks Basic and Digest credentials against the directory's pintokens (PIN HA1)."""
+
+    credentialInterfaces = (credentials.IUsernameDigestHash, credentials.IUsernamePassword)
+
+    def __init__(self, directory, realm: str):
+        self._directory = directory
+        self._realm = realm.encode("utf-8")
+
+    def requestAvatarId(self, creds):
+        return defer.maybeDeferred(self._check, creds)
+
+    def _check(self, creds) -> str:
+        try:
+            name = creds.username.decode("utf-8")
+        except UnicodeDecodeError:
+            raise error.UnauthorizedLogin("user name is not UTF-8") from None
+        user = self._directory.lookup(name)
+        if user is None or not user.pintoken:
+            raise error.UnauthorizedLogin("unknown user or user without PIN")
+        pintoken = user.pintoken.lower().encode("ascii")
+        if credentials.IUsernamePassword.providedBy(creds):
+            # sipX computes the pintoken over the user name, whichever alias was typed.
+            given = md5_hex(user.user_name.encode("utf-8") + b":" + self._realm + b":"
+                            + creds.password)
+            good = hmac.compare_digest(given, pintoken)
+        else:
+            good = creds.checkHash(pintoken)
+        if not good:
+            raise error.UnauthorizedLogin("wrong PIN")
+        return user.identity
+
+
+@implementer(IRealm)
+class AgentRealm:
+    """Maps an authenticated identity to its L{IAgent} avatar, the directory's user."""
+
+    def __init__(self, directory):
+        self._directory = directory
+
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        if IAgent not in interfaces:
+            raise NotImplementedError("only IAgent avatars")
+        user = self._directory.lookup(avatarId)
+        if user is None:
+            raise error.UnauthorizedLogin("user vanished from the directory")
+        return IAgent, user, lambda: None
+
+
+class FailureThrottle:
+    """
+    Counts authentication failures per client address; C{limit} failures within C{window}
+    seconds block the address for C{block} seconds. Memory is bounded by C{max_hosts}.
+    """
+
+    def __init__(self, clock, limit: int = FAILURE_LIMIT, window: float = FAILURE_WINDOW,
+                 block: float = BLOCK_TIME, max_hosts: int = MAX_TRACKED_HOSTS):
+        self._clock = clock
+        self._limit, self._window, self._block = limit, window, block
+        self._max_hosts = max_hosts
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+        self._blocked: OrderedDict[str, float] = OrderedDict()
+
+    def retry_after(self, host: str) -> int | None:
+        """Seconds until C{host} may try again, or None if it is not blocked."""
+        until = self._blocked.get(host)
+        if until is None:
+            return None
+        remaining = until - self._clock.seconds()
+        if remaining <= 0:
+            del self._blocked[host]
+            return None
+        return max(1, int(remaining + 0.999))
+
+    def failed(self, host: str) -> None:
+        now = self._clock.seconds()
+        recent = [t for t in self._failures.pop(host, []) if now - t < self._window]
+        recent.append(now)
+        if len(recent) >= self._limit:
+            self._blocked[host] = now + self._block
+            self._trim(self._blocked)
+            log.warn("blocking {host} for {seconds:.0f} s after repeated authentication "
+                     "failures", host=host, seconds=self._block)
+            return
+        self._failures[host] = recent
+        self._trim(self._failures)
+
+    def _trim(self, table: OrderedDict) -> None:
+        while len(table) > self._max_hosts:
+            table.popitem(last=False)
+
+
+class Authenticator:
+    """
+    Decides who a request comes from (SPEC §3). C{authenticate(request)} returns a Deferred
+    L{Principal} or fails with L{AuthFailure}.
+    """
+
+    def __init__(self, config, directory, clock, nonce_lifetime: float = NONCE_LIFETIME):
+        self._config = config
+        realm = config.sip.realm
+        self._portal = Portal(AgentRealm(directory), [PintokenChecker(directory, realm)])
+        self.digest = StrictDigestFactory(realm, DigestNonces(clock, nonce_lifetime))
+        self.basic = guard.BasicCredentialFactory(realm.encode("utf-8"))
+        self.throttle = FailureThrottle(clock)
+
+    def authenticate(self, request) -> defer.Deferred:
+        host = getattr(request.getClientAddress(), "host", None) or ""
+        secure = bool(request.isSecure())
+        # Trust comes from the TLS connection's peer address only, never from a header.
+        if secure and host and self._config.is_trusted(host):
+            return defer.succeed(Principal(None, trusted=True))
+        retry = self.throttle.retry_after(host)
+        if retry is not None:
+            return defer.fail(AuthFailure(429, "Too many authentication failures",
+                                          retry_after=retry))
+        header = request.getHeader(b"authorization") or b""
+        scheme, _, response = header.strip().partition(b" ")
+        scheme = scheme.lower()
+        try:
+            if scheme == b"digest":
+                creds = self.digest.decode(response, request)
+            elif scheme == b"basic" and secure:
+                creds = self.basic.decode(response.strip(), request)
+            elif scheme == b"basic":
+                return defer.fail(self._challenge(
+                    request, "Basic authentication is not accepted over plain HTTP"))
+            else:
+                return defer.fail(self._challenge(request, "Authentication required"))
+        except error.LoginFailed as reason:
+            return defer.fail(self._failed(request, host, str(reason), stale=False))
+        d = self._portal.login(creds, None, IAgent)
+        d.addCallbacks(lambda result: Principal(result[1]),
+                       lambda failure: self._login_failed(failure, request, host, creds))
+        return d
+
+    def _login_failed(self, failure, request, host: str, creds):
+        if failure.check(StaleNonce):
+            failure.trap(StaleNonce)
+            raise self._challenge(request, "Authentication required", stale=True)
+        failure.trap(error.LoginFailed)
+        user = creds.username.decode("utf-8", "replace")
+        raise self._failed(request, host, f"{failure.getErrorMessage()} (user {user!r})",
+                           stale=False)
+
+    def _failed(self, request, host: str, why: str, stale: bool) -> AuthFailure:
+        log.info("authentication failed from {host}: {why}", host=host, why=why)
+        self.throttle.failed(host)
+        return self._challenge(request, "Authentication failed", stale=stale)
+
+    def _challenge(self, request, text: str, stale: bool | None = None) -> AuthFailure:
+        challenges = [self.digest.challenge_header(request, stale)]
+        if request.isSecure():
+            challenges.append(b'Basic realm="%s"' % self.digest.realm)
+        return AuthFailure(401, text, tuple(challenges))
+
+
+def same_user(directory, user, name: str) -> bool:
+    """Whether C{name} (user name, alias, identity or addr-spec) refers to C{user}."""
+    if name == user.identity or name in user.names:
+        return True
+    other = directory.lookup(name)
+    return other is not None and other.identity == user.identity
+
+
+def authorize(principal: Principal, agent, calling_user: str, directory, agents) -> None:
+    """
+    SPEC §3: the authenticated user must be the agent, and may act for another calling
+    user only when listed in C{users.agents}. Trusted peers may act as anyone.
+    """
+    if principal.trusted:
+        return
+    user = principal.user
+    if user.identity != agent.identity:
+        raise AuthFailure(403, f"{user.user_name} may not act as agent {agent.user_name}")
+    if same_user(directory, user, calling_user):
+        return
+    if not (user.names & frozenset(agents)):
+        raise AuthFailure(403, f"{user.user_name} may not place calls for {calling_user}")

@@ -1,0 +1,270 @@
+"""
+Query parameters and path segments of the REST interface, validated before anything is sent.
+
+Every value that reaches a SIP message (user parts, hosts, subject, confpin, transfer
+target) is checked against the RFC 3261 grammar here, so the call layer never sees a
+value that could inject a header or break a URI. A bad value raises L{BadParameter},
+whose text names the parameter (the original's C{Bad parameter <name> = <value>}).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+REFER = "REFER"
+INVITE = "INVITE"
+CALL = "call"
+TRANSFER = "transfer"
+
+MAX_TIMEOUT = 86400
+"""Largest accepted C{timeout} (seconds a phone may ring): one day."""
+MAX_RESULT_CACHE_TIME = 86400
+"""Largest accepted C{resultCacheTime}: one day."""
+MAX_SUBJECT = 256
+MAX_CONFPIN = 32
+MAX_USER = 128
+MAX_CALLBACK_URL = 2048
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 500
+
+# RFC 3261 §25.1: user = 1*( unreserved / escaped / user-unreserved ), minus ";", "?", "/"
+# and ",": legal there, but they split URIs and header lists in careless parsers, and
+# no sipX user name, alias or dial string needs them.
+_USER = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$]|%[0-9A-Fa-f]{2})+")
+# RFC 3261 §25.1: hostname = *( domainlabel "." ) toplabel [ "." ]
+_HOSTNAME = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*"
+    r"[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?"
+)
+_IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
+_PORT = re.compile(r"[0-9]{1,5}")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,9}")
+_CONFPIN = re.compile(r"[0-9*#]+")
+
+
+class BadParameter(ValueError):
+    """A request parameter that fails validation; C{str()} names it."""
+
+    def __init__(self, name: str, value: str | None = None, text: str | None = None):
+        self.name = name
+        if text is None:
+            text = f"Bad parameter {name}" if value is None else f"Bad parameter {name} = {value}"
+        super().__init__(text)
+
+
+def _shown(value: str) -> str:
+    """A value fit to quote back in an error text: bounded, control characters escaped."""
+    short = value if len(value) <= 64 else value[:64] + "..."
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in short)
+
+
+def _valid_host(host: str) -> bool:
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    if _IPV4.fullmatch(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    return len(host) <= 253 and _HOSTNAME.fullmatch(host) is not None
+
+
+def _split_port(hostport: str) -> tuple[str, str | None]:
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end != -1 and hostport[end + 1:].startswith(":"):
+            return hostport[:end + 1], hostport[end + 2:]
+        return hostport, None
+    if hostport.count(":") == 1:
+        host, port = hostport.split(":")
+        return host, port
+    return hostport, None
+
+
+def check_user(name: str, value: str) -> str:
+    """
+    Check a user reference (C{user} or C{user@host}) against the SIP grammar and return it
+    unchanged. RFC 3261 §19.1.1 / §25.1: the user part is C{user} (a dial string such as
+    C{+4930123} fits it), the host a hostname, IPv4 address or C{[IPv6]}, with an optional
+    port.
+    """
+    if not value or len(value) > MAX_USER + 260:
+        raise BadParameter(name, _shown(value))
+    user, at, hostport = value.partition("@")
+    if len(user) > MAX_USER or not _USER.fullmatch(user):
+        raise BadParameter(name, _shown(value))
+    if at:
+        host, port = _split_port(hostport)
+        if not _valid_host(host):
+            raise BadParameter(name, _shown(value))
+        if port is not None and not (_PORT.fullmatch(port) and 0 < int(port) < 65536):
+            raise BadParameter(name, _shown(value))
+    return value
+
+
+def addr_spec(user: str, domain: str) -> str:
+    """C{user} as an addr-spec without scheme: bare users get C{@domain} (as the original)."""
+    return user if "@" in user else f"{user}@{domain}"
+
+
+def check_subject(value: str) -> str:
+    """A Subject header value: printable text only (no CR, LF, NUL, other controls)."""
+    if len(value) > MAX_SUBJECT or not value.isprintable():
+        raise BadParameter("subject", _shown(value))
+    return value
+
+
+def check_confpin(value: str) -> str:
+    """A conference PIN: digits, C{*} and C{#} only; it becomes a URI header value."""
+    if len(value) > MAX_CONFPIN or not _CONFPIN.fullmatch(value):
+        raise BadParameter("confpin", _shown(value))
+    return value
+
+
+def parse_integer(name: str, value: str, minimum: int, maximum: int) -> int:
+    """An integer as Java's C{Integer.parseInt} reads it, within C{[minimum, maximum]}."""
+    if not _INTEGER.fullmatch(value):
+        raise BadParameter(name, _shown(value))
+    number = int(value)
+    if not minimum <= number <= maximum:
+        raise BadParameter(name, _shown(value))
+    return number
+
+
+def parse_boolean(value: str | None) -> bool:
+    """Java's C{Boolean.parseBoolean}: only C{true}, in any case, is true."""
+    return value is not None and value.lower() == "true"
+
+
+def check_callback(value: str, allowed_hosts: tuple[str, ...]) -> str:
+    """An absolute http(s) URL whose host is one the configuration allows."""
+    if len(value) > MAX_CALLBACK_URL or not value.isprintable() or " " in value:
+        raise BadParameter("statusCallback", _shown(value))
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 -- raises ValueError on a bad port
+    except ValueError:
+        raise BadParameter("statusCallback", _shown(value)) from None
+    if parts.scheme not in ("http", "https") or not host or parts.username is not None:
+        raise BadParameter("statusCallback", _shown(value))
+    allowed = {h.lower().strip("[]") for h in allowed_hosts}
+    if host.lower() not in allowed:
+        raise BadParameter("statusCallback", text=f"Bad parameter statusCallback: host {host}"
+                           " is not an allowed callback host")
+    return value
+
+
+class Query:
+    """
+    The request's parameters as text: names are case-sensitive and the first occurrence
+    wins (as the original's C{extractQuery(..., true)}). Values must be UTF-8.
+    """
+
+    def __init__(self, args: dict[bytes, list[bytes]]):
+        self._args = args
+
+    def get(self, name: str) -> str | None:
+        values = self._args.get(name.encode("ascii"))
+        if not values:
+            return None
+        try:
+            return values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadParameter(name, text=f"Bad parameter {name}: not UTF-8") from None
+
+
+def decode_segment(name: str, segment: bytes) -> str:
+    """A path segment (already percent-decoded once by twisted.web) as text."""
+    try:
+        return segment.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadParameter(name, text=f"Bad parameter {name}: not UTF-8") from None
+
+
+def parse_method(query: Query) -> str:
+    """C{sipMethod}: REFER (default) or INVITE, in any case."""
+    value = query.get("sipMethod")
+    if value is None:
+        return REFER
+    method = value.upper()
+    if method not in (REFER, INVITE):
+        raise BadParameter("sipMethod", _shown(value))
+    return method
+
+
+def parse_agent(query: Query, calling_user: str) -> str:
+    """C{agent}, by default the calling user exactly as typed in the URL."""
+    agent = query.get("agent")
+    return check_user("agent", calling_user if agent is None else agent)
+
+
+def parse_limit(query: Query) -> int:
+    """C{limit} of the C{/calls} list."""
+    value = query.get("limit")
+    if value is None:
+        return DEFAULT_LIST_LIMIT
+    return parse_integer("limit", value, 1, MAX_LIST_LIMIT)
+
+
+@dataclass(frozen=True)
+class CallParameters:
+    """Everything a POST asks for, validated; C{calling}/C{called}/C{target} are addr-specs."""
+
+    agent: str
+    calling: str
+    called: str
+    method: str
+    action: str
+    target: str | None
+    timeout: int
+    result_cache_time: int
+    subject: str | None
+    forwarding_allowed: bool
+    confpin: str | None
+    auto_answer: bool
+    status_callback: str | None
+
+
+def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
+                          domain: str, default_timeout: int, default_cache_time: int,
+                          callback_hosts: tuple[str, ...]) -> CallParameters:
+    """Validate a POST's path users and parameters (SPEC §2 table)."""
+    calling = addr_spec(check_user("callingUser", calling_user), domain)
+    called = addr_spec(check_user("calledUser", called_user), domain)
+    agent = parse_agent(query, calling_user)
+    method = parse_method(query)
+    action = query.get("action") or CALL
+    if action not in (CALL, TRANSFER):
+        raise BadParameter("action", _shown(action))
+    target = query.get("target")
+    if target is not None:
+        target = addr_spec(check_user("target", target), domain)
+    timeout = _optional_integer(query, "timeout", default_timeout, 1, MAX_TIMEOUT)
+    cache_time = _optional_integer(query, "resultCacheTime", default_cache_time,
+                                   0, MAX_RESULT_CACHE_TIME)
+    subject = query.get("subject")
+    confpin = query.get("confpin")
+    callback = query.get("statusCallback")
+    return CallParameters(
+        agent=agent, calling=calling, called=called, method=method, action=action,
+        target=target, timeout=timeout, result_cache_time=cache_time,
+        subject=check_subject(subject) if subject else None,
+        forwarding_allowed=parse_boolean(query.get("isForwardingAllowed")),
+        confpin=check_confpin(confpin) if confpin else None,
+        auto_answer=parse_boolean(query.get("autoAnswer")),
+        status_callback=check_callback(callback, callback_hosts) if callback else None,
+    )
+
+
+def _optional_integer(query: Query, name: str, default: int, minimum: int, maximum: int) -> int:
+    value = query.get(name)
+    return default if value is None else parse_integer(name, value, minimum, maximum)

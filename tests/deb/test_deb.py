@@ -1,0 +1,244 @@
+"""The Debian package, end to end: build, lintian, install, run, verify, purge.
+
+Every command runs with a minimal environment whose PATH holds only the system
+directories, so Debian's python3 and python3-twisted are used, never the venv's.
+The tests share one build and one installation and run in file order; the
+last one purges the package, and the fixture purges it again if a test failed.
+
+``make deb`` ends with ``lintian --fail-on error --display-info``. Its
+informational tags are accepted: package-supports-alternative-init-but-no-init.d-script
+(the service is systemd-only, as the sipX hosts are) and spare-manual-page (sipxcc(8)
+documents a twistd plugin, not a command of its own). Warnings we keep are listed in
+KEPT_LINTIAN_WARNINGS with the reason.
+"""
+
+import grp
+import os
+import pathlib
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SYSTEM_ENV = {
+    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LC_ALL": "C.UTF-8",
+    "DEBIAN_FRONTEND": "noninteractive",
+}
+PLUGIN = pathlib.Path("/usr/lib/python3/dist-packages/twisted/plugins/sipxcc_plugin.py")
+CONFIG = pathlib.Path("/etc/sipxcc/sipxcc.ini")
+STATE_DIR = pathlib.Path("/var/lib/sipxcc")
+UNIT = pathlib.Path("/lib/systemd/system/sipxcc.service")
+KEPT_LINTIAN_WARNINGS: dict[str, str] = {}  # tag -> why it is acceptable
+
+
+def _sipxcc_installed():
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${db:Status-Status}", "sipxcc"],
+        env=SYSTEM_ENV, capture_output=True, text=True,
+    )
+    return result.returncode == 0 and result.stdout.strip() not in ("", "not-installed")
+
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="installs a Debian package: needs root"),
+    pytest.mark.skipif(shutil.which("dpkg") is None, reason="needs a Debian system"),
+    pytest.mark.skipif(
+        shutil.which("dpkg") is not None and _sipxcc_installed(),
+        reason="sipxcc is already installed here; this test would replace and purge it "
+        "(run `apt-get purge sipxcc` first if it is a leftover)",
+    ),
+]
+
+
+def run(*command, check=True, timeout=300, **kwargs):
+    """Run a command in the system environment; on failure show its output."""
+    result = subprocess.run(
+        command, env=SYSTEM_ENV, capture_output=True, text=True, timeout=timeout, **kwargs,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(command)} exited {result.returncode}\n"
+            f"--- stdout (end) ---\n{result.stdout[-6000:]}\n"
+            f"--- stderr (end) ---\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def purge():
+    run("apt-get", "purge", "-y", "sipxcc", check=False)
+
+
+@pytest.fixture(scope="module")
+def build():
+    """``make deb``: returns (path of the .deb, make's output)."""
+    result = run("make", "-C", str(ROOT), "deb", timeout=600)
+    debs = sorted((ROOT / "build" / "deb").glob("sipxcc_*_all.deb"))
+    assert len(debs) == 1, debs
+    return debs[0], result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def installed(build):
+    """The package installed with apt (purged again at the end in any case)."""
+    deb, _ = build
+    try:
+        run("apt-get", "install", "-y", f"./{deb.relative_to(ROOT)}", cwd=ROOT, timeout=600)
+        yield deb
+    finally:
+        purge()
+
+
+def test_build_has_no_lintian_errors_or_new_warnings(build):
+    _, output = build
+    assert "lintian" in output, "make deb did not run lintian"
+    errors = re.findall(r"^E: .*$", output, re.MULTILINE)
+    warnings = set(re.findall(r"^W: sipxcc: (\S+)", output, re.MULTILINE))
+    assert not errors
+    assert warnings <= KEPT_LINTIAN_WARNINGS.keys(), warnings
+
+
+def test_package_metadata_and_contents(build):
+    deb, _ = build
+    version = run("dpkg-deb", "-f", str(deb), "Version").stdout.strip()
+    init = (ROOT / "sipxcc" / "__init__.py").read_text()
+    assert f'__version__ = "{version}"' in init, "debian/changelog and sipxcc disagree"
+
+    files = run("dpkg-deb", "-c", str(deb)).stdout
+    paths = {line.split()[-1].lstrip(".") for line in files.splitlines()}
+    for expected in (str(PLUGIN), str(CONFIG), str(UNIT), "/usr/share/man/man8/sipxcc.8.gz"):
+        assert expected in paths, expected
+    twisted_dir = "/usr/lib/python3/dist-packages/twisted/"
+    assert twisted_dir + "__init__.py" not in paths
+    assert twisted_dir + "plugins/__init__.py" not in paths
+    assert twisted_dir + "plugins/dropin.cache" not in paths
+
+    with tempfile.TemporaryDirectory() as control:
+        run("dpkg-deb", "-e", str(deb), control)
+        conffiles = pathlib.Path(control, "conffiles").read_text().split()
+        triggers = pathlib.Path(control, "triggers").read_text()
+    assert str(CONFIG) in conffiles
+    assert "activate-noawait twisted-plugins-cache" in triggers
+
+
+def test_install_creates_user_config_and_state_dir(installed):
+    user = pwd.getpwnam("sipxcc")
+    assert grp.getgrgid(user.pw_gid).gr_name == "sipxcc"
+    assert user.pw_uid < 1000, "not a system user"
+    assert CONFIG.is_file()
+    assert "/etc/sipxpbx/validusers.xml" in CONFIG.read_text()
+    state = STATE_DIR.stat()
+    assert (state.st_uid, state.st_gid) == (user.pw_uid, user.pw_gid)
+    assert state.st_mode & 0o777 == 0o750
+
+
+def test_twistd_lists_plugin_with_fresh_cache(installed):
+    # As the daemon's own user: python3-twisted's trigger must have rebuilt
+    # dropin.cache, since this user cannot rewrite a stale one.
+    result = run("runuser", "-u", "sipxcc", "--", "twistd3", "--help")
+    assert re.search(r"^\s+sipxcc\s", result.stdout, re.MULTILINE), result.stdout
+    assert "Unable to write to plugin cache" not in result.stdout + result.stderr
+
+
+def test_systemd_accepts_unit(installed):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed (package systemd)")
+    result = run("systemd-analyze", "verify", str(UNIT), check=False)
+    assert result.returncode == 0, result.stderr
+    assert "sipxcc" not in result.stderr, result.stderr
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _write_test_config(directory, sip_port, https_port, http_port):
+    """A config readable by the sipxcc user, with the demo users and free ports."""
+    users = directory / "validusers.xml"
+    shutil.copyfile(ROOT / "etc" / "validusers.xml", users)
+    state = directory / "state"
+    state.mkdir()
+    sipxcc = pwd.getpwnam("sipxcc")
+    os.chown(state, sipxcc.pw_uid, sipxcc.pw_gid)
+    config = directory / "sipxcc.ini"
+    config.write_text(
+        "[sip]\n"
+        "domain = sipx.test\n"
+        f"proxy = sip:127.0.0.1:{sip_port + 1}\n"
+        "address = 127.0.0.1\n"
+        f"port = {sip_port}\n"
+        "[http]\n"
+        "address = 127.0.0.1\n"
+        f"https = {https_port}\n"
+        f"http = {http_port}\n"
+        "[users]\n"
+        f"directory = {users}\n"
+        "[daemon]\n"
+        f"state_dir = {state}\n"
+    )
+    for path in (directory, users, config):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return config
+
+
+def _wait_for_health(url, daemon, log, deadline):
+    while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            pytest.fail(f"daemon exited {daemon.returncode}:\n{log.read_text()[-4000:]}")
+        probe = run("curl", "-k", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                    "--max-time", "2", url, check=False)
+        if probe.stdout == "200":
+            return
+        time.sleep(0.2)  # polling interval, not synchronisation
+    pytest.fail(f"{url} never answered 200:\n{log.read_text()[-4000:]}")
+
+
+def test_installed_daemon_answers_health_as_sipxcc_user(installed):
+    sip_port, https_port, http_port = _free_ports(3)
+    with tempfile.TemporaryDirectory(prefix="sipxcc-deb-") as scratch:
+        directory = pathlib.Path(scratch)
+        config = _write_test_config(directory, sip_port, https_port, http_port)
+        log = directory / "daemon.log"
+        with log.open("wb") as output:
+            daemon = subprocess.Popen(
+                ["runuser", "-u", "sipxcc", "--", "twistd3", "-n", "--pidfile=",
+                 "sipxcc", "--config", str(config)],
+                env=SYSTEM_ENV, cwd=scratch, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            _wait_for_health(f"https://127.0.0.1:{https_port}/health", daemon, log,
+                             time.monotonic() + 30)
+        finally:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait()
+
+
+def test_purge_removes_everything_but_the_system_user(installed):
+    run("apt-get", "purge", "-y", "sipxcc")
+    assert not _sipxcc_installed()
+    package_dir = PLUGIN.parents[2] / "sipxcc"
+    for path in (PLUGIN, package_dir, CONFIG, CONFIG.parent, STATE_DIR, UNIT):
+        assert not path.exists(), path
+    # The trigger fires on removal too: the rebuilt cache forgets the plugin.
+    result = run("twistd3", "--help")
+    assert not re.search(r"^\s+sipxcc\s", result.stdout, re.MULTILINE)
