@@ -3,8 +3,8 @@
 
 DEB_VERSION = $(shell dpkg-parsechangelog -l debian/changelog -S Version 2>/dev/null)
 DEB_OUT := build/deb
-DEB_TREE := $(DEB_OUT)/sipxcc-$(DEB_VERSION)
-DEB_FILE := $(DEB_OUT)/sipxcc_$(DEB_VERSION)_all.deb
+DEB_TREE = $(DEB_OUT)/sipxcc-$(DEB_VERSION)
+DEB_FILE = $(DEB_OUT)/sipxcc_$(DEB_VERSION)_all.deb
 # Build-Depends of debian/control, plus lintian.
 DEB_BUILD_DEPS := debhelper dh-python pybuild-plugin-pyproject python3-all \
 	python3-setuptools lintian
@@ -14,7 +14,8 @@ DEB_ENV := env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=$(CURDIR)/$(DEB_OUT) \
 	LC_ALL=C.UTF-8 DEBIAN_FRONTEND=noninteractive
 DEB_EXCLUDES := --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist \
 	--exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache \
-	--exclude=.ruff_cache --exclude=.hypothesis --exclude=dropin.cache --exclude='*.deb'
+	--exclude=.ruff_cache --exclude=.hypothesis --exclude=./.demo --exclude=dropin.cache \
+	--exclude='*.deb'
 
 .PHONY: deb deb-build-deps
 

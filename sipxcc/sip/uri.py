@@ -21,6 +21,16 @@ _DISPLAY_TOKENS = re.compile(rf"[{TOKEN_CHARS}]+(?:[ \t]+[{TOKEN_CHARS}]+)*\Z")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _UNESCAPE = re.compile(r"\\(.)")
 _URI_FORBIDDEN = re.compile(r"[\s<>\"]")
+# Fast paths for the common shapes; anything else goes through the general code.
+_HOST = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_.])?)"
+_SIMPLE_SIP_URI = re.compile(
+    r"([Ss][Ii][Pp][Ss]?):(?:([^@:;?\s<>\"]+)(?::([^@;?\s<>\"]*))?@)?" + _HOST
+    + r"(?::([0-9]{1,5}))?((?:;[^;?=@\s<>\"]+(?:=[^;?=@\s<>\"]+)?)*)\Z")
+_SIMPLE_PARAMS = re.compile(
+    rf"(?:[ \t]*;[ \t]*[{TOKEN_CHARS}]+(?:[ \t]*=[ \t]*[^;,\s\"]+)?)*[ \t]*\Z")
+_NAME_ADDR = re.compile(
+    rf'[ \t]*(?:"((?:[^"\\]|\\.)*)"[ \t]*|([{TOKEN_CHARS}]+(?:[ \t]+[{TOKEN_CHARS}]+)*)?[ \t]*)'
+    r'<([^<>\s"]*)>(.*)\Z', re.S)
 _VIA = re.compile(
     rf"[ \t]*([{TOKEN_CHARS}]+)[ \t]*/[ \t]*([{TOKEN_CHARS}]+)[ \t]*/[ \t]*([{TOKEN_CHARS}]+)"
     r"[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_\-.]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?")
@@ -75,6 +85,11 @@ def _quote(text: str) -> str:
 def parse_params(text: str, what: str) -> dict[str, str | None]:
     """Parse ';name=value;flag' header parameters; names are lower-cased, values kept."""
     params: dict[str, str | None] = {}
+    if _SIMPLE_PARAMS.match(text):
+        for field in text.split(";")[1:]:
+            name, eq, value = field.partition("=")
+            params[name.strip(" \t").lower()] = value.strip(" \t") if eq else None
+        return params
     pos, n = 0, len(text)
     while pos < n:
         m = _PARAM.match(text, pos)
@@ -114,6 +129,19 @@ class URI:
 
     @classmethod
     def parse(cls, text: str) -> URI:
+        m = _SIMPLE_SIP_URI.match(text)
+        if m is not None:
+            scheme, user, password, host, port, param_text = m.groups()
+            params: dict[str, str | None] = {}
+            if param_text:
+                for field in param_text.split(";")[1:]:
+                    name, eq, value = field.partition("=")
+                    params[name.lower()] = value if eq else None
+            if port is not None:
+                port = int(port)
+                if port > 65535:
+                    raise SIPParseError(f"bad port in URI: {text[:60]!r}")
+            return cls(scheme.lower(), user, password, host, port, params)
         m = _SCHEME.match(text)
         if m is None:
             raise SIPParseError(f"not a URI: {text[:60]!r}")
@@ -232,6 +260,13 @@ class Address:
 
     @classmethod
     def parse(cls, text: str) -> Address:
+        m = _NAME_ADDR.match(text)
+        if m is not None:
+            quoted, display, uri_text, tail = m.groups()
+            if quoted is not None:
+                display = _UNESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
+            params = parse_params(tail, "address") if tail.strip() else {}
+            return cls(display, URI.parse(uri_text), params)
         text = text.strip()
         if text == "*":
             return cls(None, None)

@@ -36,7 +36,8 @@ MAX_TRACKED_HOSTS = 10000
 log = Logger()
 
 # RFC 7235 §2.1 auth-param: token "=" ( token / quoted-string )
-_AUTH_PARAM = re.compile(rb'\s*([A-Za-z0-9_\-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*(?:,|$)')
+_AUTH_PARAM = re.compile(
+    rb'\s*([A-Za-z0-9_\-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*(?:,|$)')
 
 
 def md5_hex(text: bytes) -> bytes:

@@ -5,8 +5,15 @@ from __future__ import annotations
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource, server
 
+from sipxcc.calls.errors import CallError
 from sipxcc.config import Config
 from sipxcc.users import UserDirectory
+from sipxcc.web.auth import Authenticator
+from sipxcc.web.callcontroller import WebContext, install
+from sipxcc.web.errors import PathResource
+
+REQUEST_TIMEOUT = 30
+"""Seconds an idle HTTP connection (or a slow request) is kept open."""
 
 
 class Health(resource.Resource):
@@ -20,32 +27,43 @@ class Health(resource.Resource):
         return b"ok\n"
 
 
-class NotFound(resource.Resource):
-    """A plain 404 for every method (twisted.web's own NoResource is deprecated in 26.10)."""
-
-    isLeaf = True
-
-    def render(self, request: server.Request) -> bytes:
-        request.setResponseCode(404)
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        return b"not found\n"
+class CallControlUnavailable(CallError):
+    code = 503
 
 
-class Root(resource.Resource):
-    """The root of the tree: known children, 404 for anything else."""
+class NoCallRegistry:
+    """Stands in while no CallRegistry is wired: nothing to show, placing a call is 503."""
 
-    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
-        return NotFound()
+    active_count = 0
 
-    def render(self, request: server.Request) -> bytes:
-        return NotFound().render(request)
+    def place(self, request):
+        raise CallControlUnavailable("Call control is not available")
+
+    def lookup(self, key):
+        return None
+
+    def get(self, call_id):
+        return None
+
+    def calls_of(self, owner, limit):
+        return []
+
+    def hangup(self, call):
+        raise CallControlUnavailable("Call control is not available")
+
+    transfer = hangup
 
 
 def build_site(config: Config, directory: UserDirectory, registry: object | None,
                reactor: IReactorTime) -> server.Site:
     """The Site for both listeners; ``registry`` is the CallRegistry (None until wired)."""
-    root = Root()
+    root = PathResource()
     root.putChild(b"health", Health())
+    context = WebContext(config=config, directory=directory,
+                         registry=registry if registry is not None else NoCallRegistry(),
+                         auth=Authenticator(config, directory, reactor))
+    install(root, context)
     site = server.Site(root, reactor=reactor)
     site.displayTracebacks = False
+    site.timeOut = REQUEST_TIMEOUT
     return site

@@ -337,7 +337,8 @@ class SippPhone:
             command += ["-au", auth[0], "-ap", auth[1]]
         if timeout is not None:
             command += ["-timeout", f"{int(timeout)}s", "-timeout_error"]
-        for key, value in (keys or {}).items():
+        # [lf]: a bare line feed, for scenarios that imitate sloppy phones
+        for key, value in {"lf": "\n", **(keys or {})}.items():
             command += ["-key", key, value]
         for key, value in (variables or {}).items():
             command += ["-set", key, value]
@@ -431,18 +432,22 @@ class SippPhone:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(errors="replace")
+        # newline="": keep CRLF and bare LF as sent, tests may check line endings
+        with open(path, encoding="utf-8", errors="replace", newline="") as file:
+            return file.read()
     except FileNotFoundError:
         return ""
 
 
 _TRACE_HEADER = re.compile(
-    r"^-{20,} [^\n]*\n(?:UDP|TCP|TLS|SCTP) message (sent|received)[^\n]*\n\n", re.M)
+    r"^-{20,} [^\n]*\r?\n(?:UDP|TCP|TLS|SCTP) message (sent|received)[^\n]*\r?\n\r?\n",
+    re.M)
 
 
 def _split_trace(trace: str) -> list[tuple[str, str]]:
     """sipp's -trace_msg text -> [("sent"|"received", message)]."""
     parts = _TRACE_HEADER.split(trace)
     # parts: [preamble, direction, message, direction, message, ...]
-    return [(parts[i], parts[i + 1].strip("\r\n") + "\r\n")
+    # sipp writes each message followed by one "\n"
+    return [(parts[i], parts[i + 1].removesuffix("\n"))
             for i in range(1, len(parts) - 1, 2)]

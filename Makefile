@@ -1,0 +1,76 @@
+# sipxcc: `make test` and `make demo` on a fresh Debian 12 machine, as root.
+# Other targets (deb, bench, ...) live in mk/*.mk, included at the end.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VENV_STAMP := $(VENV)/.sipxcc-installed
+
+APT_PACKAGES := sip-tester kamailio curl wrk python3-twisted python3-lxml python3-openssl \
+	python3-service-identity python3-treq python3-cryptography python3-pytest \
+	python3-pytest-twisted python3-hypothesis python3-automat debhelper dh-python python3-all \
+	python3-setuptools lintian dpkg-dev devscripts systemd python3-venv
+
+# Debian's own python3 and pytest, with nothing of ours but the source tree on the path.
+DEBIAN_PYTHON := env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=$(HOME) \
+	PYTHONPATH=$(CURDIR) /usr/bin/python3
+LINT_DIRS := $(wildcard sipxcc tests twisted bench)
+
+.PHONY: all deps venv lint test test-venv test-debian demo clean
+
+all: test
+
+# Install the missing Debian packages only (an installed kamailio service, if any, listens on
+# 5060, which no test uses).
+deps:
+	@missing=""; \
+	for package in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$package" 2>/dev/null | grep -q ' ok installed' \
+	    || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update && apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): setup.cfg pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check $(LINT_DIRS)
+
+test-venv: venv
+	$(VENV)/bin/python -m pytest -q tests
+
+test-debian:
+	$(DEBIAN_PYTHON) -m pytest -q -p no:cacheprovider tests/unit
+
+# pytest exits non-zero (5) when it collects no test, which fails the target too.
+test: deps venv
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory test-venv
+	$(MAKE) --no-print-directory test-debian
+
+demo: deps venv
+	@echo "sipxcc demo on 127.0.0.1 (users user1..user4, aliases 201..204, every PIN 123)."
+	@echo "Try, in another terminal:"
+	@echo "  curl -k https://127.0.0.1:6666/health"
+	@echo "  curl -k -X POST -u user1:123 https://127.0.0.1:6666/callcontroller/user1/user2"
+	@echo "  curl -k -X POST -u user3:123 'https://127.0.0.1:6666/callcontroller/user1/user2?agent=user3'"
+	@echo "  curl -k -u user1:123 https://127.0.0.1:6666/callcontroller/user1/user2"
+	@echo "  curl -k 'https://127.0.0.1:6666/callcontroller/user1/user2?agent=user3'"
+	@echo "  curl -k -u user3:123 -X GET 'https://127.0.0.1:6666/callcontroller/user1/user2?agent=user3'"
+	@echo "Stop with Ctrl-C."
+	$(VENV)/bin/twistd -n --pidfile= sipxcc --config etc/demo.ini
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis .demo
+	rm -f twisted/plugins/dropin.cache
+	find sipxcc tests twisted -name __pycache__ -type d -prune -exec rm -rf {} +
+
+-include mk/*.mk

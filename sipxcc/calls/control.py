@@ -1,0 +1,62 @@
+"""Call control assembled: SIP transports, the user agent, the flows and the registry."""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+
+from sipxcc.calls.call import INVITE, REFER
+from sipxcc.calls.leg import FlowContext
+from sipxcc.calls.refer import ReferFlow
+from sipxcc.calls.registry import CallRegistry
+from sipxcc.sip.transport import TransportLayer
+from sipxcc.sip.useragent import UASettings, UserAgent
+
+
+class CallControl(Service):
+    """
+    The SIP side of the daemon as one service. L{listen} binds the SIP ports (so a port
+    in use stops start-up); stopping the service hangs up every call first.
+    """
+
+    def __init__(self, reactor, *, domain: str, proxy: str, address: str, port: int,
+                 transports=("udp", "tcp"), contact_user: str = "callcontroller",
+                 max_calls: int = 2000, max_calls_per_agent: int = 10, tls_context=None,
+                 shutdown_timeout: float = 5.0):
+        self.reactor = reactor
+        self.shutdown_timeout = shutdown_timeout
+        self.transport = TransportLayer(reactor, address, port, transports,
+                                        tls_context=tls_context)
+        self.settings = UASettings(proxy, address, port, contact_user, tuple(transports))
+        self.ua: UserAgent | None = None
+        self.domain = domain
+        self.address = address
+        self.registry = CallRegistry(reactor, {REFER: self._refer, INVITE: self._invite},
+                                     max_calls, max_calls_per_agent)
+
+    def listen(self) -> None:
+        """Bind the SIP transports; raises CannotListenError when the port is taken."""
+        self.transport.start()
+        settings = self.settings
+        if settings.port != self.transport.port:
+            settings = UASettings(settings.proxy, settings.address, self.transport.port,
+                                  settings.contact_user, settings.transports)
+        self.ua = UserAgent(self.reactor, self.transport, settings)
+        self.context = FlowContext(self.ua, self.reactor, self.domain, self.address)
+
+    def _refer(self, call, on_end):
+        return ReferFlow(self.context, call, on_end)
+
+    def _invite(self, call, on_end):
+        from sipxcc.calls.invite import InviteFlow
+        return InviteFlow(self.context, call, on_end)
+
+    def stopService(self):
+        super().stopService()
+        d = self.registry.shutdown(self.shutdown_timeout)
+
+        def stop_transport(_):
+            self.registry.clear()
+            if self.ua is not None:
+                self.ua.stop()
+            return self.transport.stop()
+        return d.addCallback(stop_transport)

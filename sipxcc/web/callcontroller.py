@@ -1,0 +1,208 @@
+"""
+The REST resources (SPEC §2): C{/callcontroller/{callingUser}/{calledUser}} (also under
+C{/sipxconfig/rest/my/redirect/}), C{/calls} and C{/calls/{id}}.
+
+Each request runs: method check (405) → authentication (401/429) → parameters (400) →
+agent lookup (403) → authorization (403) → the registry. Whatever goes wrong is answered
+with a processing-status document; an unexpected fault is logged and answered 500 with
+a generic text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web import resource, server
+
+from sipxcc.calls.call import CallRequest
+from sipxcc.calls.errors import CallError
+from sipxcc.web import params, render
+from sipxcc.web.auth import AuthFailure, Authenticator, Principal, authorize
+from sipxcc.web.errors import ApiError, PathResource, Reply, send, status_reply, wants_json
+from sipxcc.web.params import BadParameter, Query
+
+log = Logger()
+
+REDIRECT_PREFIX = (b"sipxconfig", b"rest", b"my", b"redirect")
+OK_TEXT = "Success"
+CALL_NOT_FOUND = "Call not found."
+
+
+@dataclass
+class WebContext:
+    """What the resources share: configuration, users, calls, authentication, render cache."""
+
+    config: object
+    directory: object
+    registry: object
+    auth: Authenticator
+    cache: render.StatusCache = field(default_factory=render.StatusCache)
+
+
+class ApiResource(resource.Resource):
+    """A leaf whose C{handle(request, principal)} returns a L{Reply} once authenticated."""
+
+    isLeaf = True
+    allowed: tuple[bytes, ...] = ()
+
+    def __init__(self, context: WebContext):
+        super().__init__()
+        self.context = context
+
+    def render(self, request):
+        if request.method not in self.allowed:
+            allow = b", ".join(sorted(self.allowed))
+            send(request, status_reply(request, 405, "Method not allowed",
+                                       [(b"allow", allow)]))
+            return server.NOT_DONE_YET
+        gone = []
+        request.notifyFinish().addErrback(gone.append)
+        d = defer.maybeDeferred(self.context.auth.authenticate, request)
+        d.addCallback(lambda principal: self.handle(request, principal))
+        d.addErrback(self._failed, request)
+        d.addCallback(lambda reply: None if gone else send(request, reply))
+        d.addErrback(lambda failure: log.failure("could not answer a request", failure))
+        return server.NOT_DONE_YET
+
+    def handle(self, request, principal: Principal) -> Reply:
+        raise NotImplementedError
+
+    def _failed(self, failure, request) -> Reply:
+        error = failure.value
+        if isinstance(error, AuthFailure):
+            headers = [(b"www-authenticate", c) for c in error.challenges]
+            if error.retry_after is not None:
+                headers.append((b"retry-after", b"%d" % error.retry_after))
+            return status_reply(request, error.code, str(error), headers)
+        if isinstance(error, BadParameter):
+            return status_reply(request, 400, str(error))
+        if isinstance(error, ApiError):
+            return status_reply(request, error.code, str(error), error.headers)
+        if isinstance(error, CallError):
+            headers = []
+            if error.retry_after is not None:
+                headers.append((b"retry-after", b"%d" % error.retry_after))
+            return status_reply(request, error.code, str(error), headers)
+        log.failure("unexpected error answering {method} {path}", failure,
+                    method=request.method, path=request.path)
+        return status_reply(request, 500, "Internal error")
+
+    def ok(self, request, call) -> Reply:
+        reply = status_reply(request, 200, OK_TEXT)
+        reply.headers.append((b"location", b"/calls/" + call.id.encode("ascii")))
+        return reply
+
+    def call_reply(self, request, call) -> Reply:
+        as_json = wants_json(request)
+        body = render.call_document(call, as_json, self.context.cache)
+        return Reply(200, body, render.JSON_TYPE if as_json else render.XML_TYPE)
+
+
+class CallControllerResource(ApiResource):
+    """C{/callcontroller/{callingUser}/{calledUser}}: POST places, GET shows, DELETE ends."""
+
+    allowed = (b"DELETE", b"GET", b"POST")
+
+    def handle(self, request, principal: Principal) -> Reply:
+        if len(request.postpath) != 2 or not all(request.postpath):
+            raise ApiError(404, "Not found")
+        calling_user = params.decode_segment("callingUser", request.postpath[0])
+        called_user = params.decode_segment("calledUser", request.postpath[1])
+        config = self.context.config
+        query = Query(request.args)
+        if request.method == b"POST":
+            wanted = params.parse_call_parameters(
+                query, calling_user, called_user, domain=config.sip.domain,
+                default_timeout=config.calls.timeout,
+                default_cache_time=config.calls.result_cache_time,
+                callback_hosts=tuple(config.calls.callback_hosts))
+            agent = self._agent(wanted.agent, principal, calling_user)
+            if wanted.action == params.TRANSFER:
+                return self._transfer(request, agent, wanted)
+            return self.ok(request, self.context.registry.place(CallRequest(
+                agent=agent, calling=wanted.calling, called=wanted.called,
+                method=wanted.method, timeout=wanted.timeout,
+                result_cache_time=wanted.result_cache_time, subject=wanted.subject,
+                forwarding_allowed=wanted.forwarding_allowed, confpin=wanted.confpin,
+                auto_answer=wanted.auto_answer, status_callback=wanted.status_callback)))
+        calling = params.addr_spec(params.check_user("callingUser", calling_user),
+                                   config.sip.domain)
+        called = params.addr_spec(params.check_user("calledUser", called_user),
+                                  config.sip.domain)
+        method = params.parse_method(query)
+        agent = self._agent(params.parse_agent(query, calling_user), principal, calling_user)
+        call = self.context.registry.lookup((agent.identity, calling, called))
+        if call is not None and not principal.may_see(call):
+            call = None
+        if request.method == b"DELETE":
+            if call is None:
+                raise ApiError(404, CALL_NOT_FOUND)
+            self.context.registry.hangup(call)
+            return status_reply(request, 200, OK_TEXT)
+        if call is None:
+            as_json = wants_json(request)
+            return Reply(200, render.empty_document(method, as_json),
+                         render.JSON_TYPE if as_json else render.XML_TYPE)
+        return self.call_reply(request, call)
+
+    def _agent(self, name: str, principal: Principal, calling_user: str):
+        agent = self.context.directory.lookup(name)
+        if agent is None:
+            raise ApiError(403, f"could not find credentials for {name}")
+        authorize(principal, agent, calling_user, self.context.directory,
+                  self.context.config.users.agents)
+        return agent
+
+    def _transfer(self, request, agent, wanted: params.CallParameters) -> Reply:
+        if wanted.target is None:
+            raise ApiError(400, "Need a transfer target parameter")
+        call = self.context.registry.lookup((agent.identity, wanted.calling, wanted.called))
+        if call is None:
+            raise ApiError(404, CALL_NOT_FOUND)
+        self.context.registry.transfer(call, wanted.target)
+        return self.ok(request, call)
+
+
+class CallsResource(ApiResource):
+    """C{/calls}: the requester's calls, newest first; C{/calls/{id}}: one call."""
+
+    allowed = (b"DELETE", b"GET")
+
+    def handle(self, request, principal: Principal) -> Reply:
+        path = request.postpath
+        if not path or path == [b""]:
+            if request.method != b"GET":
+                raise ApiError(405, "Method not allowed", ((b"allow", b"GET"),))
+            limit = params.parse_limit(Query(request.args))
+            owner = None if principal.trusted else principal.identity
+            calls = self.context.registry.calls_of(owner, limit)
+            if wants_json(request):
+                return Reply(200, render.calls_json(calls), render.JSON_TYPE)
+            return Reply(200, render.calls_xml(calls))
+        if len(path) != 1:
+            raise ApiError(404, "Not found")
+        call_id = params.decode_segment("id", path[0])
+        call = self.context.registry.get(call_id)
+        if call is None or not principal.may_see(call):
+            raise ApiError(404, CALL_NOT_FOUND)
+        if request.method == b"DELETE":
+            self.context.registry.hangup(call)
+            return status_reply(request, 200, OK_TEXT)
+        if wants_json(request):
+            return Reply(200, render.call_json(call), render.JSON_TYPE)
+        return self.call_reply(request, call)
+
+
+def install(root: resource.Resource, context: WebContext) -> None:
+    """Put the REST resources under C{root} (a L{PathResource})."""
+    controller = CallControllerResource(context)
+    root.putChild(b"callcontroller", controller)
+    root.putChild(b"calls", CallsResource(context))
+    node = root
+    for name in REDIRECT_PREFIX:
+        child = PathResource()
+        node.putChild(name, child)
+        node = child
+    node.putChild(b"callcontroller", controller)
