@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.python import usage
 
 from sipxcc import __version__
+from sipxcc.calls.control import CallControl
 from sipxcc.config import KEYS, Config, ConfigError, load_config
 from sipxcc.tls import TLSError, server_context_factory
 from sipxcc.users import DirectoryError, UserDirectory
@@ -105,11 +106,12 @@ def build_service(config: Config, reactor) -> MultiService:
     """
     directory = UserDirectory(config.users.directory, reactor)
     directory.load()
-    registry = _build_call_control(config, directory, reactor)
-    site = build_site(config, directory, registry, reactor)
+    control = _build_call_control(config, reactor)
+    site = build_site(config, directory, control.registry, reactor)
 
     top = MultiService()
     DirectoryPollerService(directory).setServiceParent(top)
+    control.setServiceParent(top)
     bound: list[IListeningPort] = []
     try:
         if config.http.https:
@@ -128,9 +130,20 @@ def build_service(config: Config, reactor) -> MultiService:
     return top
 
 
-def _build_call_control(config: Config, directory: UserDirectory, reactor) -> object | None:
-    """The CallRegistry and SIP stack; None until the call layer is wired in."""
-    return None
+def _build_call_control(config: Config, reactor) -> CallControl:
+    """The SIP stack and the CallRegistry, its SIP ports already bound."""
+    sip = config.sip
+    control = CallControl(reactor, domain=sip.domain, proxy=sip.proxy, address=sip.address,
+                          port=sip.port, transports=sip.transports,
+                          contact_user=sip.contact_user, max_calls=config.calls.max_calls,
+                          max_calls_per_agent=config.calls.max_calls_per_agent)
+    try:
+        control.listen()
+    except CannotListenError as error:
+        reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        raise StartupError(f"{config.source}: sip.port: cannot listen on "
+                           f"{_host_port(sip.address, sip.port)}: {reason}") from None
+    return control
 
 
 def _listen(config: Config, dotted: str, listen) -> IListeningPort:

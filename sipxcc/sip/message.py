@@ -384,8 +384,11 @@ def _validate(message: Request | Response) -> None:
         if is_request:
             if method != message.method:
                 raise SIPParseError(f"CSeq method {method} does not match {message.method}")
-            if not _REQUEST_URI.match(message.uri) or (
-                    message.uri[:4].lower() in ("sip:", "sips") and "?" in message.uri):
+            uri = message.uri
+            # no ?headers in a SIP Request-URI (§19.1.5); a '?' before the '@' is in the user
+            headers_at = uri.find("?", max(uri.rfind("@"), 0))
+            if not _REQUEST_URI.match(uri) or (
+                    headers_at >= 0 and uri[:4].lower() in ("sip:", "sips")):
                 raise SIPParseError(f"bad Request-URI: {message.uri[:80]!r}")
             if counts["max-forwards"]:
                 hops = message.headers.get("Max-Forwards")

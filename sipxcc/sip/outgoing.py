@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from sipxcc.sip.digest import Challenge, authorization
+from sipxcc.sip.digest import Challenge, authorization, make_cnonce
 from sipxcc.sip.message import Request, Response, make_branch
-from sipxcc.sip.transaction import Timeout, TransportFailure
+from sipxcc.sip.transaction import T1, Timeout, TransportFailure
 
 MAX_AUTH_TRIES = 2
 CHALLENGE_HEADERS = {401: ("WWW-Authenticate", "Authorization"),
@@ -76,7 +76,7 @@ class OutgoingRequest:
         counts = self.dialog.nonce_counts if self.dialog is not None else self.nc
         count = counts[challenge.nonce] = counts.get(challenge.nonce, 0) + 1
         return authorization(challenge, self.credentials, self.request.method,
-                             self.request.uri, count, None)
+                             self.request.uri, count, make_cnonce())
 
     def _response(self, response: Response) -> None:
         status = response.status
@@ -180,6 +180,13 @@ class OutgoingRequest:
         cancel.headers.add("CSeq", f"{req.cseq[0]} CANCEL")
         cancel.headers.add("Max-Forwards", "70")
         self.ua.transactions.client(cancel, self.target, lambda r: None, lambda e: None)
+        self.ua.clock.callLater(64 * T1, self._cancel_unanswered)
+
+    def _cancel_unanswered(self) -> None:
+        """§9.1: no final response 64*T1 after CANCEL: consider the INVITE cancelled."""
+        if self.final is None:
+            self.txn._terminate()
+            self._failure(Timeout("INVITE not ended by CANCEL"))
 
     def _extra_2xx(self, response: Response) -> None:
         """A 2xx retransmission is ACKed again; a 2xx from another fork is ACKed and BYEd."""

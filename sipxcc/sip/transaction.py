@@ -98,6 +98,8 @@ class ClientTransaction(_Transaction):
         self._start_timer("A", self.interval, self._retransmit)
 
     def _timed_out(self) -> None:
+        if self.invite and self.state == "proceeding":
+            return  # §17.1.1.2: Timer B only ends a transaction still "Calling"
         if self.state in ("calling", "trying", "proceeding"):
             self._terminate()
             self.on_failure(Timeout(f"no final response to {self.request.method}"))

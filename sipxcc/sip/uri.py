@@ -164,8 +164,13 @@ class URI:
     @classmethod
     def _parse_sip(cls, scheme: str, rest: str, text: str) -> URI:
         user = password = None
-        query = rest.find("?")
-        at = rest.rfind("@", 0, query if query >= 0 else len(rest))
+        at = rest.find("@")
+        if at >= 0 and rest.find("@", at + 1) >= 0:
+            # A second, unescaped '@' is illegal but common in ?Replaces=callid@host:
+            # the userinfo ends at the last '@' before the headers.
+            query = rest.find("?")
+            before = rest.rfind("@", 0, query) if query >= 0 else -1
+            at = before if before >= 0 else at
         if at >= 0:
             user, colon, password = rest[:at].partition(":")
             if not colon:
@@ -173,7 +178,7 @@ class URI:
             if not user:
                 raise SIPParseError(f"empty user part in URI: {text[:60]!r}")
             rest = rest[at + 1:]
-            query = rest.find("?")
+        query = rest.find("?")
         headers: dict[str, str] = {}
         if query >= 0:
             for field in rest[query + 1:].split("&"):

@@ -106,7 +106,7 @@ class CallControllerResource(ApiResource):
     allowed = (b"DELETE", b"GET", b"POST")
 
     def handle(self, request, principal: Principal) -> Reply:
-        if len(request.postpath) != 2 or not all(request.postpath):
+        if not _two_segments(request.postpath):
             raise ApiError(404, "Not found")
         calling_user = params.decode_segment("callingUser", request.postpath[0])
         called_user = params.decode_segment("calledUser", request.postpath[1])
@@ -181,7 +181,7 @@ class CallsResource(ApiResource):
             if wants_json(request):
                 return Reply(200, render.calls_json(calls), render.JSON_TYPE)
             return Reply(200, render.calls_xml(calls))
-        if len(path) != 1:
+        if len(path) != 1 or b"/" in path[0]:
             raise ApiError(404, "Not found")
         call_id = params.decode_segment("id", path[0])
         call = self.context.registry.get(call_id)
@@ -193,6 +193,11 @@ class CallsResource(ApiResource):
         if wants_json(request):
             return Reply(200, render.call_json(call), render.JSON_TYPE)
         return self.call_reply(request, call)
+
+
+def _two_segments(path: list[bytes]) -> bool:
+    # twisted.web splits the path at "/" before percent-decoding: "%2F" decodes into one.
+    return len(path) == 2 and all(segment and b"/" not in segment for segment in path)
 
 
 def install(root: resource.Resource, context: WebContext) -> None:

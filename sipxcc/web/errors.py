@@ -57,7 +57,8 @@ def send(request, reply: Reply) -> None:
     request.setHeader(b"content-type", reply.content_type)
     request.setHeader(b"cache-control", b"no-store")
     for name, value in reply.headers:
-        request.setHeader(name, value)
+        # addRawHeader: a 401 carries one WWW-Authenticate line per scheme.
+        request.responseHeaders.addRawHeader(name, value)
     request.setHeader(b"content-length", b"%d" % len(reply.body))
     if request.method != b"HEAD":
         request.write(reply.body)

@@ -11,14 +11,26 @@ import pytest
 from tests.integration.peers import LOOPBACK, free_port
 
 CALL_TIMEOUT = 15  # seconds; each test stays under 20 s
+# the Request-URI of each UAC scenario, which the digest "uri" must repeat (RFC 3261 22.4)
+REQUEST_URIS = {
+    "uac_call": "sip:{}@sipx.test;sipx-noroute=Voicemail;sipx-userforward=false",
+    "uac_rejected": "sip:{}@sipx.test",
+    "uac_refer": "sip:{}@sipx.test;sipx-noroute=Voicemail;sipx-userforward=false",
+}
 
 
-def controller_uac(phone_factory, proxy, port, scenario="uac_call", target="user2",
-                   user="user3", password="pass3", transport="u1"):
-    """A sipp UAC at the controller's address calling `target` through `proxy`."""
-    return phone_factory(scenario, port=port, remote=proxy.address, service=target,
+def uac(phone_factory, remote, port=None, scenario="uac_call", target="user2", user="user3",
+        password="pass3", transport="u1"):
+    """A sipp UAC at 127.0.0.1:`port` calling `target` at `remote` as `user`."""
+    return phone_factory(scenario, port=port, remote=remote, service=target,
                          auth=(user, password), keys={"caller": user}, transport=transport,
-                         timeout=CALL_TIMEOUT)
+                         timeout=CALL_TIMEOUT,
+                         extra_args=("-auth_uri", REQUEST_URIS[scenario].format(target)))
+
+
+def controller_uac(phone_factory, proxy, port, **kwargs):
+    """A sipp UAC at the controller's address calling through `proxy`."""
+    return uac(phone_factory, proxy.address, port, **kwargs)
 
 
 def first_lines(messages):
@@ -31,16 +43,16 @@ def test_authenticated_call_through_proxy(kamailio_factory, phone_factory, trans
     phone = phone_factory("phone_answer")
     proxy = kamailio_factory({"user2": phone.contact}, f"{LOOPBACK}:{controller_port}")
 
-    uac = controller_uac(phone_factory, proxy, controller_port, transport=transport)
+    caller = controller_uac(phone_factory, proxy, controller_port, transport=transport)
 
-    assert uac.wait(CALL_TIMEOUT) == 0, uac.errors()
+    assert caller.wait(CALL_TIMEOUT) == 0, caller.errors()
     assert phone.wait(CALL_TIMEOUT) == 0, phone.errors()
-    received = first_lines(uac.received())
+    received = first_lines(caller.received())
     assert received[0] == "SIP/2.0 407 Proxy Authentication Required"
     assert "SIP/2.0 200 OK" in received
     # the in-dialog BYE was challenged too, and answered with credentials
-    assert len(uac.sent("BYE ")) == 2
-    assert "Proxy-Authorization: Digest" in uac.sent("BYE ")[1]
+    assert len(caller.sent("BYE ")) == 2
+    assert "Proxy-Authorization: Digest" in caller.sent("BYE ")[1]
     assert len(phone.received("BYE ")) == 1
     assert proxy.errors() == []
 
@@ -50,9 +62,9 @@ def test_alias_reaches_the_user(kamailio_factory, phone_factory):
     phone = phone_factory("phone_answer")
     proxy = kamailio_factory({"user2": phone.contact}, f"{LOOPBACK}:{controller_port}")
 
-    uac = controller_uac(phone_factory, proxy, controller_port, target="202")
+    caller = controller_uac(phone_factory, proxy, controller_port, target="202")
 
-    assert uac.wait(CALL_TIMEOUT) == 0, uac.errors()
+    assert caller.wait(CALL_TIMEOUT) == 0, caller.errors()
     assert phone.wait(CALL_TIMEOUT) == 0, phone.errors()
 
 
@@ -60,11 +72,11 @@ def test_unknown_user_gets_404(kamailio_factory, phone_factory):
     controller_port = free_port()
     proxy = kamailio_factory({}, f"{LOOPBACK}:{controller_port}")
 
-    uac = controller_uac(phone_factory, proxy, controller_port, scenario="uac_rejected",
+    caller = controller_uac(phone_factory, proxy, controller_port, scenario="uac_rejected",
                          target="nobody")
 
-    assert uac.wait(CALL_TIMEOUT) == 0, uac.errors()
-    assert first_lines(uac.received()) == [
+    assert caller.wait(CALL_TIMEOUT) == 0, caller.errors()
+    assert first_lines(caller.received()) == [
         "SIP/2.0 407 Proxy Authentication Required", "SIP/2.0 404 Not Found"]
 
 
@@ -79,11 +91,11 @@ def test_wrong_password_is_refused(kamailio_factory, phone_factory, bad_credenti
     proxy = kamailio_factory({"user2": phone.contact}, f"{LOOPBACK}:{controller_port}",
                              bad_credentials_reply=bad_credentials_reply)
 
-    uac = controller_uac(phone_factory, proxy, controller_port, scenario="uac_rejected",
+    caller = controller_uac(phone_factory, proxy, controller_port, scenario="uac_rejected",
                          password="wrong")
 
-    assert uac.wait(CALL_TIMEOUT) == 0, uac.errors()
-    assert first_lines(uac.received()) == ["SIP/2.0 407 Proxy Authentication Required", final]
+    assert caller.wait(CALL_TIMEOUT) == 0, caller.errors()
+    assert first_lines(caller.received()) == ["SIP/2.0 407 Proxy Authentication Required", final]
     assert phone.received() == []
 
 
@@ -92,27 +104,81 @@ def test_phones_are_not_challenged(kamailio_factory, phone_factory):
     phone = phone_factory("phone_answer")
     proxy = kamailio_factory({"user2": phone.contact}, f"{LOOPBACK}:{free_port()}")
 
-    uac = controller_uac(phone_factory, proxy, free_port(), scenario="uac_rejected")
+    caller = controller_uac(phone_factory, proxy, free_port(), scenario="uac_rejected")
 
-    assert uac.wait(CALL_TIMEOUT) != 0
-    assert "SIP/2.0 407" not in "".join(first_lines(uac.received()))
+    assert caller.wait(CALL_TIMEOUT) != 0
+    assert "SIP/2.0 407" not in "".join(first_lines(caller.received()))
     assert len(phone.received("INVITE ")) == 1
 
 
-@pytest.mark.parametrize("password, uas_result, uac_result, final", [
-    ("pass1", 0, 0, "SIP/2.0 200 OK"),
-    ("wrong", 1, None, "SIP/2.0 403 Forbidden"),
+@pytest.mark.parametrize("password, uas_result, final", [
+    ("pass1", 0, "SIP/2.0 200 OK"),
+    ("wrong", 97, "SIP/2.0 403 Forbidden"),
 ])
-def test_uas_auth_checks_credentials(phone_factory, password, uas_result, uac_result, final):
+def test_uas_auth_checks_credentials(phone_factory, password, uas_result, final):
     uas = phone_factory("uas_auth")
     scenario = "uac_call" if password == "pass1" else "uac_rejected"
 
-    uac = phone_factory(scenario, remote=f"{LOOPBACK}:{uas.port}", service="user1",
-                        auth=("user1", password), keys={"caller": "user1"},
-                        timeout=CALL_TIMEOUT)
+    caller = uac(phone_factory, f"{LOOPBACK}:{uas.port}", scenario=scenario, target="user1",
+                 user="user1", password=password)
 
-    assert uac.wait(CALL_TIMEOUT) == 0, uac.errors()
+    assert caller.wait(CALL_TIMEOUT) == 0, caller.errors()
     assert uas.wait(CALL_TIMEOUT) == uas_result, uas.errors()
-    received = first_lines(uac.received())
-    assert received[0] == "SIP/2.0 407 Proxy Authentication Required"
+    received = first_lines(caller.received())
+    assert received[0] == "SIP/2.0 401 Unauthorized"
     assert final in received
+
+
+@pytest.mark.parametrize("scenario, sipfrags", [
+    ("refer_transferee", ["SIP/2.0 100 Trying", "SIP/2.0 180 Ringing", "SIP/2.0 200 OK"]),
+    ("refer_busy", ["SIP/2.0 100 Trying", "SIP/2.0 486 Busy Here"]),
+    ("refer_bare_lf", ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]),
+    ("refer_rejected", []),
+])
+def test_refer_flow_phones(kamailio_factory, phone_factory, scenario, sipfrags):
+    controller_port = free_port()
+    phone = phone_factory(scenario)
+    proxy = kamailio_factory({"user1": phone.contact}, f"{LOOPBACK}:{controller_port}")
+
+    caller = controller_uac(phone_factory, proxy, controller_port, scenario="uac_refer",
+                            target="user1", user="user1", password="pass1")
+
+    assert caller.wait(CALL_TIMEOUT) == 0, caller.errors()
+    assert phone.wait(CALL_TIMEOUT) == 0, phone.errors()
+    notifies = caller.received("NOTIFY ")
+    assert [n.split("\r\n\r\n", 1)[1].rstrip("\r\n") for n in notifies] == sipfrags
+    assert "Refer-To: <sip:user2@sipx.test>" in phone.received("REFER ")[0]
+    # the in-dialog REFER was challenged by the proxy and re-sent with credentials
+    assert len(caller.sent("REFER ")) == 2
+    assert len(phone.received("BYE ")) == 1
+    assert proxy.errors() == []
+
+
+def test_bare_lf_phone_sends_sloppy_sipfrags(kamailio_factory, phone_factory):
+    controller_port = free_port()
+    phone = phone_factory("refer_bare_lf")
+    proxy = kamailio_factory({"user1": phone.contact}, f"{LOOPBACK}:{controller_port}")
+
+    caller = controller_uac(phone_factory, proxy, controller_port, scenario="uac_refer",
+                            target="user1", user="user1", password="pass1")
+
+    assert caller.wait(CALL_TIMEOUT) == 0, caller.errors()
+    final = caller.received("NOTIFY ")[-1]
+    assert "Content-Type: message/sipfrag\r\n" in final
+    assert "Content-Length: 15\r\n" in final
+    assert final.split("\r\n\r\n", 1)[1].startswith("SIP/2.0 200 OK\n")
+    assert "Event: refer;id=4\r\n" in final  # the CSeq of the REFER that was accepted
+
+
+def test_caller_hangs_up_during_transfer(kamailio_factory, phone_factory):
+    controller_port = free_port()
+    phone = phone_factory("caller_hangs_up")
+    proxy = kamailio_factory({"user1": phone.contact}, f"{LOOPBACK}:{controller_port}")
+
+    caller = controller_uac(phone_factory, proxy, controller_port, scenario="uac_refer",
+                            target="user1", user="user1", password="pass1")
+
+    assert caller.wait(CALL_TIMEOUT) == 0, caller.errors()
+    assert phone.wait(CALL_TIMEOUT) == 0, phone.errors()
+    assert len(caller.received("BYE ")) == 1
+    assert caller.received("NOTIFY ") == []

@@ -79,14 +79,16 @@ def test_happy_path_records_every_status_and_hangs_up_on_final_sipfrag():
     assert refer.headers.get("Referred-By") == "<sip:user1@sipx.test>"
     net.deliver(answer(refer, 202, "Accepted"))
     assert call.state == "transferring"
+    sent = []
     for frag, sub in ((b"SIP/2.0 100 Trying\r\n", "active"),
                       (b"SIP/2.0 200 OK\n", "terminated;reason=noresource")):
         notify = phone.request("NOTIFY", [("Event", "refer"), ("Subscription-State", sub),
                                           ("Content-Type", "message/sipfrag")], frag)
         net.deliver(notify)
-        [ok] = [m for m in net.sent_messages() if m.cseq[1] == "NOTIFY"]
+        sent += net.sent_messages()
+        [ok] = [m for m in sent if m.cseq == notify.cseq]
         assert ok.status == 200
-    bye = [m for m in net.sent_messages() if getattr(m, "method", None) == "BYE"]
+    bye = [m for m in sent if getattr(m, "method", None) == "BYE"]
     assert len(bye) == 1
     assert bye[0].headers.get("Reason").startswith("SIP;cause=200")
     net.deliver(answer(bye[0], 200, "OK"))

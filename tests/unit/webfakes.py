@@ -144,6 +144,10 @@ class WebRequest(DummyRequest):
         for name, value in (headers or {}).items():
             self.requestHeaders.addRawHeader(name, value)
 
+    def setHeader(self, name, value) -> None:
+        # As twisted.web's Request does: setHeader replaces (DummyRequest's appends).
+        self.responseHeaders.setRawHeaders(name, [value])
+
     def isSecure(self) -> bool:
         return self._secure
 

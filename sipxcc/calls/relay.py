@@ -1,0 +1,325 @@
+"""
+What an INVITE-mode call does once its legs are up (RFC 3725, the controller stays in the
+signalling path): the SDP session each leg sees from us (RFC 3264 §8: one origin per leg,
+versions that only grow), and relaying in-dialog requests and their responses, failures
+included, between two legs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from typing import Callable
+
+from twisted.logger import Logger
+
+from sipxcc.calls.call import CONFIRMED, EARLY, TERMINATED, DialogInfo
+from sipxcc.calls.sdp import Origin, SessionDescription, black_hole_offer
+from sipxcc.sip.outgoing import RequestFailed
+from sipxcc.sip.transaction import T1, T2
+
+log = Logger()
+
+SDP_TYPE = "application/sdp"
+CONTENT_TYPE_SDP = ("Content-Type", SDP_TYPE)
+
+#: headers of a relayed request that mean something end to end (bodies, events, why)
+REQUEST_HEADERS = ("Content-Type", "Content-Disposition", "Content-Encoding",
+                   "Content-Language", "Event", "Subscription-State", "Reason", "Info-Package",
+                   "Refer-To", "Referred-By", "Subject", "Accept")
+#: headers of a relayed response worth carrying back to the request's sender
+RESPONSE_HEADERS = ("Content-Type", "Content-Disposition", "Content-Encoding", "Warning",
+                    "Retry-After", "Reason", "Unsupported", "Accept", "Allow")
+#: methods whose 2xx must carry our Contact (RFC 3261 §12.1.1, RFC 3311 §5.2)
+TARGET_REFRESH = frozenset(("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"))
+#: §13.3.1.4: how long a UAS retransmits a 2xx waiting for the ACK
+ACK_WAIT = 64 * T1
+
+
+def is_sdp(message) -> bool:
+    content_type = message.headers.get("Content-Type") or ""
+    return bool(message.body) and content_type.split(";")[0].strip().lower() == SDP_TYPE
+
+
+def _origin_address(address: str) -> tuple[str, str]:
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return "IP4", "0.0.0.0"
+    return ("IP6" if ip.version == 6 else "IP4"), str(ip)
+
+
+class SessionFace:
+    """
+    The SDP session the controller presents to one leg. Whatever SDP we pass on to the leg
+    gets this session's o= line: same username, session id and address every time, the
+    version incremented whenever the content changes (RFC 3264 §8), so the leg sees one
+    continuous session whoever is really behind it.
+    """
+
+    def __init__(self, address: str, session_id: int | None = None):
+        self.session_id = session_id or random.randrange(1, 2**62)
+        self.addr_type, self.address = _origin_address(address)
+        self.version = 0
+        self._last: list[tuple[str, str]] | None = None
+
+    def black_hole(self) -> bytes:
+        """RFC 3725 flow IV, step 1: the first offer, with no media to send anywhere."""
+        body = black_hole_offer(self.session_id, 1, self.address)
+        return self.present(body)
+
+    def present(self, body: bytes) -> bytes:
+        """C{body} (SDP from anyone) as the next description of this session; ValueError."""
+        sdp = SessionDescription.parse(body)
+        content = [line for line in sdp.lines if line[0] != "o"]
+        if content != self._last:
+            self.version += 1
+            self._last = content
+        origin = Origin("sipxcc", self.session_id, self.version, "IN", self.addr_type,
+                        self.address)
+        lines = [("o", str(origin)) if kind == "o" else (kind, value)
+                 for kind, value in sdp.lines]
+        return SessionDescription(lines).to_bytes()
+
+    def rejected(self) -> None:
+        """The last offer we presented was refused: the next one is new, whatever it holds."""
+        self._last = None
+
+    def refusal(self, offer: bytes) -> bytes:
+        """
+        A valid answer that rejects every stream of C{offer} (RFC 3264 §6, port 0): what an
+        ACK must carry when a 2xx brought an offer we cannot use (RFC 3261 §13.2.2.4).
+        """
+        lines = [("v", "0"), ("o", "- 0 0 IN IP4 0.0.0.0"), ("s", "-"),
+                 ("c", "IN IP4 0.0.0.0"), ("t", "0 0")]
+        try:
+            media = SessionDescription.parse(offer).media
+        except ValueError:
+            media = []
+        for section in media:
+            formats = " ".join(section.formats) or "0"
+            lines.append(("m", f"{section.type} 0 {section.proto} {formats}"))
+        return self.present(SessionDescription(lines).to_bytes())
+
+
+class Leg:
+    """
+    One of an INVITE-mode call's dialogs: the INVITE that created it, the dialog once
+    answered, the SDP the far end last gave us, and the transactions in flight on it.
+    C{state}: "new" → "early" (a tagged 1xx) → "confirmed" → "closing" → "terminated".
+    """
+
+    def __init__(self, name: str, face: SessionFace):
+        self.name = name
+        self.face = face
+        self.outgoing = None          # OutgoingRequest of the INVITE that makes this leg
+        self.dialog = None
+        self.state = "new"
+        self.early_tag: str | None = None
+        self.remote_sdp: bytes | None = None
+        self.offered = False          # our INVITE carried an offer
+        self.needs_answer = False     # its 2xx carried an offer the ACK must answer
+        self.cancelled = False        # we sent (or will send) CANCEL for its INVITE
+        self.sent_invite = None       # an INVITE we sent in this dialog, not yet final
+        self.received_invite = None   # a server transaction for an INVITE it sent us
+        self.awaiting_ack = None      # (peer, timer): we relayed a 2xx; peer waits for ACK
+        self.timer = None             # ring timeout or CANCEL guard
+
+    @property
+    def call_id(self) -> str:
+        return self.outgoing.call_id
+
+    @property
+    def over(self) -> bool:
+        return self.state == "terminated"
+
+    @property
+    def up(self) -> bool:
+        return self.state == "confirmed"
+
+    def info(self) -> DialogInfo | None:
+        """The leg as the original's C{<dialogs>} document shows it; None before any tag."""
+        remote_tag = self.dialog.remote_tag if self.dialog is not None else self.early_tag
+        if self.outgoing is None or remote_tag is None:
+            return None
+        request = self.outgoing.request
+        label = {"early": EARLY, "terminated": TERMINATED}.get(self.state, CONFIRMED)
+        return DialogInfo(f"{request.call_id}:{request.from_tag}:{remote_tag}",
+                          str(request.from_address.uri), str(request.to_address.uri), label)
+
+
+class Relay:
+    """
+    Relays in-dialog requests between paired legs (B2BUA style): a request from one leg
+    becomes the same method on its peer's dialog, with the end-to-end headers and the
+    body (SDP mapped into the peer's session), and the peer's final response — success
+    or failure — goes back the same way. The flow decides pairing and BYE handling:
+
+      peer_of(leg) -> Leg | None      None while the call is not (yet) connected
+      frozen() -> bool                True while the flow itself renegotiates sessions
+      on_bye(leg, request, txn)       a BYE from the leg (not answered yet)
+      on_lost(leg)                    the leg's dialog turned out to be gone (481/408)
+    """
+
+    def __init__(self, clock, peer_of: Callable, frozen: Callable, on_bye: Callable,
+                 on_lost: Callable):
+        self.clock = clock
+        self.peer_of = peer_of
+        self.frozen = frozen
+        self.on_bye = on_bye
+        self.on_lost = on_lost
+
+    def attach(self, leg: Leg) -> None:
+        leg.dialog.on_request = lambda request, txn: self.receive(leg, request, txn)
+
+    def receive(self, leg: Leg, request, txn) -> None:
+        method = request.method
+        if txn is None:
+            self._ack(leg, request)
+        elif method == "BYE":
+            self.on_bye(leg, request, txn)
+        elif method == "PRACK":  # we never send reliable provisionals (RFC 3262 §3)
+            txn.respond(481, "Call/Transaction Does Not Exist")
+        elif method == "INVITE" and leg.received_invite is not None:
+            txn.respond(500, "Server Internal Error", [("Retry-After", "1")])  # §14.2
+        else:
+            peer = self.peer_of(leg)
+            if peer is None or not peer.up:
+                self._answer_alone(leg, request, txn)
+            elif method in ("INVITE", "UPDATE") and (
+                    self.frozen() or leg.sent_invite is not None
+                    or peer.sent_invite is not None or peer.received_invite is not None):
+                txn.respond(491, "Request Pending")  # §14.2, RFC 3311 §5.2
+            else:
+                self._forward(leg, peer, request, txn)
+
+    def _answer_alone(self, leg: Leg, request, txn) -> None:
+        """No one to relay to yet: answer what we can, ask to retry what we cannot."""
+        if request.method in ("OPTIONS", "INFO"):
+            txn.respond(200, "OK")
+        elif request.method in ("INVITE", "UPDATE"):
+            txn.respond(491, "Request Pending")
+        else:
+            txn.respond(403, "Forbidden", [("Warning", '399 sipxcc "Call not connected"')])
+
+    def _forward(self, leg: Leg, peer: Leg, request, txn) -> None:
+        method = request.method
+        body = request.body
+        if is_sdp(request):
+            try:
+                body = peer.face.present(request.body)
+            except ValueError as e:
+                txn.respond(400, "Bad Request", [("Warning", f'399 sipxcc "{e}"'[:200])])
+                return
+        headers = [(name, value) for name, value in request.headers.items()
+                   if name in REQUEST_HEADERS]
+        if method == "INVITE":
+            txn.respond(100, "Trying")
+        out = peer.dialog.request(method, headers, body)
+        if method == "INVITE":
+            leg.received_invite = txn
+            peer.sent_invite = out
+            txn.on_cancel = out.cancel
+        out.deferred.addCallbacks(
+            lambda response: self._forward_response(leg, peer, request, txn, response),
+            lambda failure: self._forward_failed(leg, peer, request, txn, failure))
+
+    def _forward_response(self, leg: Leg, peer: Leg, request, txn, response) -> None:
+        method = request.method
+        success = 200 <= response.status < 300
+        if method == "INVITE":
+            leg.received_invite = None
+            peer.sent_invite = None
+        if is_sdp(request):
+            if success:
+                leg.remote_sdp = request.body
+            elif response.status >= 300:
+                peer.face.rejected()
+        body = response.body
+        if is_sdp(response):
+            if success:
+                peer.remote_sdp = response.body
+            try:
+                body = leg.face.present(response.body)
+            except ValueError:
+                log.info("relaying unparseable SDP from leg {leg}", leg=peer.name)
+        if txn.final_sent:  # the sender cancelled (or went away) meanwhile
+            if method == "INVITE" and success:
+                peer.dialog.ack()
+            return
+        headers = [(name, value) for name, value in response.headers.items()
+                   if name in RESPONSE_HEADERS]
+        if success and method in TARGET_REFRESH:
+            headers.append(("Contact", peer.dialog.ua.contact))
+        txn.respond(response.status, response.reason, headers, body)
+        if method == "INVITE" and success:
+            self._await_ack(leg, peer, txn)
+        elif response.status in (408, 481):  # §12.2.1.2: the peer's dialog is gone
+            self.on_lost(peer)
+
+    def _forward_failed(self, leg: Leg, peer: Leg, request, txn, failure) -> None:
+        if request.method == "INVITE":
+            leg.received_invite = None
+            peer.sent_invite = None
+        if is_sdp(request):
+            peer.face.rejected()
+        exc = failure.value
+        if isinstance(exc, RequestFailed):
+            txn.respond(exc.status, exc.reason)
+        else:
+            log.failure("relaying {method} failed", failure, method=request.method)
+            txn.respond(500, "Server Internal Error")
+        self.on_lost(peer)
+
+    def _await_ack(self, leg: Leg, peer: Leg, txn) -> None:
+        """§13.3.1.4: the 2xx we relayed is ours to retransmit until the sender ACKs it."""
+        started = self.clock.seconds()
+
+        def retransmit(interval: float) -> None:
+            if leg.awaiting_ack is None:
+                return
+            if self.clock.seconds() - started >= ACK_WAIT:
+                leg.awaiting_ack = None
+                peer.dialog.ack()
+                self.on_lost(leg)
+                return
+            if not txn.reliable and txn.last is not None:
+                txn.layer.send_response(txn.last, txn.request, txn.source)
+            next_interval = min(interval * 2, T2)
+            leg.awaiting_ack = (peer, self.clock.callLater(next_interval, retransmit,
+                                                           next_interval))
+
+        leg.awaiting_ack = (peer, self.clock.callLater(T1, retransmit, T1))
+
+    def _ack(self, leg: Leg, ack) -> None:
+        """The ACK for a 2xx we relayed: ACK the peer's 2xx, with the answer if it has one."""
+        if leg.awaiting_ack is None:
+            return
+        peer, timer = leg.awaiting_ack
+        leg.awaiting_ack = None
+        if timer.active():
+            timer.cancel()
+        if peer.over or peer.dialog is None:
+            return
+        if is_sdp(ack):
+            leg.remote_sdp = ack.body
+            try:
+                peer.dialog.ack(peer.face.present(ack.body), [CONTENT_TYPE_SDP])
+                return
+            except ValueError:
+                log.info("ACK from leg {leg} carries unparseable SDP", leg=leg.name)
+        peer.dialog.ack()
+
+    def close(self, leg: Leg) -> None:
+        """The leg is going away: answer what it asked us, stop waiting for its ACK."""
+        txn = leg.received_invite
+        if txn is not None and not txn.final_sent:
+            txn.respond(487, "Request Terminated")
+        leg.received_invite = None
+        if leg.awaiting_ack is not None:
+            peer, timer = leg.awaiting_ack
+            leg.awaiting_ack = None
+            if timer.active():
+                timer.cancel()
+            if peer.up:
+                peer.dialog.ack()

@@ -1,0 +1,169 @@
+"""
+Click-to-call end to end: the real daemon, Kamailio with digest auth as the sipX proxy,
+sipp phones, and curl as the client — the seed's scenarios and their failure cases.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from lxml import etree
+
+from tests.integration.daemon import Daemon, free_ports, write_config
+
+NS = "{http://www.sipfoundry.org/sipX/schema/xml/call-status-00-00}"
+
+
+def curl(*args: str) -> tuple[int, str]:
+    """Run the real curl; returns (HTTP status, body)."""
+    out = subprocess.run(["curl", "-sk", "-w", "\n%{http_code}", *args], capture_output=True,
+                         text=True, timeout=20)
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code), body
+
+
+def status_lines(body: str) -> list[tuple[str, str]]:
+    root = etree.fromstring(body.encode())
+    return [(s.findtext(f"{NS}method"), s.findtext(f"{NS}status-line"))
+            for s in root.iter(f"{NS}status")]
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):
+    """Poll C{predicate} until it returns something true, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)  # polling interval, not synchronisation
+    raise AssertionError("condition not met in time")
+
+
+class Setup:
+    """Kamailio, the phones and the daemon for one test."""
+
+    def __init__(self, tmp_path, kamailio_factory, phone_factory, *, transport: str = "udp",
+                 **config):
+        self.tmp_path = tmp_path
+        self.phone_factory = phone_factory
+        sip_port, self.proxy_port = free_ports(2)
+        self.ports = {user: port for user, port in zip(("user1", "user2", "user3", "user4"),
+                                                       free_ports(4))}
+        self.proxy = kamailio_factory(
+            {user: f"sip:{user}@127.0.0.1:{port}" for user, port in self.ports.items()},
+            f"127.0.0.1:{sip_port}", port=self.proxy_port)
+        proxy_uri = f"sip:127.0.0.1:{self.proxy_port};lr"
+        if transport == "tcp":
+            proxy_uri += ";transport=tcp"
+        path = write_config(tmp_path, sip_port=sip_port, sip_proxy=proxy_uri, **config)
+        self.daemon = Daemon(path)
+
+    def phone(self, user: str, scenario: str, **kwargs):
+        return self.phone_factory(scenario, self.ports[user], **kwargs)
+
+    def url(self, path: str) -> str:
+        return self.daemon.https_url + path
+
+
+@pytest.fixture
+def setup(tmp_path, kamailio_factory, phone_factory):
+    made = []
+
+    def make(**kwargs) -> Setup:
+        s = Setup(tmp_path, kamailio_factory, phone_factory, **kwargs)
+        s.daemon.start()
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.daemon.stop()
+
+
+def test_seed_click_to_call_as_calling_user(setup):
+    s = setup()
+    phone = s.phone("user1", "refer_transferee")
+    code, body = curl("-X", "POST", "-u", "user1:123", s.url("/callcontroller/user1/user2"))
+    assert code == 200, body
+    assert phone.wait(20) == 0, phone.errors()
+    refer = phone.received("REFER")[0]
+    assert "Refer-To: <sip:user2@sipx.test>" in refer
+    bye = phone.received("BYE")[0]
+    assert "Reason: SIP;cause=200" in bye
+
+    def finished():
+        code, body = curl("-u", "user1:123", s.url("/callcontroller/user1/user2"))
+        lines = status_lines(body)
+        return lines if ("NOTIFY", "SIP/2.0 200 OK") in lines else None
+    lines = wait_for(finished)
+    invite_lines = [line for method, line in lines if method == "INVITE"]
+    # Kamailio challenges statelessly (no 100 first, unlike sipXproxy in the seed)
+    assert invite_lines[0].startswith("SIP/2.0 407 ")
+    assert "SIP/2.0 180 Ringing" in invite_lines
+    assert invite_lines[-1] == "SIP/2.0 200 OK"
+    assert [line for method, line in lines if method == "NOTIFY"] == [
+        "SIP/2.0 100 Trying", "SIP/2.0 180 Ringing", "SIP/2.0 200 OK"]
+
+
+def test_seed_agent_call_and_trusted_query(setup):
+    s = setup()
+    phone = s.phone("user1", "refer_transferee")
+    code, _ = curl("-X", "POST", "-u", "user3:123",
+                   s.url("/callcontroller/user1/user2?agent=user3"))
+    assert code == 200
+    assert phone.wait(20) == 0, phone.errors()
+    assert 'From: "User Three"' in phone.received("INVITE")[0] or \
+        "<sip:user3@sipx.test>" in phone.received("INVITE")[0]
+    # from the trusted host: no password
+    lines = wait_for(lambda: status_lines(curl(
+        s.url("/callcontroller/user1/user2?agent=user3"))[1]))
+    assert lines[0][0] == "INVITE"
+    # from anywhere, as the agent, with Digest
+    code, body = curl("--digest", "-u", "user3:123", "-X", "GET",
+                      s.url("/callcontroller/user1/user2?agent=user3"))
+    assert code == 200 and status_lines(body)
+
+
+@pytest.mark.parametrize("scenario,expected", [
+    ("caller_busy", ("INVITE", "SIP/2.0 486 Busy Here")),
+    ("refer_busy", ("NOTIFY", "SIP/2.0 486 Busy Here")),
+    ("refer_rejected", ("REFER", "SIP/2.0 603 Declined")),
+])
+def test_failures_are_reported(setup, scenario, expected):
+    s = setup()
+    phone = s.phone("user1", scenario)
+    code, _ = curl("-X", "POST", s.url("/callcontroller/user1/user2"))
+    assert code == 200
+    assert phone.wait(20) == 0, phone.errors()
+    lines = wait_for(lambda: (lambda ls: ls if expected in ls else None)(
+        status_lines(curl(s.url("/callcontroller/user1/user2"))[1])))
+    assert expected in lines
+
+
+def test_caller_no_answer_is_cancelled_at_timeout(setup):
+    s = setup()
+    phone = s.phone("user1", "caller_no_answer")
+    code, _ = curl("-X", "POST", s.url("/callcontroller/user1/user2?timeout=2"))
+    assert code == 200
+    assert phone.wait(20) == 0, phone.errors()
+    lines = wait_for(lambda: (lambda ls: ls if ("INVITE", "SIP/2.0 487 Request Terminated")
+                              in ls else None)(
+        status_lines(curl(s.url("/callcontroller/user1/user2"))[1])))
+    assert lines[-1] == ("INVITE", "SIP/2.0 487 Request Terminated"), lines
+
+
+def test_phone_hangs_up_first(setup):
+    s = setup()
+    phone = s.phone("user1", "caller_hangs_up")
+    code, _ = curl("-X", "POST", s.url("/callcontroller/user1/user2"))
+    assert code == 200
+    assert phone.wait(20) == 0, phone.errors()
+
+
+def test_over_tcp_to_the_proxy(setup):
+    s = setup(transport="tcp")
+    phone = s.phone("user1", "refer_transferee")
+    code, _ = curl("-X", "POST", s.url("/callcontroller/user1/user2"))
+    assert code == 200
+    assert phone.wait(20) == 0, phone.errors()
