@@ -60,7 +60,7 @@ class InviteFlow:
         self.connected_once = False
         self.outcome = "failed"
         self.relay = Relay(ctx.clock, self._peer_of, self._frozen, self._bye_received,
-                           self._leg_lost)
+                           self._leg_lost, self._leg_unresponsive)
         call.set_dialog_source(self._dialogs)
 
     # Setting up
@@ -111,6 +111,8 @@ class InviteFlow:
         self.relay.attach(leg)
         if gave_up or leg.cancelled or self.phase in (CLOSING, ENDED):
             # answered as we cancelled it (§15): ACK and BYE
+            if not leg.needs_answer:  # else _close ACKs with a refusal
+                leg.dialog.ack()
             self._close(leg, reason_header(487, "Call cancelled"))
             if not gave_up:
                 self._leg_failed(leg, 487, "Request Terminated")
@@ -287,6 +289,11 @@ class InviteFlow:
 
     def _leg_lost(self, leg: Leg) -> None:
         self._leg_gone(leg, None)
+
+    def _leg_unresponsive(self, leg: Leg) -> None:
+        """§13.3.1.4: the leg never ACKed a 2xx we relayed to it; end the session."""
+        self._teardown([reason_header(408, "No ACK")],
+                       "ended" if self.connected_once else "failed")
 
     def _leg_gone(self, leg: Leg, reason: str | None) -> None:
         """The far end of C{leg} hung up (or its dialog vanished): tear the rest down."""

@@ -24,12 +24,13 @@ SDP_TYPE = "application/sdp"
 CONTENT_TYPE_SDP = ("Content-Type", SDP_TYPE)
 
 #: headers of a relayed request that mean something end to end (bodies, events, why)
-REQUEST_HEADERS = ("Content-Type", "Content-Disposition", "Content-Encoding",
-                   "Content-Language", "Event", "Subscription-State", "Reason", "Info-Package",
-                   "Refer-To", "Referred-By", "Subject", "Accept")
+REQUEST_HEADERS = frozenset(("content-type", "content-disposition", "content-encoding",
+                             "content-language", "event", "subscription-state", "reason",
+                             "info-package", "refer-to", "referred-by", "subject", "accept"))
 #: headers of a relayed response worth carrying back to the request's sender
-RESPONSE_HEADERS = ("Content-Type", "Content-Disposition", "Content-Encoding", "Warning",
-                    "Retry-After", "Reason", "Unsupported", "Accept", "Allow")
+RESPONSE_HEADERS = frozenset(("content-type", "content-disposition", "content-encoding",
+                              "warning", "retry-after", "reason", "unsupported", "accept",
+                              "allow"))
 #: methods whose 2xx must carry our Contact (RFC 3261 §12.1.1, RFC 3311 §5.2)
 TARGET_REFRESH = frozenset(("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"))
 #: §13.3.1.4: how long a UAS retransmits a 2xx waiting for the ACK
@@ -39,6 +40,10 @@ ACK_WAIT = 64 * T1
 def is_sdp(message) -> bool:
     content_type = message.headers.get("Content-Type") or ""
     return bool(message.body) and content_type.split(";")[0].strip().lower() == SDP_TYPE
+
+
+def _end_to_end(message, names: frozenset) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in message.headers.items() if name.lower() in names]
 
 
 def _origin_address(address: str) -> tuple[str, str]:
@@ -159,15 +164,17 @@ class Relay:
       frozen() -> bool                True while the flow itself renegotiates sessions
       on_bye(leg, request, txn)       a BYE from the leg (not answered yet)
       on_lost(leg)                    the leg's dialog turned out to be gone (481/408)
+      on_no_ack(leg)                  the leg never ACKed a 2xx we relayed (§13.3.1.4)
     """
 
     def __init__(self, clock, peer_of: Callable, frozen: Callable, on_bye: Callable,
-                 on_lost: Callable):
+                 on_lost: Callable, on_no_ack: Callable):
         self.clock = clock
         self.peer_of = peer_of
         self.frozen = frozen
         self.on_bye = on_bye
         self.on_lost = on_lost
+        self.on_no_ack = on_no_ack
 
     def attach(self, leg: Leg) -> None:
         leg.dialog.on_request = lambda request, txn: self.receive(leg, request, txn)
@@ -186,7 +193,7 @@ class Relay:
             peer = self.peer_of(leg)
             if peer is None or not peer.up:
                 self._answer_alone(leg, request, txn)
-            elif method in ("INVITE", "UPDATE") and (
+            elif (method == "INVITE" or (method == "UPDATE" and is_sdp(request))) and (
                     self.frozen() or leg.sent_invite is not None
                     or peer.sent_invite is not None or peer.received_invite is not None):
                 txn.respond(491, "Request Pending")  # §14.2, RFC 3311 §5.2
@@ -211,8 +218,7 @@ class Relay:
             except ValueError as e:
                 txn.respond(400, "Bad Request", [("Warning", f'399 sipxcc "{e}"'[:200])])
                 return
-        headers = [(name, value) for name, value in request.headers.items()
-                   if name in REQUEST_HEADERS]
+        headers = _end_to_end(request, REQUEST_HEADERS)
         if method == "INVITE":
             txn.respond(100, "Trying")
         out = peer.dialog.request(method, headers, body)
@@ -247,8 +253,7 @@ class Relay:
             if method == "INVITE" and success:
                 peer.dialog.ack()
             return
-        headers = [(name, value) for name, value in response.headers.items()
-                   if name in RESPONSE_HEADERS]
+        headers = _end_to_end(response, RESPONSE_HEADERS)
         if success and method in TARGET_REFRESH:
             headers.append(("Contact", peer.dialog.ua.contact))
         txn.respond(response.status, response.reason, headers, body)
@@ -281,7 +286,7 @@ class Relay:
             if self.clock.seconds() - started >= ACK_WAIT:
                 leg.awaiting_ack = None
                 peer.dialog.ack()
-                self.on_lost(leg)
+                self.on_no_ack(leg)
                 return
             if not txn.reliable and txn.last is not None:
                 txn.layer.send_response(txn.last, txn.request, txn.source)

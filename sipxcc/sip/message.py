@@ -468,7 +468,7 @@ class StreamParser:
         self.on_invalid = on_invalid
         self.on_ping = on_ping
         self.max_size = max_size
-        self._buffer = b""
+        self._buffer = bytearray()
         self._scanned = 0  # bytes of the buffer already searched for the end of the head
         self._pending: Request | Response | None = None
         self._body_start = 0
@@ -486,7 +486,7 @@ class StreamParser:
             except SIPParseError as e:
                 if self._pending is None:  # framing is lost for good
                     self.failed = e
-                    self._buffer = b""
+                    self._buffer = bytearray()
                     raise
                 self._pending = None
                 if self.on_invalid is None:
@@ -499,10 +499,10 @@ class StreamParser:
             return self._finish_body()
         buf = self._buffer
         if buf[:1] in (b"\r", b"\n"):
-            stripped = buf.lstrip(b"\r\n")
-            if self.on_ping is not None and b"\r\n\r\n" in buf[:len(buf) - len(stripped)]:
+            skipped = len(buf) - len(buf.lstrip(b"\r\n"))
+            if self.on_ping is not None and b"\r\n\r\n" in buf[:skipped]:
                 self.on_ping()
-            self._buffer = buf = stripped
+            del buf[:skipped]
             self._scanned = 0
         if not buf:
             return False
@@ -512,7 +512,7 @@ class StreamParser:
                 raise SIPParseError(f"message head larger than {self.max_size} bytes")
             self._scanned = len(buf)
             return False
-        message = _parse_head(buf[:bounds[0]])
+        message = _parse_head(bytes(buf[:bounds[0]]))
         length = _content_length(message)
         if length is None:
             raise SIPParseError("Content-Length is required on a stream")
@@ -526,8 +526,8 @@ class StreamParser:
         if len(self._buffer) < end:
             return False
         message = self._pending
-        message.body = self._buffer[self._body_start:end]
-        self._buffer = self._buffer[end:]
+        message.body = bytes(self._buffer[self._body_start:end])
+        del self._buffer[:end]
         self._scanned = 0
         _validate(message)
         self._pending = None

@@ -6,6 +6,8 @@ proxy and the phone scenarios behave as the daemon's integration tests assume.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.integration.peers import LOOPBACK, free_port
@@ -16,6 +18,9 @@ REQUEST_URIS = {
     "uac_call": "sip:{}@sipx.test;sipx-noroute=Voicemail;sipx-userforward=false",
     "uac_rejected": "sip:{}@sipx.test",
     "uac_refer": "sip:{}@sipx.test;sipx-noroute=Voicemail;sipx-userforward=false",
+    "uac_cancel": "sip:{}@sipx.test;sipx-noroute=Voicemail;sipx-userforward=false",
+    "uac_3pcc_a": "sip:{}@sipx.test;sipx-noroute=Voicemail;sipx-userforward=false",
+    "uac_3pcc_b": "sip:{}@sipx.test;sipx-noroute=Voicemail;sipx-userforward=false",
 }
 
 
@@ -165,7 +170,7 @@ def test_bare_lf_phone_sends_sloppy_sipfrags(kamailio_factory, phone_factory):
     assert caller.wait(CALL_TIMEOUT) == 0, caller.errors()
     final = caller.received("NOTIFY ")[-1]
     assert "Content-Type: message/sipfrag\r\n" in final
-    assert "Content-Length: 15\r\n" in final
+    assert re.search(r"\r\nContent-Length: *15\r\n", final)
     assert final.split("\r\n\r\n", 1)[1].startswith("SIP/2.0 200 OK\n")
     assert "Event: refer;id=4\r\n" in final  # the CSeq of the REFER that was accepted
 
@@ -182,3 +187,61 @@ def test_caller_hangs_up_during_transfer(kamailio_factory, phone_factory):
     assert phone.wait(CALL_TIMEOUT) == 0, phone.errors()
     assert len(caller.received("BYE ")) == 1
     assert caller.received("NOTIFY ") == []
+
+
+def test_busy_caller(kamailio_factory, phone_factory):
+    controller_port = free_port()
+    phone = phone_factory("caller_busy")
+    proxy = kamailio_factory({"user1": phone.contact}, f"{LOOPBACK}:{controller_port}")
+
+    caller = controller_uac(phone_factory, proxy, controller_port, scenario="uac_rejected",
+                            target="user1", user="user1", password="pass1")
+
+    assert caller.wait(CALL_TIMEOUT) == 0, caller.errors()
+    assert phone.wait(CALL_TIMEOUT) == 0, phone.errors()
+    assert first_lines(caller.received())[-1] == "SIP/2.0 486 Busy Here"
+
+
+def test_caller_no_answer_is_cancelled(kamailio_factory, phone_factory):
+    controller_port = free_port()
+    phone = phone_factory("caller_no_answer")
+    proxy = kamailio_factory({"user1": phone.contact}, f"{LOOPBACK}:{controller_port}")
+
+    caller = controller_uac(phone_factory, proxy, controller_port, scenario="uac_cancel",
+                            target="user1", user="user1", password="pass1")
+
+    assert caller.wait(CALL_TIMEOUT) == 0, caller.errors()
+    assert phone.wait(CALL_TIMEOUT) == 0, phone.errors()
+    assert "SIP/2.0 487 Request Terminated" in first_lines(caller.received())
+    assert len(phone.received("CANCEL ")) == 1
+
+
+def test_invite_flow_phone_a_takes_a_reinvite(kamailio_factory, phone_factory):
+    controller_port = free_port()
+    phone = phone_factory("invite_a")
+    proxy = kamailio_factory({"user1": phone.contact}, f"{LOOPBACK}:{controller_port}",
+                             auth_in_dialog=False)
+
+    caller = controller_uac(phone_factory, proxy, controller_port, scenario="uac_3pcc_a",
+                            target="user1", user="user1", password="pass1")
+
+    assert caller.wait(CALL_TIMEOUT) == 0, caller.errors()
+    assert phone.wait(CALL_TIMEOUT) == 0, phone.errors()
+    assert len(phone.received("INVITE ")) == 2
+
+
+@pytest.mark.parametrize("scenario, phone_result", [("uac_3pcc_b", 0), ("uac_call", 1)])
+def test_invite_flow_phone_b_insists_on_late_offer(kamailio_factory, phone_factory, scenario,
+                                                   phone_result):
+    # uac_call offers SDP in the INVITE, which phone B must refuse as a failed call
+    controller_port = free_port()
+    phone = phone_factory("invite_b")
+    proxy = kamailio_factory({"user2": phone.contact}, f"{LOOPBACK}:{controller_port}")
+
+    caller = controller_uac(phone_factory, proxy, controller_port, scenario=scenario)
+
+    caller.wait(CALL_TIMEOUT)
+    assert phone.wait(CALL_TIMEOUT) == phone_result, phone.errors()
+    if phone_result == 0:
+        assert caller.returncode == 0, caller.errors()
+        assert "v=0" in phone.received("ACK ")[0]

@@ -1,6 +1,7 @@
 """
 RFC 4475 "SIP Torture Test Messages", §3.1.1 (valid) and §3.1.2 / §3.3 (invalid), typed in
-(long ones shortened with repetition, as §2.3 does), plus RFC 5118 IPv6 cases.
+(long ones shortened with repetition, as §2.3 does), plus RFC 5118 IPv6 cases. Long lines
+are split with Python's backslash-newline string continuation (RFC 4475 §2.1's <allOneLine>).
 
 Every message goes through parse_datagram and, one byte at a time, through StreamParser.
 Framing-sensitive cases: "dblreq" (two messages on a stream, one in a datagram) and
@@ -63,10 +64,15 @@ m:"Quoted string \\"\\"" <sip:jdrosen@example.com> ; newparam =
 ''', SDP)
 
 INTMETH = build('''
-!interesting-Method0123456789_*+`.%indeed'~ sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com SIP/2.0
+!interesting-Method0123456789_*+`.%indeed'~ \
+sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,\
+weird!*pas$wo~d_too.(doesn't-it)@example.com SIP/2.0
 Via: SIP/2.0/TCP host1.example.com;branch=z9hG4bK-.!%66*_+`'~
-To: "BEL:\\\x07 NUL:\\\x00 DEL:\\\x7f" <sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*@example.com>
-From: token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;fromParam''~+*_!.-%="\u0440\u0430\u0431\u043e\u0442\u0430\u044e\u0449\u0438\u0439";tag=_token~1'+`*%!-.
+To: "BEL:\\\x07 NUL:\\\x00 DEL:\\\x7f" \
+<sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*@example.com>
+From: token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;fromParam''~+*_!.-%=\
+"\u0440\u0430\u0431\u043e\u0442\u0430\u044e\u0449\u0438\u0439";\
+tag=_token~1'+`*%!-.
 Call-ID: intmeth.word%ZK-!.*_+'@word`~)(><:\\/"][?}{
 CSeq: 139122385 !interesting-Method0123456789_*+`.%indeed'~
 Max-Forwards: 255
@@ -203,7 +209,9 @@ MESSAGE sip:kumiko@example.org SIP/2.0
 Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-d87543-4dade06d0bdb11ee-1--d87543-;rport
 Max-Forwards: 70
 Route: <sip:127.0.0.1:5080;lr>
-Identity: r5mwreLuyDRYBi/0TiPwEsY3rEVsk/G2WxhgTV1PF7hHuLIK0YWVKZhKv9Mj8UeXqkMVbnVq37CD+813gvYjcBUaZngQmXc9WNZSDNGCzA+fWl9MEUHWIZo1CeJebdY/XlgKeTa0Olvq0rt70Q5jiSfbqMJmQFteeivUhkMWYUA=
+Identity: r5mwreLuyDRYBi/0TiPwEsY3rEVsk/G2WxhgTV1PF7hHuLIK0YWVKZhKv9Mj8UeXqkMVbnVq37CD+\
+813gvYjcBUaZngQmXc9WNZSDNGCzA+fWl9MEUHWIZo1CeJebdY/XlgKeTa0Olvq0rt70Q5jiSfbqMJmQFteeiv\
+UhkMWYUA=
 Contact: <sip:fluffy@127.0.0.1:5070>
 To: <sip:kumiko@example.org>
 From: <sip:fluffy@example.com>;tag=2fb0dcc9
@@ -217,7 +225,9 @@ Content-Length: {CL}
 ''', MPART_BODY)
 
 UNREASON = build('''
-SIP/2.0 200 = 2**3 * 5**2 \u043d\u043e \u0441\u0442\u043e \u0434\u0435\u0432\u044f\u043d\u043e\u0441\u0442\u043e \u0434\u0435\u0432\u044f\u0442\u044c - \u043f\u0440\u043e\u0441\u0442\u043e\u0435
+SIP/2.0 200 = 2**3 * 5**2 \u043d\u043e \u0441\u0442\u043e \
+\u0434\u0435\u0432\u044f\u043d\u043e\u0441\u0442\u043e \
+\u0434\u0435\u0432\u044f\u0442\u044c - \u043f\u0440\u043e\u0441\u0442\u043e\u0435
 Via: SIP/2.0/UDP 192.0.2.198;branch=z9hG4bK1324923
 Call-ID: unreason.1234ksdfak3j2erwedfsASdf
 CSeq: 35 INVITE
