@@ -9,7 +9,7 @@ VENV_STAMP := $(VENV)/.sipxcc-installed
 APT_PACKAGES := sip-tester kamailio curl wrk python3-twisted python3-lxml python3-openssl \
 	python3-service-identity python3-treq python3-cryptography python3-pytest \
 	python3-pytest-twisted python3-hypothesis python3-automat debhelper dh-python python3-all \
-	python3-setuptools lintian dpkg-dev devscripts systemd python3-venv
+	python3-setuptools pybuild-plugin-pyproject lintian dpkg-dev devscripts systemd python3-venv
 
 # Debian's own python3 and pytest, with nothing of ours but the source tree on the path.
 DEBIAN_PYTHON := env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=$(HOME) \
@@ -56,17 +56,10 @@ test: deps venv
 	$(MAKE) --no-print-directory test-venv
 	$(MAKE) --no-print-directory test-debian
 
+# Kamailio as the sipX proxy, sipp phones, the daemon on etc/demo.ini, and a real
+# click-to-call with curl; then the daemon keeps running until Ctrl-C.
 demo: deps venv
-	@echo "sipxcc demo on 127.0.0.1 (users user1..user4, aliases 201..204, every PIN 123)."
-	@echo "Try, in another terminal:"
-	@echo "  curl -k https://127.0.0.1:6666/health"
-	@echo "  curl -k -X POST -u user1:123 https://127.0.0.1:6666/callcontroller/user1/user2"
-	@echo "  curl -k -X POST -u user3:123 'https://127.0.0.1:6666/callcontroller/user1/user2?agent=user3'"
-	@echo "  curl -k -u user1:123 https://127.0.0.1:6666/callcontroller/user1/user2"
-	@echo "  curl -k 'https://127.0.0.1:6666/callcontroller/user1/user2?agent=user3'"
-	@echo "  curl -k -u user3:123 -X GET 'https://127.0.0.1:6666/callcontroller/user1/user2?agent=user3'"
-	@echo "Stop with Ctrl-C."
-	$(VENV)/bin/twistd -n --pidfile= sipxcc --config etc/demo.ini
+	$(VENV)/bin/python -m tests.integration.demo
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis .demo
