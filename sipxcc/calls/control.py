@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.application.service import Service
 
 from sipxcc.calls.call import INVITE, REFER
+from sipxcc.calls.callbacks import StatusCallbacks, treq_poster
 from sipxcc.calls.leg import FlowContext
 from sipxcc.calls.refer import ReferFlow
 from sipxcc.calls.registry import CallRegistry
@@ -30,8 +31,10 @@ class CallControl(Service):
         self.ua: UserAgent | None = None
         self.domain = domain
         self.address = address
+        self.callbacks = StatusCallbacks(reactor, treq_poster(reactor))
         self.registry = CallRegistry(reactor, {REFER: self._refer, INVITE: self._invite},
-                                     max_calls, max_calls_per_agent)
+                                     max_calls, max_calls_per_agent,
+                                     observers=(self.callbacks.attach,))
 
     def listen(self) -> None:
         """Bind the SIP transports; raises CannotListenError when the port is taken."""

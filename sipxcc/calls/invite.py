@@ -153,7 +153,6 @@ class InviteFlow:
 
     def _caller_answered(self, caller: Leg, response) -> None:
         caller.dialog.ack()
-        self._disarm_watchdog()
         self.phase = CALLING_B
         self.call.set_state("ringing")
         self.callee = self._new_leg("B")
@@ -386,17 +385,6 @@ class InviteFlow:
         if leg.timer is not None and leg.timer.active():
             leg.timer.cancel()
         leg.timer = None
-
-    def _disarm_watchdog(self) -> None:
-        """
-        The registry's watchdog (timeout + a grace) is for calls that never get going; from
-        A's answer on every phase of this flow is bounded by its own timers, and a
-        connected call may rightly last for hours.
-        """
-        expiry = getattr(self.call, "expiry", None)
-        if expiry is not None and expiry.active():
-            expiry.cancel()
-            self.call.expiry = None
 
     def _dialogs(self) -> list:
         return [info for info in (leg.info() for leg in self.legs) if info is not None]

@@ -16,14 +16,15 @@ WATCHDOG_GRACE = 32 + 30
 
 class CallRegistry:
     """
-    Owns the calls. C{flows} maps a mode ("REFER", "INVITE") to a factory
+    Owns the calls. C{observers} see each new call before its flow starts. C{flows} maps a mode ("REFER", "INVITE") to a factory
     C{factory(call, on_end) -> flow}; a flow has C{start()}, C{hangup()} and, for INVITE
     calls, C{transfer(target)}, and calls C{on_end(call)} exactly once when the call is over.
     """
 
     def __init__(self, clock, flows: dict[str, Callable], max_calls: int = 2000,
-                 max_calls_per_agent: int = 10):
+                 max_calls_per_agent: int = 10, observers: tuple[Callable, ...] = ()):
         self.clock = clock
+        self.observers = observers
         self.flows = flows
         self.max_calls = max_calls
         self.max_calls_per_agent = max_calls_per_agent
@@ -54,8 +55,12 @@ class CallRegistry:
         self.by_key[request.key] = call
         self.active.add(call)
         self.per_agent[agent] = self.per_agent.get(agent, 0) + 1
+        for observe in self.observers:
+            observe(call)
         call.flow = self.flows[request.method](call, self._ended)
-        call.expiry = self.clock.callLater(request.timeout + WATCHDOG_GRACE, self._watchdog, call)
+        # INVITE mode rings two phones one after the other before it is connected
+        setup_time = request.timeout * (2 if request.method == INVITE else 1)
+        call.expiry = self.clock.callLater(setup_time + WATCHDOG_GRACE, self._watchdog, call)
         call.flow.start()
         return call
 
@@ -84,7 +89,10 @@ class CallRegistry:
         call.flow.transfer(target)
 
     def _watchdog(self, call: Call) -> None:
+        """Tear down a call that never got going; a connected INVITE-mode call may last."""
         call.expiry = None
+        if call.mode == INVITE and call.state in ("connected", "transferring"):
+            return
         if not call.ended:
             call.flow.hangup("watchdog")
         if not call.ended:  # the flow could not end it by itself: stop waiting for the peer

@@ -73,7 +73,8 @@ class SIPStreamProtocol(protocol.Protocol):
         self.idle = None
         self.pending: list[tuple[bytes, Callable | None]] = []
         self.connected_ok = False
-        self.parser = StreamParser(self._message, layer.max_size)
+        self.parser = StreamParser(self._message, layer.max_size, on_invalid=self._invalid,
+                                   on_ping=self._pong)
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -102,6 +103,13 @@ class SIPStreamProtocol(protocol.Protocol):
         except SIPParseError as e:
             self.layer.parse_failed(e, self._source())
             self.transport.loseConnection()  # framing is lost for good on this stream
+
+    def _invalid(self, error: SIPParseError) -> None:
+        """A well-framed but invalid message: answer it (400) and keep the connection."""
+        self.layer.parse_failed(error, self._source())
+
+    def _pong(self) -> None:
+        self.transport.write(b"\r\n")  # RFC 5626 §4.4.1: CRLFCRLF ping gets a CRLF pong
 
     def _source(self) -> Source:
         host, port = self.peer or ("", 0)

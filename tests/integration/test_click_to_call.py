@@ -167,3 +167,39 @@ def test_over_tcp_to_the_proxy(setup):
     code, _ = curl("-X", "POST", s.url("/callcontroller/user1/user2"))
     assert code == 200
     assert phone.wait(20) == 0, phone.errors()
+
+
+def test_status_callback_receives_every_event_in_order(setup):
+    import http.server
+    import json
+    import threading
+
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s = setup()
+        phone = s.phone("user1", "refer_transferee")
+        hook = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        code, _ = curl("-X", "POST", "--data-urlencode", f"statusCallback={hook}", "-G",
+                       s.url("/callcontroller/user1/user2"))
+        assert code == 200
+        assert phone.wait(20) == 0, phone.errors()
+        wait_for(lambda: received and received[-1].get("ended"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = [(doc["method"], doc["status-line"]) for doc in received[:-1]]
+    _, body = curl(s.url("/callcontroller/user1/user2"))
+    assert lines == status_lines(body)
+    assert received[-1]["state"] == "ended"

@@ -1,0 +1,146 @@
+"""The CallRegistry: keys and ids, limits, replacement, retention and the watchdog."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.task import Clock
+
+from sipxcc.calls.call import CallRequest
+from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls, TransferNotPossible
+from sipxcc.calls.registry import WATCHDOG_GRACE, CallRegistry
+from sipxcc.users import User
+
+USER1 = User("user1@sipx.test", "user1", ("201",), None, None, None)
+USER3 = User("user3@sipx.test", "user3", ("203",), None, None, None)
+
+
+class FakeFlow:
+    """A flow that ends only when told to (or when hung up, if C{ends_on_hangup})."""
+
+    ends_on_hangup = True
+
+    def __init__(self, call, on_end):
+        self.call, self.on_end = call, on_end
+        self.hangups: list[str] = []
+
+    def start(self):
+        self.call.set_state("ringing")
+
+    def hangup(self, why):
+        self.hangups.append(why)
+        if self.ends_on_hangup:
+            self.end()
+
+    def transfer(self, target):
+        self.transferred = target
+
+    def end(self):
+        self.call.finish("ended")
+        self.on_end(self.call)
+
+
+def make(max_calls=10, per_agent=3):
+    clock = Clock()
+    registry = CallRegistry(clock, {"REFER": FakeFlow, "INVITE": FakeFlow}, max_calls,
+                            per_agent)
+    return clock, registry
+
+
+def req(agent=USER1, calling="user1@sipx.test", called="user2@sipx.test", **kw):
+    return CallRequest(agent, calling, called, **kw)
+
+
+def test_calls_are_found_by_key_and_id_and_listed_newest_first():
+    clock, registry = make()
+    first = registry.place(req(called="user2@sipx.test"))
+    clock.advance(1)
+    second = registry.place(req(called="user4@sipx.test"))
+    other = registry.place(req(agent=USER3))
+    assert registry.lookup(("user1@sipx.test", "user1@sipx.test", "user2@sipx.test")) is first
+    assert registry.get(second.id) is second
+    assert registry.calls_of("user1@sipx.test", 10) == [second, first]
+    assert registry.calls_of(None, 2) == [other, second]
+    assert len({first.id, second.id, other.id}) == 3
+
+
+def test_second_post_replaces_a_refer_call_and_tears_the_old_one_down():
+    clock, registry = make()
+    old = registry.place(req())
+    new = registry.place(req())
+    assert old.flow.hangups == ["replaced"] and old.ended
+    assert registry.lookup(new.key) is new and registry.active_count == 1
+
+
+def test_invite_call_in_progress_is_409():
+    clock, registry = make()
+    registry.place(req(method="INVITE"))
+    with pytest.raises(CallInProgress) as e:
+        registry.place(req(method="INVITE"))
+    assert e.value.code == 409
+
+
+def test_limits():
+    clock, registry = make(max_calls=4, per_agent=2)
+    registry.place(req(called="a@sipx.test"))
+    registry.place(req(called="b@sipx.test"))
+    with pytest.raises(AgentLimit) as e:
+        registry.place(req(called="c@sipx.test"))
+    assert (e.value.code, e.value.retry_after) == (429, 5)
+    registry.place(req(agent=USER3, called="a@sipx.test"))
+    registry.place(req(agent=USER3, called="b@sipx.test"))
+    with pytest.raises(TooManyCalls) as e:
+        registry.place(req(agent=USER3, called="c@sipx.test"))
+    assert e.value.code == 503
+    # replacing one's own call is not a new call
+    registry.place(req(called="a@sipx.test"))
+
+
+def test_finished_call_is_kept_for_result_cache_time_then_forgotten():
+    clock, registry = make()
+    call = registry.place(req(result_cache_time=30))
+    clock.advance(100)
+    call.flow.end()
+    clock.advance(29)
+    assert registry.get(call.id) is call
+    clock.advance(1)
+    assert registry.get(call.id) is None and registry.lookup(call.key) is None
+    assert not clock.getDelayedCalls()
+
+
+def test_watchdog_ends_a_call_whose_peer_never_answers():
+    clock, registry = make()
+    FakeFlow.ends_on_hangup = False
+    try:
+        call = registry.place(req(timeout=10))
+        clock.advance(10 + WATCHDOG_GRACE)
+    finally:
+        FakeFlow.ends_on_hangup = True
+    assert call.flow.hangups == ["watchdog"]
+    assert call.ended and registry.active_count == 0
+    clock.advance(call.request.result_cache_time)
+    assert registry.get(call.id) is None and not clock.getDelayedCalls()
+
+
+def test_connected_invite_call_outlives_the_watchdog():
+    clock, registry = make()
+    call = registry.place(req(method="INVITE", timeout=10))
+    call.set_state("connected")
+    clock.advance(3600)
+    assert not call.ended and call.flow.hangups == []
+
+
+def test_transfer_needs_an_invite_call():
+    clock, registry = make()
+    call = registry.place(req())
+    with pytest.raises(TransferNotPossible):
+        registry.transfer(call, "user4@sipx.test")
+    invite = registry.place(req(called="x@sipx.test", method="INVITE"))
+    registry.transfer(invite, "user4@sipx.test")
+    assert invite.flow.transferred == "user4@sipx.test"
+
+
+def test_shutdown_hangs_up_every_call():
+    clock, registry = make()
+    calls = [registry.place(req(called=f"u{i}@sipx.test")) for i in range(3)]
+    d = registry.shutdown(5)
+    assert d.called and all(c.flow.hangups == ["shutdown"] for c in calls)
