@@ -16,9 +16,10 @@ WATCHDOG_GRACE = 32 + 30
 
 class CallRegistry:
     """
-    Owns the calls. C{observers} see each new call before its flow starts. C{flows} maps a mode ("REFER", "INVITE") to a factory
+    Owns the calls. C{flows} maps a mode ("REFER", "INVITE") to a factory
     C{factory(call, on_end) -> flow}; a flow has C{start()}, C{hangup()} and, for INVITE
     calls, C{transfer(target)}, and calls C{on_end(call)} exactly once when the call is over.
+    C{observers} see each new call before its flow starts.
     """
 
     def __init__(self, clock, flows: dict[str, Callable], max_calls: int = 2000,
