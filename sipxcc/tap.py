@@ -14,10 +14,13 @@ from typing import NoReturn
 from twisted.application.service import MultiService, Service
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
+from twisted.logger import LogLevel
 from twisted.python import usage
 
 from sipxcc import __version__
 from sipxcc.calls.control import CallControl
+from sipxcc.logs import enabled as log_enabled
+from sipxcc.logs import set_level as set_log_level
 from sipxcc.config import KEYS, Config, ConfigError, load_config
 from sipxcc.tls import TLSError, server_context_factory
 from sipxcc.users import DirectoryError, UserDirectory
@@ -104,10 +107,13 @@ def build_service(config: Config, reactor) -> MultiService:
     The listeners are bound here, not when the service starts, so that a port in use is
     reported as a StartupError before twistd redirects output or daemonizes.
     """
+    set_log_level(config.daemon.log_level)
     directory = UserDirectory(config.users.directory, reactor)
     directory.load()
     control = _build_call_control(config, reactor)
     site = build_site(config, directory, control.registry, reactor)
+    if not log_enabled(LogLevel.info):
+        site.log = lambda request: None  # the access log is info-level chatter
 
     top = MultiService()
     DirectoryPollerService(directory).setServiceParent(top)

@@ -10,9 +10,9 @@ from collections import deque
 from typing import Callable
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from sipxcc.logs import logger
 
-log = Logger()
+log = logger(__name__)
 
 #: seconds to wait before each retry of one event; then it is given up
 BACKOFF = (1, 2, 4, 8, 16)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import enum
 
-from twisted.logger import Logger
+from sipxcc.logs import logger
 
 from sipxcc.calls.leg import (FlowContext, credentials_for, first_invite, reason_header,
                               record_response, record_sipfrag, sip_uri)
 from sipxcc.sip.outgoing import RequestFailed
 
-log = Logger()
+log = logger(__name__)
 
 #: seconds to wait for the transfer's final NOTIFY after the REFER was accepted (anchor §3.4)
 REFER_LIMIT = 32

@@ -11,11 +11,11 @@ import ipaddress
 from typing import Callable, NamedTuple
 
 from twisted.internet import protocol
-from twisted.logger import Logger
+from sipxcc.logs import logger
 
 from sipxcc.sip.message import MAX_MESSAGE, SIPParseError, StreamParser, parse_datagram
 
-log = Logger()
+log = logger(__name__)
 
 UDP_MTU_LIMIT = 1300  # RFC 3261 §18.1.1: larger requests go over a congestion-controlled transport
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twisted.logger import Logger
+from sipxcc.logs import logger
 
 from sipxcc.sip.dialog import Dialog
 from sipxcc.sip.message import Request, make_branch, make_call_id, make_tag, response_to
@@ -17,7 +17,7 @@ from sipxcc.sip.transaction import TransactionLayer
 from sipxcc.sip.transport import UDP_MTU_LIMIT, Source, Target, is_ip
 from sipxcc.sip.uri import URI
 
-log = Logger()
+log = logger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY, INFO, UPDATE"
 IN_DIALOG_ONLY = frozenset(("BYE", "NOTIFY", "INFO", "UPDATE", "PRACK", "REFER"))
@@ -219,6 +219,8 @@ class UserAgent:
             dialog = self.dialogs.get((request.call_id, to_tag, request.from_tag))
             if dialog is None:
                 txn.respond(481, "Call/Transaction Does Not Exist")
+            elif not self._from_dialog_peer(dialog, source):
+                txn.respond(403, "Forbidden")
             else:
                 dialog.receive_request(request, txn)
             return
@@ -226,6 +228,11 @@ class UserAgent:
             txn.respond(482, "Loop Detected")
             return
         self._out_of_dialog(request, txn)
+
+    def _from_dialog_peer(self, dialog: Dialog, source: Source) -> bool:
+        """In-dialog requests come from the first hop of the route set, or the peer itself."""
+        expected = self.dialog_target(dialog).host
+        return not is_ip(expected) or expected == source.host
 
     def _merged(self, request: Request) -> bool:
         """§8.2.2.2: the same request arriving by a second path (another branch)."""

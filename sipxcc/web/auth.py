@@ -21,7 +21,7 @@ from twisted.cred import credentials, error
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer
-from twisted.logger import Logger
+from sipxcc.logs import logger
 from twisted.web import guard
 from zope.interface import Interface, implementer
 
@@ -33,7 +33,7 @@ FAILURE_WINDOW = 60.0
 BLOCK_TIME = 60.0
 MAX_TRACKED_HOSTS = 10000
 
-log = Logger()
+log = logger(__name__)
 
 # RFC 7235 §2.1 auth-param: token "=" ( token / quoted-string )
 _AUTH_PARAM = re.compile(

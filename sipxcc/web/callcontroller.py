@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from twisted.internet import defer
-from twisted.logger import Logger
+from sipxcc.logs import logger
 from twisted.web import resource, server
 
 from sipxcc.calls.call import CallRequest
@@ -23,7 +23,7 @@ from sipxcc.web.auth import AuthFailure, Authenticator, Principal, authorize
 from sipxcc.web.errors import ApiError, PathResource, Reply, send, status_reply, wants_json
 from sipxcc.web.params import BadParameter, Query
 
-log = Logger()
+log = logger(__name__)
 
 REDIRECT_PREFIX = (b"sipxconfig", b"rest", b"my", b"redirect")
 OK_TEXT = "Success"

@@ -160,3 +160,20 @@ def test_no_response_at_all_times_out_after_timer_b():
     assert [m.method for m in net.sent_messages()] == ["INVITE", "INVITE"]
     net.clock.advance(32)
     assert call.ended and lines(call) == [("INVITE", "SIP/2.0 408 Request Timeout")]
+
+
+def test_forged_in_dialog_requests_change_nothing():
+    net, registry, call = setup()
+    _, _, phone, refer = connect(net, call)
+    net.deliver(answer(refer, 202, "Accepted"))
+    before = list(call.events)
+    # the right dialog, from an address that is neither the proxy nor the phone
+    notify = phone.request("NOTIFY", [("Event", "refer"), ("Subscription-State", "terminated"),
+                                      ("Content-Type", "message/sipfrag")], b"SIP/2.0 200 OK\r\n")
+    net.deliver(notify, ("192.0.2.66", 5060))
+    # a wrong tag, from the proxy's address
+    bye = phone.request("BYE")
+    bye.headers.set("To", bye.headers.get("To").rsplit(";tag=", 1)[0] + ";tag=forged")
+    net.deliver(bye)
+    assert [m.status for m in net.sent_messages()] == [403, 481]
+    assert call.events == before and call.state == "transferring"

@@ -1,0 +1,27 @@
+"""
+The daemon's own log level (C{daemon.log_level}): sipxcc's loggers publish through one
+filter, so a production config at "warn" silences the per-call chatter of "info"/"debug".
+"""
+
+from __future__ import annotations
+
+from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate, Logger,
+                            globalLogPublisher)
+
+_predicate = LogLevelFilterPredicate(LogLevel.info)
+_observer = FilteringLogObserver(globalLogPublisher, [_predicate])
+
+
+def logger(namespace: str) -> Logger:
+    """A Logger for C{namespace} whose events below the configured level are dropped."""
+    return Logger(namespace=namespace, observer=_observer)
+
+
+def set_level(name: str) -> None:
+    """Set the minimum level by name: debug, info, warn, error or critical."""
+    _predicate.defaultLogLevel = LogLevel.levelWithName(name)
+
+
+def enabled(level: LogLevel) -> bool:
+    """Whether an event at C{level} would be published (to skip building costly ones)."""
+    return level >= _predicate.defaultLogLevel

@@ -1,0 +1,189 @@
+"""
+Limits that keep the web listeners answering under abuse (SECURITY.md "Limits").
+
+L{LimitedChannel} is the HTTP/1.1 channel every connection gets: a request's head and
+body must arrive within L{REQUEST_DEADLINE} seconds of its first byte (and the first one
+within that time of the connection opening, which also ends half-open TLS handshakes);
+bodies larger than L{MAX_BODY} get 413; the head is bounded by Twisted's own
+C{totalHeadersSize}/C{maxHeaders} (400). L{ConnectionLimits} caps open connections in
+total and per client address; a connection beyond a cap is answered 503 and closed.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from twisted.web import http
+
+log = Logger()
+
+MAX_CONNECTIONS = 2000
+"""Open HTTP(S) connections at once, all clients together."""
+
+MAX_CONNECTIONS_PER_HOST = 200
+"""Open HTTP(S) connections at once from one client address."""
+
+REQUEST_DEADLINE = 10.0
+"""Seconds from a request's first byte (or from connecting) until its body is complete."""
+
+IDLE_TIMEOUT = 30
+"""Seconds an idle keep-alive connection is kept open."""
+
+ABORT_GRACE = 2.0
+"""Seconds a closing connection may take to flush before it is aborted."""
+
+MAX_BODY = 65536
+"""Largest request body accepted (the API takes its parameters in the query)."""
+
+MAX_HEADERS = 100
+"""Most header lines in one request."""
+
+MAX_HEAD_SIZE = 16384
+"""Largest request line plus headers, in bytes."""
+
+_CLOSE = b"Connection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+class ConnectionLimits:
+    """Counts the open connections, in total and per client address."""
+
+    def __init__(self, total: int = MAX_CONNECTIONS, per_host: int = MAX_CONNECTIONS_PER_HOST):
+        self.total = total
+        self.per_host = per_host
+        self.open = 0
+        self.by_host: dict[str, int] = {}
+        self.refused = 0
+
+    def admit(self, host: str) -> bool:
+        """Count a new connection from C{host}; False (and nothing counted) if over a cap."""
+        if self.open >= self.total or self.by_host.get(host, 0) >= self.per_host:
+            self.refused += 1
+            return False
+        self.open += 1
+        self.by_host[host] = self.by_host.get(host, 0) + 1
+        return True
+
+    def release(self, host: str) -> None:
+        """A connection L{admit}ted for C{host} has closed."""
+        self.open -= 1
+        left = self.by_host.get(host, 1) - 1
+        if left:
+            self.by_host[host] = left
+        else:
+            self.by_host.pop(host, None)
+
+
+def _peer_host(transport) -> str:
+    peer = transport.getPeer()
+    return getattr(peer, "host", None) or str(peer)
+
+
+class LimitedChannel(http.HTTPChannel):
+    """
+    An HTTPChannel that enforces the limits above. Its factory (the Site) must have a
+    C{limits} attribute (a L{ConnectionLimits}) and set C{callLater} (HTTPFactory does).
+    """
+
+    maxHeaders = MAX_HEADERS
+    totalHeadersSize = MAX_HEAD_SIZE
+    abortTimeout = 5
+
+    _admitted_host: str | None = None
+    _deadline = None
+    _abort_call = None
+    _closing = False
+    _in_request = False
+    _body_bytes = 0
+    _reading_body = False
+
+    def connectionMade(self) -> None:
+        host = _peer_host(self.transport)
+        limits = getattr(self.factory, "limits", None) if hasattr(self, "factory") else None
+        if limits is None:
+            limits = getattr(getattr(self, "site", None), "limits", None)
+        if limits is not None and not limits.admit(host):
+            self._closing = True
+            log.info("refusing an HTTP connection from {host}: connection limit reached",
+                     host=host)
+            self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
+                                 + _CLOSE)
+            self._close()
+            return
+        if limits is not None:
+            self._limits = limits
+            self._admitted_host = host
+        super().connectionMade()
+        self._start_deadline()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if not self._in_request:
+            self._start_deadline()
+        if self._reading_body:
+            self._body_bytes += len(data)
+            if self._body_bytes > MAX_BODY + MAX_HEAD_SIZE:  # chunked: framing included
+                self._refuse(413, b"Payload Too Large")
+                return
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        if self.length is not None and self.length > MAX_BODY:
+            self._refuse(413, b"Payload Too Large")
+            return
+        self._reading_body = True
+        self._body_bytes = 0
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        self._in_request = False
+        self._reading_body = False
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason) -> None:
+        self._cancel_deadline()
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        if self._admitted_host is not None:
+            self._limits.release(self._admitted_host)
+            self._admitted_host = None
+        if self._closing and not hasattr(self, "requests"):
+            return  # refused before HTTPChannel set itself up
+        super().connectionLost(reason)
+
+    def _start_deadline(self) -> None:
+        self._in_request = True
+        if self._deadline is None or not self._deadline.active():
+            self._deadline = self.callLater(REQUEST_DEADLINE, self._too_slow)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self._closing:
+            return
+        if getattr(self, "_handlingRequest", False):
+            self._closing = True
+            self._close()  # a response may be under way: no 408 in the middle of it
+            return
+        self._refuse(408, b"Request Timeout")
+
+    def _refuse(self, code: int, reason: bytes) -> None:
+        self._closing = True
+        self._cancel_deadline()
+        self.transport.write(b"HTTP/1.1 %d %s\r\n" % (code, reason) + _CLOSE)
+        self._close()
+
+    def _close(self) -> None:
+        """Close after flushing; abort if the peer does not let us (e.g. no TLS handshake)."""
+        self.transport.loseConnection()
+        self._abort_call = self.callLater(ABORT_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        self._abort_call = None
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
