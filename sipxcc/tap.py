@@ -139,10 +139,12 @@ def build_service(config: Config, reactor) -> MultiService:
 def _build_call_control(config: Config, reactor) -> CallControl:
     """The SIP stack and the CallRegistry, its SIP ports already bound."""
     sip = config.sip
+    tls_context = server_context_factory(config) if "tls" in sip.transports else None
     control = CallControl(reactor, domain=sip.domain, proxy=sip.proxy, address=sip.address,
                           port=sip.port, transports=sip.transports,
                           contact_user=sip.contact_user, max_calls=config.calls.max_calls,
-                          max_calls_per_agent=config.calls.max_calls_per_agent)
+                          max_calls_per_agent=config.calls.max_calls_per_agent,
+                          tls_context=tls_context)
     try:
         control.listen()
     except CannotListenError as error:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from sipxcc.sip.message import Request, Response, response_to
+from sipxcc.sip.message import Request, Response, make_tag, response_to
 from sipxcc.sip.transport import Target
 
 T1 = 0.5
@@ -203,6 +203,9 @@ class ServerTransaction(_Transaction):
                 to_tag: str | None = None) -> Response | None:
         if self.final_sent:
             return None
+        if to_tag is None and self.to_tag is None and status > 100 \
+                and self.request.to_tag is None:
+            self.to_tag = make_tag()  # §8.2.6.2: a UAS response names its side of the dialog
         response = response_to(self.request, status, reason, to_tag or self.to_tag)
         for name, value in headers:
             response.headers.add(name, value)

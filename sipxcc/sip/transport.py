@@ -196,6 +196,7 @@ class TransportLayer:
             if self.port == 0:
                 self.port = self.ports[-1].getHost().port
         if "tls" in self.transports and self.tls_context is not None:
+            # SIP over TLS on the next port, as 5061 follows 5060 (RFC 3261 §19.1.2)
             self.ports.append(self.reactor.listenSSL(self.port + 1, _StreamFactory(self, "TLS"),
                                                      self.tls_context, interface=self.address))
 

@@ -251,15 +251,14 @@ class UserAgent:
         method = request.method
         if method == "OPTIONS":
             txn.respond(200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp"),
-                                    ("Supported", ""), ("Contact", self.contact)],
-                        to_tag=make_tag())
+                                    ("Supported", ""), ("Contact", self.contact)])
         elif method in IN_DIALOG_ONLY:
-            txn.respond(481, "Call/Transaction Does Not Exist", to_tag=make_tag())
+            txn.respond(481, "Call/Transaction Does Not Exist")
         elif method in KNOWN_METHODS:
             # we place calls; we do not take them (§8.2.1)
-            txn.respond(405, "Method Not Allowed", [("Allow", ALLOW)], to_tag=make_tag())
+            txn.respond(405, "Method Not Allowed", [("Allow", ALLOW)])
         else:
-            txn.respond(501, "Not Implemented", [("Allow", ALLOW)], to_tag=make_tag())
+            txn.respond(501, "Not Implemented", [("Allow", ALLOW)])
 
     def _receive_cancel(self, request: Request, source: Source) -> None:
         """§9.2: CANCEL gets its own 200; the INVITE it names gets 487 from its owner."""

@@ -177,3 +177,20 @@ def test_forged_in_dialog_requests_change_nothing():
     net.deliver(bye)
     assert [m.status for m in net.sent_messages()] == [403, 481]
     assert call.events == before and call.state == "transferring"
+
+
+def test_a_second_forked_2xx_is_acked_and_hung_up():
+    net, registry, call = setup()
+    [invite] = net.sent_messages()
+    phone, fork = FarEnd(invite), FarEnd(invite, "<sip:user1@127.0.0.1:5072>")
+    net.deliver(phone.ok(b"v=0\r\n"))
+    ack, refer = net.sent_messages()
+    net.deliver(fork.ok(b"v=0\r\n"))
+    fork_ack, fork_bye = net.sent_messages()
+    assert (fork_ack.method, fork_bye.method) == ("ACK", "BYE")
+    assert fork_ack.to_tag == fork_bye.to_tag == fork.tag != phone.tag
+    assert fork_bye.uri == "sip:user1@127.0.0.1:5072"
+    net.deliver(phone.ok(b"v=0\r\n"))  # a retransmission of the first 2xx: ACKed again
+    [again] = net.sent_messages()
+    assert again.method == "ACK" and again.to_bytes() == ack.to_bytes()
+    assert call.state == "connected"
