@@ -49,6 +49,7 @@ class OutgoingRequest:
         self.cancel_pending = False
         self.cancelled = False
         self.nc: dict[str, int] = {}
+        self.challenges: dict[str, Challenge] = {}
 
     @property
     def call_id(self) -> str:
@@ -97,6 +98,9 @@ class OutgoingRequest:
         if 200 <= status < 300 and self.request.method == "INVITE":
             if self.dialog is None:
                 self.dialog = self.ua.create_dialog(self.request, response, self.credentials)
+                # the proxy's challenge answers for the dialog's later requests too (§22.3)
+                self.dialog.challenges.update(self.challenges)
+                self.dialog.nonce_counts.update(self.nc)
             else:
                 self.dialog.invite_seq = self.request.cseq[0]
                 self.dialog.refresh_target(response)
@@ -122,6 +126,7 @@ class OutgoingRequest:
             self.tries += 1
         if self.tries > MAX_AUTH_TRIES:
             return False
+        self.challenges[answer_header] = challenge
         if self.dialog is not None:
             self.dialog.challenges[answer_header] = challenge
         self.request = self._next_request(answer_header, value)
