@@ -19,12 +19,14 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
 import pytest
+
+from tests.integration.daemon import free_ports
+from tests.integration.peers import Kamailio, SippPhone, demo_aliases, demo_ha1s
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SYSTEM_ENV = {
@@ -160,18 +162,7 @@ def test_systemd_accepts_unit(installed):
     assert "sipxcc" not in result.stderr, result.stderr
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _write_test_config(directory, sip_port, https_port, http_port):
+def _write_test_config(directory, sip_port, https_port, http_port, proxy_port):
     """A config readable by the sipxcc user, with the demo users and free ports."""
     users = directory / "validusers.xml"
     shutil.copyfile(ROOT / "etc" / "validusers.xml", users)
@@ -183,7 +174,7 @@ def _write_test_config(directory, sip_port, https_port, http_port):
     config.write_text(
         "[sip]\n"
         "domain = sipx.test\n"
-        f"proxy = sip:127.0.0.1:{sip_port + 1}\n"
+        f"proxy = sip:127.0.0.1:{proxy_port};lr\n"
         "address = 127.0.0.1\n"
         f"port = {sip_port}\n"
         "[http]\n"
@@ -212,30 +203,43 @@ def _wait_for_health(url, daemon, log, deadline):
     pytest.fail(f"{url} never answered 200:\n{log.read_text()[-4000:]}")
 
 
-def test_installed_daemon_answers_health_as_sipxcc_user(installed):
-    sip_port, https_port, http_port = _free_ports(3)
+def test_installed_daemon_places_the_seed_call_as_sipxcc_user(installed):
+    """Debian's twistd3 and Twisted 22.4 run the seed's click-to-call through Kamailio."""
+    sip_port, https_port, http_port, proxy_port, phone_port = free_ports(5)
     with tempfile.TemporaryDirectory(prefix="sipxcc-deb-") as scratch:
         directory = pathlib.Path(scratch)
-        config = _write_test_config(directory, sip_port, https_port, http_port)
+        config = _write_test_config(directory, sip_port, https_port, http_port, proxy_port)
+        phone = SippPhone("refer_transferee", phone_port, directory / "sipp")
+        proxy = Kamailio(directory / "kamailio", proxy_port, demo_ha1s(),
+                         {"user1": phone.contact}, f"127.0.0.1:{sip_port}",
+                         aliases=demo_aliases())
         log = directory / "daemon.log"
-        with log.open("wb") as output:
+        with log.open("wb") as output, proxy, phone:
             daemon = subprocess.Popen(
                 ["runuser", "-u", "sipxcc", "--", "twistd3", "-n", "--pidfile=",
                  "sipxcc", "--config", str(config)],
                 env=SYSTEM_ENV, cwd=scratch, stdout=output, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        try:
-            _wait_for_health(f"https://127.0.0.1:{https_port}/health", daemon, log,
-                             time.monotonic() + 30)
-        finally:
-            # runuser passes SIGTERM on to twistd; the group is only killed if it hangs.
-            daemon.send_signal(signal.SIGTERM)
             try:
-                daemon.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
-                daemon.wait()
+                base = f"https://127.0.0.1:{https_port}"
+                _wait_for_health(f"{base}/health", daemon, log, time.monotonic() + 30)
+                post = run("curl", "-k", "-s", "-X", "POST", "-u", "user1:123",
+                           f"{base}/callcontroller/user1/user2")
+                assert "<error-flag>OK</error-flag>" in post.stdout
+                assert phone.wait(20) == 0, phone.errors()
+                status = run("curl", "-k", "-s", "-u", "user1:123",
+                             f"{base}/callcontroller/user1/user2")
+                assert "<method>NOTIFY</method>\n\t<status-line>SIP/2.0 200 OK" in status.stdout
+            finally:
+                # runuser passes SIGTERM on to twistd; the group is only killed if it hangs.
+                daemon.send_signal(signal.SIGTERM)
+                try:
+                    daemon.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(daemon.pid, signal.SIGKILL)
+                    daemon.wait()
+        assert "Traceback" not in log.read_text()
 
 
 def test_purge_removes_everything_but_the_system_user(installed):
