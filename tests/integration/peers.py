@@ -3,13 +3,11 @@
 Everything listens on 127.0.0.1 on ports chosen free at random.  Both peers are
 context managers that always stop their process on exit.
 
-Run ``python -m tests.integration.peers demo --controller 127.0.0.1:6050
---proxy-port 5080`` for a hand-driven demo PBX (see ``main``).
+``tests/integration/demo.py`` (``make demo``) builds the demo PBX from them.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import re
@@ -18,8 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -451,68 +447,3 @@ def _split_trace(trace: str) -> list[tuple[str, str]]:
     # sipp writes each message followed by one "\n"
     return [(parts[i], parts[i + 1].removesuffix("\n"))
             for i in range(1, len(parts) - 1, 2)]
-
-
-def run_demo(controller: str, proxy_port: int, workdir: Path, transport: str = "u1") -> int:
-    """Kamailio plus one looping phone per demo user until SIGINT/SIGTERM."""
-    phones = {user: SippPhone("refer_transferee" if user == "user1" else "phone_answer",
-                              free_port(), workdir, calls=None, transport=transport,
-                              name=f"demo-{user}")
-              for user in DEMO_USERS}
-    proxy = Kamailio(workdir, proxy_port, demo_ha1s(), {u: p.contact for u, p in phones.items()},
-                     controller, aliases=demo_aliases())
-    stop_requested = []
-    signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(True))
-    try:
-        for phone in phones.values():
-            phone.start()
-        proxy.start()
-        print(f"proxy     sip:{LOOPBACK}:{proxy_port};lr  (udp+tcp, log {proxy.log_path})")
-        print(f"controller {controller} must authenticate (realm {DOMAIN})")
-        for user, phone in phones.items():
-            alias, password = DEMO_USERS[user]
-            print(f"{user:9} alias {alias} password {password}  {phone.scenario.stem:17}"
-                  f" at {phone.contact}  trace {phone.message_path}")
-        print("Ctrl-C stops everything.", flush=True)
-        while not stop_requested:
-            dead = [user for user, phone in phones.items() if phone.returncode is not None]
-            if dead or proxy.process.poll() is not None:
-                print(f"stopped unexpectedly: {dead or 'kamailio'}", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        proxy.stop()
-        for phone in phones.values():
-            phone.stop()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: ``demo`` starts the demo PBX."""
-    parser = argparse.ArgumentParser(prog="python -m tests.integration.peers")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="Kamailio + a looping sipp phone per demo user")
-    demo.add_argument("--controller", default=f"{LOOPBACK}:6050",
-                      help="the daemon's SIP address ip:port (default %(default)s)")
-    demo.add_argument("--proxy-port", type=int, default=5080,
-                      help="Kamailio's port on 127.0.0.1 (default %(default)s)")
-    demo.add_argument("--workdir", help="where logs and traces go (default: a new temp dir)")
-    demo.add_argument("--phone-transport", choices=("u1", "t1"), default="u1")
-    args = parser.parse_args(argv)
-    host, _, port = args.controller.rpartition(":")
-    if not host or not port.isdigit():
-        parser.error(f"--controller must be ip:port, not {args.controller!r}")
-    if not 0 < args.proxy_port < 65536 or args.proxy_port == 5060:
-        parser.error("--proxy-port must be a free port other than 5060")
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="sipxcc-demo-"))
-    try:
-        return run_demo(args.controller, args.proxy_port, workdir, args.phone_transport)
-    except PeerError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
