@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from tests.integration.e2e import Setup
 from tests.integration.peers import Kamailio, SippPhone, demo_aliases, demo_ha1s, free_port
 
 _TOOLS = {"kamailio": "/usr/sbin/kamailio", "sipp": "/usr/bin/sipp"}
@@ -55,3 +56,18 @@ def kamailio_factory(tmp_path):
     yield make
     for proxy in proxies:
         proxy.stop()
+
+
+@pytest.fixture
+def setup(tmp_path, kamailio_factory, phone_factory):
+    """setup(**Setup kwargs) -> Kamailio, phones and a started daemon, all stopped at the end."""
+    made = []
+
+    def make(**kwargs) -> Setup:
+        s = Setup(tmp_path, kamailio_factory, phone_factory, **kwargs)
+        s.daemon.start()
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.daemon.stop()
