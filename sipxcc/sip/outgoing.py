@@ -50,6 +50,7 @@ class OutgoingRequest:
         self.cancelled = False
         self.nc: dict[str, int] = {}
         self.challenges: dict[str, Challenge] = {}
+        self.seen_provisional: set[tuple] = set()
 
     @property
     def call_id(self) -> str:
@@ -63,6 +64,7 @@ class OutgoingRequest:
 
     def _send(self) -> None:
         self.provisional = False
+        self.seen_provisional = set()
         self.txn = self.ua.transactions.client(self.request, self.target, self._response,
                                                self._failure)
 
@@ -85,6 +87,11 @@ class OutgoingRequest:
             if 200 <= status < 300 and self.request.method == "INVITE":
                 self._extra_2xx(response)
             return
+        if status < 200:
+            key = (status, response.to_tag, response.headers.get("RSeq"))
+            if key in self.seen_provisional:
+                return  # a duplicate 1xx (retransmitted or duplicated by the network)
+            self.seen_provisional.add(key)
         if self.on_response is not None:
             self.on_response(response)
         if status < 200:

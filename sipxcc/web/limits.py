@@ -5,7 +5,8 @@ L{LimitedChannel} is the HTTP/1.1 channel every connection gets: a request's hea
 body must arrive within L{REQUEST_DEADLINE} seconds of its first byte (and the first one
 within that time of the connection opening, which also ends half-open TLS handshakes);
 bodies larger than L{MAX_BODY} get 413; the head is bounded by Twisted's own
-C{totalHeadersSize}/C{maxHeaders} (400). L{ConnectionLimits} caps open connections in
+C{totalHeadersSize}/C{maxHeaders} (400) and a line
+longer than C{MAX_LENGTH} gets 431. L{ConnectionLimits} caps open connections in
 total and per client address; a connection beyond a cap is answered 503 and closed.
 """
 
@@ -16,10 +17,10 @@ from twisted.web import http
 
 log = Logger()
 
-MAX_CONNECTIONS = 2000
+MAX_CONNECTIONS = 1000
 """Open HTTP(S) connections at once, all clients together."""
 
-MAX_CONNECTIONS_PER_HOST = 200
+MAX_CONNECTIONS_PER_HOST = 100
 """Open HTTP(S) connections at once from one client address."""
 
 REQUEST_DEADLINE = 10.0
@@ -97,9 +98,7 @@ class LimitedChannel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         host = _peer_host(self.transport)
-        limits = getattr(self.factory, "limits", None) if hasattr(self, "factory") else None
-        if limits is None:
-            limits = getattr(getattr(self, "site", None), "limits", None)
+        limits = getattr(getattr(self, "factory", None), "limits", None)
         if limits is not None and not limits.admit(host):
             self._closing = True
             log.info("refusing an HTTP connection from {host}: connection limit reached",
@@ -140,6 +139,9 @@ class LimitedChannel(http.HTTPChannel):
         self._cancel_deadline()
         super().allContentReceived()
 
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._refuse(431, b"Request Header Fields Too Large")
+
     def connectionLost(self, reason) -> None:
         self._cancel_deadline()
         if self._abort_call is not None and self._abort_call.active():
@@ -147,8 +149,6 @@ class LimitedChannel(http.HTTPChannel):
         if self._admitted_host is not None:
             self._limits.release(self._admitted_host)
             self._admitted_host = None
-        if self._closing and not hasattr(self, "requests"):
-            return  # refused before HTTPChannel set itself up
         super().connectionLost(reason)
 
     def _start_deadline(self) -> None:

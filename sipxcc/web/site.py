@@ -11,9 +11,10 @@ from sipxcc.users import UserDirectory
 from sipxcc.web.auth import Authenticator
 from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import PathResource
+from sipxcc.web.limits import IDLE_TIMEOUT, ConnectionLimits, LimitedChannel
 
-REQUEST_TIMEOUT = 30
-"""Seconds an idle HTTP connection (or a slow request) is kept open."""
+REQUEST_TIMEOUT = IDLE_TIMEOUT
+"""Seconds an idle HTTP connection is kept open (see sipxcc.web.limits for the rest)."""
 
 
 class Health(resource.Resource):
@@ -54,6 +55,19 @@ class NoCallRegistry:
     transfer = hangup
 
 
+class LimitedSite(server.Site):
+    """A Site whose connections are L{LimitedChannel}s sharing one L{ConnectionLimits}.
+
+    Both listeners serve the same Site, so the connection caps count them together.
+    """
+
+    protocol = LimitedChannel
+
+    def __init__(self, root, reactor, limits: ConnectionLimits | None = None):
+        super().__init__(root, reactor=reactor)
+        self.limits = limits or ConnectionLimits()
+
+
 def build_site(config: Config, directory: UserDirectory, registry: object | None,
                reactor: IReactorTime) -> server.Site:
     """The Site for both listeners; ``registry`` is the CallRegistry (None until wired)."""
@@ -63,7 +77,7 @@ def build_site(config: Config, directory: UserDirectory, registry: object | None
                          registry=registry if registry is not None else NoCallRegistry(),
                          auth=Authenticator(config, directory, reactor))
     install(root, context)
-    site = server.Site(root, reactor=reactor)
+    site = LimitedSite(root, reactor)
     site.displayTracebacks = False
     site.timeOut = REQUEST_TIMEOUT
     return site

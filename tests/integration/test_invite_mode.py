@@ -5,30 +5,17 @@ daemon, Kamailio with digest auth as the sipX proxy, sipp phones, and curl as th
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from lxml import etree
 
-from tests.integration.test_click_to_call import NS, Setup, curl, wait_for
+from tests.integration.e2e import NS, Setup, curl, wait_for
 
 CALL = "/callcontroller/user1/user2"
 INVITE_MODE = CALL + "?sipMethod=INVITE"
 
-
-@pytest.fixture
-def setup(tmp_path, kamailio_factory, phone_factory):
-    """setup(**Setup kwargs) -> a started Setup; everything is stopped at the end."""
-    made = []
-
-    def make(**kwargs) -> Setup:
-        s = Setup(tmp_path, kamailio_factory, phone_factory, **kwargs)
-        s.daemon.start()
-        made.append(s)
-        return s
-    yield make
-    for s in made:
-        s.daemon.stop()
 
 
 def sdp_of(message: str) -> str:
@@ -47,6 +34,10 @@ def media_port(sdp: str) -> int:
     return int(re.search(r"^m=audio (\d+) ", sdp, re.M).group(1))
 
 
+def cseq(message: str) -> int:
+    return int(re.search(r"^CSeq: *(\d+)", message, re.M | re.I).group(1))
+
+
 def dialogs(s: Setup, path: str = INVITE_MODE) -> list[dict[str, str]]:
     """The <dialogs> document of the call, as a list of {field: text}."""
     code, body = curl(s.url(path))
@@ -61,24 +52,44 @@ def states(s: Setup, path: str = INVITE_MODE) -> list[str]:
     return [d["dialog-state"] for d in dialogs(s, path)]
 
 
-def both_connected(s: Setup) -> list[dict[str, str]] | None:
+def both_connected(s: Setup, location: str) -> list[dict[str, str]] | None:
+    """The dialogs once the call is connected (both ACKs sent) with both legs confirmed."""
+    if call_state(s, location) != "connected":
+        return None
     found = dialogs(s)
     if [d["dialog-state"] for d in found] == ["Confirmed Dialog"] * 2:
         return found
     return None
 
 
-def place(s: Setup, path: str = INVITE_MODE) -> None:
-    code, body = curl("-X", "POST", s.url(path))
+def post(s: Setup, path: str = INVITE_MODE, expect: int = 200) -> str:
+    """POST with curl; returns the Location header (the call's /calls/{id} path)."""
+    # the last -w wins: ours gives the Location line, then the status curl() expects
+    code, body = curl("-X", "POST", "-w", "\n%header{location}\n%{http_code}", s.url(path))
+    body, _, location = body.rpartition("\n")
+    assert code == expect, body
+    return location
+
+
+def call_state(s: Setup, location: str) -> str:
+    code, body = curl("-H", "Accept: application/json", s.url(location))
     assert code == 200, body
+    return json.loads(body)["state"]
 
 
-def test_invite_mode_connects_both_phones_with_correct_sdp(setup):
-    s = setup()
-    a = s.phone("user1", "invite_a")
+def over(s: Setup, location: str) -> str | None:
+    """The final state of the call at C{location} once it has one."""
+    state = call_state(s, location)
+    return state if state in ("ended", "failed") else None
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_invite_mode_connects_both_phones_with_correct_sdp(setup, transport):
+    s = setup(transport=transport)
+    a = s.phone("user1", "im_caller")
     b = s.phone("user2", "invite_b")
-    place(s)
-    found = wait_for(lambda: both_connected(s))
+    location = post(s)
+    found = wait_for(lambda: both_connected(s, location))
     assert [(d["local-party"], d["remote-party"]) for d in found] == [
         ("sip:user1@sipx.test", "sip:user1@sipx.test"),
         ("sip:user1@sipx.test", "sip:user2@sipx.test")]
@@ -95,4 +106,193 @@ def test_invite_mode_connects_both_phones_with_correct_sdp(setup):
     # B: an INVITE without SDP, and A's answer in the ACK
     assert sdp_of(b.received("INVITE")[0]) == ""
     assert media_port(sdp_of(b.received("ACK")[-1])) == a.media_port
-    wait_for(lambda: states(s) == ["Terminated Dialog"] * 2)
+    assert wait_for(lambda: over(s, location)) == "ended"
+    assert states(s) == ["Terminated Dialog"] * 2
+
+
+@pytest.mark.parametrize("who", ["caller", "callee"])
+def test_bye_from_either_phone_tears_down_the_other(setup, who):
+    s = setup()
+    if who == "caller":
+        a = s.phone("user1", "im_caller_hangs_up")
+        b = s.phone("user2", "invite_b")
+    else:
+        a = s.phone("user1", "im_caller")
+        b = s.phone("user2", "im_callee_hangs_up")
+    location = post(s)
+    assert a.wait(20) == 0, a.errors()
+    assert b.wait(20) == 0, b.errors()
+    gone, other = (a, b) if who == "caller" else (b, a)
+    assert gone.sent("BYE") and other.received("BYE")
+    assert wait_for(lambda: over(s, location)) == "ended"
+    assert states(s) == ["Terminated Dialog"] * 2
+
+
+def test_transfer_moves_the_callers_side_to_a_third_phone(setup):
+    s = setup()
+    a = s.phone("user1", "im_caller")
+    b = s.phone("user2", "im_callee_reinvited")
+    x = s.phone("user4", "phone_answer")
+    location = post(s)
+    wait_for(lambda: both_connected(s, location))
+    assert post(s, INVITE_MODE + "&action=transfer&target=user4") == location
+    assert a.wait(20) == 0, a.errors()  # A was BYEd
+    wait_for(lambda: call_state(s, location) == "connected"
+             and states(s).count("Confirmed Dialog") == 2)
+    assert 'Reason: SIP;cause=200;text="Call transferred"' in a.received("BYE")[0]
+    x_invite = x.received("INVITE")[0]
+    assert "To: <sip:user4@sipx.test>" in x_invite
+    assert media_port(sdp_of(x_invite)) == b.media_port
+    b_ack, b_reinvite = b.received("ACK")[0], b.received("INVITE")[-1]
+    assert media_port(sdp_of(b_reinvite)) == x.media_port
+    # B sees one session whoever is behind it: same o= id, next version
+    assert origin(sdp_of(b_reinvite))[0] == origin(sdp_of(b_ack))[0]
+    assert origin(sdp_of(b_reinvite))[1] == origin(sdp_of(b_ack))[1] + 1
+    found = dialogs(s)
+    assert [(d["remote-party"], d["dialog-state"]) for d in found] == [
+        ("sip:user1@sipx.test", "Terminated Dialog"),
+        ("sip:user2@sipx.test", "Confirmed Dialog"),
+        ("sip:user4@sipx.test", "Confirmed Dialog")]
+    code, _ = curl("-X", "DELETE", s.url(location))
+    assert code == 200
+    assert b.wait(20) == 0, b.errors()
+    assert x.wait(20) == 0, x.errors()
+    assert wait_for(lambda: over(s, location)) == "ended"
+
+
+def test_busy_transfer_target_leaves_the_call_connected(setup):
+    s = setup()
+    a = s.phone("user1", "im_caller")
+    b = s.phone("user2", "invite_b")
+    x = s.phone("user4", "caller_busy")
+    location = post(s)
+    wait_for(lambda: both_connected(s, location))
+    post(s, INVITE_MODE + "&action=transfer&target=user4")
+    assert x.wait(20) == 0, x.errors()
+    wait_for(lambda: call_state(s, location) == "connected")
+    assert not a.received("BYE") and not b.received("BYE")
+    code, _ = curl("-X", "DELETE", s.url(location))
+    assert code == 200
+    assert a.wait(20) == 0, a.errors()
+    assert b.wait(20) == 0, b.errors()
+    assert wait_for(lambda: over(s, location)) == "ended"
+
+
+def test_transfer_of_a_call_not_connected_is_refused(setup):
+    s = setup()
+    s.phone("user1", "caller_no_answer")
+    location = post(s, INVITE_MODE + "&timeout=3")
+    code, body = curl("-X", "POST", s.url(INVITE_MODE + "&action=transfer&target=user4"))
+    assert code == 409, body
+    assert "<error-code>409</error-code>" in body
+    assert wait_for(lambda: over(s, location)) == "failed"
+
+
+def test_busy_callee_tears_down_the_caller(setup):
+    s = setup()
+    a = s.phone("user1", "phone_answer")
+    b = s.phone("user2", "caller_busy")
+    location = post(s)
+    assert b.wait(20) == 0, b.errors()
+    assert a.wait(20) == 0, a.errors()
+    assert 'Reason: SIP;cause=486' in a.received("BYE")[0]
+    assert wait_for(lambda: over(s, location)) == "failed"
+
+
+def test_busy_caller_means_the_callee_is_never_called(setup):
+    s = setup()
+    a = s.phone("user1", "caller_busy")
+    b = s.phone("user2", "invite_b")
+    location = post(s)
+    assert a.wait(20) == 0, a.errors()
+    assert wait_for(lambda: over(s, location)) == "failed"
+    assert b.received() == []
+    assert dialogs(s) == [] or states(s) == ["Terminated Dialog"]
+
+
+def test_caller_refusing_the_offer_tears_down_both(setup):
+    s = setup()
+    a = s.phone("user1", "im_caller_refuses")
+    b = s.phone("user2", "invite_b")
+    location = post(s)
+    assert a.wait(20) == 0, a.errors()
+    assert b.wait(20) == 0, b.errors()
+    # B's offer was answered in the ACK with every stream rejected, then B was BYEd
+    assert re.search(r"^m=audio 0 ", sdp_of(b.received("ACK")[-1]), re.M)
+    assert "cause=488" in b.received("BYE")[0]
+    assert wait_for(lambda: over(s, location)) == "failed"
+
+
+def test_delete_while_the_callee_rings_cancels_it_and_byes_the_caller(setup):
+    s = setup()
+    a = s.phone("user1", "phone_answer")
+    b = s.phone("user2", "caller_no_answer")
+    location = post(s)
+    wait_for(lambda: b.received("INVITE"))
+    wait_for(lambda: states(s) == ["Confirmed Dialog", "Early Dialog"])
+    code, _ = curl("-X", "DELETE", s.url(location))
+    assert code == 200
+    assert b.wait(20) == 0, b.errors()  # CANCEL, 487, ACK
+    assert a.wait(20) == 0, a.errors()
+    assert b.received("CANCEL")
+    assert wait_for(lambda: over(s, location)) == "failed"
+
+
+def test_second_post_while_in_progress_is_refused(setup):
+    s = setup()
+    a = s.phone("user1", "im_caller")
+    b = s.phone("user2", "invite_b")
+    location = post(s)
+    wait_for(lambda: both_connected(s, location))
+    code, body = curl("-X", "POST", s.url(INVITE_MODE))
+    assert code == 409, body
+    assert "<error-code>409</error-code>" in body
+    # nor may a REFER-mode call replace it
+    code, body = curl("-X", "POST", s.url(CALL))
+    assert code == 409, body
+    assert call_state(s, location) == "connected"
+    code, _ = curl("-X", "DELETE", s.url(location))
+    assert code == 200
+    assert a.wait(20) == 0, a.errors()
+    assert b.wait(20) == 0, b.errors()
+    assert len(a.received("INVITE")) == 2  # the first INVITE and the re-INVITE, no third
+
+
+def test_hold_from_the_callee_is_relayed_to_the_caller(setup):
+    s = setup()
+    a = s.phone("user1", "im_caller_held")
+    b = s.phone("user2", "im_callee_holds")
+    location = post(s)
+    # B's hold re-INVITE went to A and A's answer came back, each in its own session
+    wait_for(lambda: len(a.received("INVITE")) == 3 and b.received("SIP/2.0 200"))
+    hold = sdp_of(a.received("INVITE")[-1])
+    assert "a=sendonly" in hold and media_port(hold) == b.media_port
+    assert origin(hold) == (origin(sdp_of(a.received("INVITE")[1]))[0],
+                            origin(sdp_of(a.received("INVITE")[1]))[1] + 1)
+    answer = sdp_of(b.received("SIP/2.0 200")[-1])
+    assert "a=recvonly" in answer and media_port(answer) == a.media_port
+    assert origin(answer) == (origin(sdp_of(b.received("ACK")[0]))[0],
+                              origin(sdp_of(b.received("ACK")[0]))[1] + 1)
+    # A has the ACK of the hold's 200 (stray ACKs of 407s have other CSeqs)
+    wait_for(lambda: cseq(a.received("INVITE")[-1]) in map(cseq, a.received("ACK")))
+    assert call_state(s, location) == "connected"
+    code, _ = curl("-X", "DELETE", s.url(location))
+    assert code == 200
+    assert a.wait(20) == 0, a.errors()
+    assert b.wait(20) == 0, b.errors()
+    assert wait_for(lambda: over(s, location)) == "ended"
+
+
+def test_callee_refusing_the_transfer_targets_sdp_ends_the_call(setup):
+    s = setup()
+    a = s.phone("user1", "im_caller")
+    b = s.phone("user2", "im_callee_refuses_swap")
+    x = s.phone("user4", "phone_answer")
+    location = post(s)
+    wait_for(lambda: both_connected(s, location))
+    post(s, INVITE_MODE + "&action=transfer&target=user4")
+    for phone in (a, b, x):  # A left for X; B and X are BYEd when B refuses X's SDP
+        assert phone.wait(20) == 0, phone.errors()
+    assert "cause=488" in b.received("BYE")[0] and "cause=488" in x.received("BYE")[0]
+    assert wait_for(lambda: over(s, location))
+    assert states(s) == ["Terminated Dialog"] * 3

@@ -196,3 +196,13 @@ def test_a_second_forked_2xx_is_acked_and_hung_up():
     [again] = net.sent_messages()
     assert again.method == "ACK" and again.to_bytes() == ack.to_bytes()
     assert call.state == "connected"
+
+
+def test_a_duplicated_provisional_response_is_recorded_once():
+    net, registry, call = setup()
+    [invite] = net.sent_messages()
+    ringing = answer(invite, 180, "Ringing", "t1")
+    net.deliver(ringing)
+    net.deliver(ringing)
+    net.deliver(answer(invite, 180, "Ringing", "t2"))  # another fork rings: a new line
+    assert lines(call) == [("INVITE", "SIP/2.0 180 Ringing")] * 2

@@ -1,0 +1,185 @@
+"""``make bench``: sipxcc against sippy's b2bua_simple, stepped rates, one table with ratios.
+
+    .venv/bin/python -m bench.run                  full run (about 5 minutes)
+    .venv/bin/python -m bench.run --smoke          harness check, about 10 s, no verdicts
+    .venv/bin/python -m bench.run --profile 400    py-spy profile of the daemon at 400/s
+
+Results (table, machine, versions, command) go to bench/results/ unless --no-save.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from bench.harness import BENCH_DIR, PROJECT_ROOT, versions
+from bench.profile import load, summarise
+from bench.steps import SIPPY_VENV, StepResult, sippy_step, sipxcc_step
+
+WORK_DIR = PROJECT_ROOT / "build" / "bench" / "runs"
+RESULTS_DIR = BENCH_DIR / "results"
+CLEAN_FAILURE_SHARE = 0.001     # issue 7: at most 0.1 % failed calls
+REFERENCE_RATE = 150            # perf-anchor-sippy.md: sippy's reference rate below its knee
+
+
+def _rates(text: str) -> list[int]:
+    try:
+        rates = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of rates: {text!r}") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"rates must be positive: {text!r}")
+    return rates
+
+
+def _count(rate: int, seconds: float) -> int:
+    return max(100, int(rate * seconds))
+
+
+def is_clean(row: StepResult) -> bool:
+    """No retransmissions and at most 0.1 % failed calls."""
+    return row.retransmissions == 0 and row.failed <= CLEAN_FAILURE_SHARE * row.offered
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(rows: list[StepResult]) -> str:
+    """The result table as Markdown."""
+    lines = [
+        "| system | rate /s | calls | completed /s | failed | retrans | CPU-ms /call "
+        "| msgs /CPU-s | POST p50 ms | POST p99 ms | INVITE->200 avg ms | RSS MiB "
+        "| HWM MiB | clean | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.system} | {row.rate} | {row.offered} | {row.completed_per_second:.0f} "
+            f"| {row.failed} | {row.retransmissions} | {_fmt(row.cpu_ms_per_call, 2)} "
+            f"| {_fmt(row.messages_per_cpu_second, 0)} | {_fmt(row.post_p50_ms)} "
+            f"| {_fmt(row.post_p99_ms)} | {_fmt(row.invite_200_ms)} "
+            f"| {row.rss_kib / 1024:.0f} | {row.hwm_kib / 1024:.0f} "
+            f"| {'yes' if is_clean(row) else 'NO'} | {'; '.join(row.notes)} |")
+    return "\n".join(lines)
+
+
+def ratios(rows: list[StepResult]) -> str:
+    """sipxcc / sippy at the reference rate (or the closest rate both ran) and capacities."""
+    ours = {row.rate: row for row in rows if row.system == "sipxcc" and row.completed}
+    theirs = {row.rate: row for row in rows if row.system == "sippy" and row.completed}
+    lines = []
+    common = sorted(set(ours) & set(theirs), key=lambda rate: abs(rate - REFERENCE_RATE))
+    if common:
+        rate = common[0]
+        mine, anchor = ours[rate], theirs[rate]
+        if mine.cpu_ms_per_call and anchor.cpu_ms_per_call:
+            lines.append(f"- at {rate}/s: CPU-ms per call sipxcc / sippy = "
+                         f"{mine.cpu_ms_per_call:.2f} / {anchor.cpu_ms_per_call:.2f} = "
+                         f"**{mine.cpu_ms_per_call / anchor.cpu_ms_per_call:.2f}** "
+                         "(goal <= 0.5)")
+        if mine.messages_per_cpu_second and anchor.messages_per_cpu_second:
+            ratio = mine.messages_per_cpu_second / anchor.messages_per_cpu_second
+            lines.append(f"- at {rate}/s: SIP messages per CPU-second sipxcc / sippy = "
+                         f"{mine.messages_per_cpu_second:.0f} / "
+                         f"{anchor.messages_per_cpu_second:.0f} = **{ratio:.2f}** (goal >= 2)")
+    for system, by_rate in (("sipxcc", ours), ("sippy", theirs)):
+        clean = [rate for rate, row in by_rate.items() if is_clean(row)]
+        if by_rate:
+            lines.append(f"- {system}: highest clean rate in this run: "
+                         f"{max(clean) if clean else 'none'}/s")
+    return "\n".join(lines)
+
+
+def report(rows: list[StepResult], command: str, title: str) -> str:
+    machine = "\n".join(f"- {name}: {value}" for name, value in versions().items())
+    sippy_version = "sippy 2.5.0 b2bua_simple (build/bench/venv), SIPLOG_BEND=none"
+    return (f"# {title}\n\n- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
+            f"- command: `{command}`\n{machine}\n- anchor: {sippy_version}\n\n"
+            f"{table(rows)}\n\n{ratios(rows)}\n")
+
+
+def _check_tools(need_sippy: bool) -> str | None:
+    for tool in ("sipp", "wrk", "taskset"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (make deps)"
+    if need_sippy and not (SIPPY_VENV / "bin" / "b2bua_simple").exists():
+        return f"sippy is not installed in {SIPPY_VENV} (make bench installs it)"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sipxcc-rates", type=_rates, default=_rates("100,150,200,300,400,500"))
+    parser.add_argument("--sippy-rates", type=_rates, default=_rates("100,150,200,250"))
+    parser.add_argument("--seconds", type=float, default=10.0, help="load per step")
+    parser.add_argument("--invite", action="store_true", help="sipMethod=INVITE calls")
+    parser.add_argument("--no-sippy", action="store_true", help="skip the anchor")
+    parser.add_argument("--smoke", action="store_true", help="one short low-rate step each")
+    parser.add_argument("--profile", type=int, metavar="RATE",
+                        help="profile the daemon with py-spy at RATE instead")
+    parser.add_argument("--prelude", default="",
+                        help="Python run in the daemon before twistd (experiments)")
+    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    parser.add_argument("--label", default="", help="added to the results file name")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sipxcc_rates, args.sippy_rates, args.seconds = [20], [20], 5.0
+    problem = _check_tools(not args.no_sippy and args.profile is None)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    work = WORK_DIR / stamp
+    command = "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:])
+    query = "?sipMethod=INVITE" if args.invite else ""
+    if args.profile:
+        return _profile(args.profile, args.seconds, work, stamp, args.label, query,
+                        args.prelude)
+    rows: list[StepResult] = []
+    for rate in args.sipxcc_rates:
+        rows.append(sipxcc_step(rate, _count(rate, args.seconds), work / f"sipxcc-{rate}",
+                                query=query, prelude=args.prelude))
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    if not args.no_sippy:
+        for rate in args.sippy_rates:
+            rows.append(sippy_step(rate, _count(rate, args.seconds), work / f"sippy-{rate}"))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    mode = "INVITE" if args.invite else "REFER"
+    text = report(rows, command, f"sipxcc ({mode} click-to-call) vs sippy b2bua_simple")
+    print(text)
+    if not args.no_save and not args.smoke:
+        RESULTS_DIR.mkdir(exist_ok=True)
+        name = f"{stamp}-{mode.lower()}{'-' + args.label if args.label else ''}.md"
+        (RESULTS_DIR / name).write_text(text)
+        print(f"written to {RESULTS_DIR / name}")
+    return 0 if all(row.completed for row in rows) else 1
+
+
+def _profile(rate: int, seconds: float, work: Path, stamp: str, label: str,
+             query: str, prelude: str = "") -> int:
+    profile_seconds = max(3.0, seconds - 2)
+    row = sipxcc_step(rate, _count(rate, seconds), work / f"profile-{rate}", query=query,
+                      profile_seconds=profile_seconds, prelude=prelude)
+    raw = work / f"profile-{rate}" / "profile.txt"
+    if not raw.exists():
+        print(f"error: py-spy wrote no profile (see {raw.parent})", file=sys.stderr)
+        return 1
+    text = (f"# py-spy profile of sipxcc at {rate}/s ({label or 'no label'})\n\n"
+            f"{table([row])}\n\n```\n{summarise(load(raw), 40)}```\n")
+    print(text)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    base = RESULTS_DIR / f"{stamp}-profile-{rate}{'-' + label if label else ''}"
+    base.with_suffix(".md").write_text(text)
+    shutil.copyfile(raw, base.with_suffix(".collapsed.txt"))
+    print(f"written to {base}.md and {base}.collapsed.txt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

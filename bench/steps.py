@@ -1,0 +1,248 @@
+"""One rate step of each system under test, measured the same way.
+
+sipxcc: wrk POSTs click-to-calls over keep-alive HTTPS from 127.0.0.1 (a trusted host);
+``sip.proxy`` points straight at a sipp UAS playing the calling phone
+(scenarios/calling_phone.xml). sippy: sipp's tolerant ``uac`` -> ``b2bua_simple`` ->
+sipp's ``uas`` (perf-anchor-sippy.md). The system under test runs on core 0, the load
+tools on core 1; CPU and memory come from /proc, success and retransmissions from sipp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.harness import (
+    BENCH_DIR, DAEMON_CORE, LOAD_CORE, LOOPBACK, MESSAGES_PER_CALL, SCENARIOS, SippStats,
+    cpu_seconds, latest, memory_kib, sipp_stats, stop, wait_until, write_bench_users,
+)
+from tests.integration.daemon import TWISTD, Daemon, write_config
+from tests.integration.peers import free_port
+
+BENCH_USERS = 1000
+WARMUP_CALLS = 50
+CONNECTIONS = 8
+SIPPY_VENV = BENCH_DIR.parent / "build" / "bench" / "venv"
+
+
+@dataclass
+class StepResult:
+    """What one step measured; ``None`` where the system has no such figure."""
+
+    system: str
+    rate: int
+    offered: int
+    completed: int = 0
+    failed: int = 0
+    retransmissions: int = 0
+    cpu_seconds: float = 0.0
+    run_seconds: float = 0.0
+    post_p50_ms: float | None = None
+    post_p99_ms: float | None = None
+    invite_200_ms: float | None = None
+    rss_kib: int = 0
+    hwm_kib: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def completed_per_second(self) -> float:
+        return self.completed / self.run_seconds if self.run_seconds else 0.0
+
+    @property
+    def cpu_ms_per_call(self) -> float | None:
+        return 1000 * self.cpu_seconds / self.completed if self.completed else None
+
+    @property
+    def messages_per_cpu_second(self) -> float | None:
+        if not self.cpu_seconds:
+            return None
+        return (MESSAGES_PER_CALL * self.completed + self.retransmissions) / self.cpu_seconds
+
+
+def _pinned(core: str, command: list[str]) -> list[str]:
+    return ["taskset", "-c", core, *command]
+
+
+def _sipp(scenario: list[str], port: int, workdir: Path, name: str, *, calls: int,
+          timeout: int, remote: str | None = None, rate: int | None = None) -> subprocess.Popen:
+    """sipp on core 1 with final statistics in ``workdir/name.csv`` and its screen log."""
+    command = ["sipp", *scenario, "-i", LOOPBACK, "-p", str(port), "-mi", LOOPBACK,
+               "-mp", str(free_port(4)), "-nostdin", "-m", str(calls),
+               "-trace_screen", "-trace_err", "-error_file", str(workdir / f"{name}.err"),
+               "-trace_stat", "-stf", str(workdir / f"{name}.csv"), "-fd", "1",
+               "-timeout", f"{timeout}s"]
+    if rate is not None:
+        command += ["-r", str(rate)]
+    if remote is not None:
+        command.append(remote)
+    with open(workdir / f"{name}.out", "wb") as output:
+        return subprocess.Popen(_pinned(LOAD_CORE, command), cwd=workdir,
+                                stdin=subprocess.DEVNULL, stdout=output,
+                                stderr=subprocess.STDOUT)
+
+
+def _listening_udp(port: int) -> bool:
+    hexport = f":{port:04X} "
+    return any(hexport in line for line in Path("/proc/net/udp").read_text().splitlines())
+
+
+def _stats(workdir: Path, name: str, process: subprocess.Popen) -> SippStats:
+    screen = latest(workdir, f"*_{process.pid}_screen.log")
+    return sipp_stats(workdir / f"{name}.csv", screen)
+
+
+class Wrk:
+    """The paced wrk load (bench/post.lua) running in the background on core 1."""
+
+    def __init__(self, url: str, rate: int, count: int, workdir: Path, name: str,
+                 query: str = ""):
+        self.duration = max(2, int(count / rate + 3))
+        env = dict(os.environ, BENCH_RATE=str(rate), BENCH_COUNT=str(count),
+                   BENCH_USERS=str(BENCH_USERS), BENCH_QUERY=query, BENCH_THREADS="1")
+        command = _pinned(LOAD_CORE, [
+            "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{self.duration}s", "--timeout", "10s",
+            "-s", str(BENCH_DIR / "post.lua"), url])
+        self.output_path = workdir / f"{name}.out"
+        with open(self.output_path, "wb") as output:
+            self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                            stdout=output, stderr=subprocess.STDOUT)
+
+    def summary(self) -> dict:
+        """Wait for wrk to end; its summary (counts, latency percentiles in µs)."""
+        try:
+            self.process.wait(self.duration + 30)
+        except subprocess.TimeoutExpired:
+            stop(self.process)
+        text = self.output_path.read_text(errors="replace")
+        for line in text.splitlines():
+            if line.startswith("BENCH "):
+                return json.loads(line[len("BENCH "):])
+        raise RuntimeError(f"wrk gave no summary:\n{text}")
+
+
+def sipxcc_step(rate: int, count: int, workdir: Path, *, query: str = "",
+                profile_seconds: float = 0.0, prelude: str = "") -> StepResult:
+    """Offer ``count`` click-to-calls at ``rate``/s to a fresh daemon pinned to core 0.
+
+    ``prelude``: Python run in the daemon's process before twistd (for experiments such as
+    garbage-collector settings, measured before they are proposed for sipxcc/tap.py).
+    """
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    users = workdir / "validusers.xml"
+    write_bench_users(users, BENCH_USERS, "sipx.test")
+    uas_port = free_port()
+    total = WARMUP_CALLS + count
+    load_seconds = count / rate
+    uas = _sipp(["-sf", str(SCENARIOS / "calling_phone.xml")], uas_port, workdir, "uas",
+                calls=total, timeout=int(load_seconds + 90))
+    result = StepResult("sipxcc", rate, count)
+    daemon = None
+    try:
+        wait_until(lambda: _listening_udp(uas_port), 5)
+        config = write_config(workdir, sip_proxy=f"sip:{LOOPBACK}:{uas_port};lr",
+                              users_directory=str(users), daemon_log_level="warn",
+                              calls_max_calls=100000, calls_max_calls_per_agent=1000)
+        twistd = TWISTD
+        if prelude:
+            twistd = [*TWISTD[:-1], f"{prelude}\n{TWISTD[-1]}"]
+        daemon = Daemon(config, twistd=_pinned(DAEMON_CORE, twistd))
+        daemon.start()
+        pid = daemon.process.pid
+        url = daemon.https_url
+        Wrk(url, 50, WARMUP_CALLS, workdir, "wrk-warmup", query).summary()
+        wait_until(lambda: _stats(workdir, "uas", uas).successful >= WARMUP_CALLS, 10, 0.2)
+        cpu0, start = cpu_seconds(pid), time.monotonic()
+        profiler = _start_profiler(pid, workdir, profile_seconds) if profile_seconds else None
+        load = Wrk(url, rate, count, workdir, "wrk", query)
+        # the sipp UAS exits once its last call has ended (-m)
+        wait_until(lambda: uas.poll() is not None, load.duration + 60, 0.02)
+        finished = time.monotonic()
+        summary = load.summary()
+        cpu1 = cpu_seconds(pid)
+        memory = memory_kib(pid)
+        if profiler is not None:
+            profiler.wait(profile_seconds + 30)
+        stop(uas)
+        stats = _stats(workdir, "uas", uas)
+        result.completed = max(0, stats.successful - WARMUP_CALLS)
+        result.failed = count - result.completed
+        result.retransmissions = stats.all_retransmissions
+        result.cpu_seconds = cpu1 - cpu0
+        result.run_seconds = max(finished - start, load_seconds)
+        result.post_p50_ms = summary["p50_us"] / 1000
+        result.post_p99_ms = summary["p99_us"] / 1000
+        result.rss_kib, result.hwm_kib = memory.get("VmRSS", 0), memory.get("VmHWM", 0)
+        if summary["non_2xx"] or summary["socket_errors"]:
+            result.notes.append(f"HTTP non-2xx {summary['non_2xx']}, "
+                                f"socket errors {summary['socket_errors']}")
+        if stats.unexpected:
+            result.notes.append(f"{stats.unexpected} unexpected SIP messages at the phone")
+    finally:
+        stop(uas)
+        if daemon is not None:
+            daemon.stop()
+    return result
+
+
+def _start_profiler(pid: int, workdir: Path, seconds: float) -> subprocess.Popen:
+    """py-spy (from build/bench's venv) sampling the daemon for ``seconds``, on core 1."""
+    command = _pinned(LOAD_CORE, [
+        str(SIPPY_VENV / "bin" / "py-spy"), "record", "--pid", str(pid), "--rate", "250",
+        "--duration", str(int(seconds)), "--format", "raw", "--nonblocking",
+        "--output", str(workdir / "profile.txt")])
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def sippy_step(rate: int, count: int, workdir: Path) -> StepResult:
+    """perf-anchor-sippy.md's step.sh: tolerant sipp UAC -> b2bua_simple -> sipp UAS."""
+    from bench.harness import sippy_scenarios
+
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    uas_scenario, uac_scenario = sippy_scenarios(workdir)
+    uas_port, b2b_port, uac_port = free_port(), free_port(), free_port()
+    load_seconds = count / rate
+    uas = _sipp(["-sf", str(uas_scenario)], uas_port, workdir, "uas", calls=count,
+                timeout=int(load_seconds + 90))
+    env = dict(os.environ, SIPLOG_BEND="none")
+    with open(workdir / "b2bua.out", "wb") as output:
+        b2bua = subprocess.Popen(
+            _pinned(DAEMON_CORE, [str(SIPPY_VENV / "bin" / "b2bua_simple"), "-f",
+                                  "-l", LOOPBACK, "-p", str(b2b_port),
+                                  "-n", f"{LOOPBACK}:{uas_port}"]),
+            cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=output,
+            stderr=subprocess.STDOUT)
+    result = StepResult("sippy", rate, count)
+    uac = None
+    try:
+        wait_until(lambda: _listening_udp(uas_port) and _listening_udp(b2b_port), 10)
+        time.sleep(1)  # sippy's start-up CPU is not part of a call (as in step.sh's 4 s)
+        cpu0, start = cpu_seconds(b2bua.pid), time.monotonic()
+        uac = _sipp(["-sf", str(uac_scenario)], uac_port, workdir, "uac", calls=count,
+                    timeout=int(load_seconds + 60), remote=f"{LOOPBACK}:{b2b_port}",
+                    rate=rate)
+        uac.wait(load_seconds + 90)
+        finished = time.monotonic()
+        wait_until(lambda: uas.poll() is not None, 10, 0.05)
+        cpu1, memory = cpu_seconds(b2bua.pid), memory_kib(b2bua.pid)
+        stop(uas, grace=2)
+        uac_stats, uas_stats = _stats(workdir, "uac", uac), _stats(workdir, "uas", uas)
+        result.completed = min(uac_stats.successful, uas_stats.successful)
+        result.failed = count - result.completed
+        result.retransmissions = uac_stats.all_retransmissions + uas_stats.all_retransmissions
+        result.cpu_seconds = cpu1 - cpu0
+        result.run_seconds = max(finished - start, load_seconds)
+        result.invite_200_ms = uac_stats.response_time_ms
+        result.rss_kib, result.hwm_kib = memory.get("VmRSS", 0), memory.get("VmHWM", 0)
+        if uac_stats.failed or uas_stats.failed:
+            result.notes.append(f"failed UAC {uac_stats.failed} / UAS {uas_stats.failed}")
+    finally:
+        stop(uac)
+        stop(uas)
+        stop(b2bua)
+    return result

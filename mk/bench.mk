@@ -1,0 +1,26 @@
+# `make bench`: sipxcc against sippy 2.5.0's b2bua_simple, stepped rates, one table with
+# ratios, written to bench/results/ (about 5 minutes; see bench/README.md).
+# `make bench-smoke`: the same harness for a few seconds at a low rate, no verdicts (the
+# pytest run of `make test` runs it too, from tests/integration/test_bench_smoke.py).
+# sippy, py-spy and pyinstrument go into their own venv under build/bench, never .venv.
+
+BENCH_VENV := build/bench/venv
+BENCH_STAMP := $(BENCH_VENV)/.bench-installed
+BENCH_ARGS ?=
+
+.PHONY: bench bench-smoke bench-profile
+
+$(BENCH_STAMP):
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q sippy==2.5.0 py-spy pyinstrument
+	touch $@
+
+bench: deps venv $(BENCH_STAMP)
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: venv
+	$(VENV)/bin/python -m bench.run --smoke --no-sippy
+
+# py-spy profile of the daemon at saturation: BENCH_RATE=400 make bench-profile
+bench-profile: venv $(BENCH_STAMP)
+	$(VENV)/bin/python -m bench.run --profile $(or $(BENCH_RATE),400) $(BENCH_ARGS)
