@@ -311,6 +311,11 @@ class TransactionLayer:
         self.servers[key] = txn
         return txn
 
+    def connection_lost(self, target: Target) -> None:
+        """§18.4: a stream that closes under a pending request is a transport error."""
+        for txn in [t for t in self.clients.values() if t.target == target]:
+            txn._transport_error("connection lost")
+
     def forget(self, txn: _Transaction) -> None:
         table = self.clients if isinstance(txn, ClientTransaction) else self.servers
         if table.get(txn.key) is txn:

@@ -181,6 +181,7 @@ class TransportLayer:
         self.ports: list = []
         self.udp = None
         self.dropped = 0
+        self.on_connection_lost: Callable[[Target], None] | None = None
 
     def start(self) -> None:
         """Bind every configured transport; raises CannotListenError when a port is taken."""
@@ -225,6 +226,8 @@ class TransportLayer:
             key = (proto.transport_name, proto.peer[0], proto.peer[1])
             if self.connections.get(key) is proto:
                 del self.connections[key]
+            if self.on_connection_lost is not None:
+                self.on_connection_lost(Target(*key))
 
     # Sending
 

@@ -74,6 +74,7 @@ class UserAgent:
         self.recent: dict[tuple, tuple] = {}
         transport.on_message = self.receive
         transport.on_bad_message = self.bad_message
+        transport.on_connection_lost = self.transactions.connection_lost
 
     @property
     def contact(self) -> str:

@@ -97,3 +97,21 @@ def test_failed_connection_is_reported_to_the_sender():
     factory = reactor.tcpClients[0][2]
     factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
     assert len(errors) == 1 and not layer.connections
+
+
+def test_a_closed_connection_fails_the_pending_transactions():
+    reactor = MemoryReactorClock()
+    layer = TransportLayer(reactor, "127.0.0.1", 6050, ("tcp",))
+    ua = UserAgent(reactor, layer, UASettings("sip:127.0.0.1:5080;lr;transport=tcp",
+                                              "127.0.0.1", 6050))
+    request = ua.new_request("INVITE", "sip:user1@sipx.test", "<sip:u@sipx.test>",
+                             "<sip:user1@sipx.test>")
+    outgoing = ua.invite(request)
+    failures = []
+    outgoing.deferred.addErrback(failures.append)
+    proto = reactor.tcpClients[0][2].buildProtocol(None)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 5080))
+    proto.makeConnection(transport)
+    proto.connectionLost(Failure(ConnectionRefusedError()))
+    assert failures and failures[0].value.status == 503
+    assert not ua.transactions.clients
