@@ -8,6 +8,7 @@ exit status instead of a traceback.
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import NoReturn
 
@@ -94,11 +95,25 @@ def makeService(options: Options) -> MultiService:
 
     try:
         config = load_config(options["config"], options.overrides())
-        return build_service(config, reactor)
+        service = build_service(config, reactor)
     except (ConfigError, DirectoryError, TLSError, StartupError) as error:
         sys.stderr.write(f"sipxcc: {error}\n")
         sys.stderr.flush()
         raise SystemExit(1) from None
+    tune_garbage_collector()
+    return service
+
+
+def tune_garbage_collector() -> None:
+    """
+    Every call allocates a few hundred short-lived objects; the default generation-0
+    threshold (700) makes the cyclic collector run every few calls and dominate the
+    profile at load (bench/results). Collect young objects less often, and leave what
+    start-up built out of every later collection.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def build_service(config: Config, reactor) -> MultiService:

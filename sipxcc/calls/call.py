@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from sys import intern
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -76,7 +77,7 @@ class Call:
         self.events: list[StatusEvent] = []
         self.state = "calling"
         self.ended = False
-        self._dialogs: Callable[[], list[DialogInfo]] | None = None
+        self._dialogs: Callable[[], list[DialogInfo]] | list[DialogInfo] | None = None
         self._listeners: list[Callable[[Call, StatusEvent | None], None]] = []
         self.flow = None
         self.expiry = None
@@ -94,7 +95,10 @@ class Call:
         return self.request.method
 
     def dialogs(self) -> list[DialogInfo]:
-        return self._dialogs() if self._dialogs is not None else []
+        source = self._dialogs
+        if source is None:
+            return []
+        return source if isinstance(source, list) else source()
 
     def set_dialog_source(self, source: Callable[[], list[DialogInfo]]) -> None:
         self._dialogs = source
@@ -104,13 +108,20 @@ class Call:
         self._listeners.append(listener)
 
     def record(self, timestamp_ms: int, call_id: str, method: str, status_line: str) -> None:
-        event = StatusEvent(timestamp_ms, call_id, method, status_line.strip())
+        # interned: a call's events share one Call-ID, and most status lines are common
+        event = StatusEvent(timestamp_ms, intern(call_id), method, intern(status_line.strip()))
         self.events.append(event)
         for listener in self._listeners:
             listener(self, event)
 
     def set_state(self, state: str) -> None:
         self.state = state
+
+    def release(self) -> None:
+        """The call is over: keep what GET shows, drop the machinery (retention is cheap)."""
+        self._dialogs = self.dialogs()
+        self._listeners = []
+        self.flow = None
 
     def finish(self, state: str) -> None:
         """Mark the call over; nothing will be sent for it any more."""

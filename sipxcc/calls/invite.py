@@ -86,7 +86,7 @@ class InviteFlow:
         leg.outgoing.deferred.addCallbacks(
             lambda response: self._final(leg, response, answered),
             lambda failure: self._invite_failed(leg, failure))
-        leg.timer = self.ctx.clock.callLater(self.call.request.timeout, self._cancel, leg)
+        leg.timer = self.ctx.timers.call_later(self.call.request.timeout, self._cancel, leg)
 
     def _progress(self, leg: Leg, response) -> None:
         record_response(self.ctx, self.call, response)
@@ -144,7 +144,7 @@ class InviteFlow:
             return
         leg.cancelled = True
         leg.outgoing.cancel()
-        leg.timer = self.ctx.clock.callLater(CANCEL_LIMIT, self._cancel_expired, leg)
+        leg.timer = self.ctx.timers.call_later(CANCEL_LIMIT, self._cancel_expired, leg)
 
     def _cancel_expired(self, leg: Leg) -> None:
         leg.timer = None

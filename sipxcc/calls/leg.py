@@ -21,6 +21,11 @@ class FlowContext:
     domain: str
     address: str
 
+    @property
+    def timers(self):
+        """Timers with a fixed delay share one reactor timer each (see sipxcc.sip.timers)."""
+        return self.ua.transactions.timers
+
 
 def credentials_for(user) -> DigestCredentials | None:
     """The agent's SIP credentials: its passtoken is the MD5 HA1 (sipX's credential store)."""

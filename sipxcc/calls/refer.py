@@ -64,7 +64,7 @@ class ReferFlow:
         self.outgoing = self.ctx.ua.invite(invite, credentials_for(request.agent),
                                            self._invite_response)
         self.outgoing.deferred.addCallbacks(self._invite_final, self._invite_failed)
-        self.timer = self.ctx.clock.callLater(request.timeout, self._ring_timeout)
+        self.timer = self.ctx.timers.call_later(request.timeout, self._ring_timeout)
 
     def _invite_response(self, response) -> None:
         record_response(self.ctx, self.call, response)
@@ -117,7 +117,7 @@ class ReferFlow:
             self._bye(reason_header(response.status, response.reason))
             return
         self._set(State.TRANSFERRING)
-        self.timer = self.ctx.clock.callLater(REFER_LIMIT, self._ring_timeout)
+        self.timer = self.ctx.timers.call_later(REFER_LIMIT, self._ring_timeout)
 
     def _refer_failed(self, failure) -> None:
         exc = failure.value

@@ -9,6 +9,7 @@ from twisted.internet import defer
 
 from sipxcc.calls.call import INVITE, Call, CallRequest
 from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls, TransferNotPossible
+from sipxcc.sip.timers import Timers
 
 #: seconds beyond C{timeout} + the REFER limit after which a call is torn down regardless
 WATCHDOG_GRACE = 32 + 30
@@ -25,6 +26,7 @@ class CallRegistry:
     def __init__(self, clock, flows: dict[str, Callable], max_calls: int = 2000,
                  max_calls_per_agent: int = 10, observers: tuple[Callable, ...] = ()):
         self.clock = clock
+        self.timers = Timers(clock)
         self.observers = observers
         self.flows = flows
         self.max_calls = max_calls
@@ -61,7 +63,7 @@ class CallRegistry:
         call.flow = self.flows[request.method](call, self._ended)
         # INVITE mode rings two phones one after the other before it is connected
         setup_time = request.timeout * (2 if request.method == INVITE else 1)
-        call.expiry = self.clock.callLater(setup_time + WATCHDOG_GRACE, self._watchdog, call)
+        call.expiry = self.timers.call_later(setup_time + WATCHDOG_GRACE, self._watchdog, call)
         call.flow.start()
         return call
 
@@ -112,7 +114,8 @@ class CallRegistry:
             self.per_agent.pop(agent, None)
         if call.expiry is not None and call.expiry.active():
             call.expiry.cancel()
-        call.expiry = self.clock.callLater(call.request.result_cache_time, self._expire, call)
+        call.release()
+        call.expiry = self.timers.call_later(call.request.result_cache_time, self._expire, call)
         if not self.active:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:

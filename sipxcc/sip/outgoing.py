@@ -192,7 +192,7 @@ class OutgoingRequest:
         cancel.headers.add("CSeq", f"{req.cseq[0]} CANCEL")
         cancel.headers.add("Max-Forwards", "70")
         self.ua.transactions.client(cancel, self.target, lambda r: None, lambda e: None)
-        self.ua.clock.callLater(64 * T1, self._cancel_unanswered)
+        self.ua.transactions.timers.call_later(64 * T1, self._cancel_unanswered)
 
     def _cancel_unanswered(self) -> None:
         """§9.1: no final response 64*T1 after CANCEL: consider the INVITE cancelled."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from sipxcc.sip.message import Request, Response, make_tag, response_to
+from sipxcc.sip.timers import Timers
 from sipxcc.sip.transport import Target
 
 T1 = 0.5
@@ -39,7 +40,9 @@ class _Transaction:
         self.timers: dict[str, object] = {}
 
     def _start_timer(self, name: str, delay: float, fired: Callable[[], None]) -> None:
-        self.timers[name] = self.layer.clock.callLater(delay, self._fire, name, fired)
+        # A and G back off; every other timer has a fixed delay and shares a queue
+        schedule = self.layer.clock.callLater if name in "AG" else self.layer.timers.call_later
+        self.timers[name] = schedule(delay, self._fire, name, fired)
 
     def _fire(self, name: str, fired: Callable[[], None]) -> None:
         self.timers.pop(name, None)
@@ -271,6 +274,7 @@ class TransactionLayer:
 
     def __init__(self, clock, transport):
         self.clock = clock
+        self.timers = Timers(clock)
         self.transport = transport
         self.clients: dict[tuple, ClientTransaction] = {}
         self.servers: dict[tuple, ServerTransaction] = {}
@@ -324,3 +328,4 @@ class TransactionLayer:
     def stop(self) -> None:
         for txn in list(self.clients.values()) + list(self.servers.values()):
             txn._terminate()
+        self.timers.stop()

@@ -66,8 +66,9 @@ def test_calls_are_found_by_key_and_id_and_listed_newest_first():
 def test_second_post_replaces_a_refer_call_and_tears_the_old_one_down():
     clock, registry = make()
     old = registry.place(req())
+    old_flow = old.flow
     new = registry.place(req())
-    assert old.flow.hangups == ["replaced"] and old.ended
+    assert old_flow.hangups == ["replaced"] and old.ended and old.flow is None
     assert registry.lookup(new.key) is new and registry.active_count == 1
 
 
@@ -112,10 +113,11 @@ def test_watchdog_ends_a_call_whose_peer_never_answers():
     FakeFlow.ends_on_hangup = False
     try:
         call = registry.place(req(timeout=10))
+        flow = call.flow
         clock.advance(10 + WATCHDOG_GRACE)
     finally:
         FakeFlow.ends_on_hangup = True
-    assert call.flow.hangups == ["watchdog"]
+    assert flow.hangups == ["watchdog"]
     assert call.ended and registry.active_count == 0
     clock.advance(call.request.result_cache_time)
     assert registry.get(call.id) is None and not clock.getDelayedCalls()
@@ -141,6 +143,6 @@ def test_transfer_needs_an_invite_call():
 
 def test_shutdown_hangs_up_every_call():
     clock, registry = make()
-    calls = [registry.place(req(called=f"u{i}@sipx.test")) for i in range(3)]
+    flows = [registry.place(req(called=f"u{i}@sipx.test")).flow for i in range(3)]
     d = registry.shutdown(5)
-    assert d.called and all(c.flow.hangups == ["shutdown"] for c in calls)
+    assert d.called and all(flow.hangups == ["shutdown"] for flow in flows)

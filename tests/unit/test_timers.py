@@ -1,0 +1,50 @@
+"""Fixed-delay timers: one reactor timer per delay, fired oldest first, cancellable."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from sipxcc.sip.timers import Timers
+
+
+def test_timers_fire_in_order_at_their_deadline_with_one_reactor_timer():
+    clock, fired = Clock(), []
+    timers = Timers(clock)
+    timers.call_later(32, fired.append, "a")
+    clock.advance(1)
+    timers.call_later(32, fired.append, "b")
+    timers.call_later(5, fired.append, "k")
+    assert len(clock.getDelayedCalls()) == 2  # one per delay, not one per timer
+    clock.advance(5)
+    assert fired == ["k"]
+    clock.advance(26)
+    assert fired == ["k", "a"]
+    clock.advance(1)
+    assert fired == ["k", "a", "b"] and not clock.getDelayedCalls()
+
+
+def test_cancelled_timers_do_not_fire_and_leave_nothing_behind():
+    clock, fired = Clock(), []
+    timers = Timers(clock)
+    first = timers.call_later(32, fired.append, "a")
+    clock.advance(1)
+    second = timers.call_later(32, fired.append, "b")
+    first.cancel()
+    assert not first.active() and second.active()
+    clock.advance(31)
+    assert fired == []  # the wake-up moved on to the live timer
+    clock.advance(1)
+    assert fired == ["b"] and not second.active()
+    third = timers.call_later(32, fired.append, "c")
+    third.cancel()
+    assert not clock.getDelayedCalls()
+
+
+def test_stop_cancels_everything():
+    clock, fired = Clock(), []
+    timers = Timers(clock)
+    timers.call_later(32, fired.append, "a")
+    timers.call_later(5, fired.append, "b")
+    timers.stop()
+    clock.advance(60)
+    assert fired == [] and not clock.getDelayedCalls()
