@@ -7,6 +7,7 @@ The layer above sees only C{on_message(message, source)} and C{send(data, target
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Callable, NamedTuple
 
@@ -37,6 +38,7 @@ class Source(NamedTuple):
     connection: object | None
 
 
+@functools.lru_cache(maxsize=4096)
 def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -50,6 +52,11 @@ class SIPDatagramProtocol(protocol.DatagramProtocol):
 
     def __init__(self, layer: TransportLayer):
         self.layer = layer
+
+    def startProtocol(self) -> None:
+        # the socket itself where there is one: udp.Port.write re-validates every address
+        sock = getattr(self.transport, "socket", None)
+        self.sendto = sock.sendto if sock is not None else self.transport.write
 
     def datagramReceived(self, data: bytes, addr) -> None:
         if data.strip(b"\r\n") == b"":
@@ -178,6 +185,7 @@ class TransportLayer:
         self.idle_timeout = idle_timeout
         self.max_size = max_size
         self.connections: dict[tuple[str, str, int], SIPStreamProtocol] = {}
+        self.resolved: dict[str, tuple[str, float]] = {}
         self.ports: list = []
         self.udp = None
         self.dropped = 0
@@ -237,13 +245,18 @@ class TransportLayer:
         Send C{data} to C{target}; over C{connection} when given and still open (§18.2.2).
         Asynchronous failures (a TCP connection that cannot be made) go to C{on_error}.
         """
+        if not is_ip(target.host):
+            self._resolve_then_send(data, target, on_error, connection)
+            return
         if target.transport == "UDP":
             if self.udp is None or self.udp.transport is None:
                 if on_error is not None:
                     on_error(RuntimeError("no UDP transport"))
                 return
             try:
-                self.udp.transport.write(data, (target.host, target.port))
+                self.udp.sendto(data, (target.host, target.port))
+            except BlockingIOError:
+                pass  # a full socket buffer loses the datagram; retransmission covers it
             except OSError as e:
                 if on_error is not None:
                     on_error(e)
@@ -257,6 +270,23 @@ class TransportLayer:
         if proto is None:
             proto = self._connect(target)
         proto.send(data, on_error)
+
+    def _resolve_then_send(self, data: bytes, target: Target, on_error, connection) -> None:
+        """A host name (RFC 3263 reduced to an A/AAAA lookup), cached for a minute."""
+        cached = self.resolved.get(target.host)
+        now = self.reactor.seconds()
+        if cached is not None and cached[1] > now:
+            self.send(data, target._replace(host=cached[0]), on_error, connection)
+            return
+
+        def resolved(address: str) -> None:
+            self.resolved[target.host] = (address, self.reactor.seconds() + 60)
+            self.send(data, target._replace(host=address), on_error, connection)
+
+        def failed(reason) -> None:
+            if on_error is not None:
+                on_error(reason.value)
+        self.reactor.resolve(target.host).addCallbacks(resolved, failed)
 
     def _connect(self, target: Target) -> SIPStreamProtocol:
         proto = SIPStreamProtocol(self, target.transport)

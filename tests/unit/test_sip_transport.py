@@ -115,3 +115,33 @@ def test_a_closed_connection_fails_the_pending_transactions():
     proto.connectionLost(Failure(ConnectionRefusedError()))
     assert failures and failures[0].value.status == 503
     assert not ua.transactions.clients
+
+
+def test_a_proxy_host_name_is_resolved_once_and_cached():
+    from twisted.internet import defer
+
+    from tests.unit.sipfakes import FakeNetwork
+
+    net = FakeNetwork(proxy="sip:proxy.sipx.test;lr")
+    asked = []
+    net.clock.resolve = lambda host: (asked.append(host), defer.succeed("127.0.0.7"))[1]
+    for _ in range(2):
+        request = net.ua.new_request("OPTIONS", "sip:user1@sipx.test", "<sip:u@sipx.test>",
+                                     "<sip:user1@sipx.test>")
+        net.ua.send(request, net.ua.proxy_target)
+    assert [addr for _, addr in net.sent()] == [("127.0.0.7", 5060)] * 2
+    assert asked == ["proxy.sipx.test"]
+
+
+def test_an_unresolvable_host_fails_the_request():
+    from twisted.internet import defer
+
+    from tests.unit.sipfakes import FakeNetwork
+
+    net = FakeNetwork(proxy="sip:nowhere.invalid;lr")
+    net.clock.resolve = lambda host: defer.fail(OSError("no such host"))
+    request = net.ua.new_request("OPTIONS", "sip:user1@sipx.test", "<sip:u@sipx.test>",
+                                 "<sip:user1@sipx.test>")
+    failures = []
+    net.ua.send(request, net.ua.proxy_target).deferred.addErrback(failures.append)
+    assert failures and failures[0].value.status == 503
