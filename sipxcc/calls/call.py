@@ -68,7 +68,7 @@ class Call:
     """
 
     __slots__ = ("id", "request", "created", "events", "state", "ended", "_dialogs",
-                 "_listeners", "flow", "expiry", "__weakref__")
+                 "_listeners", "flow", "expiry")
 
     def __init__(self, request: CallRequest, created: float):
         self.id = secrets.token_urlsafe(12)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Callable
 
 from twisted.internet import defer
@@ -31,7 +30,7 @@ class CallRegistry:
         self.flows = flows
         self.max_calls = max_calls
         self.max_calls_per_agent = max_calls_per_agent
-        self.by_id: OrderedDict[str, Call] = OrderedDict()
+        self.by_id: dict[str, Call] = {}  # in placing order: newest last
         self.by_key: dict[tuple[str, str, str], Call] = {}
         self.active: set[Call] = set()
         self.per_agent: dict[str, int] = {}

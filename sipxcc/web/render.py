@@ -9,8 +9,8 @@ is escaped by lxml after characters XML 1.0 cannot carry have been removed.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 import re
-import weakref
 from typing import Iterable
 
 from lxml import etree
@@ -157,19 +157,25 @@ def _json(document: dict) -> bytes:
 
 class StatusCache:
     """
-    A call's rendered REFER-mode document, kept until the call has new events. A call's
-    events only ever grow, so C{len(events)} tells whether the cached bytes are current.
+    The rendered REFER-mode documents of the calls most recently asked for (a bounded LRU,
+    so retained calls cost no more for having been queried). A call's events only ever
+    grow, so C{len(events)} tells whether the cached bytes are current.
     """
 
-    def __init__(self):
-        self._cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._cache: OrderedDict[str, tuple[int, dict[bool, bytes]]] = OrderedDict()
 
     def status_lines(self, call, as_json: bool) -> bytes:
         count = len(call.events)
-        entry = self._cache.get(call)
+        entry = self._cache.get(call.id)
         if entry is None or entry[0] != count:
             entry = (count, {})
-            self._cache[call] = entry
+            self._cache[call.id] = entry
+            if len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(call.id)
         body = entry[1].get(as_json)
         if body is None:
             events = call.events[:count]

@@ -143,3 +143,23 @@ def test_calls_list_xml_parses():
     root = etree.fromstring(render.calls_xml([call]))
     assert root.tag == f"{{{NS}}}calls"
     assert root.find(f"{{{NS}}}call/{{{NS}}}id").text == call.id
+
+
+def test_status_cache_follows_new_events_and_stays_bounded():
+    from sipxcc.calls.call import Call, CallRequest
+    from sipxcc.users import User
+    from sipxcc.web.render import StatusCache
+
+    user = User("user1@sipx.test", "user1", (), None, None, None)
+    cache = StatusCache(size=2)
+    calls = [Call(CallRequest(user, "user1@sipx.test", f"u{i}@sipx.test"), 0) for i in range(3)]
+    first = calls[0]
+    first.record(1, "c", "INVITE", "SIP/2.0 180 Ringing")
+    before = cache.status_lines(first, False)
+    assert cache.status_lines(first, False) is before  # rendered once
+    first.record(2, "c", "INVITE", "SIP/2.0 200 OK")
+    after = cache.status_lines(first, False)
+    assert b"200 OK" in after and b"200 OK" not in before
+    for call in calls:
+        cache.status_lines(call, True)
+    assert len(cache._cache) == 2
