@@ -16,7 +16,7 @@ from lxml import etree
 
 from tests.integration import hostile
 from tests.integration.daemon import Daemon, write_config
-from tests.integration.e2e import NS, Setup, curl, status_lines, wait_for
+from tests.integration.e2e import NS, curl, status_lines, wait_for
 
 SIP_ANSWERS = {200, 400, 403, 405, 481, 482, 483, 501}
 
@@ -25,20 +25,6 @@ SIP_ANSWERS = {200, 400, 403, 405, 481, 482, 483, 501}
 def daemon(tmp_path):
     with Daemon(write_config(tmp_path)) as running:
         yield running
-
-
-@pytest.fixture
-def setup(tmp_path, kamailio_factory, phone_factory):
-    made = []
-
-    def make(**kwargs) -> Setup:
-        s = Setup(tmp_path, kamailio_factory, phone_factory, **kwargs)
-        s.daemon.start()
-        made.append(s)
-        return s
-    yield make
-    for s in made:
-        s.daemon.stop()
 
 
 def flood_datagrams(port: int, rounds: int) -> list[tuple[bytes, set[int] | None]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.e2e import NS, Setup, curl, status_lines, wait_for  # noqa: F401
+from tests.integration.e2e import curl, status_lines, wait_for
 
 
 def test_seed_click_to_call_as_calling_user(setup):

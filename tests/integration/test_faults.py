@@ -12,26 +12,11 @@ import json
 import signal
 import time
 
-import pytest
 
 from tests.integration import hostile
 from tests.integration.daemon import Daemon, free_ports, write_config
 from tests.integration.peers import demo_aliases, demo_ha1s
-from tests.integration.e2e import Setup, curl, status_lines, wait_for
-
-
-@pytest.fixture
-def setup(tmp_path, kamailio_factory, phone_factory):
-    made = []
-
-    def make(**kwargs) -> Setup:
-        s = Setup(tmp_path, kamailio_factory, phone_factory, **kwargs)
-        s.daemon.start()
-        made.append(s)
-        return s
-    yield make
-    for s in made:
-        s.daemon.stop()
+from tests.integration.e2e import curl, status_lines, wait_for
 
 
 def test_lossy_duplicating_path_completes_the_call(tmp_path, kamailio_factory,

@@ -8,24 +8,9 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
 from tests.integration import hostile
 from tests.integration.e2e import Setup, curl, status_lines, wait_for
-
-
-@pytest.fixture
-def setup(tmp_path, kamailio_factory, phone_factory):
-    made = []
-
-    def make(**kwargs) -> Setup:
-        s = Setup(tmp_path, kamailio_factory, phone_factory, **kwargs)
-        s.daemon.start()
-        made.append(s)
-        return s
-    yield make
-    for s in made:
-        s.daemon.stop()
 
 
 def post(s: Setup, path: str) -> tuple[int, str, float, str]:
