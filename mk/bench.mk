@@ -24,3 +24,21 @@ bench-smoke: venv
 # py-spy profile of the daemon at saturation: BENCH_RATE=400 make bench-profile
 bench-profile: venv $(BENCH_STAMP)
 	$(VENV)/bin/python -m bench.run --profile $(or $(BENCH_RATE),400) $(BENCH_ARGS)
+
+.PHONY: bench-retention soak fuzz
+
+# memory per retained call and GET latency with 100,000 retained calls (in-process)
+bench-retention: venv
+	$(VENV)/bin/python -m bench.retention
+
+# the bounded soak: SOAK_ARGS="--minutes 10 --rate 2" (see bench/soak.py)
+soak: deps venv
+	$(VENV)/bin/python bench/soak.py $(SOAK_ARGS)
+
+# five minutes of coverage-guided fuzzing of the SIP codec (see bench/FUZZING.md)
+fuzz: venv
+	test -x build/fuzz/venv/bin/python || $(VENV)/bin/python -m venv build/fuzz/venv
+	build/fuzz/venv/bin/python -m pip install -q atheris
+	mkdir -p build/fuzz/corpus
+	build/fuzz/venv/bin/python bench/fuzz_codec.py -max_total_time=300 \
+	  -artifact_prefix=build/fuzz/crash- build/fuzz/corpus
