@@ -6,7 +6,7 @@ typical ~600-byte INVITE with SDP. Run: .venv/bin/python bench/codec_bench.py [-
 import argparse
 import timeit
 
-from sipxcc.sip.message import StreamParser, parse_datagram
+from sipxcc.sip.framing import StreamParser, parse_datagram
 
 SDP = (b"v=0\r\no=alice 2890844526 2890844526 IN IP4 pc33.atlanta.example.com\r\ns=-\r\n"
        b"c=IN IP4 pc33.atlanta.example.com\r\nt=0 0\r\nm=audio 49172 RTP/AVP 0 8 101\r\n"

@@ -27,17 +27,17 @@ MODES = ("datagram", "stream", "uri", "address", "address-list", "via")
 
 def _import_codec():
     """Import the codec, instrumented for coverage when running under atheris."""
-    global message, uri
+    global framing, message, uri
     try:
         import atheris
     except ImportError:
-        from sipxcc.sip import message, uri
+        from sipxcc.sip import framing, message, uri
         return
     with atheris.instrument_imports(include=["sipxcc.sip"]):
-        from sipxcc.sip import message, uri
+        from sipxcc.sip import framing, message, uri
 
 
-message = uri = None  # set by _import_codec()
+framing = message = uri = None  # set by _import_codec()
 
 
 def _exercise(parsed) -> None:
@@ -49,7 +49,7 @@ def _exercise(parsed) -> None:
         except message.SIPParseError:
             pass
     wire = parsed.to_bytes()
-    again = message.parse_datagram(wire, max_size=len(wire) + 1)
+    again = framing.parse_datagram(wire, max_size=len(wire) + 1)
     assert again.first_line == parsed.first_line, (parsed.first_line, again.first_line)
     assert again.body == parsed.body
     if parsed.is_request:
@@ -82,7 +82,7 @@ def check_input(data: bytes) -> None:
     mode, payload = MODES[data[0] % len(MODES)], data[1:]
     if mode == "datagram":
         try:
-            parsed = message.parse_datagram(payload)
+            parsed = framing.parse_datagram(payload)
         except message.SIPParseError:
             return
         _exercise(parsed)
@@ -102,7 +102,7 @@ def _stream(payload: bytes) -> None:
     chunk = 1 + payload[0] % 64
     payload = payload[1:]
     received = []
-    parser = message.StreamParser(received.append, on_invalid=lambda error: None,
+    parser = framing.StreamParser(received.append, on_invalid=lambda error: None,
                                   on_ping=lambda: None)
     for start in range(0, len(payload), chunk):
         try:

@@ -14,7 +14,8 @@ from typing import Callable, NamedTuple
 from twisted.internet import protocol
 from sipxcc.logs import logger
 
-from sipxcc.sip.message import MAX_MESSAGE, SIPParseError, StreamParser, parse_datagram
+from sipxcc.sip.message import MAX_MESSAGE, SIPParseError
+from sipxcc.sip.framing import StreamParser, parse_datagram
 
 log = logger(__name__)
 

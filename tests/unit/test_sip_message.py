@@ -7,14 +7,13 @@ from sipxcc.sip.message import (
     Headers,
     Request,
     SIPParseError,
-    StreamParser,
     make_branch,
     make_call_id,
     make_tag,
-    parse_datagram,
     parse_sipfrag,
     response_to,
 )
+from sipxcc.sip.framing import StreamParser, parse_datagram
 
 BODY = "v=0\r\ns=Café ☎\r\n".encode()
 

@@ -7,7 +7,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from sipxcc.sip.message import StreamParser
+from sipxcc.sip.framing import StreamParser
 from sipxcc.sip.transport import SIPStreamProtocol, Target, TransportLayer
 from sipxcc.sip.useragent import UASettings, UserAgent
 
