@@ -97,9 +97,11 @@ def _validate(message: Request | Response) -> None:
             raise SIPParseError(f"unsupported version {message.version}", status=505)
         message.top_via
         seq, method = message.cseq
-        message.from_address
-        message.to_address
         if is_request:
+            # a response's From/To are parsed when (rarely) needed: a transaction matches it
+            # by Via branch and CSeq alone (§17.1.3)
+            message.from_address
+            message.to_address
             if method != message.method:
                 raise SIPParseError(f"CSeq method {method} does not match {message.method}")
             uri = message.uri

@@ -220,7 +220,10 @@ class TransportLayer:
     # Receiving
 
     def deliver(self, message, source: Source) -> None:
-        self.on_message(message, source)
+        try:
+            self.on_message(message, source)
+        except SIPParseError as error:  # a header parsed lazily turned out malformed
+            self.parse_failed(error, source)
 
     def parse_failed(self, error: SIPParseError, source: Source) -> None:
         self.dropped += 1

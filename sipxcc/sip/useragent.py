@@ -166,6 +166,8 @@ class UserAgent:
             self._receive_response(message)
 
     def _receive_response(self, response) -> None:
+        if response.status < 300 and response.cseq[1] == "INVITE":
+            response.from_tag, response.to_tag  # a dialog needs both: parse (or reject) now
         txn = self.transactions.match_response(response)
         if txn is not None:
             txn.receive(response)

@@ -8,6 +8,7 @@ is escaped by lxml after characters XML 1.0 cannot carry have been removed.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import OrderedDict
 import re
@@ -51,6 +52,7 @@ def _serialize(root: etree._Element) -> bytes:
     return PROLOG + etree.tostring(root, encoding="UTF-8", xml_declaration=False) + b"\n"
 
 
+@functools.lru_cache(maxsize=256)  # mostly the same few documents ("Success", ...)
 def processing_status_xml(code: int, text: str) -> bytes:
     """C{<processing-status>}: C{OK} for 2xx codes, C{ERROR} otherwise."""
     root = _root("processing-status")
@@ -60,6 +62,7 @@ def processing_status_xml(code: int, text: str) -> bytes:
     return _serialize(root)
 
 
+@functools.lru_cache(maxsize=256)
 def processing_status_json(code: int, text: str) -> bytes:
     return _json({"error-flag": "OK" if 200 <= code < 300 else "ERROR",
                   "error-code": code, "error-text": clean_text(text)})

@@ -177,3 +177,15 @@ def test_source_record_is_used_for_stream_responses():
     conn = object()
     net.ua.receive(incoming("OPTIONS"), Source("TCP", "127.0.0.1", 40001, conn))
     assert written == [(Target("TCP", "127.0.0.1", 40001), conn)]
+
+
+def test_a_response_whose_to_header_is_malformed_is_dropped_not_raised():
+    net = FakeNetwork()
+    outgoing = net.ua.invite(request(net))
+    [(invite, _)] = net.sent()
+    ok = answer(invite, 200, "OK", "x")
+    ok.headers.set("To", "<sip:broken")
+    net.deliver(ok)
+    assert net.ua.counters["bad"] == 1 and outgoing.final is None
+    net.deliver(answer(invite, 200, "OK", "x"))  # the retransmitted, sound one is taken
+    assert outgoing.final.status == 200 and outgoing.dialog is not None
