@@ -1,90 +1,26 @@
 """The seed's curl examples, run with the real curl against a running daemon.
 
 The daemon trusts only 127.0.0.1; an untrusted client is curl bound to 127.0.0.2
-(`--interface`), so the same loopback listener serves both. Its SIP proxy is a free port
+(`--interface`), so the same loopback listener serves both. Its SIP proxy is a port
 nobody answers on: POST does not wait for SIP, so it must still answer 200.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
-from tests.integration.peers import free_port
+from tests.integration.daemon import Daemon, write_config
 
-ROOT = Path(__file__).resolve().parents[2]
 NS = "{http://www.sipfoundry.org/sipX/schema/xml/call-status-00-00}"
 UNTRUSTED = "127.0.0.2"
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-
-
-class Daemon:
-    """`twistd -n sipxcc` on free loopback ports, stopped by `stop()`."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.https, self.http, self.sip, self.proxy = (free_port() for _ in range(4))
-        shutil.copy(ROOT / "etc" / "validusers.xml", workdir / "validusers.xml")
-        (workdir / "sipxcc.ini").write_text(f"""
-[sip]
-domain = sipx.test
-proxy = sip:127.0.0.1:{self.proxy};lr
-address = 127.0.0.1
-port = {self.sip}
-transports = udp tcp
-[http]
-https = {self.https}
-http = {self.http}
-address = 127.0.0.1
-trusted = 127.0.0.1
-[users]
-directory = validusers.xml
-agents = user3
-[daemon]
-state_dir = {workdir / "state"}
-""")
-        self.log = workdir / "twistd.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> Daemon:
-        twistd = Path(sys.executable).with_name("twistd")
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.process = subprocess.Popen(
-            [str(twistd), "-n", "--pidfile=", f"--logfile={self.log}", "sipxcc",
-             "--config", str(self.workdir / "sipxcc.ini")],
-            cwd=self.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"sipxcc exited: {self.process.stdout.read().decode()}")
-            if curl("-k", f"{self.url()}/health").code == 200:
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("sipxcc did not answer /health in time")
-
-    def url(self, secure: bool = True) -> str:
-        return f"https://127.0.0.1:{self.https}" if secure else f"http://127.0.0.1:{self.http}"
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        if self.process is not None:
-            self.process.stdout.close()
 
 
 class Answer:
@@ -122,9 +58,9 @@ def curl(*args: str) -> Answer:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    running = Daemon(tmp_path_factory.mktemp("sipxcc")).start()
-    yield running
-    running.stop()
+    with Daemon(write_config(tmp_path_factory.mktemp("sipxcc"), http_trusted="127.0.0.1")) \
+            as running:
+        yield running
 
 
 def placed(answer: Answer) -> None:
@@ -140,28 +76,28 @@ AUTH_MODES = [pytest.param([], id="basic"), pytest.param(["--digest"], id="diges
 def test_post_as_calling_user(daemon, mode):
     # curl -k -X POST -u user1:123 https://<host>:6666/callcontroller/user1/user2
     placed(curl("-k", *mode, "--interface", UNTRUSTED, "-X", "POST", "-u", "user1:123",
-                f"{daemon.url()}/callcontroller/user1/user2"))
+                f"{daemon.https_url}/callcontroller/user1/user2"))
 
 
 @pytest.mark.parametrize("mode", AUTH_MODES)
 def test_post_with_timeout(daemon, mode):
     # curl -k -X POST -u {callingUser}:{pin} https://<host>:6666/callcontroller/...?timeout=
     placed(curl("-k", *mode, "--interface", UNTRUSTED, "-X", "POST", "-u", "user1:123",
-                f"{daemon.url()}/callcontroller/user1/user2?timeout=30"))
+                f"{daemon.https_url}/callcontroller/user1/user2?timeout=30"))
 
 
 @pytest.mark.parametrize("mode", AUTH_MODES)
 def test_post_as_agent(daemon, mode):
     # curl -k -X POST -u user3:123 https://<host>:6666/callcontroller/user1/user2?agent=user3
     placed(curl("-k", *mode, "--interface", UNTRUSTED, "-X", "POST", "-u", "user3:123",
-                f"{daemon.url()}/callcontroller/user1/user2?agent=user3"))
+                f"{daemon.https_url}/callcontroller/user1/user2?agent=user3"))
 
 
 @pytest.mark.parametrize("mode", AUTH_MODES)
 def test_get_progress_as_calling_user(daemon, mode):
     # curl -k -u user1:123 https://<host>:6666/callcontroller/user1/user2
     answer = curl("-k", *mode, "--interface", UNTRUSTED, "-u", "user1:123",
-                  f"{daemon.url()}/callcontroller/user1/user2")
+                  f"{daemon.https_url}/callcontroller/user1/user2")
     assert answer.code == 200 and answer.document().tag == NS + "status-lines"
     assert answer.header("Content-Type") == "text/xml; charset=UTF-8"
 
@@ -170,39 +106,39 @@ def test_get_progress_as_calling_user(daemon, mode):
 def test_get_progress_as_agent_from_untrusted_host(daemon, mode):
     # curl -k -u user3:123 -X GET https://<host>:6666/callcontroller/user1/user2?agent=user3
     answer = curl("-k", *mode, "--interface", UNTRUSTED, "-u", "user3:123", "-X", "GET",
-                  f"{daemon.url()}/callcontroller/user1/user2?agent=user3")
+                  f"{daemon.https_url}/callcontroller/user1/user2?agent=user3")
     assert answer.code == 200 and answer.document().tag == NS + "status-lines"
 
 
 def test_get_progress_from_trusted_host_needs_no_password(daemon):
     # curl -k https://<host>:6666/callcontroller/user1/user2?agent=user3
-    answer = curl("-k", f"{daemon.url()}/callcontroller/user1/user2?agent=user3")
+    answer = curl("-k", f"{daemon.https_url}/callcontroller/user1/user2?agent=user3")
     assert answer.code == 200 and answer.document().tag == NS + "status-lines"
 
 
 def test_same_request_from_untrusted_host_needs_auth(daemon):
     answer = curl("-k", "--interface", UNTRUSTED, "-H", "X-Forwarded-For: 127.0.0.1",
                   "-H", "Host: 127.0.0.1",
-                  f"{daemon.url()}/callcontroller/user1/user2?agent=user3")
+                  f"{daemon.https_url}/callcontroller/user1/user2?agent=user3")
     assert answer.status()[:3] == (401, "ERROR", 401)
     assert "Digest" in answer.headers and "Basic" in answer.headers
 
 
 def test_trusted_post_then_get_shows_the_call(daemon):
     placed(curl("-k", "-X", "POST",
-                f"{daemon.url()}/callcontroller/user2/user4?agent=user3"))
-    answer = curl("-k", f"{daemon.url()}/callcontroller/user2/user4?agent=user3")
+                f"{daemon.https_url}/callcontroller/user2/user4?agent=user3"))
+    answer = curl("-k", f"{daemon.https_url}/callcontroller/user2/user4?agent=user3")
     assert answer.code == 200 and answer.document().tag == NS + "status-lines"
 
 
 def test_wrong_pin_refused(daemon):
     answer = curl("-k", "--interface", UNTRUSTED, "-X", "POST", "-u", "user1:999",
-                  f"{daemon.url()}/callcontroller/user1/user2")
+                  f"{daemon.https_url}/callcontroller/user1/user2")
     assert answer.status()[:3] == (401, "ERROR", 401)
 
 
 def test_plain_http_digest_accepted_basic_refused(daemon):
-    url = f"{daemon.url(secure=False)}/callcontroller/user1/user2"
+    url = f"{daemon.http_url}/callcontroller/user1/user2"
     refused = curl("-u", "user1:123", url)
     assert refused.code == 401
     assert "Basic" not in refused.headers and "Digest" in refused.headers
@@ -213,19 +149,19 @@ def test_plain_http_digest_accepted_basic_refused(daemon):
 
 def test_acting_for_another_without_agent_rights(daemon):
     answer = curl("-k", "--interface", UNTRUSTED, "-X", "POST", "-u", "user1:123",
-                  f"{daemon.url()}/callcontroller/user2/user4")
+                  f"{daemon.https_url}/callcontroller/user2/user4")
     assert answer.status()[:3] == (403, "ERROR", 403)
 
 
 def test_oversized_url_and_headers(daemon):
-    answer = curl("-k", f"{daemon.url()}/callcontroller/user1/user2?subject=" + "x" * 9000)
+    answer = curl("-k", f"{daemon.https_url}/callcontroller/user1/user2?subject=" + "x" * 9000)
     assert answer.status()[:3] == (414, "ERROR", 414)
-    assert curl("-k", f"{daemon.url()}/callcontroller/user1/user2?subject=" + "x" * 9000,
+    assert curl("-k", f"{daemon.https_url}/callcontroller/user1/user2?subject=" + "x" * 9000,
                 "-H", "Accept: application/json").code == 414
     # Header lines beyond twisted.web's 16 KiB limit: the connection is dropped at once over
     # HTTP; over TLS twisted waits for the client's close_notify (bounded by Site.timeOut).
-    huge = curl("-m", "5", "-H", "X-Big: " + "y" * 70000, f"{daemon.url(secure=False)}/health")
+    huge = curl("-m", "5", "-H", "X-Big: " + "y" * 70000, f"{daemon.http_url}/health")
     assert huge.code == 0 or 400 <= huge.code < 500
-    huge = curl("-k", "-m", "5", "-H", "X-Big: " + "y" * 70000, f"{daemon.url()}/health")
+    huge = curl("-k", "-m", "5", "-H", "X-Big: " + "y" * 70000, f"{daemon.https_url}/health")
     assert huge.code == 0 or 400 <= huge.code < 500
-    assert curl("-k", f"{daemon.url()}/health").code == 200
+    assert curl("-k", f"{daemon.https_url}/health").code == 200
