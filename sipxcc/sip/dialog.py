@@ -136,5 +136,7 @@ class Dialog:
             return
         self.state = TERMINATED
         self.ua.forget_dialog(self)
-        if self.on_terminated is not None:
-            self.on_terminated()
+        on_terminated = self.on_terminated
+        self.on_request = self.on_terminated = None  # let go of the flow: no cycle outlives us
+        if on_terminated is not None:
+            on_terminated()

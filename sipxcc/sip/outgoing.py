@@ -102,6 +102,7 @@ class OutgoingRequest:
         if status in CHALLENGE_HEADERS and self._retry_with_credentials(response):
             return
         self.final = response
+        self.on_response = None  # the TU has its final answer: let go of it (no cycle)
         if 200 <= status < 300 and self.request.method == "INVITE":
             if self.dialog is None:
                 self.dialog = self.ua.create_dialog(self.request, response, self.credentials)
@@ -168,6 +169,7 @@ class OutgoingRequest:
         if not isinstance(exc, (Timeout, TransportFailure)):
             status, reason = 500, "Internal Error"
         self.final = Response(status, reason)
+        self.on_response = None
         self.deferred.errback(RequestFailed(status, reason))
 
     def cancel(self) -> None:

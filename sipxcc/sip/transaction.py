@@ -26,6 +26,10 @@ class TransportFailure(Exception):
     """The transport could not deliver the request (RFC 3261 §17.1.4): report 503."""
 
 
+def _ignore(*args) -> None:
+    """What a terminated transaction calls instead of its TU."""
+
+
 def _reliable(target: Target) -> bool:
     return target.transport != "UDP"
 
@@ -60,6 +64,10 @@ class _Transaction:
                 timer.cancel()
         self.timers.clear()
         self.layer.forget(self)
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Drop the callbacks into the TU: no cycle outlives the transaction."""
 
 
 class ClientTransaction(_Transaction):
@@ -104,15 +112,20 @@ class ClientTransaction(_Transaction):
         if self.invite and self.state == "proceeding":
             return  # §17.1.1.2: Timer B only ends a transaction still "Calling"
         if self.state in ("calling", "trying", "proceeding"):
+            failed = self.on_failure
             self._terminate()
-            self.on_failure(Timeout(f"no final response to {self.request.method}"))
+            failed(Timeout(f"no final response to {self.request.method}"))
         elif self.state == "accepted":
             self._terminate()
 
     def _transport_error(self, reason) -> None:
         if self.state in ("calling", "trying", "proceeding"):
+            failed = self.on_failure
             self._terminate()
-            self.on_failure(TransportFailure(str(reason)))
+            failed(TransportFailure(str(reason)))
+
+    def _let_go(self) -> None:
+        self.on_response = self.on_failure = _ignore
 
     def cancel_timers_for_final(self) -> None:
         self._stop_timer("A")
@@ -197,6 +210,9 @@ class ServerTransaction(_Transaction):
         self.on_cancel: Callable[[], None] | None = None
         self.interval = T1
         self.state = "proceeding" if self.invite else "trying"
+
+    def _let_go(self) -> None:
+        self.on_ack = self.on_cancel = None
 
     @property
     def reliable(self) -> bool:

@@ -206,3 +206,36 @@ def test_a_duplicated_provisional_response_is_recorded_once():
     net.deliver(ringing)
     net.deliver(answer(invite, 180, "Ringing", "t2"))  # another fork rings: a new line
     assert lines(call) == [("INVITE", "SIP/2.0 180 Ringing")] * 2
+
+
+def test_a_finished_call_leaves_no_reference_cycle_behind():
+    """Everything a call used is freed by reference counting, without the cyclic GC."""
+    import gc
+    import weakref
+
+    gc.collect()
+    gc.disable()
+    try:
+        net, registry, call = setup()
+        flow = weakref.ref(call.flow)
+        invite, invite2, phone, refer = connect(net, call)
+        outgoing, dialog = weakref.ref(call.flow.outgoing), weakref.ref(call.flow.dialog)
+        transactions = [weakref.ref(t) for t in net.ua.transactions.clients.values()]
+        net.deliver(answer(refer, 202, "Accepted"))
+        net.deliver(phone.request("NOTIFY", [("Event", "refer"),
+                                             ("Subscription-State", "terminated"),
+                                             ("Content-Type", "message/sipfrag")],
+                                  b"SIP/2.0 200 OK\r\n"))
+        [bye] = [m for m in net.sent_messages() if getattr(m, "method", None) == "BYE"]
+        net.deliver(answer(bye, 200, "OK"))
+        del invite, invite2, phone, refer, bye
+        net.clock.advance(200)  # every transaction timer and the retention
+        assert call.ended and registry.get(call.id) is None
+        assert not net.ua.transactions.clients and not net.ua.transactions.servers
+        assert not net.ua.dialogs
+        leaked = [name for name, ref in [("flow", flow), ("outgoing", outgoing),
+                                         ("dialog", dialog)] + [("txn", t) for t in transactions]
+                  if ref() is not None]
+        assert leaked == []
+    finally:
+        gc.enable()
