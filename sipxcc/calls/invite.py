@@ -380,6 +380,7 @@ class InviteFlow:
             self._stop_timer(leg)
         self.call.finish("failed" if self.outcome == "failed" else "ended")
         self.on_end(self.call)
+        self.relay.detach()  # it holds our bound methods: let go (no cycle outlives the call)
 
     def _stop_timer(self, leg: Leg) -> None:
         if leg.timer is not None and leg.timer.active():

@@ -153,6 +153,18 @@ class Leg:
                           str(request.from_address.uri), str(request.to_address.uri), label)
 
 
+def _no_peer(leg) -> None:
+    return None
+
+
+def _not_frozen() -> bool:
+    return False
+
+
+def _gone(leg, request, txn) -> None:
+    txn.respond(481, "Call/Transaction Does Not Exist")
+
+
 class Relay:
     """
     Relays in-dialog requests between paired legs (B2BUA style): a request from one leg
@@ -175,6 +187,13 @@ class Relay:
         self.on_bye = on_bye
         self.on_lost = on_lost
         self.on_no_ack = on_no_ack
+
+    def detach(self) -> None:
+        """The call is over: forget the flow's callbacks; late requests find no peer."""
+        self.peer_of = _no_peer
+        self.frozen = _not_frozen
+        self.on_bye = _gone
+        self.on_lost = self.on_no_ack = _no_peer
 
     def attach(self, leg: Leg) -> None:
         leg.dialog.on_request = lambda request, txn: self.receive(leg, request, txn)

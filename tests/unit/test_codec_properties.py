@@ -4,7 +4,7 @@ import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
 
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from sipxcc.sip.message import SIPParseError  # noqa: E402
@@ -36,7 +36,7 @@ def use(message):
                 pass
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.binary(max_size=400))
 def test_any_bytes_give_a_message_or_a_parse_error(data):
     try:
@@ -46,7 +46,7 @@ def test_any_bytes_give_a_message_or_a_parse_error(data):
     use(message)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.integers(0, len(BASE) - 1), st.binary(min_size=1, max_size=8))
 def test_mutated_messages_give_a_message_or_a_parse_error(position, junk):
     data = BASE[:position] + junk + BASE[position + len(junk):]
@@ -59,7 +59,7 @@ def test_mutated_messages_give_a_message_or_a_parse_error(position, junk):
             use(message)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.text(max_size=60))
 def test_uri_address_via_parsers_raise_only_parse_errors(text):
     for parse in (URI.parse, Address.parse, Via.parse, parse_address_list):
@@ -96,7 +96,7 @@ def messages(draw):
     return head.encode() + b"\r\n\r\n" + body
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(messages())
 def test_round_trip_is_stable(data):
     first = parse_datagram(data)
@@ -108,7 +108,7 @@ def test_round_trip_is_stable(data):
     assert again.cseq == first.cseq
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(messages(), min_size=1, max_size=3), st.data())
 def test_stream_split_anywhere_gives_the_same_messages(batch, data):
     stream = b"\r\n\r\n".join(batch)
@@ -121,7 +121,7 @@ def test_stream_split_anywhere_gives_the_same_messages(batch, data):
     assert [m.to_bytes() for m in got] == expected
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(messages())
 def test_stream_split_at_every_position(data):
     expected = parse_datagram(data).to_bytes()

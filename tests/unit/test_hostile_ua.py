@@ -90,7 +90,7 @@ def answers(network: FakeNetwork) -> list[Answer]:
     return [Answer(data) for data, _ in new if data.startswith(b"SIP/2.0 ")]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.tuples(DATAGRAMS, SOURCES), min_size=1, max_size=6))
 def test_any_datagram_is_answered_per_rfc_or_dropped_and_nothing_is_left(datagrams):
     network = FakeNetwork()
@@ -109,7 +109,7 @@ def test_any_datagram_is_answered_per_rfc_or_dropped_and_nothing_is_left(datagra
     assert network.clock.getDelayedCalls() == []
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(requests())
 def test_a_request_retransmitted_gets_the_same_answer(data):
     network = FakeNetwork()

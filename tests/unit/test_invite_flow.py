@@ -577,3 +577,25 @@ def test_caller_hanging_up_while_callee_rings_cancels_the_callee():
     assert (ok.status, cancel.method, cancel.call_id) == (200, "CANCEL", invite2.call_id)
     net.deliver(answer(invite2, 487, "Request Terminated", "b1"))
     assert call.ended and call.state == "failed"
+
+
+def test_a_finished_call_leaves_no_reference_cycle_behind():
+    """Everything an INVITE-mode call used is freed by reference counting alone."""
+    import gc
+    import weakref
+
+    gc.collect()
+    gc.disable()
+    try:
+        c = Connected()
+        flow = weakref.ref(c.call.flow)
+        c.net.deliver(c.a.request("BYE"))
+        ok, bye = c.sent()
+        c.net.deliver(answer(bye, 200, "OK"))
+        assert c.call.ended
+        c.net.clock.advance(200)
+        assert not c.net.ua.transactions.clients and not c.net.ua.dialogs
+        del ok, bye
+        assert flow() is None
+    finally:
+        gc.enable()
