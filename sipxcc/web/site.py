@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource, server
 
-from sipxcc.calls.errors import CallError
+from sipxcc.calls.registry import CallRegistry
 from sipxcc.config import Config
 from sipxcc.users import UserDirectory
 from sipxcc.web.auth import Authenticator
@@ -28,33 +28,6 @@ class Health(resource.Resource):
         return b"ok\n"
 
 
-class CallControlUnavailable(CallError):
-    code = 503
-
-
-class NoCallRegistry:
-    """Stands in while no CallRegistry is wired: nothing to show, placing a call is 503."""
-
-    active_count = 0
-
-    def place(self, request):
-        raise CallControlUnavailable("Call control is not available")
-
-    def lookup(self, key):
-        return None
-
-    def get(self, call_id):
-        return None
-
-    def calls_of(self, owner, limit):
-        return []
-
-    def hangup(self, call):
-        raise CallControlUnavailable("Call control is not available")
-
-    transfer = hangup
-
-
 class LimitedSite(server.Site):
     """A Site whose connections are L{LimitedChannel}s sharing one L{ConnectionLimits}.
 
@@ -68,13 +41,13 @@ class LimitedSite(server.Site):
         self.limits = limits or ConnectionLimits()
 
 
-def build_site(config: Config, directory: UserDirectory, registry: object | None,
+def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
                reactor: IReactorTime) -> server.Site:
-    """The Site for both listeners; ``registry`` is the CallRegistry (None until wired)."""
+    """The Site that both listeners serve."""
     root = PathResource()
     root.putChild(b"health", Health())
     context = WebContext(config=config, directory=directory,
-                         registry=registry if registry is not None else NoCallRegistry(),
+                         registry=registry,
                          auth=Authenticator(config, directory, reactor))
     install(root, context)
     site = LimitedSite(root, reactor)
