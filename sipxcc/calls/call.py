@@ -108,8 +108,10 @@ class Call:
         self._listeners.append(listener)
 
     def record(self, timestamp_ms: int, call_id: str, method: str, status_line: str) -> None:
-        # interned: a call's events share one Call-ID, and most status lines are common
-        event = StatusEvent(timestamp_ms, intern(call_id), method, intern(status_line.strip()))
+        # one string object per Call-ID and per common status line, however many events
+        if self.events and self.events[-1].call_id == call_id:
+            call_id = self.events[-1].call_id
+        event = StatusEvent(timestamp_ms, call_id, method, intern(status_line.strip()))
         self.events.append(event)
         for listener in self._listeners:
             listener(self, event)
