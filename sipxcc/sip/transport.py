@@ -12,6 +12,7 @@ import ipaddress
 from typing import Callable, NamedTuple
 
 from twisted.internet import protocol
+from twisted.internet.error import CannotListenError
 from sipxcc.logs import logger
 
 from sipxcc.sip.message import MAX_MESSAGE, SIPParseError
@@ -194,20 +195,38 @@ class TransportLayer:
 
     def start(self) -> None:
         """Bind every configured transport; raises CannotListenError when a port is taken."""
+        if self.port == 0:
+            self._start_on_any_port()
+            return
+        self._bind(self.port)
+
+    def _start_on_any_port(self, attempts: int = 20) -> None:
+        """Port 0 (tests): UDP picks a port, which TCP (and TLS) must then share."""
+        for attempt in range(attempts):
+            try:
+                self._bind(0)
+                return
+            except CannotListenError:
+                for port in self.ports:
+                    port.stopListening()
+                self.ports, self.port = [], 0
+                if attempt == attempts - 1:
+                    raise
+
+    def _bind(self, port: int) -> None:
         if "udp" in self.transports:
             self.udp = SIPDatagramProtocol(self)
-            self.ports.append(self.reactor.listenUDP(self.port, self.udp, interface=self.address,
+            self.ports.append(self.reactor.listenUDP(port, self.udp, interface=self.address,
                                                      maxPacketSize=self.max_size))
-            if self.port == 0:
-                self.port = self.ports[-1].getHost().port
+            port = self.ports[-1].getHost().port
         if "tcp" in self.transports:
-            self.ports.append(self.reactor.listenTCP(self.port, _StreamFactory(self, "TCP"),
+            self.ports.append(self.reactor.listenTCP(port, _StreamFactory(self, "TCP"),
                                                      interface=self.address))
-            if self.port == 0:
-                self.port = self.ports[-1].getHost().port
+            port = self.ports[-1].getHost().port
+        self.port = port
         if "tls" in self.transports and self.tls_context is not None:
             # SIP over TLS on the next port, as 5061 follows 5060 (RFC 3261 §19.1.2)
-            self.ports.append(self.reactor.listenSSL(self.port + 1, _StreamFactory(self, "TLS"),
+            self.ports.append(self.reactor.listenSSL(port + 1, _StreamFactory(self, "TLS"),
                                                      self.tls_context, interface=self.address))
 
     def stop(self):

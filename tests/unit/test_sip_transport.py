@@ -145,3 +145,37 @@ def test_an_unresolvable_host_fails_the_request():
     failures = []
     net.ua.send(request, net.ua.proxy_target).deferred.addErrback(failures.append)
     assert failures and failures[0].value.status == 503
+
+
+def test_port_zero_retries_until_udp_and_tcp_share_a_port():
+    from twisted.internet.error import CannotListenError
+
+    class Listening:
+        def __init__(self, port):
+            self.port, self.stopped = port, False
+
+        def getHost(self):
+            return IPv4Address("UDP", "127.0.0.1", self.port)
+
+        def stopListening(self):
+            self.stopped = True
+
+    class Busy(MemoryReactorClock):
+        """UDP gets 40000, then 40001; TCP finds 40000 taken."""
+
+        udp = [Listening(40000), Listening(40001)]
+
+        def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+            return self.udp.pop(0)
+
+        def listenTCP(self, port, factory, backlog=50, interface=""):
+            if port == 40000:
+                raise CannotListenError(interface, port, OSError(98, "in use"))
+            return super().listenTCP(port, factory, backlog, interface)
+
+    reactor = Busy()
+    first, second = reactor.udp
+    layer = TransportLayer(reactor, "127.0.0.1", 0, ("udp", "tcp"))
+    layer.start()
+    assert layer.port == 40001 and len(layer.ports) == 2
+    assert first.stopped and not second.stopped
