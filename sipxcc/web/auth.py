@@ -78,6 +78,9 @@ class Principal:
         return self.trusted or call.owner == self.identity
 
 
+TRUSTED = Principal(None, trusted=True)
+
+
 class DigestNonces:
     """Server-issued nonces with their issue time and the nonce counts already accepted."""
 
@@ -301,13 +304,30 @@ class Authenticator:
         self.digest = StrictDigestFactory(realm, DigestNonces(clock, nonce_lifetime))
         self.basic = guard.BasicCredentialFactory(realm.encode("utf-8"))
         self.throttle = FailureThrottle(clock)
+        self._trust: dict[str, bool] = {}
+
+    def _trusted_host(self, host: str) -> bool:
+        """config.is_trusted, remembered per peer address (bounded)."""
+        known = self._trust.get(host)
+        if known is None:
+            if len(self._trust) >= 4096:
+                self._trust.clear()
+            known = self._trust[host] = self._config.is_trusted(host)
+        return known
+
+    def trusted(self, request) -> Principal | None:
+        """The trusted-peer principal, when this request comes from one (no I/O, no wait)."""
+        host = getattr(request.getClientAddress(), "host", None) or ""
+        # Trust comes from the TLS connection's peer address only, never from a header.
+        if host and request.isSecure() and self._trusted_host(host):
+            return TRUSTED
+        return None
 
     def authenticate(self, request) -> defer.Deferred:
         host = getattr(request.getClientAddress(), "host", None) or ""
         secure = bool(request.isSecure())
-        # Trust comes from the TLS connection's peer address only, never from a header.
-        if secure and host and self._config.is_trusted(host):
-            return defer.succeed(Principal(None, trusted=True))
+        if secure and host and self._trusted_host(host):
+            return defer.succeed(TRUSTED)
         retry = self.throttle.retry_after(host)
         if retry is not None:
             return defer.fail(AuthFailure(429, "Too many authentication failures",
