@@ -80,6 +80,21 @@ def call_state(s: Setup, location: str) -> str:
     return json.loads(body)["state"]
 
 
+def next_version(later: str, earlier: str) -> bool:
+    """C{later} continues C{earlier}'s SDP session: same o= id, version one up (RFC 3264 §8)."""
+    (session, version), (then_session, then_version) = origin(later), origin(earlier)
+    return session == then_session and version == then_version + 1
+
+
+def hang_up(s: Setup, location: str, *phones) -> str:
+    """DELETE the call; every phone's scenario completes; returns the call's final state."""
+    code, _ = curl("-X", "DELETE", s.url(location))
+    assert code == 200
+    for phone in phones:
+        assert phone.wait(20) == 0, phone.errors()
+    return wait_for(lambda: over(s, location))
+
+
 def over(s: Setup, location: str) -> str | None:
     """The final state of the call at C{location} once it has one."""
     state = call_state(s, location)
@@ -102,8 +117,7 @@ def test_invite_mode_connects_both_phones_with_correct_sdp(setup, transport):
     assert b.wait(20) == 0, b.errors()
     first, second = a.received("INVITE")[0], a.received("INVITE")[-1]
     # A: first the black hole, then B's offer in the same session, one version up
-    assert origin(sdp_of(first))[0] == origin(sdp_of(second))[0]
-    assert origin(sdp_of(second))[1] == origin(sdp_of(first))[1] + 1
+    assert next_version(sdp_of(second), sdp_of(first))
     assert re.search(r"^c=IN IP4 0\.0\.0\.0", sdp_of(first), re.M)
     assert media_port(sdp_of(second)) == b.media_port
     # B: an INVITE without SDP, and A's answer in the ACK
@@ -152,18 +166,13 @@ def test_transfer_moves_the_callers_side_to_a_third_phone(setup):
     b_ack, b_reinvite = b.received("ACK")[0], b.received("INVITE")[-1]
     assert media_port(sdp_of(b_reinvite)) == x.media_port
     # B sees one session whoever is behind it: same o= id, next version
-    assert origin(sdp_of(b_reinvite))[0] == origin(sdp_of(b_ack))[0]
-    assert origin(sdp_of(b_reinvite))[1] == origin(sdp_of(b_ack))[1] + 1
+    assert next_version(sdp_of(b_reinvite), sdp_of(b_ack))
     found = dialogs(s)
     assert [(d["remote-party"], d["dialog-state"]) for d in found] == [
         ("sip:user1@sipx.test", "Terminated Dialog"),
         ("sip:user2@sipx.test", "Confirmed Dialog"),
         ("sip:user4@sipx.test", "Confirmed Dialog")]
-    code, _ = curl("-X", "DELETE", s.url(location))
-    assert code == 200
-    assert b.wait(20) == 0, b.errors()
-    assert x.wait(20) == 0, x.errors()
-    assert wait_for(lambda: over(s, location)) == "ended"
+    assert hang_up(s, location, b, x) == "ended"
 
 
 def test_busy_transfer_target_leaves_the_call_connected(setup):
@@ -177,11 +186,7 @@ def test_busy_transfer_target_leaves_the_call_connected(setup):
     assert x.wait(20) == 0, x.errors()
     wait_for(lambda: call_state(s, location) == "connected")
     assert not a.received("BYE") and not b.received("BYE")
-    code, _ = curl("-X", "DELETE", s.url(location))
-    assert code == 200
-    assert a.wait(20) == 0, a.errors()
-    assert b.wait(20) == 0, b.errors()
-    assert wait_for(lambda: over(s, location)) == "ended"
+    assert hang_up(s, location, a, b) == "ended"
 
 
 def test_transfer_of_a_call_not_connected_is_refused(setup):
@@ -273,20 +278,14 @@ def test_hold_from_the_callee_is_relayed_to_the_caller(setup):
     wait_for(lambda: len(a.received("INVITE")) == 3 and b.received("SIP/2.0 200"))
     hold = sdp_of(a.received("INVITE")[-1])
     assert "a=sendonly" in hold and media_port(hold) == b.media_port
-    assert origin(hold) == (origin(sdp_of(a.received("INVITE")[1]))[0],
-                            origin(sdp_of(a.received("INVITE")[1]))[1] + 1)
+    assert next_version(hold, sdp_of(a.received("INVITE")[1]))
     answer = sdp_of(b.received("SIP/2.0 200")[-1])
     assert "a=recvonly" in answer and media_port(answer) == a.media_port
-    assert origin(answer) == (origin(sdp_of(b.received("ACK")[0]))[0],
-                              origin(sdp_of(b.received("ACK")[0]))[1] + 1)
+    assert next_version(answer, sdp_of(b.received("ACK")[0]))
     # A has the ACK of the hold's 200 (stray ACKs of 407s have other CSeqs)
     wait_for(lambda: cseq(a.received("INVITE")[-1]) in map(cseq, a.received("ACK")))
     assert call_state(s, location) == "connected"
-    code, _ = curl("-X", "DELETE", s.url(location))
-    assert code == 200
-    assert a.wait(20) == 0, a.errors()
-    assert b.wait(20) == 0, b.errors()
-    assert wait_for(lambda: over(s, location)) == "ended"
+    assert hang_up(s, location, a, b) == "ended"
 
 
 def test_callee_refusing_the_transfer_targets_sdp_ends_the_call(setup):
