@@ -11,8 +11,8 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from sipxcc.calls.errors import TransferNotPossible
-from sipxcc.calls.leg import (FlowContext, credentials_for, first_invite, now_ms, reason_header,
-                              record_response)
+from sipxcc.calls.leg import (FlowContext, credentials_for, first_invite, reason_header,
+                              record_failure, record_response)
 from sipxcc.calls.relay import CONTENT_TYPE_SDP, Leg, Relay, SessionFace, is_sdp
 from sipxcc.sip.outgoing import RequestFailed
 
@@ -124,8 +124,7 @@ class InviteFlow:
         exc = failure.value
         if isinstance(exc, RequestFailed):
             status, reason = exc.status, exc.reason
-            self.call.record(now_ms(self.ctx.clock), leg.call_id, "INVITE",
-                             f"SIP/2.0 {status} {reason}")
+            record_failure(self.ctx, self.call, leg.call_id, "INVITE", status, reason)
         else:
             log.failure("INVITE of call {id} failed", failure, id=self.call.id)
             status, reason = 500, "Internal Error"

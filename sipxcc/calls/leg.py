@@ -78,6 +78,12 @@ def record_response(ctx: FlowContext, call, response: Response, method: str = "I
     call.record(now_ms(ctx.clock), response.call_id, method, response.first_line)
 
 
+def record_failure(ctx: FlowContext, call, call_id: str, method: str, status: int,
+                   reason: str) -> None:
+    """A request that got no final response of its own (timeout, transport): as if it had."""
+    call.record(now_ms(ctx.clock), call_id, method, f"SIP/2.0 {status} {reason}")
+
+
 def record_sipfrag(ctx: FlowContext, call, call_id: str, body: bytes):
     """Record a NOTIFY's sipfrag status line; returns the parsed (status, reason) or None."""
     frag = parse_sipfrag(body)

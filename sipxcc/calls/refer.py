@@ -10,7 +10,7 @@ import enum
 from sipxcc.logs import logger
 
 from sipxcc.calls.leg import (FlowContext, credentials_for, first_invite, reason_header,
-                              record_response, record_sipfrag, sip_uri)
+                              record_failure, record_response, record_sipfrag, sip_uri)
 from sipxcc.sip.outgoing import RequestFailed
 
 log = logger(__name__)
@@ -95,8 +95,8 @@ class ReferFlow:
     def _invite_failed(self, failure) -> None:
         exc = failure.value
         if isinstance(exc, RequestFailed):
-            self.call.record(int(self.ctx.clock.seconds() * 1000), self.outgoing.call_id,
-                             "INVITE", f"SIP/2.0 {exc.status} {exc.reason}")
+            record_failure(self.ctx, self.call, self.outgoing.call_id, "INVITE", exc.status,
+                           exc.reason)
         else:
             log.failure("INVITE of call {id} failed", failure, id=self.call.id)
         self._finish("failed")
@@ -122,8 +122,8 @@ class ReferFlow:
     def _refer_failed(self, failure) -> None:
         exc = failure.value
         status = getattr(exc, "status", 500)
-        self.call.record(int(self.ctx.clock.seconds() * 1000), self.dialog.call_id, "REFER",
-                         f"SIP/2.0 {status} {getattr(exc, 'reason', 'Internal Error')}")
+        record_failure(self.ctx, self.call, self.dialog.call_id, "REFER", status,
+                       getattr(exc, "reason", "Internal Error"))
         if self.state is State.REFERRING:
             self._bye(reason_header(status, "REFER failed"))
 
