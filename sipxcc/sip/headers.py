@@ -126,6 +126,17 @@ class Headers:
             self._fields.append((key, canonical, value))
         self.cache.clear()
 
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first value of C{name} (e.g. the top Via) where it stands."""
+        key = name_key(name)[0]
+        for i, (k, canonical, raw) in enumerate(self._fields):
+            if k == key:
+                rest = split_list(raw)[1:] if key in LIST_HEADERS and "," in raw else []
+                self._fields[i] = (k, canonical, ", ".join([value, *rest]))
+                self.cache.clear()
+                return
+        self.add(name, value)
+
     def remove(self, name: str) -> None:
         key = name_key(name)[0]
         self._fields = [f for f in self._fields if f[0] != key]

@@ -191,11 +191,7 @@ class UserAgent:
             via.params["rport"] = str(source.port)
             changed = True
         if changed:
-            values = request.headers.values("Via")
-            values[0] = str(via)
-            request.headers.remove("Via")
-            for value in values:
-                request.headers.add("Via", value)
+            request.headers.replace_first("Via", str(via))
 
     def _receive_request(self, request: Request, source: Source) -> None:
         self._stamp_via(request, source)

@@ -256,3 +256,13 @@ def test_generators():
     assert make_branch().startswith("z9hG4bK") and make_branch() != make_branch()
     assert make_tag() != make_tag()
     assert make_call_id("192.0.2.1").endswith("@192.0.2.1")
+
+
+def test_replace_first_changes_only_the_top_value_in_place():
+    headers = Headers([("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2"),
+                       ("From", "<sip:x@y>;tag=1"), ("Via", "SIP/2.0/UDP c;branch=z9hG4bK3")])
+    headers.replace_first("Via", "SIP/2.0/UDP a;branch=z9hG4bK1;received=192.0.2.1")
+    assert headers.items() == [
+        ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1;received=192.0.2.1, "
+                "SIP/2.0/UDP b;branch=z9hG4bK2"),
+        ("From", "<sip:x@y>;tag=1"), ("Via", "SIP/2.0/UDP c;branch=z9hG4bK3")]
