@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,29 +31,55 @@ START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct ports that are free for TCP and UDP on ``host`` right now."""
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(family: int, host: str, port: int, held: list[socket.socket]) -> bool:
+    """Bind TCP and UDP on ``port``; keep the sockets in ``held`` on success."""
+    sockets = []
+    try:
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            sock = socket.socket(family, kind)
+            sockets.append(sock)
+            sock.bind((host, port))
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        return False
+    held.extend(sockets)
+    return True
+
+
+def free_ports(count: int, host: str = "127.0.0.1", span: int = 1) -> list[int]:
+    """``count`` distinct ports free for TCP and UDP on ``host`` right now.
+
+    With ``span`` > 1 each returned port ``p`` has ``p .. p+span-1`` free as well (the
+    daemon's TLS listener takes ``sip.port + 1``). Ports come from below the kernel's
+    ephemeral range, so no process's outgoing socket can take one between this check and
+    the daemon's bind; only another explicit bind could.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low, _high = _ephemeral_range()
+    first, last = 10000, max(10000 + 1000, low - span - 1)
+    generator = random.Random()
     held: list[socket.socket] = []
     ports: list[int] = []
     try:
-        while len(ports) < count:
-            stream = socket.socket(family, socket.SOCK_STREAM)
-            held.append(stream)
-            stream.bind((host, 0))
-            port = stream.getsockname()[1]
-            datagram = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                datagram.bind((host, port))
-            except OSError:
-                datagram.close()
-                continue
-            held.append(datagram)
-            ports.append(port)
+        for _attempt in range(10000):
+            if len(ports) == count:
+                return ports
+            port = generator.randint(first, last)
+            if all(_bindable(family, host, p, held) for p in range(port, port + span)):
+                ports.append(port)
     finally:
         for sock in held:
             sock.close()
-    return ports
+    raise RuntimeError(f"no {count} free ports on {host}")
 
 
 def write_config(tmp_path: Path, **overrides: object) -> Path:
