@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from sys import intern
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 if TYPE_CHECKING:
     from sipxcc.users import User
@@ -35,8 +35,7 @@ class CallRequest:
         return (self.agent.identity, self.calling, self.called)
 
 
-@dataclass(frozen=True, slots=True)
-class StatusEvent:
+class StatusEvent(NamedTuple):
     """One line of a call's status document (epoch milliseconds)."""
 
     timestamp: int
@@ -45,8 +44,7 @@ class StatusEvent:
     status_line: str
 
 
-@dataclass(frozen=True, slots=True)
-class DialogInfo:
+class DialogInfo(NamedTuple):
     """One dialog of an INVITE-mode call, as the original's C{<dialogs>} document shows it."""
 
     dialog_id: str
@@ -65,20 +63,24 @@ class Call:
     """
     The record of one call: its request, its status events (which only ever grow) and its
     state. The flow driving the call appends events; the web layer reads them.
+
+    Events and dialogs are stored as plain tuples of strings and ints, which the garbage
+    collector stops tracking (it never untracks tuple subclasses such as L{StatusEvent}):
+    100,000 retained calls then add almost nothing to each full collection.
     """
 
-    __slots__ = ("id", "request", "created", "events", "state", "ended", "_dialogs",
+    __slots__ = ("id", "request", "created", "_lines", "state", "ended", "_dialogs",
                  "_listeners", "flow", "expiry")
 
     def __init__(self, request: CallRequest, created: float):
         self.id = secrets.token_urlsafe(12)
         self.request = request
         self.created = created
-        self.events: list[StatusEvent] = []
+        self._lines: list[tuple] | tuple[tuple, ...] = []
         self.state = "calling"
         self.ended = False
-        self._dialogs: Callable[[], list[DialogInfo]] | list[DialogInfo] | None = None
-        self._listeners: list[Callable[[Call, StatusEvent | None], None]] = []
+        self._dialogs: Callable[[], list[DialogInfo]] | tuple[DialogInfo, ...] | None = None
+        self._listeners: list[Callable[[Call, StatusEvent | None], None]] | tuple = []
         self.flow = None
         self.expiry = None
 
@@ -94,35 +96,51 @@ class Call:
     def mode(self) -> str:
         return self.request.method
 
+    @property
+    def events(self) -> list[StatusEvent]:
+        return [StatusEvent._make(line) for line in self._lines]
+
+    @property
+    def event_count(self) -> int:
+        return len(self._lines)
+
     def dialogs(self) -> list[DialogInfo]:
         source = self._dialogs
         if source is None:
             return []
-        return source if isinstance(source, list) else source()
+        if isinstance(source, tuple):
+            return [DialogInfo._make(info) for info in source]
+        return source()
 
     def set_dialog_source(self, source: Callable[[], list[DialogInfo]]) -> None:
         self._dialogs = source
 
     def listen(self, listener: Callable[[Call, StatusEvent | None], None]) -> None:
         """Call C{listener(call, event)} on every new event, and C{(call, None)} at the end."""
-        self._listeners.append(listener)
+        self._listeners = [*self._listeners, listener]
 
     def record(self, timestamp_ms: int, call_id: str, method: str, status_line: str) -> None:
+        lines = self._lines
+        if type(lines) is tuple:
+            lines = self._lines = list(lines)
         # one string object per Call-ID and per common status line, however many events
-        if self.events and self.events[-1].call_id == call_id:
-            call_id = self.events[-1].call_id
-        event = StatusEvent(timestamp_ms, call_id, method, intern(status_line.strip()))
-        self.events.append(event)
-        for listener in self._listeners:
-            listener(self, event)
+        if lines and lines[-1][1] == call_id:
+            call_id = lines[-1][1]
+        line = (timestamp_ms, call_id, method, intern(status_line.strip()))
+        lines.append(line)
+        if self._listeners:
+            event = StatusEvent._make(line)
+            for listener in self._listeners:
+                listener(self, event)
 
     def set_state(self, state: str) -> None:
         self.state = state
 
     def release(self) -> None:
         """The call is over: keep what GET shows, drop the machinery (retention is cheap)."""
-        self._dialogs = self.dialogs()
-        self._listeners = []
+        self._dialogs = tuple(tuple(info) for info in self.dialogs()) or None
+        self._lines = tuple(self._lines)
+        self._listeners = ()
         self.flow = None
 
     def finish(self, state: str) -> None:

@@ -307,8 +307,8 @@ class Relay:
                 peer.dialog.ack()
                 self.on_no_ack(leg)
                 return
-            if not txn.reliable and txn.last is not None:
-                txn.layer.send_response(txn.last, txn.request, txn.source)
+            if not txn.reliable:
+                txn.resend_last()
             next_interval = min(interval * 2, T2)
             leg.awaiting_ack = (peer, self.clock.callLater(next_interval, retransmit,
                                                            next_interval))

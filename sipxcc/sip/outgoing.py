@@ -112,7 +112,12 @@ class OutgoingRequest:
             else:
                 self.dialog.invite_seq = self.request.cseq[0]
                 self.dialog.refresh_target(response)
+        self._settled()
         self.deferred.callback(response)
+
+    def _settled(self) -> None:
+        """Final: drop the retry state (an INVITE's stays reachable for Timer M's 32 s)."""
+        self.challenges = self.nc = self.seen_provisional = None
 
     def _retry_with_credentials(self, response: Response) -> bool:
         """§22.2: answer a 401/407 (stale=true does not count as a failed try)."""
@@ -170,6 +175,7 @@ class OutgoingRequest:
             status, reason = 500, "Internal Error"
         self.final = Response(status, reason)
         self.on_response = None
+        self._settled()
         self.deferred.errback(RequestFailed(status, reason))
 
     def cancel(self) -> None:

@@ -2,36 +2,44 @@
 Timers that all share one delay (Timer B/F/H/J = 64*T1, K/I = T4, retention times...):
 they expire in the order they were set, so one reactor timer for the oldest serves them
 all, instead of one heap entry per transaction.
+
+Cancelling never touches the reactor: the wake-up stays set and, when it fires with
+nothing due, goes back to sleep until the next live timer (at most one idle wake-up per
+delay). What a cancelled timer leaves in the queue is a (deadline, number) tuple, which
+the garbage collector does not track.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from itertools import count
 from typing import Callable
 
 
 class FixedTimer:
     """A handle like IDelayedCall's: C{active()} and C{cancel()}."""
 
-    __slots__ = ("deadline", "function", "args", "pending", "owner")
+    __slots__ = ("owner", "number", "function", "args")
 
-    def __init__(self, owner: FixedDelayTimers, deadline: float, function: Callable,
+    def __init__(self, owner: FixedDelayTimers, number: int, function: Callable,
                  args: tuple):
         self.owner = owner
-        self.deadline = deadline
+        self.number = number
         self.function = function
         self.args = args
-        self.pending = True
 
     def active(self) -> bool:
-        return self.pending
+        return self.function is not None
 
     def cancel(self) -> None:
-        self.pending = False
+        if self.function is None:
+            return
         self.function = self.args = None  # let go of what it would have called
         owner = self.owner
-        if owner.queue and owner.queue[0] is self:
-            owner.drop_cancelled_head()
+        del owner.live[self.number]
+        queue = owner.queue
+        while queue and queue[0][1] not in owner.live:
+            queue.popleft()
 
 
 class FixedDelayTimers:
@@ -40,12 +48,15 @@ class FixedDelayTimers:
     def __init__(self, clock, delay: float):
         self.clock = clock
         self.delay = delay
-        self.queue: deque[FixedTimer] = deque()
+        self.queue: deque[tuple[float, int]] = deque()
+        self.live: dict[int, FixedTimer] = {}
+        self.numbers = count()
         self.wakeup = None
 
     def call_later(self, function: Callable, *args) -> FixedTimer:
-        timer = FixedTimer(self, self.clock.seconds() + self.delay, function, args)
-        self.queue.append(timer)
+        number = next(self.numbers)
+        timer = self.live[number] = FixedTimer(self, number, function, args)
+        self.queue.append((self.clock.seconds() + self.delay, number))
         if self.wakeup is None:
             self.wakeup = self.clock.callLater(self.delay, self._expire)
         return timer
@@ -53,49 +64,42 @@ class FixedDelayTimers:
     def _expire(self) -> None:
         self.wakeup = None
         now = self.clock.seconds()
-        queue = self.queue
-        while queue and (queue[0].deadline <= now or not queue[0].pending):
-            timer = queue.popleft()
-            if timer.pending:
-                timer.pending = False
+        queue, live = self.queue, self.live
+        while queue:
+            deadline, number = queue[0]
+            timer = live.get(number)
+            if timer is None:
+                queue.popleft()
+            elif deadline <= now:
+                queue.popleft()
+                del live[number]
                 function, args = timer.function, timer.args
                 timer.function = timer.args = None
                 function(*args)
-        while queue and not queue[0].pending:
-            queue.popleft()
+            else:
+                break
         if queue:
-            self.wakeup = self.clock.callLater(max(0.0, queue[0].deadline - now), self._expire)
-
-    def drop_cancelled_head(self) -> None:
-        """Forget cancelled timers at the front; sleep until the next live one, if any."""
-        queue = self.queue
-        while queue and not queue[0].pending:
-            queue.popleft()
-        if self.wakeup is not None and self.wakeup.active():
-            if not queue:
-                self.wakeup.cancel()
-                self.wakeup = None
-            elif self.wakeup.getTime() < queue[0].deadline:
-                self.wakeup.reset(queue[0].deadline - self.clock.seconds())
+            self.wakeup = self.clock.callLater(max(0.0, queue[0][0] - now), self._expire)
 
     def stop(self) -> None:
         """Cancel everything (shutdown)."""
-        queue, self.queue = self.queue, deque()
-        for timer in queue:
-            timer.cancel()
+        for timer in list(self.live.values()):
+            timer.function = timer.args = None
+        self.live.clear()
+        self.queue.clear()
         if self.wakeup is not None and self.wakeup.active():
             self.wakeup.cancel()
         self.wakeup = None
 
 
 class Timers:
-    """C{call_later(delay, f, *args)}: fixed delays share a queue, others use the clock."""
+    """C{call_later(delay, f, *args)}: every delay gets its own L{FixedDelayTimers}."""
 
     def __init__(self, clock):
         self.clock = clock
         self.fixed: dict[float, FixedDelayTimers] = {}
 
-    def call_later(self, delay: float, function: Callable, *args):
+    def call_later(self, delay: float, function: Callable, *args) -> FixedTimer:
         queue = self.fixed.get(delay)
         if queue is None:
             queue = self.fixed[delay] = FixedDelayTimers(self.clock, delay)

@@ -44,13 +44,8 @@ class _Transaction:
         self.timers: dict[str, object] = {}
 
     def _start_timer(self, name: str, delay: float, fired: Callable[[], None]) -> None:
-        # A and G back off; every other timer has a fixed delay and shares a queue
-        schedule = self.layer.clock.callLater if name in "AG" else self.layer.timers.call_later
-        self.timers[name] = schedule(delay, self._fire, name, fired)
-
-    def _fire(self, name: str, fired: Callable[[], None]) -> None:
-        self.timers.pop(name, None)
-        fired()
+        # one queue per delay: A, E and G back off through a handful of delays (T1·2^n)
+        self.timers[name] = self.layer.timers.call_later(delay, fired)
 
     def _stop_timer(self, name: str) -> None:
         timer = self.timers.pop(name, None)
@@ -79,7 +74,8 @@ class ClientTransaction(_Transaction):
     def __init__(self, layer, request: Request, target: Target, on_response, on_failure,
                  connection=None):
         super().__init__(layer, (request.branch, request.method), target)
-        self.request = request
+        self.request: Request | None = request
+        self.method = request.method
         self.data = request.to_bytes()
         self.on_response = on_response
         self.on_failure = on_failure
@@ -114,7 +110,7 @@ class ClientTransaction(_Transaction):
         if self.state in ("calling", "trying", "proceeding"):
             failed = self.on_failure
             self._terminate()
-            failed(Timeout(f"no final response to {self.request.method}"))
+            failed(Timeout(f"no final response to {self.method}"))
         elif self.state == "accepted":
             self._terminate()
 
@@ -146,7 +142,10 @@ class ClientTransaction(_Transaction):
         elif state in ("trying", "proceeding"):
             self.cancel_timers_for_final()
             self.state = "completed"
-            self.on_response(response)
+            on_response = self.on_response
+            self._let_go()  # Timer K only absorbs retransmissions: keep nothing else
+            self.request = self.data = None
+            on_response(response)
             if _reliable(self.target):
                 self._terminate()
             else:
@@ -159,6 +158,7 @@ class ClientTransaction(_Transaction):
                 # RFC 6026 §7.2: "Accepted" absorbs 2xx retransmissions and forks for 64*T1
                 self.cancel_timers_for_final()
                 self.state = "accepted"
+                self.request = self.data = None  # the TU keeps what a forked 2xx needs
                 self._start_timer("M", 64 * T1, self._terminate)
                 self.on_response(response)
             elif state == "accepted":
@@ -168,8 +168,11 @@ class ClientTransaction(_Transaction):
             self.cancel_timers_for_final()
             self.state = "completed"
             self.ack_data = self._ack_for(response).to_bytes()
+            self.request = self.data = None  # Timer D only resends the ACK
             self._send(self.ack_data)
-            self.on_response(response)
+            on_response = self.on_response
+            self._let_go()
+            on_response(response)
             if _reliable(self.target):
                 self._terminate()
             else:
@@ -200,8 +203,10 @@ class ServerTransaction(_Transaction):
 
     def __init__(self, layer, request: Request, source, key):
         super().__init__(layer, key, None)
-        self.request = request
+        self.request: Request | None = request
         self.source = source
+        self.reliable = source.transport != "UDP"
+        self.route: tuple | None = None  # where responses go, fixed by the first one
         self.invite = request.method == "INVITE"
         self.last: bytes | None = None
         self.to_tag: str | None = None
@@ -214,9 +219,11 @@ class ServerTransaction(_Transaction):
     def _let_go(self) -> None:
         self.on_ack = self.on_cancel = None
 
-    @property
-    def reliable(self) -> bool:
-        return self.source.transport != "UDP"
+    def resend_last(self) -> None:
+        """Send the last response again (a retransmitted request, Timer G, a relayed 2xx)."""
+        if self.last is not None:
+            target, connection = self.route
+            self.layer.transport.send(self.last, target, connection=connection)
 
     def respond(self, status: int, reason: str, headers=(), body: bytes = b"",
                 to_tag: str | None = None) -> Response | None:
@@ -236,7 +243,9 @@ class ServerTransaction(_Transaction):
         if self.final_sent:
             return
         self.last = response.to_bytes()
-        self.layer.send_response(self.last, self.request, self.source)
+        if self.route is None:
+            self.route = self.layer.response_route(self.request, self.source)
+        self.resend_last()
         status = response.status
         if status < 200:
             if not self.invite:
@@ -249,11 +258,13 @@ class ServerTransaction(_Transaction):
             self._start_timer("L", 64 * T1, self._terminate)
         elif self.invite:
             self.state = "completed"
+            self.request = self.source = None  # only the last response is sent again
             if not self.reliable:
                 self._start_timer("G", T1, self._retransmit_final)
             self._start_timer("H", 64 * T1, self._terminate)
         else:
             self.state = "completed"
+            self.request = self.source = None  # Timer J only resends the last response
             if self.reliable:
                 self._terminate()
             else:
@@ -262,7 +273,7 @@ class ServerTransaction(_Transaction):
     def _retransmit_final(self) -> None:
         if self.state != "completed":
             return
-        self.layer.send_response(self.last, self.request, self.source)
+        self.resend_last()
         self.interval = min(self.interval * 2, T2)
         self._start_timer("G", self.interval, self._retransmit_final)
 
@@ -277,9 +288,8 @@ class ServerTransaction(_Transaction):
                 else:
                     self._start_timer("I", T4, self._terminate)
             return
-        if self.last is not None and self.state in ("proceeding", "trying", "completed",
-                                                      "accepted"):
-            self.layer.send_response(self.last, self.request, self.source)
+        if self.state in ("proceeding", "trying", "completed", "accepted"):
+            self.resend_last()
 
 
 class TransactionLayer:
@@ -294,7 +304,7 @@ class TransactionLayer:
         self.transport = transport
         self.clients: dict[tuple, ClientTransaction] = {}
         self.servers: dict[tuple, ServerTransaction] = {}
-        self.send_response = None  # set by the UA core: routes a response per §18.2.2
+        self.response_route = None  # set by the UA core: where a response goes (§18.2.2)
 
     def client(self, request: Request, target: Target, on_response, on_failure,
                connection=None) -> ClientTransaction:

@@ -64,7 +64,7 @@ class UserAgent:
         self.transport = transport
         self.settings = settings
         self.transactions = TransactionLayer(clock, transport)
-        self.transactions.send_response = self.send_response
+        self.transactions.response_route = self.response_route
         self.dialogs: dict[tuple[str, str, str], Dialog] = {}
         self.proxy = URI.parse(settings.proxy)
         self.proxy_target = uri_target(self.proxy)
@@ -134,16 +134,19 @@ class UserAgent:
         if self.dialogs.get(dialog.id) is dialog:
             del self.dialogs[dialog.id]
 
-    def send_response(self, data: bytes, request: Request, source: Source) -> None:
+    @staticmethod
+    def response_route(request: Request, source: Source) -> tuple[Target, object | None]:
         """§18.2.2 (and RFC 3581): the connection it came on, else received/rport."""
-        via = request.top_via
         if source.transport != "UDP" and source.connection is not None:
-            self.transport.send(data, Target(source.transport, source.host, source.port),
-                                connection=source.connection)
-            return
+            return Target(source.transport, source.host, source.port), source.connection
+        via = request.top_via
         host = via.received or via.host.strip("[]")
         port = via.rport or via.port or 5060
-        self.transport.send(data, Target(source.transport, host, port))
+        return Target(source.transport, host, port), None
+
+    def send_response(self, data: bytes, request: Request, source: Source) -> None:
+        target, connection = self.response_route(request, source)
+        self.transport.send(data, target, connection=connection)
 
     # Receiving
 

@@ -154,7 +154,11 @@ class LimitedChannel(http.HTTPChannel):
     def _start_deadline(self) -> None:
         self._in_request = True
         if self._deadline is None or not self._deadline.active():
-            self._deadline = self.callLater(REQUEST_DEADLINE, self._too_slow)
+            deadlines = getattr(self.factory, "deadlines", None)
+            if deadlines is not None:  # the Site's shared queue: no reactor call per request
+                self._deadline = deadlines.call_later(self._too_slow)
+            else:
+                self._deadline = self.callLater(REQUEST_DEADLINE, self._too_slow)
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():

@@ -162,7 +162,7 @@ class StatusCache:
     """
     The rendered REFER-mode documents of the calls most recently asked for (a bounded LRU,
     so retained calls cost no more for having been queried). A call's events only ever
-    grow, so C{len(events)} tells whether the cached bytes are current.
+    grow, so their count tells whether the cached bytes are current.
     """
 
     def __init__(self, size: int = 4096):
@@ -170,7 +170,7 @@ class StatusCache:
         self._cache: OrderedDict[str, tuple[int, dict[bool, bytes]]] = OrderedDict()
 
     def status_lines(self, call, as_json: bool) -> bytes:
-        count = len(call.events)
+        count = call.event_count
         entry = self._cache.get(call.id)
         if entry is None or entry[0] != count:
             entry = (count, {})

@@ -7,11 +7,12 @@ from twisted.web import resource, server
 
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.config import Config
+from sipxcc.sip.timers import FixedDelayTimers
 from sipxcc.users import UserDirectory
 from sipxcc.web.auth import Authenticator
 from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import PathResource
-from sipxcc.web.limits import IDLE_TIMEOUT, ConnectionLimits, LimitedChannel
+from sipxcc.web.limits import IDLE_TIMEOUT, REQUEST_DEADLINE, ConnectionLimits, LimitedChannel
 
 REQUEST_TIMEOUT = IDLE_TIMEOUT
 """Seconds an idle HTTP connection is kept open (see sipxcc.web.limits for the rest)."""
@@ -31,7 +32,8 @@ class Health(resource.Resource):
 class LimitedSite(server.Site):
     """A Site whose connections are L{LimitedChannel}s sharing one L{ConnectionLimits}.
 
-    Both listeners serve the same Site, so the connection caps count them together.
+    Both listeners serve the same Site, so the connection caps count them together, and
+    their request deadlines share one timer queue.
     """
 
     protocol = LimitedChannel
@@ -39,6 +41,11 @@ class LimitedSite(server.Site):
     def __init__(self, root, reactor, limits: ConnectionLimits | None = None):
         super().__init__(root, reactor=reactor)
         self.limits = limits or ConnectionLimits()
+        self.deadlines = FixedDelayTimers(reactor, REQUEST_DEADLINE)
+
+    def stopFactory(self) -> None:
+        self.deadlines.stop()
+        super().stopFactory()
 
 
 def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,

@@ -31,13 +31,24 @@ def test_cancelled_timers_do_not_fire_and_leave_nothing_behind():
     second = timers.call_later(32, fired.append, "b")
     first.cancel()
     assert not first.active() and second.active()
+    assert len(timers.fixed[32].queue) == 1  # a cancelled head is dropped at once
     clock.advance(31)
-    assert fired == []  # the wake-up moved on to the live timer
+    assert fired == []  # the wake-up found nothing due and sleeps until "b"
     clock.advance(1)
     assert fired == ["b"] and not second.active()
     third = timers.call_later(32, fired.append, "c")
     third.cancel()
-    assert not clock.getDelayedCalls()
+    assert not third.active() and not timers.fixed[32].live
+    clock.advance(32)  # the one idle wake-up, then nothing is left
+    assert fired == ["b"] and not clock.getDelayedCalls()
+
+
+def test_cancelling_does_not_touch_the_reactor():
+    clock = Clock()
+    timers = Timers(clock)
+    for _ in range(3):
+        timers.call_later(0.5, print).cancel()
+    assert len(clock.getDelayedCalls()) == 1  # one wake-up, however many timers came and went
 
 
 def test_stop_cancels_everything():
