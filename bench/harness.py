@@ -19,8 +19,19 @@ PROJECT_ROOT = BENCH_DIR.parent
 SCENARIOS = BENCH_DIR / "scenarios"
 LOOPBACK = "127.0.0.1"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-# A REFER click-to-call (calling phone side) and a sippy B2BUA call both carry 13 messages.
-MESSAGES_PER_CALL = 13
+# SIP messages one call carries, by mode (counted from the phone scenarios):
+# - "refer": a REFER click-to-call, calling phone side (scenarios/calling_phone.xml): INVITE,
+#   100, 180, 200, ACK, REFER, 202, NOTIFY, 200, NOTIFY, 200, BYE, 200;
+# - "b2bua": a sippy B2BUA call, as many;
+# - "invite": an INVITE-mode (RFC 3725) click-to-call, both phones (scenarios/
+#   invite_phone.xml): A's INVITE, 100, 180, 200, ACK, re-INVITE, 200, ACK, BYE, 200 and
+#   B's INVITE, 100, 180, 200, ACK, BYE, 200.
+MESSAGES_PER_CALL = {"refer": 13, "b2bua": 13, "invite": 17}
+# The phone scenario of each sipxcc mode and how many sipp calls (legs) one click-to-call is.
+PHONE_SCENARIOS = {"refer": "calling_phone.xml", "invite": "invite_phone.xml"}
+LEGS_PER_CALL = {"refer": 1, "invite": 2}
+# What the click-to-call POST appends to its URL in each mode.
+MODE_QUERIES = {"refer": "", "invite": "?sipMethod=INVITE"}
 DAEMON_CORE = "0"
 LOAD_CORE = "1"
 

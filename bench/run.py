@@ -3,6 +3,8 @@
     .venv/bin/python -m bench.run                  full run (about 5 minutes)
     .venv/bin/python -m bench.run --smoke          harness check, about 10 s, no verdicts
     .venv/bin/python -m bench.run --profile 400    py-spy profile of the daemon at 400/s
+    .venv/bin/python -m bench.run --invite         INVITE-mode (RFC 3725) click-to-calls
+    .venv/bin/python -m bench.run --both-modes     REFER and INVITE at each sipxcc rate
 
 Results (table, machine, versions, command) go to bench/results/ unless --no-save.
 """
@@ -24,6 +26,8 @@ WORK_DIR = PROJECT_ROOT / "build" / "bench" / "runs"
 RESULTS_DIR = BENCH_DIR / "results"
 CLEAN_FAILURE_SHARE = 0.001     # issue 7: at most 0.1 % failed calls
 REFERENCE_RATE = 150            # perf-anchor-sippy.md: sippy's reference rate below its knee
+INVITE_REFER_GOAL = 1.5         # INVITE-mode CPU per call at most 1.5 x REFER's
+MODES = ("refer", "invite")
 
 
 def _rates(text: str) -> list[int]:
@@ -59,7 +63,7 @@ def table(rows: list[StepResult]) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row.system} | {row.rate} | {row.offered} | {row.completed_per_second:.0f} "
+            f"| {row.label} | {row.rate} | {row.offered} | {row.completed_per_second:.0f} "
             f"| {row.failed} | {row.retransmissions} | {_fmt(row.cpu_ms_per_call, 2)} "
             f"| {_fmt(row.messages_per_cpu_second, 0)} | {_fmt(row.post_p50_ms)} "
             f"| {_fmt(row.post_p99_ms)} | {_fmt(row.invite_200_ms)} "
@@ -69,30 +73,56 @@ def table(rows: list[StepResult]) -> str:
 
 
 def ratios(rows: list[StepResult]) -> str:
-    """sipxcc / sippy at the reference rate (or the closest rate both ran) and capacities."""
-    ours = {row.rate: row for row in rows if row.system == "sipxcc" and row.completed}
+    """sipxcc / sippy at the reference rate (or the closest rate both ran), INVITE / REFER
+    at every rate both modes ran, and capacities. The goals vs sippy are REFER's."""
     theirs = {row.rate: row for row in rows if row.system == "sippy" and row.completed}
+    by_mode = {mode: {row.rate: row for row in rows
+                      if row.system == "sipxcc" and row.mode == mode and row.completed}
+               for mode in MODES}
+    ran = [mode for mode in MODES
+           if any(row.system == "sipxcc" and row.mode == mode for row in rows)]
+    lines = []
+    for mode in ran:
+        lines += _versus_sippy(by_mode[mode], theirs, _name(mode), goals=mode == "refer")
+    refer, invite = by_mode["refer"], by_mode["invite"]
+    for rate in sorted(set(refer) & set(invite)):
+        mine, base = invite[rate].cpu_ms_per_call, refer[rate].cpu_ms_per_call
+        if mine and base:
+            lines.append(f"- at {rate}/s: INVITE-mode CPU-ms per call / REFER CPU-ms per call"
+                         f" = {mine:.2f} / {base:.2f} = **{mine / base:.2f}** "
+                         f"(goal <= {INVITE_REFER_GOAL})")
+    for system, by_rate in [*((_name(mode), by_mode[mode]) for mode in ran),
+                            ("sippy", theirs)]:
+        clean = [rate for rate, row in by_rate.items() if is_clean(row)]
+        if by_rate:
+            lines.append(f"- {system}: highest clean rate in this run: "
+                         f"{max(clean) if clean else 'none'}/s")
+    return "\n".join(lines)
+
+
+def _name(mode: str) -> str:
+    return StepResult("sipxcc", 0, 0, mode).label
+
+
+def _versus_sippy(ours: dict[int, StepResult], theirs: dict[int, StepResult], name: str,
+                  goals: bool) -> list[str]:
     lines = []
     common = sorted(set(ours) & set(theirs), key=lambda rate: abs(rate - REFERENCE_RATE))
     if common:
         rate = common[0]
         mine, anchor = ours[rate], theirs[rate]
         if mine.cpu_ms_per_call and anchor.cpu_ms_per_call:
-            lines.append(f"- at {rate}/s: CPU-ms per call sipxcc / sippy = "
+            lines.append(f"- at {rate}/s: CPU-ms per call {name} / sippy = "
                          f"{mine.cpu_ms_per_call:.2f} / {anchor.cpu_ms_per_call:.2f} = "
-                         f"**{mine.cpu_ms_per_call / anchor.cpu_ms_per_call:.2f}** "
-                         "(goal <= 0.5)")
+                         f"**{mine.cpu_ms_per_call / anchor.cpu_ms_per_call:.2f}**"
+                         + (" (goal <= 0.5)" if goals else ""))
         if mine.messages_per_cpu_second and anchor.messages_per_cpu_second:
             ratio = mine.messages_per_cpu_second / anchor.messages_per_cpu_second
-            lines.append(f"- at {rate}/s: SIP messages per CPU-second sipxcc / sippy = "
+            lines.append(f"- at {rate}/s: SIP messages per CPU-second {name} / sippy = "
                          f"{mine.messages_per_cpu_second:.0f} / "
-                         f"{anchor.messages_per_cpu_second:.0f} = **{ratio:.2f}** (goal >= 2)")
-    for system, by_rate in (("sipxcc", ours), ("sippy", theirs)):
-        clean = [rate for rate, row in by_rate.items() if is_clean(row)]
-        if by_rate:
-            lines.append(f"- {system}: highest clean rate in this run: "
-                         f"{max(clean) if clean else 'none'}/s")
-    return "\n".join(lines)
+                         f"{anchor.messages_per_cpu_second:.0f} = **{ratio:.2f}**"
+                         + (" (goal >= 2)" if goals else ""))
+    return lines
 
 
 def report(rows: list[StepResult], command: str, title: str) -> str:
@@ -119,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sippy-rates", type=_rates, default=_rates("100,150,200,250"))
     parser.add_argument("--seconds", type=float, default=10.0, help="load per step")
     parser.add_argument("--invite", action="store_true", help="sipMethod=INVITE calls")
+    parser.add_argument("--both-modes", action="store_true",
+                        help="REFER then INVITE calls at each sipxcc rate, with their ratio")
     parser.add_argument("--no-sippy", action="store_true", help="skip the anchor")
     parser.add_argument("--smoke", action="store_true", help="one short low-rate step each")
     parser.add_argument("--profile", type=int, metavar="RATE",
@@ -130,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.sipxcc_rates, args.sippy_rates, args.seconds = [20], [20], 5.0
+    if args.both_modes and args.profile is not None:
+        parser.error("--both-modes does not apply to --profile (use --invite or not)")
+    modes = list(MODES) if args.both_modes else ["invite" if args.invite else "refer"]
     problem = _check_tools(not args.no_sippy and args.profile is None)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -137,34 +172,38 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work = WORK_DIR / stamp
     command = "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:])
-    query = "?sipMethod=INVITE" if args.invite else ""
     if args.profile:
-        return _profile(args.profile, args.seconds, work, stamp, args.label, query,
+        return _profile(args.profile, args.seconds, work, stamp, args.label, modes[0],
                         args.prelude)
     rows: list[StepResult] = []
     for rate in args.sipxcc_rates:
-        rows.append(sipxcc_step(rate, _count(rate, args.seconds), work / f"sipxcc-{rate}",
-                                query=query, prelude=args.prelude))
-        print(table(rows[-1:]).splitlines()[-1], flush=True)
+        # with --both-modes, REFER and INVITE back to back at each rate: the machine's
+        # background load changes less between the two steps that are divided
+        for mode in modes:
+            step_dir = work / (f"sipxcc-{rate}" if mode == "refer" else f"sipxcc-{mode}-{rate}")
+            rows.append(sipxcc_step(rate, _count(rate, args.seconds), step_dir, mode=mode,
+                                    prelude=args.prelude))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
     if not args.no_sippy:
         for rate in args.sippy_rates:
             rows.append(sippy_step(rate, _count(rate, args.seconds), work / f"sippy-{rate}"))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
-    mode = "INVITE" if args.invite else "REFER"
+    mode = " and ".join(mode.upper() for mode in modes)
     text = report(rows, command, f"sipxcc ({mode} click-to-call) vs sippy b2bua_simple")
     print(text)
     if not args.no_save and not args.smoke:
         RESULTS_DIR.mkdir(exist_ok=True)
-        name = f"{stamp}-{mode.lower()}{'-' + args.label if args.label else ''}.md"
+        kind = "both" if len(modes) > 1 else modes[0]
+        name = f"{stamp}-{kind}{'-' + args.label if args.label else ''}.md"
         (RESULTS_DIR / name).write_text(text)
         print(f"written to {RESULTS_DIR / name}")
     return 0 if all(row.completed for row in rows) else 1
 
 
 def _profile(rate: int, seconds: float, work: Path, stamp: str, label: str,
-             query: str, prelude: str = "") -> int:
+             mode: str, prelude: str = "") -> int:
     profile_seconds = max(3.0, seconds - 2)
-    row = sipxcc_step(rate, _count(rate, seconds), work / f"profile-{rate}", query=query,
+    row = sipxcc_step(rate, _count(rate, seconds), work / f"profile-{rate}", mode=mode,
                       profile_seconds=profile_seconds, prelude=prelude)
     raw = work / f"profile-{rate}" / "profile.txt"
     if not raw.exists():

@@ -1,8 +1,9 @@
 """One rate step of each system under test, measured the same way.
 
 sipxcc: wrk POSTs click-to-calls over keep-alive HTTPS from 127.0.0.1 (a trusted host);
-``sip.proxy`` points straight at a sipp UAS playing the calling phone
-(scenarios/calling_phone.xml). sippy: sipp's tolerant ``uac`` -> ``b2bua_simple`` ->
+``sip.proxy`` points straight at a sipp UAS playing the calling phone of a REFER call
+(scenarios/calling_phone.xml) or both phones of an INVITE-mode call, one sipp call per
+leg (scenarios/invite_phone.xml). sippy: sipp's tolerant ``uac`` -> ``b2bua_simple`` ->
 sipp's ``uas`` (perf-anchor-sippy.md). The system under test runs on core 0, the load
 tools on core 1; CPU and memory come from /proc, success and retransmissions from sipp.
 """
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.harness import (
-    BENCH_DIR, DAEMON_CORE, LOAD_CORE, LOOPBACK, MESSAGES_PER_CALL, SCENARIOS, SippStats,
-    cpu_seconds, latest, memory_kib, sipp_stats, stop, wait_until, write_bench_users,
+    BENCH_DIR, DAEMON_CORE, LEGS_PER_CALL, LOAD_CORE, LOOPBACK, MESSAGES_PER_CALL, MODE_QUERIES,
+    PHONE_SCENARIOS, SCENARIOS, SippStats, cpu_seconds, latest, memory_kib, sipp_stats, stop,
+    wait_until, write_bench_users,
 )
 from tests.integration.daemon import TWISTD, Daemon, write_config
 from tests.integration.peers import free_port
@@ -36,6 +38,7 @@ class StepResult:
     system: str
     rate: int
     offered: int
+    mode: str = "refer"     # "refer" or "invite" (sipxcc), "b2bua" (sippy)
     completed: int = 0
     failed: int = 0
     retransmissions: int = 0
@@ -49,6 +52,12 @@ class StepResult:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def label(self) -> str:
+        """The system as the table shows it: "sipxcc" (REFER), "sipxcc (INVITE)", "sippy"."""
+        return self.system if self.mode in ("refer", "b2bua") else (
+            f"{self.system} ({self.mode.upper()})")
+
+    @property
     def completed_per_second(self) -> float:
         return self.completed / self.run_seconds if self.run_seconds else 0.0
 
@@ -60,7 +69,8 @@ class StepResult:
     def messages_per_cpu_second(self) -> float | None:
         if not self.cpu_seconds:
             return None
-        return (MESSAGES_PER_CALL * self.completed + self.retransmissions) / self.cpu_seconds
+        return ((MESSAGES_PER_CALL[self.mode] * self.completed + self.retransmissions)
+                / self.cpu_seconds)
 
 
 def _pinned(core: str, command: list[str]) -> list[str]:
@@ -124,10 +134,12 @@ class Wrk:
         raise RuntimeError(f"wrk gave no summary:\n{text}")
 
 
-def sipxcc_step(rate: int, count: int, workdir: Path, *, query: str = "",
+def sipxcc_step(rate: int, count: int, workdir: Path, *, mode: str = "refer",
                 profile_seconds: float = 0.0, prelude: str = "") -> StepResult:
     """Offer ``count`` click-to-calls at ``rate``/s to a fresh daemon pinned to core 0.
 
+    ``mode``: "refer" (the default) or "invite" (``?sipMethod=INVITE``). An INVITE-mode call
+    has two legs, both played by the one sipp UAS: it gets two sipp calls per click-to-call.
     ``prelude``: Python run in the daemon's process before twistd (for experiments such as
     garbage-collector settings, measured before they are proposed for sipxcc/tap.py).
     """
@@ -138,9 +150,10 @@ def sipxcc_step(rate: int, count: int, workdir: Path, *, query: str = "",
     uas_port = free_port()
     total = WARMUP_CALLS + count
     load_seconds = count / rate
-    uas = _sipp(["-sf", str(SCENARIOS / "calling_phone.xml")], uas_port, workdir, "uas",
-                calls=total, timeout=int(load_seconds + 90))
-    result = StepResult("sipxcc", rate, count)
+    query, legs = MODE_QUERIES[mode], LEGS_PER_CALL[mode]
+    uas = _sipp(["-sf", str(SCENARIOS / PHONE_SCENARIOS[mode])], uas_port, workdir, "uas",
+                calls=legs * total, timeout=int(load_seconds + 90))
+    result = StepResult("sipxcc", rate, count, mode)
     daemon = None
     try:
         wait_until(lambda: _listening_udp(uas_port), 5)
@@ -155,7 +168,8 @@ def sipxcc_step(rate: int, count: int, workdir: Path, *, query: str = "",
         pid = daemon.process.pid
         url = daemon.https_url
         Wrk(url, 50, WARMUP_CALLS, workdir, "wrk-warmup", query).summary()
-        wait_until(lambda: _stats(workdir, "uas", uas).successful >= WARMUP_CALLS, 10, 0.2)
+        wait_until(lambda: _stats(workdir, "uas", uas).successful >= legs * WARMUP_CALLS,
+                   10, 0.2)
         cpu0, start = cpu_seconds(pid), time.monotonic()
         profiler = _start_profiler(pid, workdir, profile_seconds) if profile_seconds else None
         load = Wrk(url, rate, count, workdir, "wrk", query)
@@ -169,7 +183,7 @@ def sipxcc_step(rate: int, count: int, workdir: Path, *, query: str = "",
             profiler.wait(profile_seconds + 30)
         stop(uas)
         stats = _stats(workdir, "uas", uas)
-        result.completed = max(0, stats.successful - WARMUP_CALLS)
+        result.completed = max(0, stats.successful - legs * WARMUP_CALLS) // legs
         result.failed = count - result.completed
         result.retransmissions = stats.all_retransmissions
         result.cpu_seconds = cpu1 - cpu0
@@ -182,6 +196,8 @@ def sipxcc_step(rate: int, count: int, workdir: Path, *, query: str = "",
                                 f"socket errors {summary['socket_errors']}")
         if stats.unexpected:
             result.notes.append(f"{stats.unexpected} unexpected SIP messages at the phone")
+        if legs > 1 and stats.failed:
+            result.notes.append(f"{stats.failed} failed legs at the phones")
     finally:
         stop(uas)
         if daemon is not None:
@@ -217,7 +233,7 @@ def sippy_step(rate: int, count: int, workdir: Path) -> StepResult:
                                   "-n", f"{LOOPBACK}:{uas_port}"]),
             cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=output,
             stderr=subprocess.STDOUT)
-    result = StepResult("sippy", rate, count)
+    result = StepResult("sippy", rate, count, "b2bua")
     uac = None
     try:
         wait_until(lambda: _listening_udp(uas_port) and _listening_udp(b2b_port), 10)
