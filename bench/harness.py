@@ -36,11 +36,16 @@ DAEMON_CORE = "0"
 LOAD_CORE = "1"
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of every thread of ``pid`` so far, in seconds."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of every thread of ``pid`` so far, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     # fields[0] is the state (field 3 of stat(5)); utime and stime are fields 14 and 15
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of ``pid`` so far, in seconds."""
+    return sum(cpu_times(pid))
 
 
 def memory_kib(pid: int) -> dict[str, int]:

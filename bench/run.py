@@ -57,15 +57,16 @@ def table(rows: list[StepResult]) -> str:
     """The result table as Markdown."""
     lines = [
         "| system | rate /s | calls | completed /s | failed | retrans | CPU-ms /call "
-        "| msgs /CPU-s | POST p50 ms | POST p99 ms | INVITE->200 avg ms | RSS MiB "
+        "| sys % | msgs /CPU-s | POST p50 ms | POST p99 ms | INVITE->200 avg ms | RSS MiB "
         "| HWM MiB | clean | notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row.label} | {row.rate} | {row.offered} | {row.completed_per_second:.0f} "
             f"| {row.failed} | {row.retransmissions} | {_fmt(row.cpu_ms_per_call, 2)} "
-            f"| {_fmt(row.messages_per_cpu_second, 0)} | {_fmt(row.post_p50_ms)} "
+            f"| {_fmt(row.system_share, 0)} | {_fmt(row.messages_per_cpu_second, 0)} "
+            f"| {_fmt(row.post_p50_ms)} "
             f"| {_fmt(row.post_p99_ms)} | {_fmt(row.invite_200_ms)} "
             f"| {row.rss_kib / 1024:.0f} | {row.hwm_kib / 1024:.0f} "
             f"| {'yes' if is_clean(row) else 'NO'} | {'; '.join(row.notes)} |")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.harness import (
     BENCH_DIR, DAEMON_CORE, LEGS_PER_CALL, LOAD_CORE, LOOPBACK, MESSAGES_PER_CALL, MODE_QUERIES,
-    PHONE_SCENARIOS, SCENARIOS, SippStats, cpu_seconds, latest, memory_kib, sipp_stats, stop,
+    PHONE_SCENARIOS, SCENARIOS, SippStats, cpu_times, latest, memory_kib, sipp_stats, stop,
     wait_until, write_bench_users,
 )
 from tests.integration.daemon import TWISTD, Daemon, write_config
@@ -43,6 +43,7 @@ class StepResult:
     failed: int = 0
     retransmissions: int = 0
     cpu_seconds: float = 0.0
+    system_seconds: float = 0.0
     run_seconds: float = 0.0
     post_p50_ms: float | None = None
     post_p99_ms: float | None = None
@@ -60,6 +61,11 @@ class StepResult:
     @property
     def completed_per_second(self) -> float:
         return self.completed / self.run_seconds if self.run_seconds else 0.0
+
+    @property
+    def system_share(self) -> float | None:
+        """Per cent of the CPU time spent in the kernel (system calls, wake-ups)."""
+        return 100 * self.system_seconds / self.cpu_seconds if self.cpu_seconds else None
 
     @property
     def cpu_ms_per_call(self) -> float | None:
@@ -170,14 +176,14 @@ def sipxcc_step(rate: int, count: int, workdir: Path, *, mode: str = "refer",
         Wrk(url, 50, WARMUP_CALLS, workdir, "wrk-warmup", query).summary()
         wait_until(lambda: _stats(workdir, "uas", uas).successful >= legs * WARMUP_CALLS,
                    10, 0.2)
-        cpu0, start = cpu_seconds(pid), time.monotonic()
+        cpu0, start = cpu_times(pid), time.monotonic()
         profiler = _start_profiler(pid, workdir, profile_seconds) if profile_seconds else None
         load = Wrk(url, rate, count, workdir, "wrk", query)
         # the sipp UAS exits once its last call has ended (-m)
         wait_until(lambda: uas.poll() is not None, load.duration + 60, 0.02)
         finished = time.monotonic()
         summary = load.summary()
-        cpu1 = cpu_seconds(pid)
+        cpu1 = cpu_times(pid)
         memory = memory_kib(pid)
         if profiler is not None:
             profiler.wait(profile_seconds + 30)
@@ -186,7 +192,8 @@ def sipxcc_step(rate: int, count: int, workdir: Path, *, mode: str = "refer",
         result.completed = max(0, stats.successful - legs * WARMUP_CALLS) // legs
         result.failed = count - result.completed
         result.retransmissions = stats.all_retransmissions
-        result.cpu_seconds = cpu1 - cpu0
+        result.cpu_seconds = sum(cpu1) - sum(cpu0)
+        result.system_seconds = cpu1[1] - cpu0[1]
         result.run_seconds = max(finished - start, load_seconds)
         result.post_p50_ms = summary["p50_us"] / 1000
         result.post_p99_ms = summary["p99_us"] / 1000
@@ -238,20 +245,21 @@ def sippy_step(rate: int, count: int, workdir: Path) -> StepResult:
     try:
         wait_until(lambda: _listening_udp(uas_port) and _listening_udp(b2b_port), 10)
         time.sleep(1)  # sippy's start-up CPU is not part of a call (as in step.sh's 4 s)
-        cpu0, start = cpu_seconds(b2bua.pid), time.monotonic()
+        cpu0, start = cpu_times(b2bua.pid), time.monotonic()
         uac = _sipp(["-sf", str(uac_scenario)], uac_port, workdir, "uac", calls=count,
                     timeout=int(load_seconds + 60), remote=f"{LOOPBACK}:{b2b_port}",
                     rate=rate)
         uac.wait(load_seconds + 90)
         finished = time.monotonic()
         wait_until(lambda: uas.poll() is not None, 10, 0.05)
-        cpu1, memory = cpu_seconds(b2bua.pid), memory_kib(b2bua.pid)
+        cpu1, memory = cpu_times(b2bua.pid), memory_kib(b2bua.pid)
         stop(uas, grace=2)
         uac_stats, uas_stats = _stats(workdir, "uac", uac), _stats(workdir, "uas", uas)
         result.completed = min(uac_stats.successful, uas_stats.successful)
         result.failed = count - result.completed
         result.retransmissions = uac_stats.all_retransmissions + uas_stats.all_retransmissions
-        result.cpu_seconds = cpu1 - cpu0
+        result.cpu_seconds = sum(cpu1) - sum(cpu0)
+        result.system_seconds = cpu1[1] - cpu0[1]
         result.run_seconds = max(finished - start, load_seconds)
         result.invite_200_ms = uac_stats.response_time_ms
         result.rss_kib, result.hwm_kib = memory.get("VmRSS", 0), memory.get("VmHWM", 0)

@@ -7,6 +7,7 @@
 BENCH_VENV := build/bench/venv
 BENCH_STAMP := $(BENCH_VENV)/.bench-installed
 BENCH_ARGS ?=
+BENCH_GET_ARGS ?=
 
 .PHONY: bench bench-smoke bench-profile
 
@@ -25,11 +26,17 @@ bench-smoke: venv
 bench-profile: venv $(BENCH_STAMP)
 	$(VENV)/bin/python -m bench.run --profile $(or $(BENCH_RATE),400) $(BENCH_ARGS)
 
-.PHONY: bench-retention soak fuzz
+.PHONY: bench-retention bench-get soak fuzz
 
 # memory per retained call and GET latency with 100,000 retained calls (in-process)
 bench-retention: venv
 	$(VENV)/bin/python -m bench.retention
+
+# GET status of one call over real HTTPS with 100,000 finished calls retained: fills a
+# fresh daemon with wrk + post.lua, then paced GETs with wrk + get.lua (about 6 minutes;
+# BENCH_GET_ARGS="--calls 3000 --fill-rate 300 --settle 5 --no-save" for a short check)
+bench-get: deps venv
+	$(VENV)/bin/python -m bench.get_status $(BENCH_GET_ARGS)
 
 # the bounded soak: SOAK_ARGS="--minutes 10 --rate 2" (see bench/soak.py)
 soak: deps venv
