@@ -114,7 +114,8 @@ class CallRegistry:
         if call.expiry is not None and call.expiry.active():
             call.expiry.cancel()
         call.release()
-        call.expiry = self.timers.call_later(call.request.result_cache_time, self._expire, call)
+        call.expiry = self.timers.expire_later(call.request.result_cache_time, self._expire,
+                                               call)
         if not self.active:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:

@@ -7,6 +7,10 @@ Cancelling never touches the reactor: the wake-up stays set and, when it fires w
 nothing due, goes back to sleep until the next live timer (at most one idle wake-up per
 delay). What a cancelled timer leaves in the queue is a (deadline, number) tuple, which
 the garbage collector does not track.
+
+Timers that only let go of state (a transaction's wait in Completed, a finished call's
+retention) may fire up to L{SLACK} late: one wake-up then ends every such timer due in
+that window, instead of one reactor wake-up per timer.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from __future__ import annotations
 from collections import deque
 from itertools import count
 from typing import Callable
+
+SLACK = 0.25
+"""Seconds an C{expire_later} timer may fire late, so that one wake-up serves many."""
 
 
 class FixedTimer:
@@ -43,11 +50,13 @@ class FixedTimer:
 
 
 class FixedDelayTimers:
-    """Every timer set here fires C{delay} seconds after it was set, oldest first."""
+    """Every timer set here fires C{delay} (to C{delay + slack}) seconds after it was set,
+    oldest first."""
 
-    def __init__(self, clock, delay: float):
+    def __init__(self, clock, delay: float, slack: float = 0.0):
         self.clock = clock
         self.delay = delay
+        self.slack = slack
         self.queue: deque[tuple[float, int]] = deque()
         self.live: dict[int, FixedTimer] = {}
         self.numbers = count()
@@ -58,7 +67,7 @@ class FixedDelayTimers:
         timer = self.live[number] = FixedTimer(self, number, function, args)
         self.queue.append((self.clock.seconds() + self.delay, number))
         if self.wakeup is None:
-            self.wakeup = self.clock.callLater(self.delay, self._expire)
+            self.wakeup = self.clock.callLater(self.delay + self.slack, self._expire)
         return timer
 
     def _expire(self) -> None:
@@ -79,7 +88,8 @@ class FixedDelayTimers:
             else:
                 break
         if queue:
-            self.wakeup = self.clock.callLater(max(0.0, queue[0][0] - now), self._expire)
+            self.wakeup = self.clock.callLater(max(0.0, queue[0][0] - now) + self.slack,
+                                               self._expire)
 
     def stop(self) -> None:
         """Cancel everything (shutdown)."""
@@ -93,11 +103,13 @@ class FixedDelayTimers:
 
 
 class Timers:
-    """C{call_later(delay, f, *args)}: every delay gets its own L{FixedDelayTimers}."""
+    """C{call_later(delay, f, *args)}: every delay gets its own L{FixedDelayTimers};
+    C{expire_later} likewise, with L{SLACK}."""
 
     def __init__(self, clock):
         self.clock = clock
         self.fixed: dict[float, FixedDelayTimers] = {}
+        self.lax: dict[float, FixedDelayTimers] = {}
 
     def call_later(self, delay: float, function: Callable, *args) -> FixedTimer:
         queue = self.fixed.get(delay)
@@ -105,6 +117,13 @@ class Timers:
             queue = self.fixed[delay] = FixedDelayTimers(self.clock, delay)
         return queue.call_later(function, *args)
 
+    def expire_later(self, delay: float, function: Callable, *args) -> FixedTimer:
+        """Like C{call_later}, for timers that may fire up to L{SLACK} late."""
+        queue = self.lax.get(delay)
+        if queue is None:
+            queue = self.lax[delay] = FixedDelayTimers(self.clock, delay, SLACK)
+        return queue.call_later(function, *args)
+
     def stop(self) -> None:
-        for queue in self.fixed.values():
+        for queue in [*self.fixed.values(), *self.lax.values()]:
             queue.stop()

@@ -47,6 +47,10 @@ class _Transaction:
         # one queue per delay: A, E and G back off through a handful of delays (T1·2^n)
         self.timers[name] = self.layer.timers.call_later(delay, fired)
 
+    def _start_wait(self, name: str, delay: float) -> None:
+        """A timer that only ends the transaction (D, H, I, J, K, L, M): it may run late."""
+        self.timers[name] = self.layer.timers.expire_later(delay, self._terminate)
+
     def _stop_timer(self, name: str) -> None:
         timer = self.timers.pop(name, None)
         if timer is not None and timer.active():
@@ -149,7 +153,7 @@ class ClientTransaction(_Transaction):
             if _reliable(self.target):
                 self._terminate()
             else:
-                self._start_timer("K", T4, self._terminate)
+                self._start_wait("K", T4)
 
     def _receive_invite_final(self, response: Response) -> None:
         state = self.state
@@ -159,7 +163,7 @@ class ClientTransaction(_Transaction):
                 self.cancel_timers_for_final()
                 self.state = "accepted"
                 self.request = self.data = None  # the TU keeps what a forked 2xx needs
-                self._start_timer("M", 64 * T1, self._terminate)
+                self._start_wait("M", 64 * T1)
                 self.on_response(response)
             elif state == "accepted":
                 self.on_response(response)  # the dialog layer ACKs retransmitted/forked 2xx
@@ -176,7 +180,7 @@ class ClientTransaction(_Transaction):
             if _reliable(self.target):
                 self._terminate()
             else:
-                self._start_timer("D", 32.0, self._terminate)
+                self._start_wait("D", 32.0)
         elif state == "completed" and self.ack_data is not None:
             self._send(self.ack_data)  # §17.1.1.2: retransmitted final response
 
@@ -255,7 +259,7 @@ class ServerTransaction(_Transaction):
         if self.invite and status < 300:
             # RFC 6026 §8.5: "Accepted" absorbs INVITE retransmissions for Timer L
             self.state = "accepted"
-            self._start_timer("L", 64 * T1, self._terminate)
+            self._start_wait("L", 64 * T1)
         elif self.invite:
             self.state = "completed"
             self.request = self.source = None  # only the last response is sent again
@@ -268,7 +272,7 @@ class ServerTransaction(_Transaction):
             if self.reliable:
                 self._terminate()
             else:
-                self._start_timer("J", 64 * T1, self._terminate)
+                self._start_wait("J", 64 * T1)
 
     def _retransmit_final(self) -> None:
         if self.state != "completed":
@@ -286,7 +290,7 @@ class ServerTransaction(_Transaction):
                 if self.reliable:
                     self._terminate()
                 else:
-                    self._start_timer("I", T4, self._terminate)
+                    self._start_wait("I", T4)
             return
         if self.state in ("proceeding", "trying", "completed", "accepted"):
             self.resend_last()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+from sipxcc.sip.timers import SLACK
 from sipxcc.calls.call import CallRequest
 from sipxcc.calls.leg import FlowContext
 from sipxcc.calls.refer import ReferFlow
@@ -105,7 +106,7 @@ def test_happy_path_records_every_status_and_hangs_up_on_final_sipfrag():
         ("NOTIFY", "SIP/2.0 200 OK"),
     ]
     assert registry.active_count == 0
-    net.clock.advance(180)
+    net.clock.advance(180 + SLACK)
     assert registry.lookup(call.key) is None
 
 

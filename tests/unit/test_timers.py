@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from sipxcc.sip.timers import Timers
+from sipxcc.sip.timers import SLACK, Timers
 
 
 def test_timers_fire_in_order_at_their_deadline_with_one_reactor_timer():
@@ -59,3 +59,17 @@ def test_stop_cancels_everything():
     timers.stop()
     clock.advance(60)
     assert fired == [] and not clock.getDelayedCalls()
+
+
+def test_expiry_timers_due_within_the_slack_share_one_wakeup():
+    clock, fired = Clock(), []
+    timers = Timers(clock)
+    for n in range(5):
+        timers.expire_later(32, fired.append, n)
+        clock.advance(SLACK / 5)
+    clock.advance(32 - SLACK)
+    assert fired == []  # never early
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(SLACK)
+    assert fired == [0, 1, 2, 3, 4]  # all in the one wake-up at the first deadline + SLACK
+    assert not clock.getDelayedCalls()
