@@ -49,3 +49,9 @@ fuzz: venv
 	mkdir -p build/fuzz/corpus
 	build/fuzz/venv/bin/python bench/fuzz_codec.py -max_total_time=300 \
 	  -artifact_prefix=build/fuzz/crash- build/fuzz/corpus
+
+.PHONY: bench-wakeup
+
+# the CPU floor of one reactor wake-up (bare epoll loop vs Twisted), see bench/wakeup_floor.py
+bench-wakeup: venv
+	$(VENV)/bin/python -m bench.wakeup_floor $(BENCH_WAKEUP_ARGS)

@@ -6,6 +6,7 @@ dialogs, and answers what no one else claims (RFC 3261 §8.2, §12.2.2, §18.2.2
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from sipxcc.logs import logger
@@ -53,6 +54,12 @@ def uri_target(uri: URI, default_transport: str = "UDP") -> Target:
     return Target(transport, host, uri.port or DEFAULT_PORTS.get(transport, 5060))
 
 
+MERGE_WINDOW = 32.0
+"""Seconds a request's (From tag, Call-ID, CSeq) is remembered to spot merged requests."""
+MERGE_MEMORY = 10000
+"""At most this many are remembered; beyond it the oldest are forgotten first."""
+
+
 class UserAgent:
     """
     The SIP user agent. Flows call L{invite} and use the L{Dialog} it yields; everything
@@ -71,7 +78,7 @@ class UserAgent:
         self.route = f"<{self.proxy}>" if "lr" in self.proxy.params else f"<{self.proxy};lr>"
         self.sent_by = host_port(settings.address, settings.port)
         self.counters = {"bad": 0, "stray_responses": 0}
-        self.recent: dict[tuple, tuple] = {}
+        self.recent: OrderedDict[tuple, tuple] = OrderedDict()  # oldest first
         transport.on_message = self.receive
         transport.on_bad_message = self.bad_message
         transport.on_connection_lost = self.transactions.connection_lost
@@ -241,12 +248,18 @@ class UserAgent:
         key = (request.from_tag, request.call_id, request.cseq[0])
         branch = request.top_via.branch
         now = self.clock.seconds()
-        seen = self.recent.get(key)
-        if len(self.recent) > 10000:
-            self.recent = {k: v for k, v in self.recent.items() if now - v[1] < 32}
-        if seen is not None and seen[0] != branch and now - seen[1] < 32:
+        recent = self.recent
+        # forget the oldest: older than 32 s, or beyond the cap (O(1) each, even in a flood)
+        while recent:
+            oldest = next(iter(recent.values()))
+            if now - oldest[1] < MERGE_WINDOW and len(recent) < MERGE_MEMORY:
+                break
+            recent.popitem(last=False)
+        seen = recent.get(key)
+        if seen is not None and seen[0] != branch and now - seen[1] < MERGE_WINDOW:
             return True
-        self.recent[key] = (branch, now)
+        recent[key] = (branch, now)
+        recent.move_to_end(key)
         return False
 
     def _out_of_dialog(self, request: Request, txn) -> None:

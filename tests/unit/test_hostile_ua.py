@@ -137,3 +137,26 @@ def test_a_flood_of_unknown_dialog_requests_leaves_nothing_behind():
     network.clock.advance(ALL_TIMERS)
     assert network.ua.transactions.servers == {}
     assert len(network.ua.recent) == 0
+
+
+def test_a_flood_of_new_requests_keeps_merge_memory_bounded():
+    from sipxcc.sip.useragent import MERGE_MEMORY
+
+    network = FakeNetwork()
+
+    def options(n: int, branch: str) -> bytes:
+        return (b"OPTIONS sip:callcontroller@127.0.0.1:6050 SIP/2.0\r\n"
+                b"Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK%s\r\n"
+                b"From: <sip:a@x>;tag=a%d\r\nTo: <sip:b@y>\r\nCall-ID: c%d\r\n"
+                b"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                % (branch.encode(), n, n))
+
+    for n in range(MERGE_MEMORY + 500):
+        network.deliver(options(n, f"flood{n}"), source=("192.0.2.9", 5060))
+    assert len(network.ua.recent) <= MERGE_MEMORY
+    last = MERGE_MEMORY + 499
+    network.deliver(options(last, "another-path"), source=("192.0.2.9", 5060))
+    assert answers(network)[-1].status == 482  # the newest are still remembered
+    network.clock.advance(33)
+    network.deliver(options(0, "later"), source=("192.0.2.9", 5060))
+    assert len(network.ua.recent) == 1  # the window passed: everything older forgotten
