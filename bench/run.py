@@ -73,13 +73,37 @@ def table(rows: list[StepResult]) -> str:
     return "\n".join(lines)
 
 
+def pooled(rows: list[StepResult]) -> StepResult:
+    """Repeated steps of one system, mode and rate as one: their sums (CPU, calls), and
+    the worst of their latencies, memory and notes. A repeat is the way to beat noise."""
+    first = rows[0]
+    if len(rows) == 1:
+        return first
+    total = StepResult(first.system, first.rate, sum(r.offered for r in rows), first.mode)
+    for name in ("completed", "failed", "retransmissions", "cpu_seconds", "system_seconds",
+                 "run_seconds"):
+        setattr(total, name, sum(getattr(r, name) for r in rows))
+    for name in ("post_p50_ms", "post_p99_ms", "invite_200_ms", "rss_kib", "hwm_kib"):
+        values = [getattr(r, name) for r in rows if getattr(r, name) is not None]
+        setattr(total, name, max(values) if values else None)
+    total.notes = [note for r in rows for note in r.notes]
+    return total
+
+
+def _by_rate(rows: list[StepResult], system: str, mode: str | None = None):
+    groups: dict[int, list[StepResult]] = {}
+    for row in rows:
+        if row.system == system and (mode is None or row.mode == mode) and row.completed:
+            groups.setdefault(row.rate, []).append(row)
+    return {rate: pooled(group) for rate, group in groups.items()}
+
+
 def ratios(rows: list[StepResult]) -> str:
     """sipxcc / sippy at the reference rate (or the closest rate both ran), INVITE / REFER
-    at every rate both modes ran, and capacities. The goals vs sippy are REFER's."""
-    theirs = {row.rate: row for row in rows if row.system == "sippy" and row.completed}
-    by_mode = {mode: {row.rate: row for row in rows
-                      if row.system == "sipxcc" and row.mode == mode and row.completed}
-               for mode in MODES}
+    at every rate both modes ran, and capacities. The goals vs sippy are REFER's. Repeated
+    steps at one rate are pooled (see L{pooled})."""
+    theirs = _by_rate(rows, "sippy")
+    by_mode = {mode: _by_rate(rows, "sipxcc", mode) for mode in MODES}
     ran = [mode for mode in MODES
            if any(row.system == "sipxcc" and row.mode == mode for row in rows)]
     lines = []
