@@ -2,16 +2,51 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Callable
 
 from twisted.internet import defer
 
 from sipxcc.calls.call import INVITE, Call, CallRequest
 from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls, TransferNotPossible
-from sipxcc.sip.timers import Timers
+from sipxcc.sip.timers import SLACK, Timers
 
 #: seconds beyond C{timeout} + the REFER limit after which a call is torn down regardless
 WATCHDOG_GRACE = 32 + 30
+
+
+class Retention:
+    """
+    Finished calls kept for one result cache time, in the order they expire: a
+    (deadline, call) entry each and one reactor timer for the oldest, which may fire up to
+    L{SLACK} late so that one wake-up forgets every call due by then.
+    """
+
+    def __init__(self, clock, delay: float, expire: Callable[[Call], None]):
+        self.clock = clock
+        self.delay = delay
+        self.expire = expire
+        self.queue: deque[tuple[float, Call]] = deque()
+        self.wakeup = None
+
+    def add(self, call: Call) -> None:
+        self.queue.append((self.clock.seconds() + self.delay, call))
+        if self.wakeup is None:
+            self.wakeup = self.clock.callLater(self.delay + SLACK, self._run)
+
+    def _run(self) -> None:
+        self.wakeup = None
+        now, queue = self.clock.seconds(), self.queue
+        while queue and queue[0][0] <= now:
+            self.expire(queue.popleft()[1])
+        if queue:
+            self.wakeup = self.clock.callLater(queue[0][0] - now + SLACK, self._run)
+
+    def stop(self) -> None:
+        if self.wakeup is not None and self.wakeup.active():
+            self.wakeup.cancel()
+        self.wakeup = None
+        self.queue.clear()
 
 
 class CallRegistry:
@@ -26,6 +61,7 @@ class CallRegistry:
                  max_calls_per_agent: int = 10, observers: tuple[Callable, ...] = ()):
         self.clock = clock
         self.timers = Timers(clock)
+        self.retention: dict[float, Retention] = {}
         self.observers = observers
         self.flows = flows
         self.max_calls = max_calls
@@ -113,16 +149,19 @@ class CallRegistry:
             self.per_agent.pop(agent, None)
         if call.expiry is not None and call.expiry.active():
             call.expiry.cancel()
+        call.expiry = None
         call.release()
-        call.expiry = self.timers.expire_later(call.request.result_cache_time, self._expire,
-                                               call)
+        delay = call.request.result_cache_time
+        retention = self.retention.get(delay)
+        if retention is None:
+            retention = self.retention[delay] = Retention(self.clock, delay, self._expire)
+        retention.add(call)
         if not self.active:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:
                 d.callback(None)
 
     def _expire(self, call: Call) -> None:
-        call.expiry = None
         self.by_id.pop(call.id, None)
         if self.by_key.get(call.key) is call:
             del self.by_key[call.key]
@@ -144,5 +183,7 @@ class CallRegistry:
         for call in list(self.by_id.values()):
             if call.expiry is not None and call.expiry.active():
                 call.expiry.cancel()
+        for retention in self.retention.values():
+            retention.stop()
         self.by_id.clear()
         self.by_key.clear()

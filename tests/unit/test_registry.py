@@ -6,7 +6,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from sipxcc.sip.timers import SLACK
-from sipxcc.calls.call import CallRequest
+from sipxcc.calls.call import CONFIRMED, CallRequest, DialogInfo, StatusEvent
 from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls, TransferNotPossible
 from sipxcc.calls.registry import WATCHDOG_GRACE, CallRegistry
 from sipxcc.users import User
@@ -149,3 +149,19 @@ def test_shutdown_hangs_up_every_call():
     flows = [registry.place(req(called=f"u{i}@sipx.test")).flow for i in range(3)]
     d = registry.shutdown(5)
     assert d.called and all(flow.hangups == ["shutdown"] for flow in flows)
+
+
+def test_a_finished_call_keeps_its_events_and_dialogs_in_order():
+    clock, registry = make()
+    call = registry.place(req())
+    call.record(1000, "c1", "INVITE", "SIP/2.0 180 Ringing")
+    call.record(2000, "c1", "INVITE", "SIP/2.0 200 OK")
+    call.set_dialog_source(lambda: [DialogInfo("d1", "a", "b", CONFIRMED)])
+    before = call.events
+    call.flow.end()
+    assert call.ended and call.events == before and call.event_count == 2
+    assert call.dialogs() == [DialogInfo("d1", "a", "b", CONFIRMED)]
+    call.record(3000, "c1", "BYE", "SIP/2.0 200 OK")  # a late answer still counts
+    assert [e.status_line for e in call.events] == [
+        "SIP/2.0 180 Ringing", "SIP/2.0 200 OK", "SIP/2.0 200 OK"]
+    assert call.events[0] == StatusEvent(1000, "c1", "INVITE", "SIP/2.0 180 Ringing")
