@@ -201,17 +201,21 @@ def main(argv: list[str] | None = None) -> int:
         return _profile(args.profile, args.seconds, work, stamp, args.label, modes[0],
                         args.prelude)
     rows: list[StepResult] = []
-    for rate in args.sipxcc_rates:
-        # with --both-modes, REFER and INVITE back to back at each rate: the machine's
-        # background load changes less between the two steps that are divided
-        for mode in modes:
-            step_dir = work / (f"sipxcc-{rate}" if mode == "refer" else f"sipxcc-{mode}-{rate}")
-            rows.append(sipxcc_step(rate, _count(rate, args.seconds), step_dir, mode=mode,
-                                    prelude=args.prelude))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
-    if not args.no_sippy:
-        for rate in args.sippy_rates:
-            rows.append(sippy_step(rate, _count(rate, args.seconds), work / f"sippy-{rate}"))
+    sippy_rates = [] if args.no_sippy else args.sippy_rates
+    # the n-th sipxcc step, then the n-th sippy step: the machine's speed drifts over
+    # minutes (a shared host), and neighbours in time see the same machine
+    for n in range(max(len(args.sipxcc_rates), len(sippy_rates))):
+        if n < len(args.sipxcc_rates):
+            rate = args.sipxcc_rates[n]
+            # with --both-modes, REFER and INVITE back to back at each rate
+            for mode in modes:
+                name = f"sipxcc-{rate}" if mode == "refer" else f"sipxcc-{mode}-{rate}"
+                rows.append(sipxcc_step(rate, _count(rate, args.seconds), work / f"{n}-{name}",
+                                        mode=mode, prelude=args.prelude))
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
+        if n < len(sippy_rates):
+            rate = sippy_rates[n]
+            rows.append(sippy_step(rate, _count(rate, args.seconds), work / f"{n}-sippy-{rate}"))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     mode = " and ".join(mode.upper() for mode in modes)
     text = report(rows, command, f"sipxcc ({mode} click-to-call) vs sippy b2bua_simple")
