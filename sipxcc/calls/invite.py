@@ -147,7 +147,7 @@ class InviteFlow:
 
     def _cancel_expired(self, leg: Leg) -> None:
         leg.timer = None
-        if leg.outgoing.final is None:
+        if leg.outgoing.final_status is None:
             self._invite_rejected(leg, 408, "Request Timeout")
 
     def _caller_answered(self, caller: Leg, response) -> None:

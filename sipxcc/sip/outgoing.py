@@ -29,8 +29,9 @@ class RequestFailed(Exception):
 class OutgoingRequest:
     """
     Sends C{request}, answers challenges with C{credentials} at most twice, and fires
-    C{deferred} with the final response. C{on_response(response)} sees every response,
-    challenges included, in arrival order. For an INVITE, C{dialog} is set on 2xx.
+    C{deferred} with the final response (C{final_status} keeps its code). C{on_response}
+    sees every response, challenges included, in arrival order. For an INVITE, C{dialog}
+    is set on 2xx.
     """
 
     def __init__(self, ua, request: Request, target, credentials=None, on_response=None,
@@ -45,7 +46,7 @@ class OutgoingRequest:
         self.txn = None
         self.tries = 0
         self.provisional = False
-        self.final: Response | None = None
+        self.final_status: int | None = None  # set once the request has its final answer
         self.cancel_pending = False
         self.cancelled = False
         self.nc: dict[str, int] = {}
@@ -83,7 +84,7 @@ class OutgoingRequest:
 
     def _response(self, response: Response) -> None:
         status = response.status
-        if self.final is not None:
+        if self.final_status is not None:
             if 200 <= status < 300 and self.request.method == "INVITE":
                 self._extra_2xx(response)
             return
@@ -101,7 +102,7 @@ class OutgoingRequest:
             return
         if status in CHALLENGE_HEADERS and self._retry_with_credentials(response):
             return
-        self.final = response
+        self.final_status = status
         self.on_response = None  # the TU has its final answer: let go of it (no cycle)
         if 200 <= status < 300 and self.request.method == "INVITE":
             if self.dialog is None:
@@ -118,6 +119,7 @@ class OutgoingRequest:
     def _settled(self) -> None:
         """Final: drop the retry state (an INVITE's stays reachable for Timer M's 32 s)."""
         self.challenges = self.nc = self.seen_provisional = None
+        self.request.headers.cache.clear()  # parsed again only if a forked 2xx comes
 
     def _retry_with_credentials(self, response: Response) -> bool:
         """§22.2: answer a 401/407 (stale=true does not count as a failed try)."""
@@ -167,20 +169,20 @@ class OutgoingRequest:
         return request
 
     def _failure(self, exc: Exception) -> None:
-        if self.final is not None:
+        if self.final_status is not None:
             return
         status, reason = (408, "Request Timeout") if isinstance(exc, Timeout) else \
             (503, "Service Unavailable")
         if not isinstance(exc, (Timeout, TransportFailure)):
             status, reason = 500, "Internal Error"
-        self.final = Response(status, reason)
+        self.final_status = status
         self.on_response = None
         self._settled()
         self.deferred.errback(RequestFailed(status, reason))
 
     def cancel(self) -> None:
         """§9.1: CANCEL once a provisional response has arrived (else when one does)."""
-        if self.final is not None or self.cancelled or self.request.method != "INVITE":
+        if self.final_status is not None or self.cancelled or self.request.method != "INVITE":
             return
         if self.provisional:
             self._send_cancel()
@@ -204,7 +206,7 @@ class OutgoingRequest:
 
     def _cancel_unanswered(self) -> None:
         """§9.1: no final response 64*T1 after CANCEL: consider the INVITE cancelled."""
-        if self.final is None:
+        if self.final_status is None:
             self.txn._terminate()
             self._failure(Timeout("INVITE not ended by CANCEL"))
 

@@ -191,6 +191,6 @@ def test_a_response_whose_to_header_is_malformed_is_dropped_not_raised():
     ok = answer(invite, 200, "OK", "x")
     ok.headers.set("To", "<sip:broken")
     net.deliver(ok)
-    assert net.ua.counters["bad"] == 1 and outgoing.final is None
+    assert net.ua.counters["bad"] == 1 and outgoing.final_status is None
     net.deliver(answer(invite, 200, "OK", "x"))  # the retransmitted, sound one is taken
-    assert outgoing.final.status == 200 and outgoing.dialog is not None
+    assert outgoing.final_status == 200 and outgoing.dialog is not None
