@@ -163,6 +163,7 @@ class ClientTransaction(_Transaction):
                 self.cancel_timers_for_final()
                 self.state = "accepted"
                 self.request = self.data = None  # the TU keeps what a forked 2xx needs
+                self.on_failure = _ignore  # nothing can fail any more
                 self._start_wait("M", 64 * T1)
                 self.on_response(response)
             elif state == "accepted":
