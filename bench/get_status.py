@@ -42,8 +42,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import (
-    BENCH_DIR, DAEMON_CORE, LOAD_CORE, LOOPBACK, PROJECT_ROOT, SCENARIOS, cpu_seconds,
-    memory_kib, sipp_stats, stop, versions, wait_until, write_bench_users,
+    BENCH_DIR,
+    DAEMON_CORE,
+    LOAD_CORE,
+    LOOPBACK,
+    PROJECT_ROOT,
+    SCENARIOS,
+    cpu_seconds,
+    memory_kib,
+    sipp_stats,
+    stop,
+    versions,
+    wait_until,
+    write_bench_users,
 )
 from bench.steps import BENCH_USERS, Wrk, _sipp, _stats
 from tests.integration.daemon import TWISTD, Daemon, write_config

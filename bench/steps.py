@@ -18,9 +18,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.harness import (
-    BENCH_DIR, DAEMON_CORE, LEGS_PER_CALL, LOAD_CORE, LOOPBACK, MESSAGES_PER_CALL, MODE_QUERIES,
-    PHONE_SCENARIOS, SCENARIOS, SippStats, cpu_times, latest, memory_kib, sipp_stats, stop,
-    wait_until, write_bench_users,
+    BENCH_DIR,
+    DAEMON_CORE,
+    LEGS_PER_CALL,
+    LOAD_CORE,
+    LOOPBACK,
+    MESSAGES_PER_CALL,
+    MODE_QUERIES,
+    PHONE_SCENARIOS,
+    SCENARIOS,
+    SippStats,
+    cpu_times,
+    latest,
+    memory_kib,
+    sipp_stats,
+    stop,
+    wait_until,
+    write_bench_users,
 )
 from tests.integration.daemon import TWISTD, Daemon, write_config
 from tests.integration.peers import free_port

@@ -5,8 +5,13 @@ filter, so a production config at "warn" silences the per-call chatter of "info"
 
 from __future__ import annotations
 
-from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate, Logger,
-                            globalLogPublisher)
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
+)
 
 _predicate = LogLevelFilterPredicate(LogLevel.info)
 _observer = FilteringLogObserver(globalLogPublisher, [_predicate])

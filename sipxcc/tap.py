@@ -20,9 +20,9 @@ from twisted.python import usage
 
 from sipxcc import __version__
 from sipxcc.calls.control import CallControl
+from sipxcc.config import KEYS, Config, ConfigError, load_config
 from sipxcc.logs import enabled as log_enabled
 from sipxcc.logs import set_level as set_log_level
-from sipxcc.config import KEYS, Config, ConfigError, load_config
 from sipxcc.tls import TLSError, server_context_factory
 from sipxcc.users import DirectoryError, UserDirectory
 from sipxcc.web.site import build_site

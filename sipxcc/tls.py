@@ -108,7 +108,7 @@ def _generate(names: Iterable[str]) -> tuple[bytes, bytes]:
         x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sipxcc self-signed"),
     ])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     alternative_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     alternative_names += [x509.IPAddress(a) for a in ip_addresses]
     certificate = (

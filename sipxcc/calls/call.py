@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import secrets
-from sys import intern
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from sys import intern
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from sipxcc.users import User

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet import defer
+
 from sipxcc.logs import logger
 
 log = logger(__name__)

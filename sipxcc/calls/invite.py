@@ -11,8 +11,14 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from sipxcc.calls.errors import TransferNotPossible
-from sipxcc.calls.leg import (FlowContext, credentials_for, first_invite, reason_header,
-                              record_failure, record_response)
+from sipxcc.calls.leg import (
+    FlowContext,
+    credentials_for,
+    first_invite,
+    reason_header,
+    record_failure,
+    record_response,
+)
 from sipxcc.calls.relay import CONTENT_TYPE_SDP, Leg, Relay, SessionFace, is_sdp
 from sipxcc.sip.outgoing import RequestFailed
 

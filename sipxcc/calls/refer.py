@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import enum
 
+from sipxcc.calls.leg import (
+    FlowContext,
+    credentials_for,
+    first_invite,
+    reason_header,
+    record_failure,
+    record_response,
+    record_sipfrag,
+    sip_uri,
+)
 from sipxcc.logs import logger
-
-from sipxcc.calls.leg import (FlowContext, credentials_for, first_invite, reason_header,
-                              record_failure, record_response, record_sipfrag, sip_uri)
 from sipxcc.sip.outgoing import RequestFailed
 
 log = logger(__name__)

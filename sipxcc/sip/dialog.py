@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from sipxcc.sip.message import Request, Response, make_branch
 from sipxcc.sip.uri import Address

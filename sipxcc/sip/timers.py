@@ -16,8 +16,8 @@ that window, instead of one reactor wake-up per timer.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from itertools import count
-from typing import Callable
 
 SLACK = 0.25
 """Seconds an C{expire_later} timer may fire late, so that one wake-up serves many."""

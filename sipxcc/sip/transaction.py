@@ -6,7 +6,7 @@ matching.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from sipxcc.sip.message import Request, Response, make_tag, response_to
 from sipxcc.sip.timers import Timers

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from twisted.internet import protocol
 from twisted.internet.error import CannotListenError
-from sipxcc.logs import logger
 
-from sipxcc.sip.message import MAX_MESSAGE, SIPParseError
+from sipxcc.logs import logger
 from sipxcc.sip.framing import StreamParser, parse_datagram
+from sipxcc.sip.message import MAX_MESSAGE, SIPParseError
 
 log = logger(__name__)
 

@@ -10,7 +10,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from sipxcc.logs import logger
-
 from sipxcc.sip.dialog import Dialog
 from sipxcc.sip.message import Request, make_branch, make_call_id, make_tag, response_to
 from sipxcc.sip.outgoing import OutgoingRequest

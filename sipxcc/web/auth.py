@@ -21,9 +21,10 @@ from twisted.cred import credentials, error
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer
-from sipxcc.logs import logger
 from twisted.web import guard
 from zope.interface import Interface, implementer
+
+from sipxcc.logs import logger
 
 NONCE_LIFETIME = 300.0
 MAX_NONCES = 20000

@@ -20,7 +20,7 @@ from sipxcc.calls.call import CallRequest
 from sipxcc.calls.errors import CallError
 from sipxcc.logs import logger
 from sipxcc.web import params, render
-from sipxcc.web.auth import AuthFailure, Authenticator, Principal, authorize
+from sipxcc.web.auth import Authenticator, AuthFailure, Principal, authorize
 from sipxcc.web.errors import ApiError, PathResource, Reply, send, status_reply, wants_json
 from sipxcc.web.params import BadParameter, Query
 

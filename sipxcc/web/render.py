@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import OrderedDict
 import re
-from typing import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable
 
 from lxml import etree
 
@@ -36,14 +36,19 @@ def clean_text(value: object) -> str:
     return _NOT_XML_CHAR.sub("", text)
 
 
+def _qualified(tag: str) -> str:
+    """lxml's name for C{tag} in the status namespace."""
+    return f"{{{NAMESPACE}}}{tag}"
+
+
 def _root(tag: str) -> etree._Element:
-    root = etree.Element("{%s}%s" % (NAMESPACE, tag), nsmap={None: NAMESPACE})
+    root = etree.Element(_qualified(tag), nsmap={None: NAMESPACE})
     root.text = "\n"
     return root
 
 
 def _child(parent: etree._Element, tag: str, text: object, indent: str = "") -> None:
-    element = etree.SubElement(parent, "{%s}%s" % (NAMESPACE, tag))
+    element = etree.SubElement(parent, _qualified(tag))
     element.text = clean_text(text)
     element.tail = "\n" + indent
 
@@ -72,7 +77,7 @@ def status_lines_xml(events: Iterable) -> bytes:
     """The REFER-mode C{<status-lines>} document, one C{<status>} per event."""
     root = _root("status-lines")
     for event in events:
-        status = etree.SubElement(root, "{%s}status" % NAMESPACE)
+        status = etree.SubElement(root, _qualified("status"))
         status.text = "\n\t"
         _child(status, "timestamp", event.timestamp, "\t")
         _child(status, "call-id", event.call_id, "\t")
@@ -86,7 +91,7 @@ def dialogs_xml(dialogs: Iterable) -> bytes:
     """The INVITE-mode C{<dialogs>} document."""
     root = _root("dialogs")
     for info in dialogs:
-        dialog = etree.SubElement(root, "{%s}dialog" % NAMESPACE)
+        dialog = etree.SubElement(root, _qualified("dialog"))
         root.text = "\n\t"
         dialog.text = "\n\t\t"
         _child(dialog, "dialog-id", info.dialog_id, "\t\t")
@@ -144,7 +149,7 @@ def calls_xml(calls: Iterable) -> bytes:
     """C{<calls>}: one C{<call>} summary per call (new; the original had no list)."""
     root = _root("calls")
     for call in calls:
-        element = etree.SubElement(root, "{%s}call" % NAMESPACE)
+        element = etree.SubElement(root, _qualified("call"))
         element.text = "\n\t"
         summary = call_summary(call)
         names = list(summary)

@@ -17,8 +17,14 @@ import sys
 import time
 
 from tests.integration.daemon import PROJECT_ROOT, Daemon
-from tests.integration.peers import DEMO_USERS, Kamailio, SippPhone, demo_aliases, demo_ha1s
-from tests.integration.peers import free_port
+from tests.integration.peers import (
+    DEMO_USERS,
+    Kamailio,
+    SippPhone,
+    demo_aliases,
+    demo_ha1s,
+    free_port,
+)
 
 CONFIG = PROJECT_ROOT / "etc" / "demo.ini"
 WORKDIR = PROJECT_ROOT / ".demo"

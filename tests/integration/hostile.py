@@ -127,7 +127,7 @@ def raw_http(port: int, data: bytes, *, secure: bool = True, timeout: float = 10
             sock.settimeout(max(0.05, deadline - time.monotonic()))
             try:
                 chunk = sock.recv(65536)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 break
             except (ConnectionResetError, ssl.SSLError, OSError):
                 break
@@ -167,7 +167,7 @@ def closed_within(sock: socket.socket, timeout: float) -> float | None:
         try:
             if sock.recv(4096) == b"":
                 return time.monotonic() - start
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             continue
         except (ConnectionResetError, ssl.SSLError, OSError):
             return time.monotonic() - start

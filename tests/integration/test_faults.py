@@ -12,11 +12,10 @@ import json
 import signal
 import time
 
-
 from tests.integration import hostile
 from tests.integration.daemon import Daemon, free_ports, write_config
-from tests.integration.peers import demo_aliases, demo_ha1s
 from tests.integration.e2e import curl, status_lines, wait_for
+from tests.integration.peers import demo_aliases, demo_ha1s
 
 
 def test_lossy_duplicating_path_completes_the_call(tmp_path, kamailio_factory,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-
 from tests.integration import hostile
 from tests.integration.e2e import Setup, curl, status_lines, wait_for
 

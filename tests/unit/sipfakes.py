@@ -5,8 +5,8 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 
-from sipxcc.sip.message import Request, Response, make_tag, response_to
 from sipxcc.sip.framing import parse_datagram
+from sipxcc.sip.message import Request, Response, make_tag, response_to
 from sipxcc.sip.transport import SIPDatagramProtocol, TransportLayer
 from sipxcc.sip.useragent import UASettings, UserAgent
 

@@ -7,8 +7,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from sipxcc.sip.message import SIPParseError  # noqa: E402
 from sipxcc.sip.framing import StreamParser, parse_datagram  # noqa: E402
+from sipxcc.sip.message import SIPParseError  # noqa: E402
 from sipxcc.sip.uri import URI, Address, Via, parse_address_list  # noqa: E402
 
 TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~",

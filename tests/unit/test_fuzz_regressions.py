@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from sipxcc.sip.message import SIPParseError
 from sipxcc.sip.framing import StreamParser, parse_datagram
+from sipxcc.sip.message import SIPParseError
 from sipxcc.sip.uri import URI, Address, Via, parse_address_list
 
 DATAGRAMS = [

@@ -14,7 +14,6 @@ from sipxcc.calls.registry import CallRegistry
 from sipxcc.calls.sdp import SessionDescription
 from sipxcc.sip.uri import URI
 from sipxcc.users import User
-
 from tests.unit.sipfakes import FakeNetwork, FarEnd, answer
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 
-from sipxcc.sip.timers import SLACK
 from sipxcc.calls.call import CallRequest
 from sipxcc.calls.leg import FlowContext
 from sipxcc.calls.refer import ReferFlow
 from sipxcc.calls.registry import CallRegistry
+from sipxcc.sip.timers import SLACK
 from sipxcc.sip.uri import URI
 from sipxcc.users import User
-
 from tests.unit.sipfakes import FakeNetwork, FarEnd, answer
 
 REALM = "sipx.test"

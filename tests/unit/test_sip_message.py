@@ -2,6 +2,7 @@
 
 import pytest
 
+from sipxcc.sip.framing import StreamParser, parse_datagram
 from sipxcc.sip.message import (
     MAX_MESSAGE,
     Headers,
@@ -13,7 +14,6 @@ from sipxcc.sip.message import (
     parse_sipfrag,
     response_to,
 )
-from sipxcc.sip.framing import StreamParser, parse_datagram
 
 BODY = "v=0\r\ns=Café ☎\r\n".encode()
 

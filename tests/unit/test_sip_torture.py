@@ -10,8 +10,8 @@ Framing-sensitive cases: "dblreq" (two messages on a stream, one in a datagram) 
 
 import pytest
 
-from sipxcc.sip.message import SIPParseError
 from sipxcc.sip.framing import StreamParser, parse_datagram
+from sipxcc.sip.message import SIPParseError
 from sipxcc.sip.uri import URI, Via, parse_address_list
 
 SDP = (b"v=0\r\no=mhandley 29739 7272939 IN IP4 192.0.2.3\r\ns=-\r\nc=IN IP4 192.0.2.4\r\n"

@@ -12,7 +12,7 @@ from tests.unit.webfakes import SEED_EVENTS, FakeRegistry, make_user
 
 NS = "http://www.sipfoundry.org/sipX/schema/xml/call-status-00-00"
 
-SEED_DOCUMENT = """<?xml version="1.0" encoding="UTF-8"?>
+SEED_DOCUMENT = b"""<?xml version="1.0" encoding="UTF-8"?>
 <status-lines xmlns="http://www.sipfoundry.org/sipX/schema/xml/call-status-00-00">
 <status>
 \t<timestamp>1259114103662</timestamp>
@@ -39,7 +39,7 @@ SEED_DOCUMENT = """<?xml version="1.0" encoding="UTF-8"?>
 \t<status-line>SIP/2.0 180 Ringing</status-line>
 </status>
 </status-lines>
-""".encode()
+"""
 
 # The seed (wiki) shows the same document with its indentation stripped.
 SEED_WIKI_LINES = [

@@ -9,8 +9,13 @@ from lxml import etree
 from twisted.logger import globalLogPublisher
 
 from sipxcc.calls.call import DialogInfo
-from sipxcc.calls.errors import (AgentLimit, CallInProgress, CallNotFound, TooManyCalls,
-                                 TransferNotPossible)
+from sipxcc.calls.errors import (
+    AgentLimit,
+    CallInProgress,
+    CallNotFound,
+    TooManyCalls,
+    TransferNotPossible,
+)
 from tests.unit.webfakes import SEED_EVENTS, WebHarness, basic
 
 TRUSTED = "127.0.0.1"

@@ -14,8 +14,15 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from sipxcc.calls.call import Call, StatusEvent
 from sipxcc.calls.errors import CallError
-from sipxcc.config import (CallsConfig, Config, DaemonConfig, HTTPConfig, SIPConfig,
-                           TLSConfig, UsersConfig)
+from sipxcc.config import (
+    CallsConfig,
+    Config,
+    DaemonConfig,
+    HTTPConfig,
+    SIPConfig,
+    TLSConfig,
+    UsersConfig,
+)
 from sipxcc.users import User
 from sipxcc.web.auth import Authenticator
 from sipxcc.web.callcontroller import WebContext, install
