@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from lxml import etree
@@ -301,3 +302,71 @@ def test_callee_refusing_the_transfer_targets_sdp_ends_the_call(setup):
     assert "cause=488" in b.received("BYE")[0] and "cause=488" in x.received("BYE")[0]
     assert wait_for(lambda: over(s, location))
     assert states(s) == ["Terminated Dialog"] * 3
+
+
+def test_unanswered_transfer_target_is_cancelled_and_the_call_stays_connected(setup):
+    s = setup()
+    a = s.phone("user1", "im_caller")
+    b = s.phone("user2", "invite_b")
+    x = s.phone("user4", "caller_no_answer")  # rings, never answers: CANCEL -> 200, 487
+    # X rings as long as the call's own timeout allows (a timeout on the transfer
+    # request is not used for it)
+    location = post(s, INVITE_MODE + "&timeout=3")
+    wait_for(lambda: both_connected(s, location))
+    started = time.monotonic()
+    assert post(s, INVITE_MODE + "&action=transfer&target=user4") == location
+    # while X rings, A and B stay connected
+    wait_for(lambda: states(s) == ["Confirmed Dialog", "Confirmed Dialog", "Early Dialog"])
+    assert call_state(s, location) == "transferring"
+    assert x.wait(20) == 0, x.errors()  # INVITE, 180, CANCEL, 200, 487, ACK
+    assert time.monotonic() - started >= 3  # the CANCEL came at the no-answer limit
+    assert x.received("CANCEL")
+    assert media_port(sdp_of(x.received("INVITE")[0])) == b.media_port
+    wait_for(lambda: states(s)[-1] == "Terminated Dialog")
+    found = dialogs(s)
+    assert [(d["remote-party"], d["dialog-state"]) for d in found] == [
+        ("sip:user1@sipx.test", "Confirmed Dialog"),
+        ("sip:user2@sipx.test", "Confirmed Dialog"),
+        ("sip:user4@sipx.test", "Terminated Dialog")]
+    assert call_state(s, location) == "connected"
+    # A and B never noticed: no BYE, no re-INVITE
+    assert not a.received("BYE") and not b.received("BYE")
+    assert len(a.received("INVITE")) == 2 and len(b.received("INVITE")) == 1
+    assert hang_up(s, location, a, b) == "ended"
+
+
+def test_info_from_one_phone_is_relayed_to_the_other(setup):
+    s = setup()
+    a = s.phone("user1", "im_caller_gets_info")
+    b = s.phone("user2", "im_callee_sends_info")  # sends INFO once it has the ACK
+    location = post(s)
+    # A got B's INFO, and B got A's 200 back
+    wait_for(lambda: a.received("INFO") and b.received("SIP/2.0 200"))
+    sent, relayed = b.sent("INFO")[0], a.received("INFO")[0]
+    assert sdp_of(relayed) == sdp_of(sent) == "Signal=5\r\nDuration=160\r\n"
+    assert re.search(r"^Content-Type: *application/dtmf-relay\r$", relayed, re.M | re.I)
+    answer = b.received("SIP/2.0 200")[-1]
+    assert re.search(r"^CSeq: *\d+ INFO\r$", answer, re.M | re.I)
+    assert cseq(answer) == cseq(sent)
+    assert call_state(s, location) == "connected"
+    assert hang_up(s, location, a, b) == "ended"
+
+
+def test_update_from_one_phone_is_relayed_to_the_other(setup):
+    s = setup()
+    a = s.phone("user1", "im_caller_updated")
+    b = s.phone("user2", "im_callee_updates")  # UPDATE with a=sendonly once it has the ACK
+    location = post(s)
+    wait_for(lambda: a.received("UPDATE") and b.received("SIP/2.0 200"))
+    # B's hold went to A in A's session, A's answer came back to B in B's session
+    hold = sdp_of(a.received("UPDATE")[0])
+    assert "a=sendonly" in hold and media_port(hold) == b.media_port
+    assert next_version(hold, sdp_of(a.received("INVITE")[1]))
+    answer = b.received("SIP/2.0 200")[-1]
+    assert cseq(answer) == cseq(b.sent("UPDATE")[0])
+    assert "a=recvonly" in sdp_of(answer) and media_port(sdp_of(answer)) == a.media_port
+    assert next_version(sdp_of(answer), sdp_of(b.received("ACK")[0]))
+    # a target refresh: B's partner's Contact is still the controller (RFC 3311 §5.2)
+    assert re.search(r"^Contact: *<sip:callcontroller@", answer, re.M | re.I)
+    assert call_state(s, location) == "connected"
+    assert hang_up(s, location, a, b) == "ended"
