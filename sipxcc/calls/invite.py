@@ -85,14 +85,16 @@ class InviteFlow:
         self.legs.append(leg)
         return leg
 
-    def _send_invite(self, leg: Leg, invite, answered) -> None:
+    def _send_invite(self, leg: Leg, invite, answered, timeout: int | None = None) -> None:
+        """INVITE C{leg}; CANCEL it if it rings longer than C{timeout} (the call's)."""
         leg.offered = bool(invite.body)
         leg.outgoing = self.ctx.ua.invite(invite, credentials_for(self.call.request.agent),
                                           lambda response: self._progress(leg, response))
         leg.outgoing.deferred.addCallbacks(
             lambda response: self._final(leg, response, answered),
             lambda failure: self._invite_failed(leg, failure))
-        leg.timer = self.ctx.timers.call_later(self.call.request.timeout, self._cancel, leg)
+        leg.timer = self.ctx.timers.call_later(timeout or self.call.request.timeout,
+                                               self._cancel, leg)
 
     def _progress(self, leg: Leg, response) -> None:
         record_response(self.ctx, self.call, response)
@@ -215,8 +217,9 @@ class InviteFlow:
 
     # Transfer
 
-    def transfer(self, target: str) -> None:
-        """Replace the calling side by C{target} (addr-spec); only while connected."""
+    def transfer(self, target: str, timeout: int | None = None) -> None:
+        """Replace the calling side by C{target} (addr-spec); only while connected. The
+        target rings at most C{timeout} seconds (default: the call's own timeout)."""
         if self.phase != CONNECTED:
             raise TransferNotPossible("The call is not connected; nothing to transfer")
         caller, callee = self.caller, self.callee
@@ -230,7 +233,7 @@ class InviteFlow:
         self.target = target_leg
         self.phase = TRANSFERRING
         self.call.set_state("transferring")
-        self._send_invite(target_leg, invite, self._target_answered)
+        self._send_invite(target_leg, invite, self._target_answered, timeout)
 
     def _target_answered(self, target: Leg, response) -> None:
         target.dialog.ack()

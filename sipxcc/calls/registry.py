@@ -121,10 +121,10 @@ class CallRegistry:
         if not call.ended:
             call.flow.hangup("hangup")
 
-    def transfer(self, call: Call, target: str) -> None:
+    def transfer(self, call: Call, target: str, timeout: int | None = None) -> None:
         if call.ended or call.mode != INVITE:
             raise TransferNotPossible("Call not in progress in INVITE mode")
-        call.flow.transfer(target)
+        call.flow.transfer(target, timeout)
 
     def _watchdog(self, call: Call) -> None:
         """Tear down a call that never got going; a connected INVITE-mode call may last."""

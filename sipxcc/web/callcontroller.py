@@ -170,7 +170,8 @@ class CallControllerResource(ApiResource):
         call = self.context.registry.lookup((agent.identity, wanted.calling, wanted.called))
         if call is None:
             raise ApiError(404, CALL_NOT_FOUND)
-        self.context.registry.transfer(call, wanted.target)
+        # the transfer request's own timeout: how long the target may ring
+        self.context.registry.transfer(call, wanted.target, wanted.timeout)
         return self.ok(request, call)
 
 

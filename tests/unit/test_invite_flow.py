@@ -367,6 +367,20 @@ def test_failed_transfer_keeps_the_call():
     assert (bye_b.method, bye_b.call_id) == ("BYE", c.invite2.call_id)
 
 
+def test_transfer_target_rings_for_the_transfers_own_timeout():
+    c = Connected()
+    c.registry.transfer(c.call, "user3@sipx.test", timeout=5)
+    [invite_x] = c.sent()
+    c.net.deliver(answer(invite_x, 180, "Ringing", "x1"))
+    c.net.clock.advance(4.9)
+    assert c.sent() == []
+    c.net.clock.advance(0.1)
+    [cancel] = c.sent()
+    assert (cancel.method, cancel.call_id) == ("CANCEL", invite_x.call_id)
+    c.net.deliver(answer(invite_x, 487, "Request Terminated", "x1"))
+    assert c.call.state == "connected" and not c.call.ended
+
+
 def test_transfer_needs_a_connected_call():
     net, registry, call = setup()
     with pytest.raises(TransferNotPossible):

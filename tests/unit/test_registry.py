@@ -32,7 +32,7 @@ class FakeFlow:
         if self.ends_on_hangup:
             self.end()
 
-    def transfer(self, target):
+    def transfer(self, target, timeout=None):
         self.transferred = target
 
     def end(self):

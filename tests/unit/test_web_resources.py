@@ -93,9 +93,10 @@ def test_transfer(web):
     request = web.request(b"POST", URI + "?action=transfer&target=user4", client=TRUSTED)
     assert status(request) == (404, "ERROR", 404, "Call not found.")
     web.request(b"POST", URI + "?sipMethod=INVITE", client=TRUSTED)
-    request = web.request(b"POST", URI + "?action=transfer&target=user4", client=TRUSTED)
+    request = web.request(b"POST", URI + "?action=transfer&target=user4&timeout=7",
+                          client=TRUSTED)
     assert status(request)[0] == 200
-    assert web.registry.transfers == [(web.registry.calls[0], "user4@sipx.test")]
+    assert web.registry.transfers == [(web.registry.calls[0], "user4@sipx.test", 7)]
 
 
 def test_get_unknown_key_gives_the_empty_documents(web):

@@ -111,9 +111,9 @@ class FakeRegistry:
         self._maybe_fail()
         self.hung_up.append(call)
 
-    def transfer(self, call, target) -> None:
+    def transfer(self, call, target, timeout=None) -> None:
         self._maybe_fail()
-        self.transfers.append((call, target))
+        self.transfers.append((call, target, timeout))
 
     @property
     def active_count(self) -> int:
