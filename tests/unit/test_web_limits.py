@@ -172,3 +172,17 @@ def test_an_endless_header_line_is_431_and_close():
     client.send(b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 20000)
     assert client.output().startswith(b"HTTP/1.1 431 ")
     assert client.closing
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout():
+    site, reactor = make_site()
+    client = Client(site)
+    client.send(GET_HEALTH)
+    assert client.output().startswith(b"HTTP/1.1 200 ")
+    reactor.advance(limits.IDLE_TIMEOUT - 1)
+    assert not client.closing  # kept open for the next request
+    client.send(GET_HEALTH)  # activity starts the idle time again
+    reactor.advance(limits.IDLE_TIMEOUT - 1)
+    assert not client.closing
+    reactor.advance(1)
+    assert client.closing
