@@ -7,6 +7,7 @@ waits until ``/health`` answers and stops it again (SIGTERM, then SIGKILL).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import http.client
 import os
@@ -55,6 +56,11 @@ def _bindable(family: int, host: str, port: int, held: list[socket.socket]) -> b
     return True
 
 
+_RANDOM = random.Random()
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=2000)
+"""Ports given out lately: not given again until 2,000 others have been."""
+
+
 def free_ports(count: int, host: str = "127.0.0.1", span: int = 1) -> list[int]:
     """``count`` distinct ports free for TCP and UDP on ``host`` right now.
 
@@ -66,15 +72,18 @@ def free_ports(count: int, host: str = "127.0.0.1", span: int = 1) -> list[int]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     low, _high = _ephemeral_range()
     first, last = 10000, max(10000 + 1000, low - span - 1)
-    generator = random.Random()
     held: list[socket.socket] = []
     ports: list[int] = []
     try:
         for _attempt in range(10000):
             if len(ports) == count:
+                _HANDED_OUT.extend(p for port in ports for p in range(port, port + span))
                 return ports
-            port = generator.randint(first, last)
-            if all(_bindable(family, host, p, held) for p in range(port, port + span)):
+            port = _RANDOM.randint(first, last)
+            wanted = range(port, port + span)
+            if any(p in _HANDED_OUT for p in wanted):
+                continue  # free now, but maybe not yet bound by whoever got it
+            if all(_bindable(family, host, p, held) for p in wanted):
                 ports.append(port)
     finally:
         for sock in held:

@@ -19,6 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.integration.daemon import free_ports
+
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "scenarios"
 CONFIG_TEMPLATE = HERE / "kamailio.cfg"
@@ -69,17 +71,9 @@ def _bindable(port: int, kinds: tuple[int, ...]) -> bool:
 
 
 def free_port(count: int = 1) -> int:
-    """A port p on 127.0.0.1 such that p .. p+count-1 are free for both UDP and TCP."""
-    for _attempt in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind((LOOPBACK, 0))
-            port = probe.getsockname()[1]
-        if port + count > 65535 or port == 5060:
-            continue
-        kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM)
-        if all(_bindable(p, kinds) for p in range(port, port + count)):
-            return port
-    raise PeerError("no free port found on 127.0.0.1")
+    """A port p on 127.0.0.1 such that p .. p+count-1 are free for both UDP and TCP (from
+    below the ephemeral range, never one handed out lately: see L{free_ports})."""
+    return free_ports(1, LOOPBACK, span=count)[0]
 
 
 def _stop_process(process: subprocess.Popen, grace: float = 3.0) -> None:
