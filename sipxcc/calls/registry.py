@@ -19,7 +19,9 @@ class Retention:
     """
     Finished calls kept for one result cache time, in the order they expire: a
     (deadline, call) entry each and one reactor timer for the oldest, which may fire up to
-    L{SLACK} late so that one wake-up forgets every call due by then.
+    L{SLACK} late so that one wake-up forgets every call due by then. Like
+    L{sipxcc.sip.timers.FixedDelayTimers}, but retention is never cancelled, so there is no
+    handle per call (about 300 bytes less for each of up to 100,000 retained calls).
     """
 
     def __init__(self, clock, delay: float, expire: Callable[[Call], None]):
