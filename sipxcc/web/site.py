@@ -106,6 +106,7 @@ class InternalSite(LimitedSite):
         self.refusals = RefusalLog(reactor)
 
     def getResourceFor(self, request):
+        request.site = self
         host = getattr(request.getClientAddress(), "host", None) or ""
         if not (host and self._config.is_trusted(host)):
             if self.refusals.should_log(host):
