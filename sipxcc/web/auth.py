@@ -334,7 +334,10 @@ class Authenticator:
         return known
 
     def trusted(self, request) -> Principal | None:
-        """The trusted-peer principal, when this request comes from one (no I/O, no wait)."""
+        """
+        The principal when it is known without checking credentials (no I/O, no wait): a
+        trusted peer over HTTPS, or on the internal listener the L{internal} identity.
+        """
         if via_internal_listener(request):
             try:
                 return self.internal(request)
