@@ -47,12 +47,18 @@ class SIPConfig:
 
 @dataclass(frozen=True)
 class HTTPConfig:
-    """``[http]``: web listeners (0 disables one) and the hosts that need no auth."""
+    """``[http]``: web listeners (0 disables one) and the hosts that need no auth.
+
+    ``internal`` is the port sipXconfig's redirector forwards to (plain HTTP, trusted
+    hosts only, the ``sipx-user`` header names the user), bound on ``internal_address``.
+    """
 
     https: int
     http: int
     address: str
     trusted: tuple[IPNetwork, ...]
+    internal: int = 0
+    internal_address: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -260,6 +266,10 @@ KEYS: tuple[Key, ...] = (
     Key("http", "http", _port_or_zero, "6667", "plain-HTTP port, Digest only (0 disables)"),
     Key("http", "address", _ip_address, "0.0.0.0", "address the web listeners bind"),
     Key("http", "trusted", _networks, "127.0.0.1 ::1", "addresses/CIDRs needing no auth"),
+    Key("http", "internal", _port_or_zero, "0",
+        "internal plain-HTTP port for sipXconfig's redirector, trusted hosts only (0 disables)"),
+    Key("http", "internal_address", _ip_address, "127.0.0.1",
+        "address the internal listener binds"),
     Key("tls", "certificate", _text, None, "PEM certificate file", is_path=True),
     Key("tls", "key", _text, None, "PEM private key file", is_path=True),
     Key("users", "directory", _text, REQUIRED, "validusers.xml or credential.xml", True),

@@ -25,7 +25,7 @@ from sipxcc.logs import enabled as log_enabled
 from sipxcc.logs import set_level as set_log_level
 from sipxcc.tls import TLSError, server_context_factory
 from sipxcc.users import DirectoryError, UserDirectory
-from sipxcc.web.site import build_site
+from sipxcc.web.site import build_internal_site, build_site
 
 DEFAULT_CONFIG = "/etc/sipxcc/sipxcc.ini"
 
@@ -144,6 +144,12 @@ def build_service(config: Config, reactor) -> MultiService:
         if config.http.http:
             bound.append(_listen(config, "http.http", lambda: reactor.listenTCP(
                 config.http.http, site, interface=config.http.address)))
+        if config.http.internal:
+            internal = build_internal_site(site, config, reactor)
+            if not log_enabled(LogLevel.info):
+                internal.log = lambda request: None
+            bound.append(_listen(config, "http.internal", lambda: reactor.listenTCP(
+                config.http.internal, internal, interface=config.http.internal_address)))
     except BaseException:
         for port in bound:
             port.stopListening()
@@ -175,11 +181,13 @@ def _listen(config: Config, dotted: str, listen) -> IListeningPort:
     try:
         return listen()
     except CannotListenError as error:
-        port = config.http.https if dotted == "http.https" else config.http.http
+        port = getattr(config.http, dotted.split(".", 1)[1])
+        address = (config.http.internal_address if dotted == "http.internal"
+                   else config.http.address)
         reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
         raise StartupError(
             f"{config.source}: {dotted}: cannot listen on "
-            f"{_host_port(config.http.address, port)}: {reason}"
+            f"{_host_port(address, port)}: {reason}"
         ) from None
 
 

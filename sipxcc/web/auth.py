@@ -25,6 +25,7 @@ from twisted.web import guard
 from zope.interface import Interface, implementer
 
 from sipxcc.logs import logger
+from sipxcc.web.params import BadParameter, check_user
 
 NONCE_LIFETIME = 300.0
 MAX_NONCES = 20000
@@ -80,6 +81,21 @@ class Principal:
 
 
 TRUSTED = Principal(None, trusted=True)
+
+SIPX_USER = b"sipx-user"
+"""The header by which sipXconfig's redirector names the portal user it authenticated."""
+
+
+def via_internal_listener(request) -> bool:
+    """Whether C{request} came in on the internal listener (its Site says C{internal})."""
+    return getattr(getattr(request, "site", None), "internal", False) is True
+
+
+def _shown(raw: bytes) -> str:
+    """A header value fit for the log: bounded, non-printable characters escaped."""
+    text = raw[:64].decode("utf-8", "backslashreplace")
+    shown = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    return shown + ("..." if len(raw) > 64 else "")
 
 
 class DigestNonces:
@@ -306,6 +322,7 @@ class Authenticator:
         self.basic = guard.BasicCredentialFactory(realm.encode("utf-8"))
         self.throttle = FailureThrottle(clock)
         self._trust: dict[str, bool] = {}
+        self._directory = directory
 
     def _trusted_host(self, host: str) -> bool:
         """config.is_trusted, remembered per peer address (bounded)."""
@@ -317,14 +334,58 @@ class Authenticator:
         return known
 
     def trusted(self, request) -> Principal | None:
-        """The trusted-peer principal, when this request comes from one (no I/O, no wait)."""
+        """
+        The principal when it is known without checking credentials (no I/O, no wait): a
+        trusted peer over HTTPS, or on the internal listener the L{internal} identity.
+        """
+        if via_internal_listener(request):
+            try:
+                return self.internal(request)
+            except AuthFailure:
+                return None  # authenticate() answers it, and logs why
         host = getattr(request.getClientAddress(), "host", None) or ""
         # Trust comes from the TLS connection's peer address only, never from a header.
         if host and request.isSecure() and self._trusted_host(host):
             return TRUSTED
         return None
 
+    def internal(self, request) -> Principal:
+        """
+        Who a request on the internal listener comes from. Only trusted hosts may use that
+        listener; C{sipx-user} names the user sipXconfig authenticated, who then gets
+        exactly a Digest user's rights; without it the host acts as a trusted peer.
+        Raises L{AuthFailure} 403 for an untrusted host, or a malformed (the URL's user
+        grammar), repeated or unknown C{sipx-user}. The header is read here only, so
+        on every other listener it is ignored.
+        """
+        host = getattr(request.getClientAddress(), "host", None) or ""
+        if not (host and self._trusted_host(host)):
+            raise AuthFailure(403, "Only trusted hosts may use this port")
+        values = request.requestHeaders.getRawHeaders(SIPX_USER)
+        if values is None:
+            return TRUSTED
+        if len(values) != 1:
+            raise AuthFailure(403, "More than one sipx-user header")
+        try:
+            name = check_user("sipx-user", values[0].decode("utf-8"))
+        except (UnicodeDecodeError, BadParameter):
+            raise AuthFailure(403, "Malformed sipx-user header") from None
+        user = self._directory.lookup(name)
+        if user is None:
+            raise AuthFailure(403, "Unknown sipx-user")
+        return Principal(user)
+
     def authenticate(self, request) -> defer.Deferred:
+        if via_internal_listener(request):
+            try:
+                return defer.succeed(self.internal(request))
+            except AuthFailure as failure:
+                shown = ", ".join(_shown(value) for value in
+                                  request.requestHeaders.getRawHeaders(SIPX_USER) or ())
+                host = getattr(request.getClientAddress(), "host", None) or ""
+                log.warn("internal listener: refused a request from {host}: {why} "
+                         "(sipx-user: {shown})", host=host, why=str(failure), shown=shown)
+                return defer.fail(failure)
         host = getattr(request.getClientAddress(), "host", None) or ""
         secure = bool(request.isSecure())
         if secure and host and self._trusted_host(host):

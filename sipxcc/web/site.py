@@ -1,21 +1,34 @@
-"""The twisted.web Site that the HTTPS and HTTP listeners serve."""
+"""The twisted.web Sites: one for the HTTPS and HTTP listeners, one for the internal one."""
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource, server
 
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.config import Config
+from sipxcc.logs import logger
 from sipxcc.sip.timers import FixedDelayTimers
 from sipxcc.users import UserDirectory
 from sipxcc.web.auth import Authenticator
 from sipxcc.web.callcontroller import WebContext, install
-from sipxcc.web.errors import PathResource
+from sipxcc.web.errors import ErrorResource, PathResource
 from sipxcc.web.limits import IDLE_TIMEOUT, REQUEST_DEADLINE, ConnectionLimits, LimitedChannel
 
 REQUEST_TIMEOUT = IDLE_TIMEOUT
 """Seconds an idle HTTP connection is kept open (see sipxcc.web.limits for the rest)."""
+
+REFUSAL_LOG_INTERVAL = 60.0
+"""Seconds between two log lines about the same untrusted host on the internal listener."""
+
+MAX_REFUSAL_HOSTS = 4096
+"""Untrusted hosts whose last log line the internal listener remembers."""
+
+NOT_TRUSTED = ErrorResource(403, "Only trusted hosts may use this port")
+
+log = logger(__name__)
 
 
 class Health(resource.Resource):
@@ -48,6 +61,62 @@ class LimitedSite(server.Site):
         super().stopFactory()
 
 
+class RefusalLog:
+    """
+    Says whether to log a refusal of C{host}: at most once per C{interval} seconds per
+    host, remembering at most C{max_hosts} hosts (the oldest are forgotten first).
+    """
+
+    def __init__(self, clock: IReactorTime, interval: float = REFUSAL_LOG_INTERVAL,
+                 max_hosts: int = MAX_REFUSAL_HOSTS):
+        self._clock = clock
+        self._interval = interval
+        self._max_hosts = max_hosts
+        self._last: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def should_log(self, host: str) -> bool:
+        now = self._clock.seconds()
+        last = self._last.get(host)
+        if last is not None and now - last < self._interval:
+            return False
+        self._last.pop(host, None)
+        self._last[host] = now
+        while len(self._last) > self._max_hosts:
+            self._last.popitem(last=False)
+        return True
+
+
+class InternalSite(LimitedSite):
+    """
+    The internal listener (plain HTTP, for sipXconfig's redirector): the same resource
+    tree and connection limits as the public Site, but only for C{http.trusted} hosts.
+    Any other host gets 403 with the error document, whatever it asks for, and one log
+    line per L{REFUSAL_LOG_INTERVAL}. Requests on it carry the C{sipx-user} identity
+    (L{sipxcc.web.auth.Authenticator.internal} reads C{internal} to know).
+    """
+
+    internal = True
+
+    def __init__(self, root, reactor, config: Config, limits: ConnectionLimits | None = None):
+        super().__init__(root, reactor, limits)
+        self._config = config
+        self.refusals = RefusalLog(reactor)
+
+    def getResourceFor(self, request):
+        request.site = self
+        host = getattr(request.getClientAddress(), "host", None) or ""
+        if not (host and self._config.is_trusted(host)):
+            if self.refusals.should_log(host):
+                log.warn("internal listener: refusing requests from {host}: not in "
+                         "http.trusted (logged once per {interval:.0f} s)", host=host,
+                         interval=REFUSAL_LOG_INTERVAL)
+            return NOT_TRUSTED
+        return super().getResourceFor(request)
+
+
 def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
                reactor: IReactorTime) -> server.Site:
     """The Site that both listeners serve."""
@@ -61,3 +130,12 @@ def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
     site.displayTracebacks = False
     site.timeOut = REQUEST_TIMEOUT
     return site
+
+
+def build_internal_site(site: LimitedSite, config: Config,
+                        reactor: IReactorTime) -> InternalSite:
+    """The internal listener's Site: C{site}'s resource tree and connection limits."""
+    internal = InternalSite(site.resource, reactor, config, site.limits)
+    internal.displayTracebacks = False
+    internal.timeOut = REQUEST_TIMEOUT
+    return internal

@@ -36,6 +36,7 @@ TRY = [
     "curl -k '{base}/callcontroller/user1/user2?agent=user3'",
     "curl -k -u user3:123 -X GET '{base}/callcontroller/user1/user2?agent=user3'",
     "curl -k --digest -u user1:123 http://127.0.0.1:6667/callcontroller/user1/user2",
+    "curl -H 'sipx-user: user1' http://127.0.0.1:6668/callcontroller/user1/user2",
     "curl -k -H 'Accept: application/json' {base}/calls",
 ]
 
