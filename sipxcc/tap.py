@@ -22,12 +22,20 @@ from sipxcc import __version__
 from sipxcc.calls.control import CallControl
 from sipxcc.config import KEYS, Config, ConfigError, load_config
 from sipxcc.logs import enabled as log_enabled
+from sipxcc.logs import logger
 from sipxcc.logs import set_level as set_log_level
 from sipxcc.tls import TLSError, server_context_factory
 from sipxcc.users import DirectoryError, UserDirectory
 from sipxcc.web.site import build_internal_site, build_site
 
 DEFAULT_CONFIG = "/etc/sipxcc/sipxcc.ini"
+
+log = logger(__name__)
+
+PLAIN_HTTP_WARNING = (
+    "plain HTTP is enabled on {where} (http.http): anyone who captures one Digest "
+    "exchange can find the user's PIN offline in about a second; use HTTPS and set "
+    "http.http = 0")
 
 
 def option_name(dotted: str) -> str:
@@ -83,6 +91,18 @@ class DirectoryPollerService(Service):
     def stopService(self):
         self.directory.stop()
         return super().stopService()
+
+
+class StartupWarningService(Service):
+    """Logs warnings about the configuration once logging has begun (when it starts)."""
+
+    def __init__(self, warnings: list[str]):
+        self.warnings = warnings
+
+    def startService(self) -> None:
+        super().startService()
+        for text in self.warnings:
+            log.warn("{text}", text=text)
 
 
 class StartupError(Exception):
@@ -156,6 +176,9 @@ def build_service(config: Config, reactor) -> MultiService:
         raise
     for port in bound:
         ListeningPortService(port).setServiceParent(top)
+    if config.http.http:
+        where = _host_port(config.http.address, config.http.http)
+        StartupWarningService([PLAIN_HTTP_WARNING.format(where=where)]).setServiceParent(top)
     return top
 
 

@@ -25,6 +25,7 @@ from twisted.web import guard
 from zope.interface import Interface, implementer
 
 from sipxcc.logs import logger
+from sipxcc.web.limits import client_key
 from sipxcc.web.params import BadParameter, check_user
 
 NONCE_LIFETIME = 300.0
@@ -34,6 +35,12 @@ FAILURE_LIMIT = 10
 FAILURE_WINDOW = 60.0
 BLOCK_TIME = 60.0
 MAX_TRACKED_HOSTS = 10000
+ACCOUNT_FAILURE_LIMIT = 20
+"""Failed logins for one account (from any address) within L{ACCOUNT_FAILURE_WINDOW}
+seconds that lock the account for L{ACCOUNT_BLOCK_TIME} seconds."""
+ACCOUNT_FAILURE_WINDOW = 600.0
+ACCOUNT_BLOCK_TIME = 600.0
+MAX_TRACKED_ACCOUNTS = 10000
 
 log = logger(__name__)
 
@@ -267,13 +274,16 @@ class AgentRealm:
 
 class FailureThrottle:
     """
-    Counts authentication failures per client address; C{limit} failures within C{window}
-    seconds block the address for C{block} seconds. Memory is bounded by C{max_hosts}.
+    Counts authentication failures per key (a client address, or an account);
+    C{limit} failures within C{window} seconds block the key for C{block} seconds, logged
+    once as the blocking of a C{what}. Memory is bounded by C{max_hosts} keys.
     """
 
     def __init__(self, clock, limit: int = FAILURE_LIMIT, window: float = FAILURE_WINDOW,
-                 block: float = BLOCK_TIME, max_hosts: int = MAX_TRACKED_HOSTS):
+                 block: float = BLOCK_TIME, max_hosts: int = MAX_TRACKED_HOSTS,
+                 what: str = "client"):
         self._clock = clock
+        self._what = what
         self._limit, self._window, self._block = limit, window, block
         self._max_hosts = max_hosts
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
@@ -297,8 +307,9 @@ class FailureThrottle:
         if len(recent) >= self._limit:
             self._blocked[host] = now + self._block
             self._trim(self._blocked)
-            log.warn("blocking {host} for {seconds:.0f} s after repeated authentication "
-                     "failures", host=host, seconds=self._block)
+            log.warn("blocking {what} {host} for {seconds:.0f} s after {count} "
+                     "authentication failures", what=self._what, host=host,
+                     seconds=self._block, count=len(recent))
             return
         self._failures[host] = recent
         self._trim(self._failures)
@@ -320,9 +331,15 @@ class Authenticator:
         self._portal = Portal(AgentRealm(directory), [PintokenChecker(directory, realm)])
         self.digest = StrictDigestFactory(realm, DigestNonces(clock, nonce_lifetime))
         self.basic = guard.BasicCredentialFactory(realm.encode("utf-8"))
-        self.throttle = FailureThrottle(clock)
-        self._trust: dict[str, bool] = {}
         self._directory = directory
+        self.throttle = FailureThrottle(clock)
+        # Per account, whatever the address: guessing a PIN from many addresses. Only
+        # accounts that exist are counted (an unknown name has no PIN to guess), so made-up
+        # names cannot push the real ones out of the table.
+        self.accounts = FailureThrottle(clock, ACCOUNT_FAILURE_LIMIT, ACCOUNT_FAILURE_WINDOW,
+                                        ACCOUNT_BLOCK_TIME, MAX_TRACKED_ACCOUNTS,
+                                        what="account")
+        self._trust: dict[str, bool] = {}
 
     def _trusted_host(self, host: str) -> bool:
         """config.is_trusted, remembered per peer address (bounded)."""
@@ -386,10 +403,11 @@ class Authenticator:
                 log.warn("internal listener: refused a request from {host}: {why} "
                          "(sipx-user: {shown})", host=host, why=str(failure), shown=shown)
                 return defer.fail(failure)
-        host = getattr(request.getClientAddress(), "host", None) or ""
+        address = getattr(request.getClientAddress(), "host", None) or ""
         secure = bool(request.isSecure())
-        if secure and host and self._trusted_host(host):
+        if secure and address and self._trusted_host(address):
             return defer.succeed(TRUSTED)
+        host = client_key(address)  # IPv6 clients are throttled per /64
         retry = self.throttle.retry_after(host)
         if retry is not None:
             return defer.fail(AuthFailure(429, "Too many authentication failures",
@@ -409,6 +427,11 @@ class Authenticator:
                 return defer.fail(self._challenge(request, "Authentication required"))
         except error.LoginFailed as reason:
             return defer.fail(self._failed(request, host, str(reason), stale=False))
+        account = self._account(creds)
+        retry = None if account is None else self.accounts.retry_after(account)
+        if retry is not None:
+            return defer.fail(AuthFailure(429, "Too many authentication failures for this "
+                                          "account", retry_after=retry))
         d = self._portal.login(creds, None, IAgent)
         d.addCallbacks(lambda result: Principal(result[1]),
                        lambda failure: self._login_failed(failure, request, host, creds))
@@ -420,8 +443,20 @@ class Authenticator:
             raise self._challenge(request, "Authentication required", stale=True)
         failure.trap(error.LoginFailed)
         user = creds.username.decode("utf-8", "replace")
+        account = self._account(creds)
+        if account is not None:
+            self.accounts.failed(account)
         raise self._failed(request, host, f"{failure.getErrorMessage()} (user {user!r})",
                            stale=False)
+
+    def _account(self, creds) -> str | None:
+        """The identity of the directory user the credentials name, None if there is none."""
+        try:
+            name = creds.username.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        user = self._directory.lookup(name)
+        return None if user is None else user.identity
 
     def _failed(self, request, host: str, why: str, stale: bool) -> AuthFailure:
         log.info("authentication failed from {host}: {why}", host=host, why=why)

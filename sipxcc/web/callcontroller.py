@@ -2,10 +2,11 @@
 The REST resources (SPEC §2): C{/callcontroller/{callingUser}/{calledUser}} (also under
 C{/sipxconfig/rest/my/redirect/}), C{/calls} and C{/calls/{id}}.
 
-Each request runs: method check (405) → authentication (401/429) → parameters (400) →
-agent lookup (403) → authorization (403) → the registry. Whatever goes wrong is answered
-with a processing-status document; an unexpected fault is logged and answered 500 with
-a generic text.
+Each request runs: method check (405) → cross-origin and body checks (403, 415;
+sipxcc.web.intake) → authentication (401/429) → parameters (400, from the query string
+only) → agent lookup (403) → authorization (403) → the registry. Whatever goes wrong is
+answered with a processing-status document; an unexpected fault is logged and answered
+500 with a generic text.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from twisted.web import resource, server
 from sipxcc.calls.call import CallRequest
 from sipxcc.calls.errors import CallError
 from sipxcc.logs import logger
-from sipxcc.web import params, render
+from sipxcc.web import intake, params, render
 from sipxcc.web.auth import Authenticator, AuthFailure, Principal, authorize
 from sipxcc.web.errors import ApiError, PathResource, Reply, send, status_reply, wants_json
-from sipxcc.web.params import BadParameter, Query
+from sipxcc.web.params import BadParameter
 
 log = logger(__name__)
 
@@ -57,6 +58,12 @@ class ApiResource(resource.Resource):
             allow = b", ".join(sorted(self.allowed))
             send(request, status_reply(request, 405, "Method not allowed",
                                        [(b"allow", allow)]))
+            return server.NOT_DONE_YET
+        try:
+            intake.refuse_cross_origin(request)
+            intake.refuse_body(request)
+        except ApiError as error:
+            send(request, status_reply(request, error.code, str(error)))
             return server.NOT_DONE_YET
         principal = self.context.auth.trusted(request)
         if principal is not None:  # a trusted peer: no credentials to check, answer at once
@@ -120,7 +127,7 @@ class CallControllerResource(ApiResource):
         calling_user = params.decode_segment("callingUser", request.postpath[0])
         called_user = params.decode_segment("calledUser", request.postpath[1])
         config = self.context.config
-        query = Query(request.args)
+        query = intake.query(request)
         if request.method == b"POST":
             wanted = params.parse_call_parameters(
                 query, calling_user, called_user, domain=config.sip.domain,
@@ -185,7 +192,7 @@ class CallsResource(ApiResource):
         if not path or path == [b""]:
             if request.method != b"GET":
                 raise ApiError(405, "Method not allowed", ((b"allow", b"GET"),))
-            limit = params.parse_limit(Query(request.args))
+            limit = params.parse_limit(intake.query(request))
             owner = None if principal.trusted else principal.identity
             calls = self.context.registry.calls_of(owner, limit)
             if wants_json(request):

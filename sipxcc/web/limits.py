@@ -7,10 +7,18 @@ within that time of the connection opening, which also ends half-open TLS handsh
 bodies larger than L{MAX_BODY} get 413; the head is bounded by Twisted's own
 C{totalHeadersSize}/C{maxHeaders} (400) and a line
 longer than C{MAX_LENGTH} gets 431. L{ConnectionLimits} caps open connections in
-total and per client address; a connection beyond a cap is answered 503 and closed.
+total and per client (an IPv4 address, or an IPv6 /64), and keeps L{TRUSTED_RESERVE} of
+the total for the trusted hosts (C{http.trusted}), which untrusted clients cannot take; a
+connection beyond a cap is answered 503 and closed. A keep-alive connection serves at
+most L{MAX_REQUESTS_PER_CONNECTION} requests and is not kept alive beyond
+L{MAX_CONNECTION_LIFETIME} seconds: the response that reaches either carries
+C{Connection: close}.
 """
 
 from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
 
 from twisted.logger import Logger
 from twisted.web import http
@@ -21,7 +29,22 @@ MAX_CONNECTIONS = 1000
 """Open HTTP(S) connections at once, all clients together."""
 
 MAX_CONNECTIONS_PER_HOST = 100
-"""Open HTTP(S) connections at once from one client address."""
+"""Open HTTP(S) connections at once from one untrusted client (IPv4 address or IPv6 /64)."""
+
+TRUSTED_RESERVE = MAX_CONNECTIONS // 10
+"""Of L{MAX_CONNECTIONS}, the connections only trusted hosts may use (by default a tenth
+of whatever the total is)."""
+
+MAX_REQUESTS_PER_CONNECTION = 1000
+"""Requests one keep-alive connection serves; the last response carries C{Connection: close}."""
+
+MAX_CONNECTION_LIFETIME = 300.0
+"""Seconds after which a connection's next response carries C{Connection: close} (an idle
+one is closed after L{IDLE_TIMEOUT} anyway)."""
+
+IPV6_PREFIX = 64
+"""IPv6 clients are counted per network of this prefix length: one host usually holds a
+whole /64 and can use any address in it."""
 
 REQUEST_DEADLINE = 10.0
 """Seconds from a request's first byte (or from connecting) until its body is complete."""
@@ -44,33 +67,76 @@ MAX_HEAD_SIZE = 16384
 _CLOSE = b"Connection: close\r\nContent-Length: 0\r\n\r\n"
 
 
-class ConnectionLimits:
-    """Counts the open connections, in total and per client address."""
+def client_key(host: str) -> str:
+    """
+    The unit a client is counted in: an IPv4 address as it is (also when written
+    C{::ffff:a.b.c.d}), an IPv6 address as its /64 network; anything else as it is.
+    """
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
+    return str(address)
 
-    def __init__(self, total: int = MAX_CONNECTIONS, per_host: int = MAX_CONNECTIONS_PER_HOST):
+
+class ConnectionLimits:
+    """
+    Counts the open connections: in total, per untrusted client (L{client_key}), and how
+    many untrusted ones there are. Untrusted clients may hold at most C{total - reserved}
+    connections together, so the trusted hosts (C{is_trusted}) always find C{reserved}
+    free; trusted hosts are limited by the total only.
+    """
+
+    def __init__(self, total: int = MAX_CONNECTIONS, per_host: int = MAX_CONNECTIONS_PER_HOST,
+                 reserved: int | None = None,
+                 is_trusted: Callable[[str], bool] | None = None):
         self.total = total
         self.per_host = per_host
+        if reserved is None:
+            reserved = total // 10
+        self.reserved = min(reserved, total)
+        self._is_trusted = is_trusted or (lambda host: False)
         self.open = 0
+        self.untrusted = 0
         self.by_host: dict[str, int] = {}
         self.refused = 0
 
-    def admit(self, host: str) -> bool:
-        """Count a new connection from C{host}; False (and nothing counted) if over a cap."""
-        if self.open >= self.total or self.by_host.get(host, 0) >= self.per_host:
+    def admit(self, host: str) -> str | None:
+        """
+        Count a new connection from C{host}; returns the key to L{release} it with, or
+        None (and nothing counted) if over a cap.
+        """
+        if self.open >= self.total:
             self.refused += 1
-            return False
+            return None
+        if self._is_trusted(host):
+            self.open += 1
+            return ""
+        key = client_key(host)
+        if (self.untrusted >= self.total - self.reserved
+                or self.by_host.get(key, 0) >= self.per_host):
+            self.refused += 1
+            return None
         self.open += 1
-        self.by_host[host] = self.by_host.get(host, 0) + 1
-        return True
+        self.untrusted += 1
+        self.by_host[key] = self.by_host.get(key, 0) + 1
+        return key
 
-    def release(self, host: str) -> None:
-        """A connection L{admit}ted for C{host} has closed."""
+    def release(self, key: str) -> None:
+        """A connection L{admit}ted under C{key} has closed."""
         self.open -= 1
-        left = self.by_host.get(host, 1) - 1
+        if key == "":
+            return
+        self.untrusted -= 1
+        left = self.by_host.get(key, 1) - 1
         if left:
-            self.by_host[host] = left
+            self.by_host[key] = left
         else:
-            self.by_host.pop(host, None)
+            self.by_host.pop(key, None)
 
 
 def _peer_host(transport) -> str:
@@ -89,6 +155,8 @@ class LimitedChannel(http.HTTPChannel):
     abortTimeout = 5
 
     _admitted_host: str | None = None
+    _opened: float | None = None
+    _requests_seen = 0
     _deadline = None
     _abort_call = None
     _closing = False
@@ -99,7 +167,8 @@ class LimitedChannel(http.HTTPChannel):
     def connectionMade(self) -> None:
         host = _peer_host(self.transport)
         limits = getattr(getattr(self, "factory", None), "limits", None)
-        if limits is not None and not limits.admit(host):
+        key = limits.admit(host) if limits is not None else None
+        if limits is not None and key is None:
             self._closing = True
             log.info("refusing an HTTP connection from {host}: connection limit reached",
                      host=host)
@@ -109,7 +178,9 @@ class LimitedChannel(http.HTTPChannel):
             return
         if limits is not None:
             self._limits = limits
-            self._admitted_host = host
+            self._admitted_host = key
+        clock = getattr(getattr(self, "factory", None), "clock", None)
+        self._opened = clock.seconds() if clock is not None else None
         super().connectionMade()
         self._start_deadline()
 
@@ -132,6 +203,21 @@ class LimitedChannel(http.HTTPChannel):
         self._reading_body = True
         self._body_bytes = 0
         super().allHeadersReceived()
+
+    def checkPersistence(self, request, version) -> bool:
+        """Keep alive as HTTP/1.1 says, unless this connection served its share or is old."""
+        self._requests_seen += 1
+        persistent = super().checkPersistence(request, version)
+        if persistent and (self._requests_seen >= MAX_REQUESTS_PER_CONNECTION
+                           or self._too_old()):
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return persistent
+
+    def _too_old(self) -> bool:
+        if self._opened is None:
+            return False
+        return self.factory.clock.seconds() - self._opened >= MAX_CONNECTION_LIFETIME
 
     def allContentReceived(self) -> None:
         self._in_request = False

@@ -53,6 +53,7 @@ class LimitedSite(server.Site):
 
     def __init__(self, root, reactor, limits: ConnectionLimits | None = None):
         super().__init__(root, reactor=reactor)
+        self.clock = reactor
         self.limits = limits or ConnectionLimits()
         self.deadlines = FixedDelayTimers(reactor, REQUEST_DEADLINE)
 
@@ -126,7 +127,7 @@ def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
                          registry=registry,
                          auth=Authenticator(config, directory, reactor))
     install(root, context)
-    site = LimitedSite(root, reactor)
+    site = LimitedSite(root, reactor, ConnectionLimits(is_trusted=config.is_trusted))
     site.displayTracebacks = False
     site.timeOut = REQUEST_TIMEOUT
     return site

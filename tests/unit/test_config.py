@@ -40,7 +40,7 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path):
     assert config.sip.port == 6050
     assert config.sip.transports == ("udp", "tcp")
     assert config.sip.contact_user == "callcontroller"
-    assert (config.http.https, config.http.http, config.http.address) == (6666, 6667, "0.0.0.0")
+    assert (config.http.https, config.http.http, config.http.address) == (6666, 0, "0.0.0.0")
     assert config.http.trusted == (ipaddress.ip_network("127.0.0.1"),
                                    ipaddress.ip_network("::1"))
     assert (config.tls.certificate, config.tls.key) == (None, None)
