@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     agent = User("agent@sipx.test", "agent", (), None, None, None)
     registry = CallRegistry(Clock(), {"REFER": EndsAtOnce}, max_calls=args.calls,
-                            max_calls_per_agent=args.calls)
+                            max_calls_per_agent=args.calls, max_retained=args.calls,
+                            max_retained_per_owner=args.calls)
     gc.collect()
     rss_before = rss_kib()
     if args.traced:
