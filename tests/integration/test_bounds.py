@@ -237,3 +237,29 @@ def test_a_callback_url_on_a_port_not_allowed_gets_nothing(tmp_path, recorders):
         finally:
             daemon.stop()
     assert unlisted.requests == []
+
+
+def test_a_listed_name_that_resolves_to_loopback_is_refused_unless_the_address_is_listed(
+        tmp_path, recorders):
+    hook = recorders()
+    with BusyPhone() as phone:
+        daemon = start_daemon(tmp_path, phone, calls_callback_hosts="localhost",
+                              calls_callback_ports=hook.port)
+        try:
+            location = post(daemon, "/callcontroller/user1/user2", "-G", "--data-urlencode",
+                            f"statusCallback=http://localhost:{hook.port}/hook")
+            wait_for(lambda: failed(daemon, location), timeout=20)
+            wait_for(lambda: "localhost resolves to no allowed address" in daemon.log_text())
+        finally:
+            daemon.stop()
+    assert hook.requests == []
+    with BusyPhone() as phone:
+        daemon = start_daemon(tmp_path, phone, calls_callback_hosts="localhost 127.0.0.1",
+                              calls_callback_ports=hook.port)
+        try:
+            post(daemon, "/callcontroller/user1/user2", "-G", "--data-urlencode",
+                 f"statusCallback=http://localhost:{hook.port}/hook")
+            wait_for(lambda: any(b'"ended": true' in body for _, _, body in hook.requests))
+        finally:
+            daemon.stop()
+    assert all(path == "/hook" for _, path, _ in hook.requests)

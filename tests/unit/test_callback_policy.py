@@ -6,10 +6,18 @@ import json
 
 import pytest
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 
 from sipxcc.calls.call import Call, CallRequest
-from sipxcc.calls.callbacks import BACKOFF, CallbackPolicy, CallbackRefused, StatusCallbacks
+from sipxcc.calls.callbacks import (
+    BACKOFF,
+    CallbackPolicy,
+    CallbackRefused,
+    StatusCallbacks,
+    treq_poster,
+)
 from sipxcc.users import User
 
 USER1 = User("user1@sipx.test", "user1", (), None, None, None)
@@ -112,3 +120,39 @@ def test_a_refused_target_is_never_retried_and_the_calls_other_events_are_not_se
     clock.advance(sum(BACKOFF) + 1)
     assert len(post.posted) == 1
     assert (callbacks.delivered, callbacks.dropped) == (0, 3)
+
+
+class Resolver:
+    """A name resolver answering each name from C{answers}, counting the look-ups."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.lookups: list[str] = []
+
+    def resolveHostName(self, receiver, name, port=0, *args, **kwargs):
+        self.lookups.append(name)
+        receiver.resolutionBegan(None)
+        for address in self.answers[name]:
+            receiver.addressResolved(IPv4Address("TCP", address, port))
+        receiver.resolutionComplete()
+
+
+def test_the_poster_connects_to_the_address_it_checked_once_per_delivery():
+    reactor = MemoryReactorClock()
+    reactor.nameResolver = Resolver({"crm.example": ["10.9.9.9", "93.184.215.14"]})
+    post = treq_poster(reactor, POLICY)
+    post("https://crm.example:8443/hook", b"{}")
+    assert reactor.nameResolver.lookups == ["crm.example"]
+    assert [(host, port) for host, port, *_ in reactor.tcpClients] == [("93.184.215.14", 8443)]
+
+
+def test_the_poster_refuses_before_connecting():
+    reactor = MemoryReactorClock()
+    reactor.nameResolver = Resolver({"crm.example": ["127.0.0.1"]})
+    post = treq_poster(reactor, POLICY)
+    failures = []
+    post("https://crm.example/hook", b"{}").addErrback(failures.append)
+    assert failures[0].check(CallbackRefused) and not reactor.tcpClients
+    with pytest.raises(CallbackRefused):
+        post("https://crm.example:8080/hook", b"{}")
+    assert reactor.nameResolver.lookups == ["crm.example"]
