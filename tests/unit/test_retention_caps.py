@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
-from sipxcc.calls.call import CallRequest
+from sipxcc.calls.call import Call, CallRequest
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.sip.timers import SLACK
 from sipxcc.users import User
@@ -171,4 +173,16 @@ def test_listing_one_owners_calls_does_not_walk_everyone_elses():
     registry.by_id = NotToBeWalked(registry.by_id)
     assert registry.calls_of(USER1.identity, 50) == [mine]
     assert registry.calls_of("nobody@sipx.test", 50) == []
+    registry.clear()
+
+
+def test_memory_holds_only_the_retained_calls_whatever_the_flood():
+    clock, registry = make(max_retained=15, max_retained_per_owner=10)
+    flooders = [User(f"flood{n}@bounds.test", f"flood{n}", (), None, None, None)
+                for n in range(2)]
+    for n in range(1000):
+        finished(registry, flooders[n % 3 > 0], n, result_cache_time=86400)
+    gc.collect()
+    alive = [o for o in gc.get_objects() if type(o) is Call and o.owner.endswith("bounds.test")]
+    assert len(alive) == registry.retained_count == 15
     registry.clear()
