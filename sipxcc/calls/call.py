@@ -92,8 +92,10 @@ class Call:
     __slots__ = ("id", "request", "created", "_lines", "state", "ended", "_dialogs",
                  "_listeners", "flow", "expiry",
                  # the registry's links (see L{sipxcc.calls.registry.Chain}): the owner's
-                 # calls, every finished call, and finished calls due at the same delay
-                 "owner_prev", "owner_next", "done_prev", "done_next", "due_prev", "due_next")
+                 # calls, its finished calls, every finished call, and the finished calls
+                 # due at the same delay
+                 "owner_prev", "owner_next", "owner_done_prev", "owner_done_next",
+                 "done_prev", "done_next", "due_prev", "due_next")
 
     def __init__(self, request: CallRequest, created: float):
         self.id = secrets.token_urlsafe(12)
@@ -107,6 +109,7 @@ class Call:
         self.flow = None
         self.expiry = None  # the watchdog in progress; when retention ends once finished
         self.owner_prev = self.owner_next = None
+        self.owner_done_prev = self.owner_done_next = None
         self.done_prev = self.done_next = None
         self.due_prev = self.due_next = None
 

@@ -123,17 +123,15 @@ class Retention:
 
 
 class _Owner:
-    """One owner's calls, in progress and retained, in placing order."""
+    """One owner's calls, in progress and retained, in placing order; and how many are in
+    progress, and its finished ones in finishing order."""
 
-    __slots__ = ("calls", "active")
+    __slots__ = ("calls", "active", "finished")
 
     def __init__(self):
         self.calls = Chain("owner_prev", "owner_next")
         self.active = 0
-
-    @property
-    def retained(self) -> int:
-        return self.calls.size - self.active
+        self.finished = Chain("owner_done_prev", "owner_done_next")
 
 
 class CallRegistry:
@@ -145,8 +143,9 @@ class CallRegistry:
 
     A finished call stays queryable for its C{result_cache_time}, at most
     C{max_result_cache_time}; beyond C{max_retained} finished calls in all, or
-    C{max_retained_per_owner} of one owner, the oldest finished one (of all, or of that
-    owner) is forgotten at once. C{evicted} counts those; a log line sums them up.
+    C{max_retained_per_owner} of one owner, the one that finished first (of all, or of
+    that owner) is forgotten at once. C{evicted} counts those; a warning sums them up,
+    at once for the first and then at most once per C{eviction_log_interval}.
     """
 
     def __init__(self, clock, flows: dict[str, Callable], max_calls: int = 2000,
@@ -271,9 +270,9 @@ class CallRegistry:
             retention = self.retention[delay] = Retention(self.clock, delay, self._forget)
         retention.add(call)
         self.finished.append(call)
-        if owner.retained > self.max_retained_per_owner:
-            oldest = next(c for c in owner.calls.oldest_first() if c not in self.active)
-            self._evict(oldest, per_owner=True)
+        owner.finished.append(call)
+        if owner.finished.size > self.max_retained_per_owner:
+            self._evict(owner.finished.oldest, per_owner=True)
         if self.finished.size > self.max_retained:
             self._evict(self.finished.oldest, per_owner=False)
         if not self.active:
@@ -312,6 +311,7 @@ class CallRegistry:
             del self.by_key[call.key]
         self.finished.remove(call)
         owner = self.owners[call.owner]
+        owner.finished.remove(call)
         owner.calls.remove(call)
         if not owner.calls.size:
             del self.owners[call.owner]
@@ -341,8 +341,9 @@ class CallRegistry:
         while self.finished.oldest is not None:
             self.finished.remove(self.finished.oldest)
         for owner in self.owners.values():
-            while owner.calls.oldest is not None:
-                owner.calls.remove(owner.calls.oldest)
+            for chain in (owner.calls, owner.finished):
+                while chain.oldest is not None:
+                    chain.remove(chain.oldest)
         self.owners.clear()
         self.by_id.clear()
         self.by_key.clear()

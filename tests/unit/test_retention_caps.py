@@ -91,9 +91,10 @@ def test_calls_in_progress_neither_count_nor_are_forgotten():
     assert visible(registry, ringing) and not ringing.ended
     assert not visible(registry, done[0])
     assert visible(registry, done[1]) and visible(registry, done[2])
-    ringing.flow.end()  # now it is the oldest finished one
-    assert not visible(registry, ringing)
-    assert visible(registry, done[1]) and visible(registry, done[2])
+    ringing.flow.end()  # placed first, but it finished last: the others go first
+    assert not visible(registry, done[1])
+    assert visible(registry, done[2]) and visible(registry, ringing)
+    assert registry.calls_of(USER1.identity, 10) == [done[2], ringing]  # newest placed first
     registry.clear()
 
 
