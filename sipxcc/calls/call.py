@@ -91,7 +91,7 @@ class Call:
 
     __slots__ = ("id", "request", "created", "_lines", "state", "ended", "_dialogs",
                  "_listeners", "flow", "expiry",
-                 # the registry's links (see L{sipxcc.calls.registry.Chain}): the owner's
+                 # the registry's links (see L{sipxcc.calls.chain.Chain}): the owner's
                  # calls, its finished calls, every finished call, and the finished calls
                  # due at the same delay
                  "owner_prev", "owner_next", "owner_done_prev", "owner_done_next",
