@@ -228,7 +228,9 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[Fill, list[GetRun]]:
                               users_directory=str(users), daemon_log_level="warn",
                               calls_result_cache_time=args.retain,
                               calls_max_calls=max(100_000, args.calls),
-                              calls_max_calls_per_agent=1000)
+                              calls_max_calls_per_agent=1000,
+                              calls_max_retained=max(100_000, args.calls),
+                              calls_max_retained_per_owner=max(100_000, args.calls))
         daemon = Daemon(config, twistd=_pinned(DAEMON_CORE, TWISTD))
         daemon.start()
         pid = daemon.process.pid

@@ -6,7 +6,8 @@ What retained calls cost, and how fast GET finds and renders one among many (iss
 It fills the real CallRegistry with finished REFER calls carrying the status events of
 a typical click-to-call (as `make bench`'s phone produces them), then measures the
 memory per retained call (tracemalloc and RSS) and the latency of GET's server-side work
-for a random retained call: the key lookup plus the status document, first and repeated.
+for a random retained call: the key lookup plus the status document, first and repeated,
+and the registry's part of GET /calls for an agent with a few calls among them all.
 The HTTP layer's own cost is what `make bench` shows for the POST (p50 about 1 ms).
 """
 
@@ -25,6 +26,7 @@ from sipxcc.calls.registry import CallRegistry
 from sipxcc.users import User
 from sipxcc.web.render import StatusCache, call_document
 
+LISTED = 50
 EVENTS = [("INVITE", "SIP/2.0 100 Trying"), ("INVITE", "SIP/2.0 180 Ringing"),
           ("INVITE", "SIP/2.0 200 OK"), ("REFER", "SIP/2.0 202 Accepted"),
           ("NOTIFY", "SIP/2.0 100 Trying"), ("NOTIFY", "SIP/2.0 200 OK")]
@@ -65,7 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     agent = User("agent@sipx.test", "agent", (), None, None, None)
     registry = CallRegistry(Clock(), {"REFER": EndsAtOnce}, max_calls=args.calls,
-                            max_calls_per_agent=args.calls)
+                            max_calls_per_agent=args.calls, max_retained=args.calls + LISTED,
+                            max_retained_per_owner=args.calls)
+    # another agent's calls, placed first: GET /calls for it must not walk the fill
+    listed = User("listed@sipx.test", "listed", (), None, None, None)
+    for n in range(LISTED):
+        registry.place(CallRequest(listed, f"listed{n}@sipx.test", "target@sipx.test",
+                                   result_cache_time=180))
     gc.collect()
     rss_before = rss_kib()
     if args.traced:
@@ -81,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         traced, _ = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         print(f"traced per retained call: {traced / args.calls:.0f} B")
+
+    start = time.perf_counter()
+    for _ in range(100):
+        assert len(registry.calls_of(listed.identity, LISTED)) == LISTED
+    print(f"GET /calls listing of another agent's {LISTED} calls: "
+          f"{(time.perf_counter() - start) * 1e4:.1f} us (registry part)")
 
     cache = StatusCache()
     first, repeated = [], []

@@ -179,7 +179,9 @@ def sipxcc_step(rate: int, count: int, workdir: Path, *, mode: str = "refer",
         wait_until(lambda: _listening_udp(uas_port), 5)
         config = write_config(workdir, sip_proxy=f"sip:{LOOPBACK}:{uas_port};lr",
                               users_directory=str(users), daemon_log_level="warn",
-                              calls_max_calls=100000, calls_max_calls_per_agent=1000)
+                              calls_max_calls=100000, calls_max_calls_per_agent=1000,
+                              # one agent places every call: keep them all, as before
+                              calls_max_retained_per_owner=100000)
         twistd = TWISTD
         if prelude:
             twistd = [*TWISTD[:-1], f"{prelude}\n{TWISTD[-1]}"]

@@ -86,6 +86,10 @@ class CallsConfig:
     max_calls: int
     max_calls_per_agent: int
     callback_hosts: tuple[str, ...]
+    max_retained: int = 100_000
+    max_retained_per_owner: int = 1000
+    max_result_cache_time: int = 86400
+    callback_ports: tuple[int, ...] = (80, 443)
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,13 @@ def _networks(value: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+def _ports(value: str) -> tuple[int, ...]:
+    ports = tuple(dict.fromkeys(_port(word) for word in _words(value)))
+    if not ports:
+        raise _Invalid("must name at least one port")
+    return ports
+
+
 def _user_names(value: str) -> frozenset[str]:
     return frozenset(_words(value))
 
@@ -282,6 +293,13 @@ KEYS: tuple[Key, ...] = (
     Key("calls", "max_calls_per_agent", _int_range(1, 1_000_000), "10",
         "calls in progress per agent"),
     Key("calls", "callback_hosts", _hosts, "", "hosts statusCallback URLs may point at"),
+    Key("calls", "max_retained", _int_range(1, 10_000_000), "100000",
+        "finished calls kept queryable in all; beyond, the oldest is forgotten"),
+    Key("calls", "max_retained_per_owner", _int_range(1, 1_000_000), "1000",
+        "finished calls kept queryable per agent; beyond, its oldest is forgotten"),
+    Key("calls", "max_result_cache_time", _int_range(0, 86400), "86400",
+        "largest resultCacheTime honoured; a larger one is lowered to it"),
+    Key("calls", "callback_ports", _ports, "80 443", "ports statusCallback URLs may use"),
     Key("daemon", "state_dir", _text, "/var/lib/sipxcc", "generated certificate and state",
         is_path=True),
     Key("daemon", "log_level", _log_level, "info", "debug, info, warn, error or critical"),
@@ -309,6 +327,10 @@ def load_config(path: str, overrides: Mapping[str, str] | None = None) -> Config
                                        from_command_line=key.dotted in overrides)
     if values["sip.realm"] is None:
         values["sip.realm"] = values["sip.domain"]
+    if values["calls.result_cache_time"] > values["calls.max_result_cache_time"]:
+        raise ConfigError(f"{path}: calls.result_cache_time: {values['calls.result_cache_time']}"
+                          " is above calls.max_result_cache_time "
+                          f"({values['calls.max_result_cache_time']})")
     if (values["tls.certificate"] is None) != (values["tls.key"] is None):
         missing = "tls.key" if values["tls.key"] is None else "tls.certificate"
         raise ConfigError(f"{path}: {missing}: tls.certificate and tls.key must be set together")

@@ -190,7 +190,7 @@ def _build_call_control(config: Config, reactor) -> CallControl:
                           port=sip.port, transports=sip.transports,
                           contact_user=sip.contact_user, max_calls=config.calls.max_calls,
                           max_calls_per_agent=config.calls.max_calls_per_agent,
-                          tls_context=tls_context)
+                          tls_context=tls_context, calls_config=config.calls)
     try:
         control.listen()
     except CannotListenError as error:

@@ -14,6 +14,17 @@ if TYPE_CHECKING:
 REFER = "REFER"
 INVITE = "INVITE"
 
+#: status lines a call keeps; beyond them provisional lines (and anything that is not a
+#: final status line) are dropped, so that a far end cannot grow a call without bound
+MAX_EVENTS = 100
+#: final status lines kept beyond L{MAX_EVENTS}; after them each new final line replaces
+#: the last one, so the status always ends with how the call ended
+MAX_FINAL_EVENTS = 10
+#: characters kept of one status line
+MAX_LINE = 512
+#: what ends a status line cut at L{MAX_LINE}
+TRUNCATED = "...[truncated]"
+
 
 @dataclass(frozen=True, slots=True)
 class CallRequest:
@@ -60,6 +71,13 @@ COMPLETED = "Completed Dialog"
 TERMINATED = "Terminated Dialog"
 
 
+def is_final(status_line: str) -> bool:
+    """Whether C{status_line} is a final SIP status line (C{SIP/2.0 2xx} to C{6xx})."""
+    return (len(status_line) >= 11 and status_line.startswith("SIP/2.0 ")
+            and status_line[8] in "23456" and status_line[9:11].isdigit()
+            and status_line[9:11].isascii() and status_line[11:12] in ("", " "))
+
+
 class Call:
     """
     The record of one call: its request, its status events (which only ever grow) and its
@@ -72,7 +90,12 @@ class Call:
     """
 
     __slots__ = ("id", "request", "created", "_lines", "state", "ended", "_dialogs",
-                 "_listeners", "flow", "expiry")
+                 "_listeners", "flow", "expiry",
+                 # the registry's links (see L{sipxcc.calls.chain.Chain}): the owner's
+                 # calls, its finished calls, every finished call, and the finished calls
+                 # due at the same delay
+                 "owner_prev", "owner_next", "owner_done_prev", "owner_done_next",
+                 "done_prev", "done_next", "due_prev", "due_next")
 
     def __init__(self, request: CallRequest, created: float):
         self.id = secrets.token_urlsafe(12)
@@ -84,7 +107,11 @@ class Call:
         self._dialogs: Callable[[], list[DialogInfo]] | tuple[DialogInfo, ...] | None = None
         self._listeners: list[Callable[[Call, StatusEvent | None], None]] | tuple = []
         self.flow = None
-        self.expiry = None
+        self.expiry = None  # the watchdog in progress; when retention ends once finished
+        self.owner_prev = self.owner_next = None
+        self.owner_done_prev = self.owner_done_next = None
+        self.done_prev = self.done_next = None
+        self.due_prev = self.due_next = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -126,14 +153,28 @@ class Call:
         self._listeners = [*self._listeners, listener]
 
     def record(self, timestamp_ms: int, call_id: str, method: str, status_line: str) -> None:
+        """
+        Add a status line, within bounds: after L{MAX_EVENTS} lines only final ones
+        (C{SIP/2.0 2xx}..C{6xx}) are kept, L{MAX_FINAL_EVENTS} more of them, then each
+        replaces the last; a line longer than L{MAX_LINE} is cut, ending in L{TRUNCATED}.
+        """
+        count = self.event_count
+        status_line = status_line.strip()
+        if count >= MAX_EVENTS and not is_final(status_line):
+            return
+        if len(status_line) > MAX_LINE:
+            status_line = status_line[:MAX_LINE - len(TRUNCATED)] + TRUNCATED
         lines = self._lines
         if type(lines) is tuple:
             lines = self._lines = [tuple(line) for line in self.events]
         # one string object per Call-ID and per common status line, however many events
         if lines and lines[-1][1] == call_id:
             call_id = lines[-1][1]
-        line = (timestamp_ms, call_id, method, intern(status_line.strip()))
-        lines.append(line)
+        line = (timestamp_ms, call_id, method, intern(status_line))
+        if count >= MAX_EVENTS + MAX_FINAL_EVENTS:
+            lines[-1] = line
+        else:
+            lines.append(line)
         if self._listeners:
             event = StatusEvent._make(line)
             for listener in self._listeners:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from twisted.application.service import Service
 
 from sipxcc.calls.call import INVITE, REFER
-from sipxcc.calls.callbacks import StatusCallbacks, treq_poster
+from sipxcc.calls.callbacks import CallbackPolicy, StatusCallbacks, treq_poster
 from sipxcc.calls.leg import FlowContext
 from sipxcc.calls.refer import ReferFlow
 from sipxcc.calls.registry import CallRegistry
+from sipxcc.config import CallsConfig
 from sipxcc.sip.transport import TransportLayer
 from sipxcc.sip.useragent import UASettings, UserAgent
 
@@ -22,7 +23,7 @@ class CallControl(Service):
     def __init__(self, reactor, *, domain: str, proxy: str, address: str, port: int,
                  transports=("udp", "tcp"), contact_user: str = "callcontroller",
                  max_calls: int = 2000, max_calls_per_agent: int = 10, tls_context=None,
-                 shutdown_timeout: float = 5.0):
+                 shutdown_timeout: float = 5.0, calls_config: CallsConfig | None = None):
         self.reactor = reactor
         self.shutdown_timeout = shutdown_timeout
         self.transport = TransportLayer(reactor, address, port, transports,
@@ -31,10 +32,15 @@ class CallControl(Service):
         self.ua: UserAgent | None = None
         self.domain = domain
         self.address = address
-        self.callbacks = StatusCallbacks(reactor, treq_poster(reactor))
+        limits = calls_config or CallsConfig(180, 180, max_calls, max_calls_per_agent, ())
+        policy = CallbackPolicy(limits.callback_hosts, limits.callback_ports)
+        self.callbacks = StatusCallbacks(reactor, treq_poster(reactor, policy))
         self.registry = CallRegistry(reactor, {REFER: self._refer, INVITE: self._invite},
                                      max_calls, max_calls_per_agent,
-                                     observers=(self.callbacks.attach,))
+                                     observers=(self.callbacks.attach,),
+                                     max_retained=limits.max_retained,
+                                     max_retained_per_owner=limits.max_retained_per_owner,
+                                     max_result_cache_time=limits.max_result_cache_time)
 
     def listen(self) -> None:
         """Bind the SIP transports; raises CannotListenError when the port is taken."""

@@ -117,7 +117,7 @@ def test_status_callback_receives_every_event_in_order(setup):
     server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        s = setup()
+        s = setup(calls_callback_ports=server.server_address[1])
         phone = s.phone("user1", "refer_transferee")
         hook = f"http://127.0.0.1:{server.server_address[1]}/hook"
         code, _ = curl("-X", "POST", "--data-urlencode", f"statusCallback={hook}", "-G",

@@ -1,0 +1,56 @@
+"""The calls.* keys that bound retention and status callbacks."""
+
+import textwrap
+
+import pytest
+
+from sipxcc.config import ConfigError, load_config
+
+MINIMAL = """
+[sip]
+domain = sipx.test
+proxy = sip:127.0.0.1:5080;lr
+[users]
+directory = users.xml
+"""
+
+
+def write(tmp_path, extra=""):
+    path = tmp_path / "sipxcc.ini"
+    path.write_text(textwrap.dedent(MINIMAL) + textwrap.dedent(extra))
+    return str(path)
+
+
+def test_the_retention_and_callback_bounds_have_documented_defaults(tmp_path):
+    calls = load_config(write(tmp_path)).calls
+    assert (calls.max_retained, calls.max_retained_per_owner) == (100_000, 1000)
+    assert calls.max_result_cache_time == 86400
+    assert calls.callback_ports == (80, 443)
+
+
+def test_the_bounds_can_be_set(tmp_path):
+    calls = load_config(write(tmp_path, """
+        [calls]
+        max_retained = 5000
+        max_retained_per_owner = 50
+        max_result_cache_time = 600
+        callback_ports = 443, 8443 443
+        """)).calls
+    assert (calls.max_retained, calls.max_retained_per_owner) == (5000, 50)
+    assert (calls.max_result_cache_time, calls.callback_ports) == (600, (443, 8443))
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ("max_retained = 0", "calls.max_retained: 0 is out of range 1..10000000"),
+    ("max_retained_per_owner = -1", "calls.max_retained_per_owner: -1 is out of range"),
+    ("max_result_cache_time = 86401", "calls.max_result_cache_time: 86401 is out of range"),
+    ("callback_ports = 80 http", "calls.callback_ports: 'http' is not an integer"),
+    ("callback_ports = 0", "calls.callback_ports: 0 is out of range 1..65535"),
+    ("max_result_cache_time = 60",
+     "calls.result_cache_time: 180 is above calls.max_result_cache_time (60)"),
+])
+def test_bad_bounds_stop_start_up_with_one_line(tmp_path, extra, problem):
+    path = write(tmp_path, "[calls]\n" + extra + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert problem in str(caught.value) and "\n" not in str(caught.value)
