@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.daemon import Daemon, free_ports, write_config
+from tests.integration.e2e import curl, status_lines, wait_for
 from tests.integration.sipfake import (
     UDPPeer,
     carries_credentials,
@@ -103,8 +104,23 @@ def test_in_dialog_requests_to_a_far_ends_contact_carry_no_credentials(rig):
     # the phone challenges the REFER in our realm: no answer, the REFER's 407 is final
     code, reason, headers = challenge(407)
     far_end.send(respond(refer, code, reason, headers, to_tag=ok.to_tag), via_address(refer))
-    far_end.expect("BYE")  # the daemon gives up on the call, still without credentials
-    assert wait_for_state(daemon, location, ENDED)
+    bye, _ = far_end.expect("BYE")  # the daemon gives up on the call, without credentials
+    far_end.send(respond(bye, 200, "OK", to_tag=ok.to_tag), via_address(bye))
+    wait_for_state(daemon, location, ENDED)
     far_end.drain()
     assert not any(carries_credentials(m) for m in far_end.received)
     assert [m for m in far_end.received if m.startswith(b"REFER ")] == [refer.to_bytes()]
+
+
+def test_through_kamailio_the_proxys_challenges_are_still_answered_in_and_out_of_dialog(
+        setup):
+    # Kamailio challenges the INVITE and, in the dialog it record-routes, the REFER and BYE
+    s = setup()
+    phone = s.phone("user1", "refer_transferee")
+    code, body = curl("-X", "POST", s.url("/callcontroller/user1/user2"))
+    assert code == 200, body
+    assert phone.wait(20) == 0, phone.errors()
+    lines = wait_for(lambda: (lambda ls: ls if ("NOTIFY", "SIP/2.0 200 OK") in ls else None)(
+        status_lines(curl(s.url("/callcontroller/user1/user2"))[1])))
+    assert ("INVITE", "SIP/2.0 200 OK") in lines and ("REFER", "SIP/2.0 202 Accepted") in lines
+    assert "not answering the" not in s.daemon.log_text()
