@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactorClock
 
+from sipxcc.sip.transport import Target, TransportLayer
 from sipxcc.tls import TLSError, client_options, server_options
 
 
@@ -168,3 +170,18 @@ def test_an_unusable_ca_file_is_one_line_naming_it(tmp_path, content, problem):
     message = str(raised.value)
     assert "\n" not in message
     assert message.startswith(f"{path}: tls.ca_file: ") and problem in message
+
+
+def test_without_client_options_no_tls_connection_is_made_and_the_send_fails(pki, tmp_path):
+    reactor = MemoryReactorClock()
+    layer = TransportLayer(reactor, "127.0.0.1", 6050, ("udp", "tcp"))
+    errors = []
+    layer.send(b"INVITE", Target("TLS", "127.0.0.1", 5061), errors.append)
+    reactor.advance(0)
+    assert reactor.sslClients == [] and reactor.tcpClients == []
+    assert len(errors) == 1
+    # with options, the connection verifies the proxy (the creator given is the one used)
+    layer.client_tls = client_options("127.0.0.1", str(_ca_file(tmp_path, pki["ca"])))
+    layer.send(b"INVITE", Target("TLS", "127.0.0.1", 5061), errors.append)
+    [(host, port, _, creator, *_)] = reactor.sslClients
+    assert (host, port, creator) == ("127.0.0.1", 5061, layer.client_tls)
