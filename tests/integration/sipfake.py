@@ -131,6 +131,13 @@ def call_state(daemon, location: str) -> str:
     return json.loads(body)["state"]
 
 
+def call_status_lines(daemon, location: str) -> list[str]:
+    """The status lines recorded for a REFER-mode call."""
+    status, _, body = _https(daemon, "GET", location)
+    assert status == 200, (status, body)
+    return [event["status-line"] for event in json.loads(body)["status-lines"]]
+
+
 def wait_for_state(daemon, location: str, states, timeout: float = 15.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

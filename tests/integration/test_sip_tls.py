@@ -13,7 +13,13 @@ import time
 import pytest
 
 from tests.integration.daemon import Daemon, free_ports, run_twistd, write_config
-from tests.integration.sipfake import TLSServer, make_certificate, place_call, wait_for_state
+from tests.integration.sipfake import (
+    TLSServer,
+    call_status_lines,
+    make_certificate,
+    place_call,
+    wait_for_state,
+)
 
 ENDED = ("failed", "ended")
 
@@ -56,6 +62,8 @@ def test_the_proxys_certificate_and_name_are_verified(tmp_path, pki):
             try:
                 location = place_call(daemon, "user1", called)
                 assert wait_for_state(daemon, location, ENDED) == "failed"
+                # like an unreachable proxy (RFC 3261 §18.4)
+                assert call_status_lines(daemon, location) == ["SIP/2.0 503 Service Unavailable"]
                 wait_until(lambda: proxy.handshakes)  # noqa: B023 -- used at once
             finally:
                 proxy.close()
