@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
+from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 
 from sipxcc.sip.digest import DigestCredentials
@@ -176,3 +177,14 @@ def test_an_in_dialog_ack_from_a_stranger_is_ignored_like_other_in_dialog_reques
     assert [m.status for m in net.sent_messages()] == [403]  # the INFO; an ACK is never answered
     net.deliver(phone.request("ACK"), FAR_END)
     assert [method for method, _ in got] == ["ACK"]
+
+
+def test_a_proxy_named_by_host_name_is_recognised_by_the_address_it_resolved_to():
+    net = FakeNetwork(proxy="sip:proxy.sipx.test;lr")
+    net.clock.resolve = lambda host: defer.succeed("127.0.0.7")
+    outgoing, invite, finals = start_invite(net)
+    # another port of the proxy's host is not the proxy
+    assert deliver_challenge(net, invite, source=("127.0.0.7", 5070)) == []
+    outgoing, invite, finals = start_invite(net)
+    [retry] = deliver_challenge(net, invite, source=("127.0.0.7", 5060))
+    assert carries_credentials(retry)
