@@ -7,6 +7,7 @@ flood gets one retry; in-dialog requests straight to a far end's Contact carry n
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -23,6 +24,7 @@ from tests.integration.sipfake import (
     via_address,
     wait_for_state,
 )
+from tests.integration.test_invite_mode import both_connected, hang_up, post
 
 ENDED = ("failed", "ended")
 
@@ -138,3 +140,20 @@ def test_through_kamailio_the_proxys_challenges_are_still_answered_in_and_out_of
         status_lines(curl(s.url("/callcontroller/user1/user2"))[1])))
     assert ("INVITE", "SIP/2.0 200 OK") in lines and ("REFER", "SIP/2.0 202 Accepted") in lines
     assert "not answering the" not in s.daemon.log_text()
+
+
+def test_through_kamailio_invite_mode_re_invites_still_authenticate(setup):
+    # INVITE mode re-INVITEs the caller's leg inside a dialog Kamailio challenges: the
+    # proxy's earlier challenge is reused, so the re-INVITE and BYEs pass unchallenged
+    s = setup()
+    a = s.phone("user1", "im_caller")
+    b = s.phone("user2", "invite_b")
+    location = post(s)
+    wait_for(lambda: both_connected(s, location))
+    assert hang_up(s, location, a, b) == "ended"
+    assert "not answering the" not in s.daemon.log_text()
+    verdicts = re.findall(r"\{1 \d+ (\w+) [^}]*\} <script>: (challenge|authenticated)",
+                          s.proxy.log_text())
+    assert verdicts.count(("INVITE", "challenge")) == 2  # each leg's first INVITE only
+    assert ("BYE", "authenticated") in verdicts and ("BYE", "challenge") not in verdicts
+    assert verdicts.count(("INVITE", "authenticated")) == 3  # two answers, one re-INVITE
