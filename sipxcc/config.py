@@ -67,6 +67,7 @@ class TLSConfig:
 
     certificate: str | None
     key: str | None
+    ca_file: str | None = None  # CAs for the SIP proxy's certificate; None: the platform's
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,8 @@ KEYS: tuple[Key, ...] = (
         "address the internal listener binds"),
     Key("tls", "certificate", _text, None, "PEM certificate file", is_path=True),
     Key("tls", "key", _text, None, "PEM private key file", is_path=True),
+    Key("tls", "ca_file", _text, None, "PEM CA certificates that sign the SIP proxy's "
+        "TLS certificate (default: the platform's trust store)", is_path=True),
     Key("users", "directory", _text, REQUIRED, "validusers.xml or credential.xml", True),
     Key("users", "agents", _user_names, "", "users allowed to act as agent for others"),
     Key("calls", "timeout", _int_range(1, 86400), "180", "default ring time in seconds"),

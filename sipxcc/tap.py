@@ -24,7 +24,8 @@ from sipxcc.config import KEYS, Config, ConfigError, load_config
 from sipxcc.logs import enabled as log_enabled
 from sipxcc.logs import logger
 from sipxcc.logs import set_level as set_log_level
-from sipxcc.tls import TLSError, server_context_factory
+from sipxcc.sip.uri import URI
+from sipxcc.tls import TLSError, client_options, server_context_factory
 from sipxcc.users import DirectoryError, UserDirectory
 from sipxcc.web.site import build_internal_site, build_site
 
@@ -186,11 +187,14 @@ def _build_call_control(config: Config, reactor) -> CallControl:
     """The SIP stack and the CallRegistry, its SIP ports already bound."""
     sip = config.sip
     tls_context = server_context_factory(config) if "tls" in sip.transports else None
+    # outgoing SIP over TLS verifies the proxy: chain to tls.ca_file, name from sip.proxy
+    tls_client = client_options(URI.parse(sip.proxy).host.strip("[]"), config.tls.ca_file)
     control = CallControl(reactor, domain=sip.domain, proxy=sip.proxy, address=sip.address,
                           port=sip.port, transports=sip.transports,
                           contact_user=sip.contact_user, max_calls=config.calls.max_calls,
                           max_calls_per_agent=config.calls.max_calls_per_agent,
-                          tls_context=tls_context, calls_config=config.calls)
+                          tls_context=tls_context, calls_config=config.calls,
+                          realm=sip.realm, tls_client_context=tls_client)
     try:
         control.listen()
     except CannotListenError as error:

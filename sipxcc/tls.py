@@ -1,4 +1,8 @@
-"""TLS server options for the HTTPS listener: the configured PEM pair or a self-signed one.
+"""TLS options: the server side (HTTPS and SIP-TLS listeners: the configured PEM pair or a
+self-signed one) and the client side toward the SIP proxy (its certificate verified).
+
+Both speak TLS 1.2 or later, and TLS 1.2 only with ECDHE key exchange and AEAD ciphers
+(forward secrecy; no static RSA, no CBC).
 
 The same code must work on Twisted 26.10 with pyOpenSSL 26 (which wants ``cryptography``
 objects and warns about pyOpenSSL ones) and on Debian 12's Twisted 22.4 with pyOpenSSL 23
@@ -10,6 +14,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Iterable
 
@@ -19,13 +24,20 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet import ssl
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+)
 
 from sipxcc.config import Config
 
 CERT_FILE = "sipxcc-cert.pem"
 KEY_FILE = "sipxcc-key.pem"
 VALID_DAYS = 3650
+#: TLS 1.2 suites we accept (OpenSSL syntax); TLS 1.3 suites are all ECDHE/AEAD already
+CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL)
 
 
 class TLSError(Exception):
@@ -60,13 +72,42 @@ def server_options(cert_pem: bytes, key_pem: bytes, cert_path: str = "certificat
         key, cert = key.to_cryptography_key(), cert.to_cryptography()
     try:
         options = ssl.CertificateOptions(
-            privateKey=key, certificate=cert, raiseMinimumTo=ssl.TLSVersion.TLSv1_2
+            privateKey=key, certificate=cert, raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            acceptableCiphers=acceptable_ciphers(),
         )
         options.getContext()  # fails now, not at the first connection, if the key is wrong
     except SSL.Error as error:
         raise TLSError(f"{cert_path}, {key_path}: certificate and key do not match or are "
                        f"unusable: {_describe(error)}") from None
     return options
+
+
+def acceptable_ciphers() -> ssl.AcceptableCiphers:
+    """The TLS 1.2 cipher suites of L{CIPHERS} that this OpenSSL has."""
+    return ssl.AcceptableCiphers.fromOpenSSLCipherString(CIPHERS)
+
+
+def client_options(hostname: str, ca_file: str | None) -> IOpenSSLClientConnectionCreator:
+    """TLS toward the SIP proxy: its certificate must chain to C{ca_file}'s CAs (or the
+    platform's trust store when None) and name C{hostname} (a DNS name or an address).
+    Raises TLSError, one line naming C{ca_file}, when that file cannot be used."""
+    trust = ssl.platformTrust() if ca_file is None else _trust_root(ca_file)
+    return ssl.optionsForClientTLS(hostname, trustRoot=trust, extraCertificateOptions={
+        "raiseMinimumTo": ssl.TLSVersion.TLSv1_2, "acceptableCiphers": acceptable_ciphers()})
+
+
+def _trust_root(ca_file: str):
+    data = _read(ca_file, "tls.ca_file")
+    certificates = []
+    for pem in _PEM_CERTIFICATE.findall(data):
+        try:
+            certificates.append(ssl.Certificate.loadPEM(pem))
+        except Exception as error:  # pyOpenSSL raises several types for bad PEM
+            raise TLSError(f"{ca_file}: tls.ca_file: a certificate cannot be loaded: "
+                           f"{_describe(error)}") from None
+    if not certificates:
+        raise TLSError(f"{ca_file}: tls.ca_file: no PEM certificate in the file")
+    return ssl.trustRootFromCertificates(certificates)
 
 
 def ensure_self_signed(state_dir: str, names: Iterable[str]) -> tuple[str, str]:
@@ -148,12 +189,13 @@ def _write(path: str, data: bytes, mode: int) -> None:
         raise
 
 
-def _read(path: str) -> bytes:
+def _read(path: str, key: str | None = None) -> bytes:
     try:
         with open(path, "rb") as stream:
             return stream.read()
     except OSError as error:
-        raise TLSError(f"{path}: cannot read: {error.strerror}") from None
+        named = f" {key}:" if key else ""
+        raise TLSError(f"{path}:{named} cannot read: {error.strerror}") from None
 
 
 def _describe(error: Exception) -> str:

@@ -23,12 +23,16 @@ class CallControl(Service):
     def __init__(self, reactor, *, domain: str, proxy: str, address: str, port: int,
                  transports=("udp", "tcp"), contact_user: str = "callcontroller",
                  max_calls: int = 2000, max_calls_per_agent: int = 10, tls_context=None,
-                 shutdown_timeout: float = 5.0, calls_config: CallsConfig | None = None):
+                 shutdown_timeout: float = 5.0, calls_config: CallsConfig | None = None,
+                 realm: str | None = None, tls_client_context=None):
         self.reactor = reactor
         self.shutdown_timeout = shutdown_timeout
         self.transport = TransportLayer(reactor, address, port, transports,
                                         tls_context=tls_context)
-        self.settings = UASettings(proxy, address, port, contact_user, tuple(transports))
+        self.transport.client_tls = tls_client_context  # None: refuse outgoing TLS
+        # the realm of the proxy's challenges: the only ones the agents' credentials answer
+        self.settings = UASettings(proxy, address, port, contact_user, tuple(transports),
+                                   realm if realm is not None else domain)
         self.ua: UserAgent | None = None
         self.domain = domain
         self.address = address
@@ -48,7 +52,7 @@ class CallControl(Service):
         settings = self.settings
         if settings.port != self.transport.port:
             settings = UASettings(settings.proxy, settings.address, self.transport.port,
-                                  settings.contact_user, settings.transports)
+                                  settings.contact_user, settings.transports, settings.realm)
         self.ua = UserAgent(self.reactor, self.transport, settings)
         self.context = FlowContext(self.ua, self.reactor, self.domain, self.address)
 

@@ -2,17 +2,33 @@
 A request we send and everything that follows from it: digest challenges answered
 (RFC 3261 §22.2), CANCEL (§9.1), the dialog its 2xx creates, and extra forked 2xx
 ACKed and BYEd (§13.2.2.4).
+
+The credentials are a sipX user's SIP HA1, and any response to a nonce a stranger chose
+lets it guess that user's password offline. So a challenge is answered only when all
+of these hold, and is otherwise the request's final response (RFC 3261 §22.2, §8.1.3.5):
+
+- the request went to the configured proxy (out of dialog, or in a dialog whose route
+  set starts at the proxy), never straight to a far end's Contact;
+- the 401/407 came from the proxy's address and port, on the request's transport;
+- its realm is C{sip.realm};
+- this request has not already answered a challenge of that realm (a proxy that has
+  accepted our answer and relays a far end's 401/407 of the same realm gets nothing),
+  except once for C{stale=true} on credentials this request carried (RFC 7616 §3.3).
 """
 
 from __future__ import annotations
 
 from twisted.internet import defer
 
+from sipxcc.logs import logger
 from sipxcc.sip.digest import Challenge, authorization, make_cnonce
 from sipxcc.sip.message import Request, Response, make_branch
 from sipxcc.sip.transaction import T1, Timeout, TransportFailure
 
-MAX_AUTH_TRIES = 2
+log = logger(__name__)
+
+MAX_STALE_RETRIES = 1
+"""Re-sends for C{stale=true} per request, on top of one answer per realm."""
 CHALLENGE_HEADERS = {401: ("WWW-Authenticate", "Authorization"),
                      407: ("Proxy-Authenticate", "Proxy-Authorization")}
 
@@ -28,7 +44,8 @@ class RequestFailed(Exception):
 
 class OutgoingRequest:
     """
-    Sends C{request}, answers challenges with C{credentials} at most twice, and fires
+    Sends C{request}, answers the proxy's challenges with C{credentials} (at most once
+    per realm, plus one stale retry; see the module docstring), and fires
     C{deferred} with the final response (C{final_status} keeps its code). C{on_response}
     sees every response, challenges included, in arrival order. For an INVITE, C{dialog}
     is set on 2xx.
@@ -44,13 +61,14 @@ class OutgoingRequest:
         self.dialog = dialog
         self.deferred: defer.Deferred = defer.Deferred()
         self.txn = None
-        self.tries = 0
         self.provisional = False
         self.final_status: int | None = None  # set once the request has its final answer
         self.cancel_pending = False
         self.cancelled = False
         self.nc: dict[str, int] = {}
         self.challenges: dict[str, Challenge] = {}
+        self.answered: set[str] = set()  # realms whose credentials this request carried
+        self.stale_retries = 0
         self.seen_provisional: set[tuple] = set()
 
     @property
@@ -58,7 +76,8 @@ class OutgoingRequest:
         return self.request.call_id
 
     def start(self) -> OutgoingRequest:
-        if self.dialog is not None and self.credentials is not None:
+        if self.dialog is not None and self.credentials is not None \
+                and self.ua.is_proxy(self.target.host, self.target.port):
             self._preauthorize()
         self._send()
         return self
@@ -72,9 +91,12 @@ class OutgoingRequest:
     def _preauthorize(self) -> None:
         """Reuse the dialog's last challenge, so an authenticating proxy need not re-ask."""
         for header, challenge in self.dialog.challenges.items():
+            if challenge.realm != self.ua.settings.realm:
+                continue
             value = self._answer(challenge)
             if value is not None:
                 self.request.headers.set(header, value)
+                self.answered.add(challenge.realm)
 
     def _answer(self, challenge: Challenge) -> str | None:
         counts = self.dialog.nonce_counts if self.dialog is not None else self.nc
@@ -118,35 +140,65 @@ class OutgoingRequest:
 
     def _settled(self) -> None:
         """Final: drop the retry state (an INVITE's stays reachable for Timer M's 32 s)."""
-        self.challenges = self.nc = self.seen_provisional = None
+        self.challenges = self.nc = self.seen_provisional = self.answered = None
         self.request.headers.cache.clear()  # parsed again only if a forked 2xx comes
 
     def _retry_with_credentials(self, response: Response) -> bool:
-        """§22.2: answer a 401/407 (stale=true does not count as a failed try)."""
+        """§22.2: answer a 401/407 from the proxy, in our realm, once (see the module doc)."""
         if self.credentials is None or self.cancelled:
             return False
         challenge_header, answer_header = CHALLENGE_HEADERS[response.status]
-        value = None
-        for raw in response.headers.values(challenge_header):
-            try:
-                challenge = Challenge.parse(raw)
-            except ValueError:
-                continue
-            value = self._answer(challenge)
-            if value is not None:
-                break
-        if value is None:
+        refused = self._refusal()
+        challenge = value = None
+        if refused is None:
+            realm = self.ua.settings.realm
+            offered = []
+            for raw in response.headers.values(challenge_header):
+                try:
+                    parsed = Challenge.parse(raw)
+                except ValueError:
+                    continue
+                offered.append(parsed.realm)
+                if parsed.realm == realm:
+                    value = self._answer(parsed)
+                    if value is not None:
+                        challenge = parsed
+                        break
+            if challenge is None:
+                refused = (f"no usable challenge for realm {realm!r} (offered: "
+                           f"{', '.join(repr(r[:64]) for r in offered[:4]) or 'none'})")
+            elif challenge.realm in self.answered:
+                if not challenge.stale or self.stale_retries >= MAX_STALE_RETRIES:
+                    refused = f"realm {realm!r} was answered already"
+                else:
+                    self.stale_retries += 1
+        if refused is not None:
+            self._log_refusal(response, refused)
             return False
-        if not challenge.stale:
-            self.tries += 1
-        if self.tries > MAX_AUTH_TRIES:
-            return False
+        self.answered.add(challenge.realm)
         self.challenges[answer_header] = challenge
         if self.dialog is not None:
             self.dialog.challenges[answer_header] = challenge
         self.request = self._next_request(answer_header, value)
         self._send()
         return True
+
+    def _refusal(self) -> str | None:
+        """Why the challenge now at hand must not be answered at all, or None."""
+        if not self.ua.is_proxy(self.target.host, self.target.port):
+            return "the request did not go through the proxy"
+        source = self.ua.response_source
+        if source is None or source.transport != self.target.transport \
+                or not self.ua.is_proxy(source.host, source.port):
+            return "it did not come from the proxy"
+        return None
+
+    def _log_refusal(self, response: Response, why: str) -> None:
+        source = self.ua.response_source
+        where = f"{source.transport} {source.host}:{source.port}" if source else "?"
+        log.warn("not answering the {status} to {method} (Call-ID {call_id!r}) from {where}: "
+                 "{why}", status=response.status, method=self.request.method,
+                 call_id=self.request.call_id[:80], where=where, why=why)
 
     def _next_request(self, header: str, value: str) -> Request:
         """The same request with credentials, a new branch and the next CSeq (§22.2)."""

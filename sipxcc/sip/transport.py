@@ -13,7 +13,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from twisted.internet import protocol
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ConnectError
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from sipxcc.logs import logger
 from sipxcc.sip.framing import StreamParser, parse_datagram
@@ -313,17 +316,49 @@ class TransportLayer:
         self.reactor.resolve(target.host).addCallbacks(resolved, failed)
 
     def _connect(self, target: Target) -> SIPStreamProtocol:
-        proto = SIPStreamProtocol(self, target.transport)
+        tls = target.transport == "TLS"
+        proto = (_TLSClientProtocol if tls else SIPStreamProtocol)(self, target.transport)
         proto.peer = (target.host, target.port)
         self.connections[(target.transport, target.host, target.port)] = proto
         factory = _OutgoingFactory(proto)
-        if target.transport == "TLS":
-            self.reactor.connectSSL(target.host, target.port, factory, self.tls_client_context(),
-                                    timeout=10)
+        if tls:
+            creator = self.tls_client_context()
+            if creator is None:  # never TLS without verifying the peer: fail like a refusal
+                log.error("no SIP over TLS to {host}:{port}: no client TLS options",
+                          host=target.host, port=target.port)
+                self.reactor.callLater(0, factory.clientConnectionFailed, None,
+                                       Failure(ConnectError("no client TLS options")))
+                return proto
+            self.reactor.connectSSL(target.host, target.port, factory, creator, timeout=10)
         else:
             self.reactor.connectTCP(target.host, target.port, factory, timeout=10)
         return proto
 
+    #: the daemon's L{sipxcc.tls.client_options}: the proxy's certificate and name verified
+    client_tls = None
+
     def tls_client_context(self):
-        from twisted.internet import ssl
-        return ssl.CertificateOptions(raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+        """Options for outgoing SIP over TLS; None means no outgoing TLS at all."""
+        return self.client_tls
+
+
+@implementer(IHandshakeListener)
+class _TLSClientProtocol(SIPStreamProtocol):
+    """An outgoing SIP-TLS stream. A handshake that fails (a certificate we do not trust,
+    or one for another name) is logged once; the connection's loss then fails its
+    requests like an unreachable proxy (RFC 3261 §18.4: 503). Nothing was sent on it:
+    TLS holds what we write until the handshake has succeeded."""
+
+    handshake_done = False
+
+    def handshakeCompleted(self) -> None:
+        self.handshake_done = True
+
+    def connectionLost(self, reason=None) -> None:
+        if not self.handshake_done:
+            value = getattr(reason, "value", reason)
+            why = " ".join(str(value).split())[:300] or type(value).__name__
+            host, port = self.peer or ("?", 0)
+            log.error("SIP over TLS to {host}:{port}: handshake failed, nothing sent: {why}",
+                      host=host, port=port, why=why)
+        super().connectionLost(reason)

@@ -6,6 +6,7 @@ dialogs, and answers what no one else claims (RFC 3261 §8.2, §12.2.2, §18.2.2
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ class UASettings:
     port: int
     contact_user: str = "callcontroller"
     transports: tuple[str, ...] = ("udp", "tcp")
+    realm: str | None = None  # digest realm we answer (the proxy's); None: answer none
 
 
 def host_port(host: str, port: int) -> str:
@@ -51,6 +53,16 @@ def uri_target(uri: URI, default_transport: str = "UDP") -> Target:
     if not is_ip(host):
         host = "127.0.0.1" if host == "localhost" else host
     return Target(transport, host, uri.port or DEFAULT_PORTS.get(transport, 5060))
+
+
+def _same_host(a: str, b: str) -> bool:
+    """Host names compare as text, addresses by value (``::1`` is ``0:0::1``)."""
+    a, b = a.strip("[]"), b.strip("[]")
+    if a == b:
+        return True
+    if is_ip(a) and is_ip(b):
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    return a.lower() == b.lower()
 
 
 MERGE_WINDOW = 32.0
@@ -78,6 +90,7 @@ class UserAgent:
         self.sent_by = host_port(settings.address, settings.port)
         self.counters = {"bad": 0, "stray_responses": 0}
         self.recent: OrderedDict[tuple, tuple] = OrderedDict()  # oldest first
+        self.response_source: Source | None = None  # of the response being delivered
         transport.on_message = self.receive
         transport.on_bad_message = self.bad_message
         transport.on_connection_lost = self.transactions.connection_lost
@@ -126,6 +139,16 @@ class UserAgent:
             request.headers.set("Via", self.via(make_branch(), "TCP"))
         return OutgoingRequest(self, request, target, credentials, on_response, dialog).start()
 
+    def is_proxy(self, host: str, port: int) -> bool:
+        """Whether host:port is the configured proxy (its address, or what its name gave)."""
+        proxy = self.proxy_target
+        if port != proxy.port:
+            return False
+        if _same_host(host, proxy.host):
+            return True
+        resolved = getattr(self.transport, "resolved", {}).get(proxy.host)
+        return resolved is not None and _same_host(host, resolved[0])
+
     def dialog_target(self, dialog: Dialog) -> Target:
         first = dialog.route_set[0] if dialog.route_set else f"<{dialog.remote_target}>"
         from sipxcc.sip.uri import Address
@@ -172,14 +195,18 @@ class UserAgent:
         if isinstance(message, Request):
             self._receive_request(message, source)
         else:
-            self._receive_response(message)
+            self._receive_response(message, source)
 
-    def _receive_response(self, response) -> None:
+    def _receive_response(self, response, source: Source | None = None) -> None:
         if response.status < 300 and response.cseq[1] == "INVITE":
             response.from_tag, response.to_tag  # a dialog needs both: parse (or reject) now
         txn = self.transactions.match_response(response)
         if txn is not None:
-            txn.receive(response)
+            self.response_source = source  # read by OutgoingRequest before it answers a 401/407
+            try:
+                txn.receive(response)
+            finally:
+                self.response_source = None
             return
         # §13.2.2.4: a 2xx retransmitted after its transaction ended still needs its ACK
         if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
@@ -211,7 +238,8 @@ class UserAgent:
             return
         if method == "ACK":
             dialog = self.dialogs.get((request.call_id, request.to_tag, request.from_tag))
-            if dialog is not None and dialog.on_request is not None:
+            if dialog is not None and dialog.on_request is not None \
+                    and self._from_dialog_peer(dialog, source):  # as other in-dialog requests
                 dialog.on_request(request, None)
             return
         if method == "CANCEL":

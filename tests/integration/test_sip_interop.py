@@ -58,7 +58,8 @@ def user_agent():
     def make(proxy: str) -> UserAgent:
         layer = TransportLayer(reactor, "127.0.0.1", 0, ("udp", "tcp"))
         layer.start()
-        ua = UserAgent(reactor, layer, UASettings(proxy, "127.0.0.1", layer.port))
+        ua = UserAgent(reactor, layer, UASettings(proxy, "127.0.0.1", layer.port,
+                                                  realm="sipx.test"))
         made.append(ua)
         return ua
     yield make

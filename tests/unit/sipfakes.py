@@ -17,13 +17,14 @@ OURS = ("127.0.0.1", 6050)
 class FakeNetwork:
     """A UA bound to a fake UDP socket; C{sent()} pops what it sent, C{deliver()} feeds it."""
 
-    def __init__(self, proxy: str = "sip:127.0.0.1:5080;lr"):
+    def __init__(self, proxy: str = "sip:127.0.0.1:5080;lr", realm: str = "sipx.test"):
         self.clock = Clock()
         self.layer = TransportLayer(self.clock, OURS[0], OURS[1], ("udp",))
         self.layer.udp = SIPDatagramProtocol(self.layer)
         self.socket = FakeDatagramTransport()
         self.layer.udp.makeConnection(self.socket)
-        self.ua = UserAgent(self.clock, self.layer, UASettings(proxy, OURS[0], OURS[1]))
+        self.ua = UserAgent(self.clock, self.layer, UASettings(proxy, OURS[0], OURS[1],
+                                                                   realm=realm))
         self._seen = 0
 
     def sent(self) -> list:
