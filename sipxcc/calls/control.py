@@ -22,11 +22,14 @@ class CallControl(Service):
     def __init__(self, reactor, *, domain: str, proxy: str, address: str, port: int,
                  transports=("udp", "tcp"), contact_user: str = "callcontroller",
                  max_calls: int = 2000, max_calls_per_agent: int = 10, tls_context=None,
-                 shutdown_timeout: float = 5.0):
+                 shutdown_timeout: float = 5.0, max_connections: int = 1000,
+                 max_connections_per_host: int = 64):
         self.reactor = reactor
         self.shutdown_timeout = shutdown_timeout
         self.transport = TransportLayer(reactor, address, port, transports,
-                                        tls_context=tls_context)
+                                        tls_context=tls_context,
+                                        max_connections=max_connections,
+                                        max_connections_per_host=max_connections_per_host)
         self.settings = UASettings(proxy, address, port, contact_user, tuple(transports))
         self.ua: UserAgent | None = None
         self.domain = domain

@@ -179,8 +179,9 @@ class StreamParser:
 
     Calls C{on_message} for each valid message. Framing errors (garbage, no
     Content-Length, a head over C{max_head} bytes, a message over C{max_size}) raise
-    L{SIPParseError} and the parser refuses further data. A well-framed but invalid message is consumed, then passed to C{on_invalid}
-    if given, else raised (the next C{feed} resumes after it).
+    L{SIPParseError} and the parser refuses further data. A well-framed but invalid
+    message is consumed, then passed to C{on_invalid} if given, else raised (the next
+    C{feed} resumes after it).
     C{on_ping} is called for each CRLFCRLF keep-alive (RFC 5626 §4.4.1).
     """
 
