@@ -217,7 +217,9 @@ class StreamParser:
                     return
             except SIPParseError as e:
                 if self._pending is None:  # framing is lost for good
-                    self.failed = e
+                    # a copy: the raised one's traceback holds this frame (and C{data}), and
+                    # keeping it would make a cycle only the garbage collector frees
+                    self.failed = SIPParseError(str(e))
                     self._buffer = bytearray()
                     raise
                 self._pending = None

@@ -1,0 +1,197 @@
+"""
+SIP over TCP under abuse, against the running daemon: connections beyond the caps are
+closed at once while other addresses, the proxy and HTTPS are still served; a slowloris
+message head is cut off at the deadline; an oversized head closes the connection; and a
+request whose Via claims another received/rport is answered at its real source.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tests.integration import hostile
+from tests.integration.daemon import Daemon, write_config
+from tests.integration.e2e import wait_for
+
+PROXY = "127.0.0.5"  # the configured proxy's address (nothing listens there)
+PER_HOST = 8
+TOTAL = 24  # others share TOTAL - PER_HOST; PER_HOST are kept for the proxy
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    config = write_config(tmp_path, sip_proxy=f"sip:{PROXY}:5080;lr",
+                          sip_max_connections=TOTAL, sip_max_connections_per_host=PER_HOST)
+    with Daemon(config) as running:
+        yield running
+
+
+def connect(daemon, source: str) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", daemon.sip_port), timeout=5,
+                                    source_address=(source, 0))
+
+
+def options(sock: socket.socket, port: int, timeout: float = 5.0) -> int | None:
+    """Send an OPTIONS on C{sock}; the status of the answer, None if none came."""
+    try:
+        sock.sendall(hostile.sip_request("OPTIONS", port, transport="TCP"))
+    except OSError:
+        return None
+    received = b""
+    deadline = time.monotonic() + timeout
+    while b"\r\n\r\n" not in received and time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, OSError):
+            break
+        if not chunk:
+            break
+        received += chunk
+    return hostile.status_of(received)
+
+
+def refusals_logged(daemon) -> int:
+    return daemon.log_text().count("refusing SIP TCP connections")
+
+
+def closed_at_once(sock: socket.socket) -> bool:
+    """The daemon closed C{sock} well before any deadline or timeout could have."""
+    from sipxcc.sip.transport import MESSAGE_DEADLINE
+    return hostile.closed_within(sock, MESSAGE_DEADLINE / 2) is not None
+
+
+def test_connections_beyond_the_per_host_cap_are_closed_at_once_others_are_served(daemon):
+    port = daemon.sip_port
+    held = []
+    try:
+        for _ in range(PER_HOST):
+            held.append(connect(daemon, "127.0.0.2"))
+            assert options(held[-1], port) == 200
+        for _ in range(3):
+            with connect(daemon, "127.0.0.2") as extra:
+                assert closed_at_once(extra)
+        # another address, and the proxy beyond the per-host cap, are still served
+        with connect(daemon, "127.0.0.3") as other:
+            assert options(other, port) == 200
+        for _ in range(PER_HOST + 4):
+            held.append(connect(daemon, PROXY))
+            assert options(held[-1], port) == 200
+        assert daemon.health() == 200
+        assert refusals_logged(daemon) == 1  # three refused, logged once
+    finally:
+        for sock in held:
+            sock.close()
+
+    def served_again() -> bool:
+        with connect(daemon, "127.0.0.2") as sock:
+            return options(sock, port, timeout=1) == 200
+    wait_for(served_again, timeout=10)
+
+
+def test_the_total_cap_keeps_room_for_the_proxy(daemon):
+    port = daemon.sip_port
+    held = []
+    try:
+        for n in range(TOTAL - PER_HOST):  # everyone but the proxy: full
+            held.append(connect(daemon, f"127.0.0.{10 + n // PER_HOST}"))
+            assert options(held[-1], port) == 200
+        with connect(daemon, "127.0.0.30") as late:
+            assert closed_at_once(late)
+        for _ in range(PER_HOST):
+            held.append(connect(daemon, PROXY))
+            assert options(held[-1], port) == 200
+        with connect(daemon, PROXY) as beyond_total:
+            assert closed_at_once(beyond_total)
+        assert daemon.health() == 200
+        # UDP does not count against the TCP caps
+        client = hostile.UDPClient(port)
+        try:
+            assert hostile.status_of(client.request(hostile.sip_request("OPTIONS", port))) \
+                == 200
+        finally:
+            client.close()
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_slowloris_head_is_cut_off_at_the_deadline_and_others_are_served(daemon):
+    from sipxcc.sip.transport import ABORT_GRACE, MESSAGE_DEADLINE
+    port = daemon.sip_port
+    interval = 0.5
+    slow = hostile.sip_request("OPTIONS", port, transport="TCP",
+                               extra="X-Slow: " + "a" * int(4 * MESSAGE_DEADLINE / interval))
+    with connect(daemon, "127.0.0.2") as sock, connect(daemon, "127.0.0.3") as other:
+        assert options(sock, port) == 200  # a first message in time
+        sock.setblocking(False)
+        sent = 0
+        closed = False
+        for byte in slow:  # a byte per tick: the idle timeout never fires
+            try:
+                sock.send(bytes([byte]))
+                sent += 1
+                closed = sock.recv(1) == b""
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed = True
+            if closed:
+                break
+            if sent == int(MESSAGE_DEADLINE / interval / 2):
+                assert options(other, port) == 200  # half way: still open, others served
+            time.sleep(interval)  # the attacker's pace, not synchronisation
+        assert closed, "a head dribbled for four deadlines was never cut off"
+        assert sent * interval < MESSAGE_DEADLINE + ABORT_GRACE + 5
+        assert sent * interval >= MESSAGE_DEADLINE / 2
+        assert options(other, port) == 200
+    assert daemon.health() == 200
+
+
+def test_a_head_over_the_limit_closes_the_connection_and_one_within_it_is_answered(daemon):
+    from sipxcc.sip.framing import MAX_HEAD
+    port = daemon.sip_port
+
+    def padded(size: int) -> bytes:
+        base = hostile.sip_request("OPTIONS", port, transport="TCP", extra="X-Pad: ")
+        pad = size - base.index(b"\r\n\r\n")
+        return base.replace(b"X-Pad: ", b"X-Pad: " + b"p" * pad)
+
+    with connect(daemon, "127.0.0.2") as sock:
+        sock.sendall(padded(MAX_HEAD))
+        received = sock.recv(65536)
+        assert hostile.status_of(received) == 200
+    with connect(daemon, "127.0.0.2") as sock:
+        sock.sendall(padded(MAX_HEAD + 1))
+        assert closed_at_once(sock)
+    with connect(daemon, "127.0.0.2") as sock:  # never finished: closed at the limit
+        sock.sendall(padded(MAX_HEAD * 2)[:MAX_HEAD + 100])
+        assert closed_at_once(sock)
+    assert daemon.health() == 200
+
+
+def test_a_request_claiming_another_received_and_rport_is_answered_at_its_source(daemon):
+    port = daemon.sip_port
+    client = hostile.UDPClient(port)
+    victim = hostile.UDPClient(port, host="127.0.0.9")
+    try:
+        lie = f";received=127.0.0.9;rport={victim.port}"
+        request = hostile.sip_request("OPTIONS", port).replace(b";rport\r\n",
+                                                                lie.encode() + b"\r\n")
+        assert lie.encode() in request
+        answer = client.request(request)
+        assert answer is not None, "no answer at the request's real source"
+        assert hostile.status_of(answer) == 200
+        via = answer.split(b"\r\n")[1].decode()
+        assert f";received=127.0.0.1;rport={client.port}" in via
+        # nothing reached the address the Via named; the documentation address as well
+        other = hostile.sip_request("OPTIONS", port).replace(
+            b";rport\r\n", b";received=203.0.113.9;rport=9\r\n")
+        assert hostile.status_of(client.request(other)) == 200
+        assert victim.drain(0.5) == []
+    finally:
+        client.close()
+        victim.close()
