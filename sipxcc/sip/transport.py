@@ -20,7 +20,9 @@ from typing import NamedTuple
 
 from twisted.internet import protocol
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IPushProducer
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
 
 from sipxcc.logs import logger
 from sipxcc.sip.framing import MAX_HEAD, StreamParser, parse_datagram
@@ -91,8 +93,15 @@ class SIPDatagramProtocol(protocol.DatagramProtocol):
         self.layer.deliver(message, source)
 
 
+@implementer(IPushProducer)
 class SIPStreamProtocol(protocol.Protocol):
-    """Frames SIP messages on a TCP or TLS stream by Content-Length (RFC 3261 §18.3)."""
+    """
+    Frames SIP messages on a TCP or TLS stream by Content-Length (RFC 3261 §18.3).
+
+    It is the producer of what it writes: while the peer does not take our answers and the
+    transport's buffer is full, nothing more is read from it, so its requests cannot pile
+    up answers in our memory.
+    """
 
     admitted: tuple[str, bool] | None = None
     """The L{ConnectionLimits} token of an incoming connection, None for an outgoing one."""
@@ -117,6 +126,7 @@ class SIPStreamProtocol(protocol.Protocol):
         for data, _ in self.pending:
             self.transport.write(data)
         self.pending = []
+        self.transport.registerProducer(self, True)
         self.touch()
         if self.admitted is not None:  # incoming: the first message is due from now on
             self._start_deadline()
@@ -153,7 +163,20 @@ class SIPStreamProtocol(protocol.Protocol):
         """Close now; abort if what is still queued is not taken within L{ABORT_GRACE}."""
         if self.abort is None:
             self.abort = self.layer.reactor.callLater(ABORT_GRACE, self._abort)
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
+
+    # IPushProducer: the transport's write buffer is full, or has drained
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()  # read no more from the peer
+
+    def resumeProducing(self) -> None:
+        if self.abort is None:
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass  # connectionLost follows
 
     def _abort(self) -> None:
         self.abort = None

@@ -195,3 +195,26 @@ def test_a_request_claiming_another_received_and_rport_is_answered_at_its_source
     finally:
         client.close()
         victim.close()
+
+
+def test_a_peer_that_never_reads_its_answers_is_no_longer_read_and_memory_stays_flat(daemon):
+    port = daemon.sip_port
+    pid = daemon.process.pid
+    baseline = hostile.rss_kib(pid)
+    batch = hostile.sip_request("OPTIONS", port, transport="TCP") * 100
+    sent = 0
+    with connect(daemon, "127.0.0.2") as greedy:
+        greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        greedy.settimeout(2)
+        try:
+            while sent < 60_000:  # 27 MB of answers, were they all kept for it
+                greedy.sendall(batch)
+                sent += 100
+        except TimeoutError:
+            pass
+        assert sent < 60_000, "the daemon kept reading requests whose answers nobody took"
+        with connect(daemon, "127.0.0.3") as other:
+            assert options(other, port) == 200
+        assert daemon.health() == 200
+        grown = hostile.rss_kib(pid) - baseline
+        assert grown < 10_000, f"RSS grew by {grown} KiB"

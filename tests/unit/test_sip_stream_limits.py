@@ -161,6 +161,21 @@ def test_an_outgoing_connection_has_no_deadline_before_the_peer_sends():
     assert transport.disconnecting
 
 
+def test_while_the_peer_does_not_take_our_answers_nothing_more_is_read_from_it():
+    reactor, layer = stack()
+    proto, transport = accept(layer)
+    assert transport.producer is proto and transport.streaming
+    proto.pauseProducing()  # what the transport does when its write buffer is full
+    assert transport.producerState == "paused"
+    proto.resumeProducing()  # ... and when it has drained
+    assert transport.producerState == "producing"
+    proto.pauseProducing()
+    reactor.advance(MESSAGE_DEADLINE)  # closed: the producer goes, reading stays off
+    assert transport.disconnecting and transport.producer is None
+    proto.resumeProducing()
+    assert transport.producerState == "paused"
+
+
 # The head limit
 
 
