@@ -218,3 +218,23 @@ def test_a_peer_that_never_reads_its_answers_is_no_longer_read_and_memory_stays_
         assert daemon.health() == 200
         grown = hostile.rss_kib(pid) - baseline
         assert grown < 10_000, f"RSS grew by {grown} KiB"
+
+
+def test_a_click_to_call_over_tcp_works_while_others_have_filled_their_share(setup):
+    from tests.integration.e2e import curl
+    s = setup(transport="tcp", sip_max_connections=12, sip_max_connections_per_host=4)
+    port = s.daemon.sip_port
+    held = []
+    try:
+        for n in range(8):  # everyone but the proxy (Kamailio on 127.0.0.1): 12 - 4
+            held.append(connect(s.daemon, f"127.0.0.{2 + n // 4}"))
+            assert options(held[-1], port) == 200
+        with connect(s.daemon, "127.0.0.9") as late:
+            assert closed_at_once(late)
+        phone = s.phone("user1", "refer_transferee")
+        code, _ = curl("-X", "POST", s.url("/callcontroller/user1/user2"))
+        assert code == 200
+        assert phone.wait(20) == 0, phone.errors()
+    finally:
+        for sock in held:
+            sock.close()
