@@ -25,6 +25,9 @@ MAX_CONNECTIONS_PER_HOST = 64
 REFUSAL_LOG_INTERVAL = 60.0
 """Seconds between two log lines about refused connections."""
 
+MAX_PROXY_ADDRESSES = 16
+"""Addresses remembered as the proxy's (its host name may resolve to a new one later)."""
+
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
@@ -73,7 +76,7 @@ class ConnectionLimits:
     def add_proxy(self, host: str) -> None:
         """Treat connections from C{host} (an IP address) as the proxy's."""
         address = _address(host)
-        if address is not None:
+        if address is not None and len(self.proxies) < MAX_PROXY_ADDRESSES:
             self.proxies.add(str(address))
 
     def is_proxy(self, host: str) -> bool:

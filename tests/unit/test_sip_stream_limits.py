@@ -278,6 +278,15 @@ def test_a_proxy_host_name_is_exempt_once_resolved():
     assert accept(layer, "127.0.0.7", 3) is not None
 
 
+def test_the_addresses_taken_for_the_proxy_are_bounded():
+    from sipxcc.sip.limits import MAX_PROXY_ADDRESSES
+    limits = ConnectionLimits(MemoryReactorClock())
+    for n in range(MAX_PROXY_ADDRESSES + 10):
+        limits.add_proxy(f"192.0.2.{n}")
+    assert len(limits.proxies) == MAX_PROXY_ADDRESSES
+    assert limits.is_proxy("192.0.2.0") and not limits.is_proxy(f"192.0.2.{MAX_PROXY_ADDRESSES}")
+
+
 def test_ipv6_clients_count_per_64_and_mapped_ipv4_as_ipv4():
     assert client_key("2001:db8:1:2::1") == client_key("2001:db8:1:2:ffff::9") \
         == "2001:db8:1:2::/64"
