@@ -238,3 +238,36 @@ def test_a_click_to_call_over_tcp_works_while_others_have_filled_their_share(set
     finally:
         for sock in held:
             sock.close()
+
+
+def test_tls_beyond_the_cap_is_closed_before_a_handshake_and_half_open_tls_is_closed(tmp_path):
+    from sipxcc.sip.transport import ABORT_GRACE, MESSAGE_DEADLINE
+    from tests.integration.daemon import free_ports
+    sip_port, = free_ports(1, span=2)  # TLS listens on sip.port + 1
+    config = write_config(tmp_path, sip_port=sip_port, sip_transports="udp tcp tls",
+                          sip_max_connections_per_host=2)
+    with Daemon(config) as daemon:
+        tls_port = sip_port + 1
+        held = []
+        try:
+            for _ in range(2):
+                raw = socket.create_connection(("127.0.0.1", tls_port), timeout=5,
+                                               source_address=("127.0.0.2", 0))
+                held.append(hostile.tls_context().wrap_socket(raw))
+                assert options(held[-1], tls_port) == 200
+            with socket.create_connection(("127.0.0.1", tls_port), timeout=5,
+                                          source_address=("127.0.0.2", 0)) as extra:
+                assert closed_at_once(extra)
+            silent = socket.create_connection(("127.0.0.1", tls_port), timeout=5,
+                                              source_address=("127.0.0.3", 0))
+            partial = socket.create_connection(("127.0.0.1", tls_port), timeout=5,
+                                               source_address=("127.0.0.4", 0))
+            partial.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello
+            held += [silent, partial]
+            for sock in (silent, partial):
+                took = hostile.closed_within(sock, MESSAGE_DEADLINE + ABORT_GRACE + 5)
+                assert took is not None, "the daemon kept a half-open TLS connection"
+            assert daemon.health() == 200
+        finally:
+            for sock in held:
+                sock.close()
