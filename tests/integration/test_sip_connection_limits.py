@@ -120,11 +120,11 @@ def test_the_total_cap_keeps_room_for_the_proxy(daemon):
 
 
 def test_a_slowloris_head_is_cut_off_at_the_deadline_and_others_are_served(daemon):
-    from sipxcc.sip.transport import ABORT_GRACE, MESSAGE_DEADLINE
+    from sipxcc.sip.transport import MESSAGE_DEADLINE
     port = daemon.sip_port
     interval = 0.5
     slow = hostile.sip_request("OPTIONS", port, transport="TCP",
-                               extra="X-Slow: " + "a" * int(4 * MESSAGE_DEADLINE / interval))
+                               extra="X-Slow: " + "a" * int(2 * MESSAGE_DEADLINE / interval))
     with connect(daemon, "127.0.0.2") as sock, connect(daemon, "127.0.0.3") as other:
         assert options(sock, port) == 200  # a first message in time
         sock.setblocking(False)
@@ -144,9 +144,8 @@ def test_a_slowloris_head_is_cut_off_at_the_deadline_and_others_are_served(daemo
             if sent == int(MESSAGE_DEADLINE / interval / 2):
                 assert options(other, port) == 200  # half way: still open, others served
             time.sleep(interval)  # the attacker's pace, not synchronisation
-        assert closed, "a head dribbled for four deadlines was never cut off"
-        assert sent * interval < MESSAGE_DEADLINE + ABORT_GRACE + 5
-        assert sent * interval >= MESSAGE_DEADLINE / 2
+        assert closed, "a head dribbled for twice the deadline was never cut off"
+        assert sent * interval >= MESSAGE_DEADLINE / 2  # not cut off early either
         assert options(other, port) == 200
     assert daemon.health() == 200
 
