@@ -43,6 +43,8 @@ class SIPConfig:
     port: int
     transports: tuple[str, ...]
     contact_user: str
+    max_connections: int = 1000
+    max_connections_per_host: int = 64
 
 
 @dataclass(frozen=True)
@@ -274,6 +276,10 @@ KEYS: tuple[Key, ...] = (
     Key("sip", "port", _port, "6050", "SIP port"),
     Key("sip", "transports", _transports, "udp tcp", "SIP transports: udp, tcp, tls"),
     Key("sip", "contact_user", _contact_user, "callcontroller", "user part of our Contact"),
+    Key("sip", "max_connections", _int_range(1, 1_000_000), "1000",
+        "incoming SIP TCP/TLS connections open at once"),
+    Key("sip", "max_connections_per_host", _int_range(1, 1_000_000), "64",
+        "incoming SIP TCP/TLS connections per address (IPv6: per /64; not the proxy)"),
     Key("http", "https", _port_or_zero, "6666", "HTTPS port (0 disables)"),
     Key("http", "http", _port_or_zero, "0",
         "plain-HTTP port, Digest only; 0 (default) disables it"),

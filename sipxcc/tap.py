@@ -194,7 +194,9 @@ def _build_call_control(config: Config, reactor) -> CallControl:
                           contact_user=sip.contact_user, max_calls=config.calls.max_calls,
                           max_calls_per_agent=config.calls.max_calls_per_agent,
                           tls_context=tls_context, calls_config=config.calls,
-                          realm=sip.realm, tls_client_context=tls_client)
+                          realm=sip.realm, tls_client_context=tls_client,
+                          max_connections=sip.max_connections,
+                          max_connections_per_host=sip.max_connections_per_host)
     try:
         control.listen()
     except CannotListenError as error:

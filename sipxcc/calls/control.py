@@ -24,11 +24,14 @@ class CallControl(Service):
                  transports=("udp", "tcp"), contact_user: str = "callcontroller",
                  max_calls: int = 2000, max_calls_per_agent: int = 10, tls_context=None,
                  shutdown_timeout: float = 5.0, calls_config: CallsConfig | None = None,
-                 realm: str | None = None, tls_client_context=None):
+                 realm: str | None = None, tls_client_context=None,
+                 max_connections: int = 1000, max_connections_per_host: int = 64):
         self.reactor = reactor
         self.shutdown_timeout = shutdown_timeout
         self.transport = TransportLayer(reactor, address, port, transports,
-                                        tls_context=tls_context)
+                                        tls_context=tls_context,
+                                        max_connections=max_connections,
+                                        max_connections_per_host=max_connections_per_host)
         self.transport.client_tls = tls_client_context  # None: refuse outgoing TLS
         # the realm of the proxy's challenges: the only ones the agents' credentials answer
         self.settings = UASettings(proxy, address, port, contact_user, tuple(transports),

@@ -12,6 +12,10 @@ from sipxcc.sip.headers import KNOWN_NAMES, MAX_MESSAGE, TOKEN, name_key
 from sipxcc.sip.message import Request, Response
 from sipxcc.sip.uri import TOKEN_CHARS, SIPParseError
 
+MAX_HEAD = 16384
+"""Largest start line plus header fields accepted on a stream, in bytes (the body is
+bounded by the message size)."""
+
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _REQUEST_LINE = re.compile(rf"([{TOKEN_CHARS}]+) ([^ ]+) (SIP/[0-9]+\.[0-9]+)\Z")
 _STATUS_LINE = re.compile(r"(SIP/[0-9]+\.[0-9]+) ([0-9]{3})(?: (.*))?\Z")
@@ -174,26 +178,34 @@ class StreamParser:
     Frames SIP messages on a TCP/TLS byte stream by Content-Length (RFC 3261 §18.3).
 
     Calls C{on_message} for each valid message. Framing errors (garbage, no
-    Content-Length, too large) raise L{SIPParseError} and the parser refuses further
-    data. A well-framed but invalid message is consumed, then passed to C{on_invalid}
-    if given, else raised (the next C{feed} resumes after it).
+    Content-Length, a head over C{max_head} bytes, a message over C{max_size}) raise
+    L{SIPParseError} and the parser refuses further data. A well-framed but invalid
+    message is consumed, then passed to C{on_invalid} if given, else raised (the next
+    C{feed} resumes after it).
     C{on_ping} is called for each CRLFCRLF keep-alive (RFC 5626 §4.4.1).
     """
 
     def __init__(self, on_message: Callable[[Request | Response], object],
                  max_size: int = MAX_MESSAGE,
                  on_invalid: Callable[[SIPParseError], object] | None = None,
-                 on_ping: Callable[[], object] | None = None):
+                 on_ping: Callable[[], object] | None = None, max_head: int = MAX_HEAD):
         self.on_message = on_message
         self.on_invalid = on_invalid
         self.on_ping = on_ping
         self.max_size = max_size
+        self.max_head = min(max_head, max_size)
+        self.completed = 0  # messages framed so far, valid or not
         self._buffer = bytearray()
         self._scanned = 0  # bytes of the buffer already searched for the end of the head
         self._pending: Request | Response | None = None
         self._body_start = 0
         self._body_length = 0
         self.failed: SIPParseError | None = None
+
+    @property
+    def in_message(self) -> bool:
+        """True while part of a message (beyond keep-alive CRLFs) waits for the rest."""
+        return self._pending is not None or bool(self._buffer)
 
     def feed(self, data: bytes) -> None:
         if self.failed is not None:
@@ -205,10 +217,13 @@ class StreamParser:
                     return
             except SIPParseError as e:
                 if self._pending is None:  # framing is lost for good
-                    self.failed = e
+                    # a copy: the raised one's traceback holds this frame (and C{data}), and
+                    # keeping it would make a cycle only the garbage collector frees
+                    self.failed = SIPParseError(str(e))
                     self._buffer = bytearray()
                     raise
                 self._pending = None
+                self.completed += 1
                 if self.on_invalid is None:
                     raise
                 self.on_invalid(e)
@@ -228,10 +243,12 @@ class StreamParser:
             return False
         bounds = _find_head_end(buf, max(0, self._scanned - 3))
         if bounds is None:
-            if len(buf) > self.max_size:
-                raise SIPParseError(f"message head larger than {self.max_size} bytes")
+            if len(buf) > self.max_head:
+                raise SIPParseError(f"message head larger than {self.max_head} bytes")
             self._scanned = len(buf)
             return False
+        if bounds[0] > self.max_head:
+            raise SIPParseError(f"message head larger than {self.max_head} bytes")
         message = _parse_head(bytes(buf[:bounds[0]]))
         length = _content_length(message)
         if length is None:
@@ -251,5 +268,6 @@ class StreamParser:
         self._scanned = 0
         _validate(message)
         self._pending = None
+        self.completed += 1
         self.on_message(message)
         return True

@@ -2,6 +2,12 @@
 SIP transports (RFC 3261 §18): one UDP socket and a TCP listener on the same address
 and port, outgoing TCP connections reused per peer and closed when idle.
 
+Incoming TCP/TLS connections are capped (L{sipxcc.sip.limits}); on every stream a message
+must be complete within L{MESSAGE_DEADLINE} seconds of its first byte (an incoming
+connection's first message: of the connection opening), its head is at most
+L{sipxcc.sip.framing.MAX_HEAD} bytes, and a connection without traffic for
+C{idle_timeout} seconds is closed.
+
 The layer above sees only C{on_message(message, source)} and C{send(data, target)}.
 """
 
@@ -14,17 +20,29 @@ from typing import NamedTuple
 
 from twisted.internet import protocol
 from twisted.internet.error import CannotListenError, ConnectError
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sipxcc.logs import logger
-from sipxcc.sip.framing import StreamParser, parse_datagram
+from sipxcc.sip.framing import MAX_HEAD, StreamParser, parse_datagram
+from sipxcc.sip.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_HOST, ConnectionLimits
 from sipxcc.sip.message import MAX_MESSAGE, SIPParseError
 
 log = logger(__name__)
 
 UDP_MTU_LIMIT = 1300  # RFC 3261 §18.1.1: larger requests go over a congestion-controlled transport
+
+MESSAGE_DEADLINE = 10.0
+"""Seconds from a message's first byte on a stream until its head and body are complete;
+an incoming connection's first message must be complete this long after it opened."""
+
+IDLE_TIMEOUT = 300.0
+"""Seconds a TCP/TLS connection without traffic is kept open."""
+
+ABORT_GRACE = 2.0
+"""Seconds a connection we close may take to flush before it is aborted."""
 
 
 class Target(NamedTuple):
@@ -76,18 +94,33 @@ class SIPDatagramProtocol(protocol.DatagramProtocol):
         self.layer.deliver(message, source)
 
 
+@implementer(IPushProducer)
 class SIPStreamProtocol(protocol.Protocol):
-    """Frames SIP messages on a TCP or TLS stream by Content-Length (RFC 3261 §18.3)."""
+    """
+    Frames SIP messages on a TCP or TLS stream by Content-Length (RFC 3261 §18.3).
+
+    It is the producer of what it writes: while the peer does not take our answers and the
+    transport's buffer is full, nothing more is read from it, so its requests cannot pile
+    up answers in our memory.
+    """
+
+    flow_control_from_start = True
+    """Whether L{connectionMade} registers us as the producer (see L{_TLSClientProtocol})."""
+
+    admitted: tuple[str, bool] | None = None
+    """The L{ConnectionLimits} token of an incoming connection, None for an outgoing one."""
 
     def __init__(self, layer: TransportLayer, transport_name: str):
         self.layer = layer
         self.transport_name = transport_name
         self.peer: tuple[str, int] | None = None
         self.idle = None
+        self.deadline = None
+        self.abort = None
         self.pending: list[tuple[bytes, Callable | None]] = []
         self.connected_ok = False
         self.parser = StreamParser(self._message, layer.max_size, on_invalid=self._invalid,
-                                   on_ping=self._pong)
+                                   on_ping=self._pong, max_head=layer.max_head)
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -97,7 +130,11 @@ class SIPStreamProtocol(protocol.Protocol):
         for data, _ in self.pending:
             self.transport.write(data)
         self.pending = []
+        if self.flow_control_from_start:
+            self.transport.registerProducer(self, True)
         self.touch()
+        if self.admitted is not None:  # incoming: the first message is due from now on
+            self._start_deadline()
 
     def touch(self) -> None:
         if self.idle is not None and self.idle.active():
@@ -107,15 +144,70 @@ class SIPStreamProtocol(protocol.Protocol):
 
     def _idle_close(self) -> None:
         self.idle = None
+        self._close()
+
+    def _start_deadline(self) -> None:
+        self.deadline = self.layer.reactor.callLater(self.layer.message_deadline,
+                                                     self._deadline_passed)
+
+    def _cancel_deadline(self) -> None:
+        if self.deadline is not None and self.deadline.active():
+            self.deadline.cancel()
+        self.deadline = None
+
+    def _deadline_passed(self) -> None:
+        self.deadline = None
+        self.layer.deadline_closed += 1
+        host, port = self.peer or ("", 0)
+        log.debug("closing a SIP {transport} connection from {host}:{port}: no complete "
+                  "message within {seconds} s", transport=self.transport_name, host=host,
+                  port=port, seconds=self.layer.message_deadline)
+        self._close()
+
+    def _close(self) -> None:
+        """Close now; abort if what is still queued is not taken within L{ABORT_GRACE}."""
+        if self.abort is None:
+            self.abort = self.layer.reactor.callLater(ABORT_GRACE, self._abort)
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
+    # IPushProducer: the transport's write buffer is full, or has drained
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()  # read no more from the peer
+
+    def resumeProducing(self) -> None:
+        if self.abort is None:
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass  # connectionLost follows
+
+    def _abort(self) -> None:
+        self.abort = None
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+
     def dataReceived(self, data: bytes) -> None:
+        if self.abort is not None:
+            return  # closing: read nothing more
         self.touch()
+        parser = self.parser
+        completed = parser.completed
         try:
-            self.parser.feed(data)
+            parser.feed(data)
         except SIPParseError as e:
+            self._cancel_deadline()
             self.layer.parse_failed(e, self._source())
-            self.transport.loseConnection()  # framing is lost for good on this stream
+            self._close()  # framing is lost for good on this stream
+            return
+        # the deadline runs from a message's first byte until it is complete, never restarted
+        # by more bytes of the same message
+        if parser.completed != completed:
+            self._cancel_deadline()
+        if self.deadline is None and parser.in_message:
+            self._start_deadline()
 
     def _invalid(self, error: SIPParseError) -> None:
         """A well-framed but invalid message: answer it (400) and keep the connection."""
@@ -148,16 +240,40 @@ class SIPStreamProtocol(protocol.Protocol):
         if self.idle is not None and self.idle.active():
             self.idle.cancel()
         self.idle = None
+        self._cancel_deadline()
+        if self.abort is not None and self.abort.active():
+            self.abort.cancel()
+        if self.admitted is not None:
+            admitted, self.admitted = self.admitted, None
+            self.layer.limits.release(admitted)
         self.layer.connection_lost(self)
 
 
 class _StreamFactory(protocol.Factory):
+    """Incoming TCP or TLS connections: admitted within the limits, or closed at once."""
+
     def __init__(self, layer: TransportLayer, transport_name: str):
         self.layer = layer
         self.transport_name = transport_name
 
     def buildProtocol(self, addr):
-        return SIPStreamProtocol(self.layer, self.transport_name)
+        host = getattr(addr, "host", None) or ""
+        admitted = self.layer.limits.admit(host, self.transport_name)
+        if admitted is None:
+            return None  # the listening port closes the socket
+        proto = SIPStreamProtocol(self.layer, self.transport_name)
+        proto.admitted = admitted
+        return proto
+
+
+class _TLSStreamFactory(TLSMemoryBIOFactory):
+    """TLS around L{_StreamFactory}: a refused connection is closed before any handshake."""
+
+    def buildProtocol(self, addr):
+        inner = self.wrappedFactory.buildProtocol(addr)
+        if inner is None:
+            return None
+        return self.protocol(self, inner)
 
 
 class _OutgoingFactory(protocol.ClientFactory):
@@ -180,7 +296,10 @@ class TransportLayer:
 
     def __init__(self, reactor, address: str, port: int, transports=("udp", "tcp"),
                  on_message=None, on_bad_message=None, tls_context=None,
-                 idle_timeout: float = 300.0, max_size: int = MAX_MESSAGE):
+                 idle_timeout: float = IDLE_TIMEOUT, max_size: int = MAX_MESSAGE,
+                 max_connections: int = MAX_CONNECTIONS,
+                 max_connections_per_host: int = MAX_CONNECTIONS_PER_HOST,
+                 message_deadline: float = MESSAGE_DEADLINE, max_head: int = MAX_HEAD):
         self.reactor = reactor
         self.address = address
         self.port = port
@@ -190,12 +309,23 @@ class TransportLayer:
         self.tls_context = tls_context
         self.idle_timeout = idle_timeout
         self.max_size = max_size
+        self.max_head = max_head
+        self.message_deadline = message_deadline
+        self.limits = ConnectionLimits(reactor, max_connections, max_connections_per_host)
+        self.deadline_closed = 0
         self.connections: dict[tuple[str, str, int], SIPStreamProtocol] = {}
         self.resolved: dict[str, tuple[str, float]] = {}
         self.ports: list = []
         self.udp = None
         self.dropped = 0
         self.on_connection_lost: Callable[[Target], None] | None = None
+        self.proxy_host: str | None = None
+
+    def set_proxy(self, host: str) -> None:
+        """The proxy's host: its connections are exempt from the per-address cap (a name
+        counts once it has been resolved)."""
+        self.proxy_host = host
+        self.limits.add_proxy(host)
 
     def start(self) -> None:
         """Bind every configured transport; raises CannotListenError when a port is taken."""
@@ -230,8 +360,8 @@ class TransportLayer:
         self.port = port
         if "tls" in self.transports and self.tls_context is not None:
             # SIP over TLS on the next port, as 5061 follows 5060 (RFC 3261 §19.1.2)
-            self.ports.append(self.reactor.listenSSL(port + 1, _StreamFactory(self, "TLS"),
-                                                     self.tls_context, interface=self.address))
+            factory = _TLSStreamFactory(self.tls_context, False, _StreamFactory(self, "TLS"))
+            self.ports.append(self.reactor.listenTCP(port + 1, factory, interface=self.address))
 
     def stop(self):
         for conn in list(self.connections.values()):
@@ -308,6 +438,8 @@ class TransportLayer:
 
         def resolved(address: str) -> None:
             self.resolved[target.host] = (address, self.reactor.seconds() + 60)
+            if target.host == self.proxy_host:
+                self.limits.add_proxy(address)
             self.send(data, target._replace(host=address), on_error, connection)
 
         def failed(reason) -> None:
@@ -350,9 +482,13 @@ class _TLSClientProtocol(SIPStreamProtocol):
     TLS holds what we write until the handshake has succeeded."""
 
     handshake_done = False
+    # A write before the handshake makes TLS pause its producer until it has read the
+    # server's reply; pausing would stop that very read. Flow control starts afterwards.
+    flow_control_from_start = False
 
     def handshakeCompleted(self) -> None:
         self.handshake_done = True
+        self.transport.registerProducer(self, True)
 
     def connectionLost(self, reason=None) -> None:
         if not self.handshake_done:

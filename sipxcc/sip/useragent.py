@@ -94,6 +94,7 @@ class UserAgent:
         transport.on_message = self.receive
         transport.on_bad_message = self.bad_message
         transport.on_connection_lost = self.transactions.connection_lost
+        transport.set_proxy(self.proxy_target.host)
 
     @property
     def contact(self) -> str:
@@ -165,13 +166,18 @@ class UserAgent:
 
     @staticmethod
     def response_route(request: Request, source: Source) -> tuple[Target, object | None]:
-        """§18.2.2 (and RFC 3581): the connection it came on, else received/rport."""
-        if source.transport != "UDP" and source.connection is not None:
-            return Target(source.transport, source.host, source.port), source.connection
+        """
+        §18.2.2 with RFC 3581 §4: always toward the request's real source, never to an
+        address its sender wrote in the Via. Over the connection it came on; if that has
+        closed, a new one to the source address at the sent-by port. Over UDP to the
+        source address, at the source port when the Via has rport, else the sent-by port.
+        """
         via = request.top_via
-        host = via.received or via.host.strip("[]")
-        port = via.rport or via.port or 5060
-        return Target(source.transport, host, port), None
+        if source.transport != "UDP":
+            port = via.port or DEFAULT_PORTS.get(source.transport, 5060)
+            return Target(source.transport, source.host, port), source.connection
+        port = source.port if via.has_rport else (via.port or 5060)
+        return Target("UDP", source.host, port), None
 
     def send_response(self, data: bytes, request: Request, source: Source) -> None:
         target, connection = self.response_route(request, source)
@@ -217,14 +223,21 @@ class UserAgent:
         self.counters["stray_responses"] += 1
 
     def _stamp_via(self, request: Request, source: Source) -> None:
-        """§18.2.1 and RFC 3581: note where the request really came from."""
+        """
+        §18.2.1 and RFC 3581 §4: the top Via says where the request really came from.
+        C{received} is the source address whenever the sent-by host differs or the sender
+        wrote one, and C{rport} the source port whenever present, whatever value the
+        sender gave them.
+        """
         via = request.top_via
+        params = via.params
         changed = False
-        if via.host.strip("[]") != source.host:
-            via.params["received"] = source.host
-            changed = True
-        if "rport" in via.params and not via.params["rport"]:
-            via.params["rport"] = str(source.port)
+        if params.get("received", source.host) != source.host \
+                or via.host.strip("[]") != source.host:
+            changed = params.get("received") != source.host
+            params["received"] = source.host
+        if "rport" in params and params["rport"] != str(source.port):
+            params["rport"] = str(source.port)
             changed = True
         if changed:
             request.headers.replace_first("Via", str(via))

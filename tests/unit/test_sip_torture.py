@@ -525,7 +525,8 @@ VALID = [WSINV, INTMETH, ESC01, ESCNULL, ESC02, LWSDISP, LONGREQ, SEMIURI, TRANS
          CPARAM02, REGAUT01, BEXT01, IPV6]
 
 
-@pytest.mark.parametrize("data", VALID)
+# LONGREQ's 34 KB head is over the stream head limit: test_sip_stream_limits.py
+@pytest.mark.parametrize("data", [data for data in VALID if data is not LONGREQ])
 def test_valid_messages_byte_by_byte_on_a_stream(data):
     [streamed] = stream_parse(data)
     direct = parse_datagram(data)

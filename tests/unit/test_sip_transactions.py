@@ -180,7 +180,8 @@ def test_source_record_is_used_for_stream_responses():
         (target, connection))
     conn = object()
     net.ua.receive(incoming("OPTIONS"), Source("TCP", "127.0.0.1", 40001, conn))
-    assert written == [(Target("TCP", "127.0.0.1", 40001), conn)]
+    # over that connection; should it close, a new one goes to the sent-by port (§18.2.2)
+    assert written == [(Target("TCP", "127.0.0.1", 5071), conn)]
 
 
 def test_a_response_whose_to_header_is_malformed_is_dropped_not_raised():
