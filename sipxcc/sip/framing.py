@@ -27,6 +27,8 @@ def _parse_head(head: bytes) -> Request | Response:
             raise SIPParseError("bare CR in message head")
     lines = text.split("\n")
     start = lines[0]
+    if "\x00" in start:  # RFC 3261 §25.1: not in a Request-URI or a Reason-Phrase
+        raise SIPParseError("NUL in start line")
     if start.startswith("SIP/"):
         m = _STATUS_LINE.match(start)
         if m is None:
