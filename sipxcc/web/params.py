@@ -9,10 +9,11 @@ whose text names the parameter (the original's C{Bad parameter <name> = <value>}
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from sipxcc.sip.uri import is_host
 
 REFER = "REFER"
 INVITE = "INVITE"
@@ -34,12 +35,6 @@ MAX_LIST_LIMIT = 500
 # and ",": legal there, but they split URIs and header lists in careless parsers, and
 # no sipX user name, alias or dial string needs them.
 _USER = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$]|%[0-9A-Fa-f]{2})+")
-# RFC 3261 §25.1: hostname = *( domainlabel "." ) toplabel [ "." ]
-_HOSTNAME = re.compile(
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*"
-    r"[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?"
-)
-_IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 _PORT = re.compile(r"[0-9]{1,5}")
 _INTEGER = re.compile(r"[+-]?[0-9]{1,9}")
 _CONFPIN = re.compile(r"[0-9*#]+")
@@ -62,19 +57,9 @@ def _shown(value: str) -> str:
 
 
 def _valid_host(host: str) -> bool:
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            return False
-        return True
-    if _IPV4.fullmatch(host):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return False
-        return True
-    return len(host) <= 253 and _HOSTNAME.fullmatch(host) is not None
+    # RFC 3261 §25.1 host by its grammar: an IPv6 reference is hex digits, colons and
+    # dots only, so no zone ID ("%eth0", or "%" and CR LF and a header) gets through.
+    return is_host(host)
 
 
 def _split_port(hostport: str) -> tuple[str, str | None]:
