@@ -17,6 +17,7 @@ from sipxcc.calls.call import CONFIRMED, EARLY, TERMINATED, DialogInfo
 from sipxcc.calls.sdp import Origin, SessionDescription, black_hole_offer
 from sipxcc.sip.outgoing import RequestFailed
 from sipxcc.sip.transaction import T1, T2
+from sipxcc.sip.uri import quote
 
 log = Logger()
 
@@ -43,7 +44,10 @@ def is_sdp(message) -> bool:
 
 
 def _end_to_end(message, names: frozenset) -> list[tuple[str, str]]:
-    return [(name, value) for name, value in message.headers.items() if name.lower() in names]
+    # A NUL a peer put in one of these (framing keeps it: a quoted-pair may escape one)
+    # would make our Headers refuse the relayed message: such a field is not relayed.
+    return [(name, value) for name, value in message.headers.items()
+            if name.lower() in names and "\x00" not in value]
 
 
 def _origin_address(address: str) -> tuple[str, str]:
@@ -235,7 +239,7 @@ class Relay:
             try:
                 body = peer.face.present(request.body)
             except ValueError as e:
-                txn.respond(400, "Bad Request", [("Warning", f'399 sipxcc "{e}"'[:200])])
+                txn.respond(400, "Bad Request", [("Warning", f"399 sipxcc {quote(str(e))}")])
                 return
         headers = _end_to_end(request, REQUEST_HEADERS)
         if method == "INVITE":
