@@ -69,12 +69,9 @@ class UnsafeValue(ValueError):
         self.what = what
 
 
-_UNSAFE = re.compile(r"[\r\n\x00]")
-
-
 def wire_text(text: str, what: str) -> str:
     """Return C{text} if it may be written into a SIP message; else raise L{UnsafeValue}."""
-    if _UNSAFE.search(text) is not None:
+    if "\r" in text or "\n" in text or "\x00" in text:  # three scans beat one regex
         raise UnsafeValue(what, text)
     return text
 
