@@ -35,6 +35,9 @@ MAX_LIST_LIMIT = 500
 # and ",": legal there, but they split URIs and header lists in careless parsers, and
 # no sipX user name, alias or dial string needs them.
 _USER = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$]|%[0-9A-Fa-f]{2})+")
+# An escaped control character (%0D%0A, %00, ...) is in the grammar, but a proxy that
+# unescapes the user part would write it raw; no dial string needs one.
+_ESCAPED_CONTROL = re.compile(r"%(?:[01][0-9A-Fa-f]|7[Ff])")
 _PORT = re.compile(r"[0-9]{1,5}")
 _INTEGER = re.compile(r"[+-]?[0-9]{1,9}")
 _CONFPIN = re.compile(r"[0-9*#]+")
@@ -84,7 +87,7 @@ def check_user(name: str, value: str) -> str:
     if not value or len(value) > MAX_USER + 260:
         raise BadParameter(name, _shown(value))
     user, at, hostport = value.partition("@")
-    if len(user) > MAX_USER or not _USER.fullmatch(user):
+    if len(user) > MAX_USER or not _USER.fullmatch(user) or _ESCAPED_CONTROL.search(user):
         raise BadParameter(name, _shown(value))
     if at:
         host, port = _split_port(hostport)

@@ -208,3 +208,17 @@ def test_every_user_parameter_refuses_a_zone_id(name, host):
                               default_timeout=30, default_cache_time=30, callback_hosts=())
     assert refused.value.name == name
     assert "\r" not in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("user", ["user%0d%0aX", "a%00", "a%1B", "a%7f"])
+def test_a_user_part_with_an_escaped_control_character_is_refused(user):
+    with pytest.raises(BadParameter) as refused:
+        parse_call_parameters(Query({}), "user1", user, domain="sipx.test",
+                              default_timeout=30, default_cache_time=30, callback_hosts=())
+    assert refused.value.name == "calledUser"
+
+
+def test_a_user_part_with_other_escapes_is_accepted():
+    wanted = parse_call_parameters(Query({}), "user1", "%2B4930%41", domain="sipx.test",
+                                   default_timeout=30, default_cache_time=30, callback_hosts=())
+    assert wanted.called == "%2B4930%41@sipx.test"

@@ -80,7 +80,8 @@ def user_reference(draw):
     """C{user}, C{user@host} or C{user@host:port}; sometimes just hostile text."""
     if draw(st.integers(0, 9)) == 0:
         return draw(HOSTILE.filter(bool))
-    user = draw(st.one_of(USER_PART, USER_PART.map(lambda u: u + "%0d%0A")))
+    user = draw(mostly(st.one_of(USER_PART, USER_PART.map(lambda u: u + "%41%2f")),
+                       USER_PART.map(lambda u: u + "%0d%0A")))
     if draw(st.booleans()):
         return user
     port = draw(PORT)
