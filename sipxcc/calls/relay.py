@@ -44,10 +44,7 @@ def is_sdp(message) -> bool:
 
 
 def _end_to_end(message, names: frozenset) -> list[tuple[str, str]]:
-    # A NUL a peer put in one of these (framing keeps it: a quoted-pair may escape one)
-    # would make our Headers refuse the relayed message: such a field is not relayed.
-    return [(name, value) for name, value in message.headers.items()
-            if name.lower() in names and "\x00" not in value]
+    return [(name, value) for name, value in message.headers.items() if name.lower() in names]
 
 
 def _origin_address(address: str) -> tuple[str, str]:

@@ -25,10 +25,12 @@ def _parse_head(head: bytes) -> Request | Response:
         text = text.replace("\r\n", "\n")
         if "\r" in text:
             raise SIPParseError("bare CR in message head")
+    if "\x00" in text:
+        # Only a quoted-pair may carry one (RFC 3261 §25.1); we never write a NUL, so a
+        # message with one could not be answered, relayed or ACKed: refused whole.
+        raise SIPParseError("NUL in message head")
     lines = text.split("\n")
     start = lines[0]
-    if "\x00" in start:  # RFC 3261 §25.1: not in a Request-URI or a Reason-Phrase
-        raise SIPParseError("NUL in start line")
     if start.startswith("SIP/"):
         m = _STATUS_LINE.match(start)
         if m is None:

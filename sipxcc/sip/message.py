@@ -7,10 +7,9 @@ compact "l:" on streams, mangles folding/IPv6/sips:/Request-URIs and leaks Runti
 
 A message refuses (L{UnsafeValue}) a method that is not a token, a Request-URI with a
 space, and CR, LF or NUL anywhere in its start line; its headers refuse them in names and
-values (L{Headers}); and C{to_bytes} checks the whole head once more for a CR or LF that is
-not a line end, so no caller can put a line break of its own onto the wire. (Fields copied
-verbatim from a received request into its response, as §8.2.6.2 asks, may carry back the
-escaped NUL a quoted-pair allows; a NUL never comes from us.)
+values (L{Headers}); and C{to_bytes} checks the whole head once more for a NUL, or a CR or
+LF that is not a line end, so no caller can put a line break of its own onto the wire
+(fields copied from a received message cannot hold one: framing refuses a NUL too).
 """
 
 from __future__ import annotations
@@ -50,10 +49,9 @@ class _Message:
             lines.append(length)
         head = "\r\n".join(lines)
         breaks = len(lines) - 1
-        if head.count("\n") != breaks or head.count("\r") != breaks or "\x00" in lines[0]:
+        if head.count("\n") != breaks or head.count("\r") != breaks or "\x00" in head:
             for line in lines:  # a field written around Headers: name it
-                wire_text(line.replace("\x00", ""), "SIP message line")
-            wire_text(lines[0], "start line")
+                wire_text(line, "SIP message line")
         return (head + "\r\n\r\n").encode("utf-8", "surrogateescape") + self.body
 
 

@@ -97,7 +97,11 @@ def test_to_bytes_refuses_a_field_written_around_headers():
         request.to_bytes()
     request.headers._fields.pop()
     request.uri = "sip:example.com\x00"
-    with pytest.raises(UnsafeValue, match="start line"):
+    with pytest.raises(UnsafeValue, match="SIP message line"):
+        request.to_bytes()
+    request.uri = "sip:example.com"
+    request.headers._fields.append(("to", "To", '"a\\\x00" <sip:b@example.com>'))
+    with pytest.raises(UnsafeValue, match="SIP message line"):
         request.to_bytes()
 
 
@@ -113,9 +117,17 @@ def test_a_clean_message_still_goes_out_whole():
     assert again.from_address.display == 'A "q"'
 
 
-def test_a_nul_in_a_received_start_line_is_a_parse_error():
-    data = (b"SIP/2.0 200 O\x00K\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n"
-            b"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n")
+@pytest.mark.parametrize("where", ["reason", "to", "via", "contact", "subject"])
+def test_a_nul_anywhere_in_a_received_head_is_a_parse_error(where):
+    lines = {"reason": "SIP/2.0 200 OK", "via": "Via: SIP/2.0/UDP h;branch=z9hG4bKx",
+             "to": 'To: "a" <sip:a@b>;tag=2', "contact": "Contact: <sip:a@b>",
+             "subject": "Subject: hi"}
+    lines[where] = lines[where].replace("a" if where == "to" else lines[where][-1],
+                                        "\\\x00" if where == "to" else "\x00", 1)
+    data = "\r\n".join([lines["reason"], lines["via"], "From: <sip:a@b>;tag=1", lines["to"],
+                        "Call-ID: x", "CSeq: 1 INVITE", lines["contact"], lines["subject"],
+                        "Content-Length: 0", "", ""]).encode()
+    assert b"\x00" in data
     with pytest.raises(SIPParseError, match="NUL"):
         parse_datagram(data)
 
