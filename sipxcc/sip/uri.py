@@ -374,6 +374,14 @@ class URI:
         return f"{self.user}@{self.host}" if self.user is not None else self.host
 
 
+def _unquote(quoted: str, text: str) -> str:
+    """The text of a quoted-string's inside; CR and LF are in neither qdtext nor a
+    quoted-pair (RFC 3261 §25.1), and a NUL is never one of ours: SIPParseError."""
+    if "\r" in quoted or "\n" in quoted or "\x00" in quoted:
+        raise SIPParseError(f"CR, LF or NUL in a quoted string: {text[:60]!r}")
+    return _UNESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
+
+
 class Address:
     """
     A name-addr or addr-spec with header parameters (RFC 3261 §20.10, §25.1).
@@ -396,7 +404,7 @@ class Address:
         if m is not None:
             quoted, display, uri_text, tail = m.groups()
             if quoted is not None:
-                display = _UNESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
+                display = _unquote(quoted, text)
             params = parse_params(tail, "address") if tail.strip() else {}
             return cls(display, URI.parse(uri_text), params)
         text = text.strip()
@@ -407,7 +415,7 @@ class Address:
             m = _QUOTED.match(text)
             if m is None:
                 raise SIPParseError(f"unterminated quoted string: {text[:60]!r}")
-            display = _UNESCAPE.sub(r"\1", m.group(1))
+            display = _unquote(m.group(1), text)
             rest = text[m.end():].lstrip(" \t")
             if not rest.startswith("<"):
                 raise SIPParseError(f"quoted display name without <URI>: {text[:60]!r}")

@@ -234,3 +234,11 @@ def test_a_user_part_with_other_escapes_is_accepted():
     wanted = parse_call_parameters(Query({}), "user1", "%2B4930%41", domain="sipx.test",
                                    default_timeout=30, default_cache_time=30, callback_hosts=())
     assert wanted.called == "%2B4930%41@sipx.test"
+
+
+@pytest.mark.parametrize("text", ['"a\r\nb" <sip:x@y>', '"a\\\x00" <sip:x@y>', '"a\nb"<sip:x@y>',
+                                  '"a\\\rb" <sip:x@y>'])
+def test_a_parsed_display_name_with_cr_lf_or_nul_is_a_parse_error(text):
+    # so whatever the codec parses it can write again (the fuzzing harness's contract)
+    with pytest.raises(SIPParseError, match="quoted string"):
+        Address.parse(text)
