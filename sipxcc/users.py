@@ -4,15 +4,17 @@ Both formats are detected by their root element. The file is parsed with a harde
 parser (no network, no DTD, no entity expansion). A reload that fails keeps the users we
 had and logs why, so a half-written file never empties the directory.
 
-Names end up in SIP messages, so they are held to what a name can be: an identity or user
-name holding white space or control characters makes the file unusable, such an alias is
-left out. Display names, which sipX users edit themselves, are cleaned instead: every run
-of control (non-printable) characters becomes one space, and the result is bounded.
+Names end up in SIP messages, so they are held to what a name can be: an identity that is
+not C{user@host} in SIP's characters (RFC 3261 §25.1), or a user name holding white space
+or control characters, makes the file unusable; such an alias is left out. Display names,
+which sipX users edit themselves, are cleaned instead: every run of control (non-printable)
+characters becomes one space, and the result is bounded.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,6 +27,11 @@ VALIDUSERS_NS = "http://www.sipfoundry.org/sipX/schema/xml/validusers-00-00"
 MAX_DIRECTORY_BYTES = 64 * 1024 * 1024
 MAX_DISPLAY_NAME = 128
 """Characters of a display name kept (sipX's own limit on the field is far lower)."""
+# user@host[:port]: RFC 3261 user characters and escapes; a host name, IPv4 address or
+# [IPv6 address] (hex digits, colons, dots: no zone ID)
+_IDENTITY = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+"
+                       r"@(?:[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9.])?|\[[0-9A-Fa-f:.]+\])"
+                       r"(?::[0-9]{1,5})?")
 
 
 class DirectoryError(Exception):
@@ -222,6 +229,14 @@ def _name(element: etree._Element, name: str, what: str) -> str:
     return value
 
 
+def _identity(element: etree._Element, name: str, what: str) -> str:
+    value = _required(element, name, what)
+    if not _IDENTITY.fullmatch(value):
+        raise ValueError(f"{what} (line {element.sourceline}) has an <{name}> that is not "
+                         "user@host in SIP's characters")
+    return value
+
+
 def _token(value: str | None) -> str | None:
     return value.lower() if value else None
 
@@ -229,7 +244,7 @@ def _token(value: str | None) -> str | None:
 def _parse_validusers(root: etree._Element) -> list[User]:
     users = []
     for element in _children(root, "user"):
-        identity = _name(element, "identity", "<user>")
+        identity = _identity(element, "identity", "<user>")
         aliases: list[str] = []
         for group in _children(element, "aliases"):
             aliases.extend((alias.text or "").strip() for alias in _children(group, "alias"))
@@ -266,6 +281,6 @@ def _identity_of(uri: str, line: int | None) -> str:
         uri = uri[uri.index("<") + 1:-1]
     scheme, _, rest = uri.partition(":")
     address = rest.split(";", 1)[0].split("?", 1)[0]
-    if scheme.lower() not in ("sip", "sips") or "@" not in address or not _is_name(address):
+    if scheme.lower() not in ("sip", "sips") or not _IDENTITY.fullmatch(address):
         raise ValueError(f"<item> (line {line}) has a <uri> that is not sip:user@domain")
     return address

@@ -51,14 +51,30 @@ def test_aliases_with_white_space_or_controls_are_left_out(tmp_path):
     assert loaded.aliases == ("201", "204")
 
 
-@pytest.mark.parametrize("identity, name", [
-    ("user1@sipx.test&#13;&#10;X-Injected: yes", "user1"),
-    ("user1@sipx.test", "user&#10;1"), ("user 1@sipx.test", "user1"),
-])
-def test_a_name_with_white_space_or_controls_makes_the_directory_unusable(tmp_path, identity,
-                                                                          name):
+@pytest.mark.parametrize("name", ["user&#10;1", "user 1", "user&#x85;1"])
+def test_a_user_name_with_white_space_or_controls_makes_the_directory_unusable(tmp_path,
+                                                                               name):
     with pytest.raises(DirectoryError, match="white space or control characters"):
-        directory(tmp_path, user(identity=identity, name=name))
+        directory(tmp_path, user(name=name))
+
+
+@pytest.mark.parametrize("identity", [
+    "user1@sipx.test&#13;&#10;X-Injected: yes", "user 1@sipx.test", "user1",
+    "user1@[fe80::1%eth0]", "us&lt;er1@sipx.test", "user1@sipx.test&gt;", "@sipx.test",
+    '"user1"@sipx.test', "user1@sipx.test:port",
+])
+def test_an_identity_outside_sip_grammar_makes_the_directory_unusable(tmp_path, identity):
+    with pytest.raises(DirectoryError, match="not user@host"):
+        directory(tmp_path, user(identity=identity))
+
+
+@pytest.mark.parametrize("identity", [
+    "user1@sipx.test", "~~id~media@sipx.test", "+4930%41@192.0.2.1:5060",
+    "user1@[2001:db8::1]",
+])
+def test_sip_identities_are_accepted(tmp_path, identity):
+    [loaded] = directory(tmp_path, user(identity=identity))
+    assert loaded.identity == identity
 
 
 EVIL_ORIGIN = 'o=evil" \\ \x00\x1b[31m' + "A" * 200
