@@ -76,10 +76,12 @@ def test_a_zone_id_with_crlf_is_refused_and_nothing_reaches_the_proxy(tmp_path, 
         proxy.wait_for("INVITE")
         injected = [data for data in proxy.received for marker in MARKERS if marker in data]
         invites = proxy.messages("INVITE")
+        log_lines = daemon.log_text().splitlines()
     for name, (status, text) in answers.items():
         assert status == 400, (name, status, text)
         assert text.startswith(f"Bad parameter {name} = "), (name, text)
     assert injected == []
+    assert [line for line in log_lines if line.startswith(("X-Injected", "Refer-To"))] == []
     assert len(invites) == 1 and invites[0].startswith(b"INVITE sip:user1@sipx.test;")
 
 
