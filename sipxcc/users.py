@@ -3,11 +3,18 @@
 Both formats are detected by their root element. The file is parsed with a hardened lxml
 parser (no network, no DTD, no entity expansion). A reload that fails keeps the users we
 had and logs why, so a half-written file never empties the directory.
+
+Names end up in SIP messages, so they are held to what a name can be: an identity that is
+not C{user@host} in SIP's characters (RFC 3261 §25.1), or a user name holding white space
+or control characters, makes the file unusable; such an alias is left out. Display names,
+which sipX users edit themselves, are cleaned instead: every run of control (non-printable)
+characters becomes one space, and the result is bounded.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,6 +25,13 @@ from twisted.logger import Logger
 
 VALIDUSERS_NS = "http://www.sipfoundry.org/sipX/schema/xml/validusers-00-00"
 MAX_DIRECTORY_BYTES = 64 * 1024 * 1024
+MAX_DISPLAY_NAME = 128
+"""Characters of a display name kept (sipX's own limit on the field is far lower)."""
+# user@host[:port]: RFC 3261 user characters and escapes; a host name, IPv4 address or
+# [IPv6 address] (hex digits, colons, dots: no zone ID)
+_IDENTITY = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+"
+                       r"@(?:[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9.])?|\[[0-9A-Fa-f:.]+\])"
+                       r"(?::[0-9]{1,5})?")
 
 
 class DirectoryError(Exception):
@@ -187,6 +201,42 @@ def _required(element: etree._Element, name: str, what: str) -> str:
     return value
 
 
+def clean_display_name(text: str | None) -> str | None:
+    """C{text} with each run of non-printable characters as one space, trimmed, bounded;
+    None when nothing is left."""
+    if text is None:
+        return None
+    out: list[str] = []
+    for ch in text[:MAX_DISPLAY_NAME * 4]:
+        if ch.isprintable():
+            out.append(ch)
+        elif out and out[-1] != " ":
+            out.append(" ")
+    cleaned = "".join(out).strip()[:MAX_DISPLAY_NAME].rstrip()
+    return cleaned or None
+
+
+def _is_name(text: str) -> bool:
+    """A user name, alias or identity: printable, without white space."""
+    return text.isprintable() and not any(ch.isspace() for ch in text)
+
+
+def _name(element: etree._Element, name: str, what: str) -> str:
+    value = _required(element, name, what)
+    if not _is_name(value):
+        raise ValueError(f"{what} (line {element.sourceline}) has a <{name}> with white "
+                         "space or control characters")
+    return value
+
+
+def _identity(element: etree._Element, name: str, what: str) -> str:
+    value = _required(element, name, what)
+    if not _IDENTITY.fullmatch(value):
+        raise ValueError(f"{what} (line {element.sourceline}) has an <{name}> that is not "
+                         "user@host in SIP's characters")
+    return value
+
+
 def _token(value: str | None) -> str | None:
     return value.lower() if value else None
 
@@ -194,15 +244,16 @@ def _token(value: str | None) -> str | None:
 def _parse_validusers(root: etree._Element) -> list[User]:
     users = []
     for element in _children(root, "user"):
-        identity = _required(element, "identity", "<user>")
+        identity = _identity(element, "identity", "<user>")
         aliases: list[str] = []
         for group in _children(element, "aliases"):
             aliases.extend((alias.text or "").strip() for alias in _children(group, "alias"))
         users.append(User(
             identity=identity,
-            user_name=_required(element, "userName", "<user>"),
-            aliases=tuple(alias for alias in dict.fromkeys(aliases) if alias),
-            display_name=_text(element, "displayName"),
+            user_name=_name(element, "userName", "<user>"),
+            aliases=tuple(alias for alias in dict.fromkeys(aliases)
+                          if alias and _is_name(alias)),
+            display_name=clean_display_name(_text(element, "displayName")),
             pintoken=_token(_text(element, "pintoken")),
             passtoken=_token(_text(element, "passtoken")),
         ))
@@ -215,7 +266,7 @@ def _parse_credentials(root: etree._Element) -> list[User]:
         uri = _required(element, "uri", "<item>")
         users.append(User(
             identity=_identity_of(uri, element.sourceline),
-            user_name=_required(element, "userid", "<item>"),
+            user_name=_name(element, "userid", "<item>"),
             aliases=(),
             display_name=None,
             pintoken=_token(_text(element, "pintoken")),
@@ -230,6 +281,6 @@ def _identity_of(uri: str, line: int | None) -> str:
         uri = uri[uri.index("<") + 1:-1]
     scheme, _, rest = uri.partition(":")
     address = rest.split(";", 1)[0].split("?", 1)[0]
-    if scheme.lower() not in ("sip", "sips") or "@" not in address:
+    if scheme.lower() not in ("sip", "sips") or not _IDENTITY.fullmatch(address):
         raise ValueError(f"<item> (line {line}) has a <uri> that is not sip:user@domain")
     return address

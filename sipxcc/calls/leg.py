@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sipxcc.calls.sdp import no_media_offer
 from sipxcc.sip.digest import DigestCredentials
 from sipxcc.sip.message import Response, parse_sipfrag
+from sipxcc.sip.uri import URI, Address, build_sip_uri, quote
 
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY"
 
@@ -34,17 +35,25 @@ def credentials_for(user) -> DigestCredentials | None:
     return DigestCredentials(user.user_name, {"MD5": user.passtoken})
 
 
-def sip_uri(addr_spec: str) -> str:
-    return addr_spec if addr_spec.startswith(("sip:", "sips:", "tel:")) else f"sip:{addr_spec}"
+def sip_uri(addr_spec: str, **parts) -> str:
+    """
+    The SIP URI of C{user@host[:port]}, built part by part and checked against the
+    RFC 3261 grammar (C{params}/C{headers} are %-escaped); raises UnsafeValue otherwise.
+    """
+    scheme = "sip"
+    if addr_spec.startswith(("sip:", "sips:")):
+        scheme, _, addr_spec = addr_spec.partition(":")
+    return str(build_sip_uri(addr_spec, scheme=scheme, **parts))
 
 
 def quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A quoted-string with C{"} and C{\\} escaped (RFC 3261 §25.1 quoted-pair)."""
+    return quote(text)
 
 
 def from_address(user) -> str:
-    uri = f"<{sip_uri(user.identity)}>"
-    return f"{quoted(user.display_name)} {uri}" if user.display_name else uri
+    """Our From: the agent's identity, with its display name as a quoted-string."""
+    return str(Address(user.display_name or None, URI.parse(sip_uri(user.identity))))
 
 
 def first_invite(ctx: FlowContext, call, to: str, *, forwarding_allowed: bool,
@@ -52,9 +61,9 @@ def first_invite(ctx: FlowContext, call, to: str, *, forwarding_allowed: bool,
                  call_id: str | None = None):
     """The INVITE sipX expects from a call controller (anchor §3.1, SPEC §4)."""
     request = call.request
-    params = ";sipx-noroute=Voicemail"
+    params: dict[str, str | None] = {"sipx-noroute": "Voicemail"}
     if not forwarding_allowed:
-        params += ";sipx-userforward=false"
+        params["sipx-userforward"] = "false"
     headers = [("Allow", ALLOW), ("Accept", "application/sdp")]
     if subject:
         headers.append(("Subject", subject))
@@ -66,7 +75,7 @@ def first_invite(ctx: FlowContext, call, to: str, *, forwarding_allowed: bool,
         body = no_media_offer(ctx.address, random.randrange(1, 2**31), 1)
     if body:
         headers.append(("Content-Type", "application/sdp"))
-    return ctx.ua.new_request("INVITE", sip_uri(to) + params, from_address(request.agent),
+    return ctx.ua.new_request("INVITE", sip_uri(to, params=params), from_address(request.agent),
                               f"<{sip_uri(to)}>", headers, body, call_id=call_id)
 
 

@@ -92,9 +92,9 @@ class ReferFlow:
             return
         self._set(State.REFERRING)
         request = self.call.request
-        refer_to = sip_uri(request.called)
-        if request.confpin:
-            refer_to += f"?X-ConfPin={request.confpin}"
+        # the PIN is a URI header value: "#" and anything else outside hvalue %-escaped
+        headers = {"X-ConfPin": request.confpin} if request.confpin else None
+        refer_to = sip_uri(request.called, headers=headers)
         refer = self.dialog.request("REFER", [("Refer-To", f"<{refer_to}>"),
                                               ("Referred-By", f"<{sip_uri(request.calling)}>")])
         refer.deferred.addCallbacks(self._refer_final, self._refer_failed)

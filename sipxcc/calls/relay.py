@@ -17,6 +17,7 @@ from sipxcc.calls.call import CONFIRMED, EARLY, TERMINATED, DialogInfo
 from sipxcc.calls.sdp import Origin, SessionDescription, black_hole_offer
 from sipxcc.sip.outgoing import RequestFailed
 from sipxcc.sip.transaction import T1, T2
+from sipxcc.sip.uri import quote
 
 log = Logger()
 
@@ -235,7 +236,7 @@ class Relay:
             try:
                 body = peer.face.present(request.body)
             except ValueError as e:
-                txn.respond(400, "Bad Request", [("Warning", f'399 sipxcc "{e}"'[:200])])
+                txn.respond(400, "Bad Request", [("Warning", f"399 sipxcc {quote(str(e))}")])
                 return
         headers = _end_to_end(request, REQUEST_HEADERS)
         if method == "INVITE":

@@ -14,6 +14,15 @@ from typing import NamedTuple
 _LINE = re.compile(r"([a-z])=(.*)\Z")
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 NO_MEDIA_PORT = 2222
+MAX_SHOWN = 40
+"""Characters of a peer's SDP quoted in an error (which is logged and sent in a Warning)."""
+
+
+def shown(text: str) -> str:
+    """Peer text fit for an error message: at most L{MAX_SHOWN} characters, each
+    non-printable one (CR, LF, NUL, other controls) shown as C{?}."""
+    short = "".join(ch if ch.isprintable() else "?" for ch in text[:MAX_SHOWN])
+    return short + "..." if len(text) > MAX_SHOWN else short
 
 
 class Origin(NamedTuple):
@@ -63,7 +72,8 @@ class SessionDescription:
 
     @classmethod
     def parse(cls, body: bytes) -> SessionDescription:
-        """Parse C{body}; ValueError with a clear message if it is not usable SDP."""
+        """Parse C{body}; ValueError with a clear message if it is not usable SDP (the peer's
+        text in it is bounded and printable: L{shown})."""
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -74,7 +84,7 @@ class SessionDescription:
                 continue
             m = _LINE.match(raw.rstrip("\r"))
             if m is None:
-                raise ValueError(f"SDP line {number} is not 'x=value': {raw[:40]!r}")
+                raise ValueError(f"SDP line {number} is not 'x=value': {shown(raw)}")
             lines.append((m.group(1), m.group(2)))
         if not lines or lines[0] != ("v", "0"):
             raise ValueError("SDP must start with v=0")
@@ -92,7 +102,7 @@ class SessionDescription:
             if kind == "o":
                 fields = value.split()
                 if len(fields) != 6 or not fields[1].isdigit() or not fields[2].isdigit():
-                    raise ValueError(f"bad SDP origin line: o={value[:60]}")
+                    raise ValueError(f"bad SDP origin line: o={shown(value)}")
                 return Origin(fields[0], int(fields[1]), int(fields[2]), *fields[3:])
         raise ValueError("SDP has no o= line")
 
@@ -136,7 +146,7 @@ class SessionDescription:
                 fields = value.split()
                 port = fields[1].split("/")[0] if len(fields) >= 3 else ""
                 if len(fields) < 3 or not port.isdigit() or int(port) > 65535:
-                    raise ValueError(f"bad SDP media line: m={value[:60]}")
+                    raise ValueError(f"bad SDP media line: m={shown(value)}")
                 current = Media(fields[0], int(port), fields[2], tuple(fields[3:]), (), None)
                 attributes, connection = [], None
             elif current is not None and kind == "a":

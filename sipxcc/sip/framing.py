@@ -29,6 +29,10 @@ def _parse_head(head: bytes) -> Request | Response:
         text = text.replace("\r\n", "\n")
         if "\r" in text:
             raise SIPParseError("bare CR in message head")
+    if "\x00" in text:
+        # Only a quoted-pair may carry one (RFC 3261 §25.1); we never write a NUL, so a
+        # message with one could not be answered, relayed or ACKed: refused whole.
+        raise SIPParseError("NUL in message head")
     lines = text.split("\n")
     start = lines[0]
     if start.startswith("SIP/"):

@@ -1,6 +1,9 @@
 """
 SIP header fields (RFC 3261 §7.3): canonical and compact names, list headers split on
 commas, and the ordered, case-insensitive C{Headers} container.
+
+C{Headers.add}, C{set} and C{replace_first} are the one way a header is written: they
+refuse (L{UnsafeValue}) a name that is not a token and a value holding CR, LF or NUL.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from sipxcc.sip.uri import TOKEN_CHARS, split_list
+from sipxcc.sip.uri import TOKEN_CHARS, UnsafeValue, split_list, wire_text
 
 MAX_MESSAGE = 65536
 MAGIC_COOKIE = "z9hG4bK"
@@ -66,6 +69,17 @@ def name_key(name: str) -> tuple[str, str]:
     return known
 
 
+def checked_field(name: str, value: str) -> tuple[str, str]:
+    """(lower-case key, canonical name) of a header we write, after checking both parts."""
+    known = KNOWN_NAMES.get(name)
+    if known is None:
+        if TOKEN.match(name) is None:
+            raise UnsafeValue("header name", name, "is not a token")
+        known = name_key(name)
+    wire_text(value, known[1])
+    return known
+
+
 class Headers:
     """
     Ordered, case-insensitive header fields; compact names are expanded on the way in.
@@ -110,13 +124,13 @@ class Headers:
         return sum(1 for k, _, _ in self._fields if k == key)
 
     def add(self, name: str, value: str) -> None:
-        key, canonical = name_key(name)
+        key, canonical = checked_field(name, value)
         self._fields.append((key, canonical, value))
         self.cache.clear()
 
     def set(self, name: str, value: str) -> None:
         """Replace every field called C{name} with one, at the place of the first."""
-        key, canonical = name_key(name)
+        key, canonical = checked_field(name, value)
         for i, (k, _, _) in enumerate(self._fields):
             if k == key:
                 self._fields[i] = (key, canonical, value)
@@ -128,7 +142,7 @@ class Headers:
 
     def replace_first(self, name: str, value: str) -> None:
         """Replace the first value of C{name} (e.g. the top Via) where it stands."""
-        key = name_key(name)[0]
+        key = checked_field(name, value)[0]
         for i, (k, canonical, raw) in enumerate(self._fields):
             if k == key:
                 rest = split_list(raw)[1:] if key in LIST_HEADERS and "," in raw else []

@@ -4,6 +4,12 @@ that build them. Parsing and framing are in L{sipxcc.sip.framing}.
 
 Our own codec because twisted.protocols.sip counts bodies in characters, cannot frame
 compact "l:" on streams, mangles folding/IPv6/sips:/Request-URIs and leaks RuntimeError.
+
+A message refuses (L{UnsafeValue}) a method that is not a token, a Request-URI with a
+space, and CR, LF or NUL anywhere in its start line; its headers refuse them in names and
+values (L{Headers}); and C{to_bytes} checks the whole head once more for a NUL, or a CR or
+LF that is not a line end, so no caller can put a line break of its own onto the wire
+(fields copied from a received message cannot hold one: framing refuses a NUL too).
 """
 
 from __future__ import annotations
@@ -11,15 +17,16 @@ from __future__ import annotations
 import re
 import secrets
 
-from sipxcc.sip.headers import MAGIC_COOKIE, MAX_MESSAGE, Headers
-from sipxcc.sip.uri import TOKEN_CHARS, Address, SIPParseError, Via
+from sipxcc.sip.headers import MAGIC_COOKIE, MAX_MESSAGE, TOKEN, Headers
+from sipxcc.sip.uri import TOKEN_CHARS, Address, SIPParseError, UnsafeValue, Via, wire_text
 
-__all__ = ["MAX_MESSAGE", "Headers", "Request", "Response", "SIPParseError",
+__all__ = ["MAX_MESSAGE", "Headers", "Request", "Response", "SIPParseError", "UnsafeValue",
            "make_branch", "make_call_id", "make_tag", "parse_sipfrag", "response_to"]
 
 _CSEQ = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+([{TOKEN_CHARS}]+)[ \t]*\Z")
 _TAG_PARAM = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
 _MISSING = object()
+_REQUEST_URI_SPACE = re.compile(r"[ \r\n\x00]")
 
 
 class _Message:
@@ -40,8 +47,12 @@ class _Message:
                 lines.append(f"{name}: {value}")
         if length:
             lines.append(length)
-        lines.append("\r\n")
-        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
+        head = "\r\n".join(lines)
+        breaks = len(lines) - 1
+        if head.count("\n") != breaks or head.count("\r") != breaks or "\x00" in head:
+            for line in lines:  # a field written around Headers: name it
+                wire_text(line, "SIP message line")
+        return (head + "\r\n\r\n").encode("utf-8", "surrogateescape") + self.body
 
 
     @property
@@ -118,6 +129,10 @@ class Request(_Message):
 
     def __init__(self, method: str, uri: str, headers: Headers | None = None,
                  body: bytes = b"", version: str = "SIP/2.0"):
+        if TOKEN.match(method) is None:
+            raise UnsafeValue("SIP method", method, "is not a token")
+        if _REQUEST_URI_SPACE.search(uri) is not None:
+            raise UnsafeValue("Request-URI", uri, "holds a space, CR, LF or NUL")
         self.method = method
         self.uri = uri
         self.headers = Headers() if headers is None else headers
@@ -142,7 +157,7 @@ class Response(_Message):
     def __init__(self, status: int, reason: str, headers: Headers | None = None,
                  body: bytes = b"", version: str = "SIP/2.0"):
         self.status = status
-        self.reason = reason
+        self.reason = wire_text(reason, "reason phrase")
         self.headers = Headers() if headers is None else headers
         self.body = body
         self.version = version

@@ -2,10 +2,16 @@
 SIP URIs, name-addr/addr-spec addresses and Via values (RFC 3261 §19.1, §20.10, §20.42).
 
 Everything here is pure string work. Parse errors raise L{SIPParseError}, a ValueError.
+
+What we write is held to a stricter rule than what we read: no text that reaches a SIP
+message may hold CR, LF or NUL (L{wire_text} refuses it with L{UnsafeValue}), and the URIs
+we build ourselves (L{build_sip_uri}) have every part checked against the RFC 3261 §25.1
+grammar, or %-escaped where the grammar allows escapes.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
@@ -20,12 +26,12 @@ _PARAM = re.compile(
 _DISPLAY_TOKENS = re.compile(rf"[{TOKEN_CHARS}]+(?:[ \t]+[{TOKEN_CHARS}]+)*\Z")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _UNESCAPE = re.compile(r"\\(.)")
-_URI_FORBIDDEN = re.compile(r"[\s<>\"]")
+_URI_FORBIDDEN = re.compile(r"[\s<>\"\x00]")
 # Fast paths for the common shapes; anything else goes through the general code.
 _HOST = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_\-.]*[A-Za-z0-9_.])?)"
 _SIMPLE_SIP_URI = re.compile(
-    r"([Ss][Ii][Pp][Ss]?):(?:([^@:;?\s<>\"]+)(?::([^@;?\s<>\"]*))?@)?" + _HOST
-    + r"(?::([0-9]{1,5}))?((?:;[^;?=@\s<>\"]+(?:=[^;?=@\s<>\"]+)?)*)\Z")
+    r"([Ss][Ii][Pp][Ss]?):(?:([^@:;?\s<>\"\x00]+)(?::([^@;?\s<>\"\x00]*))?@)?" + _HOST
+    + r"(?::([0-9]{1,5}))?((?:;[^;?=@\s<>\"\x00]+(?:=[^;?=@\s<>\"\x00]+)?)*)\Z")
 _SIMPLE_PARAMS = re.compile(
     rf"(?:[ \t]*;[ \t]*[{TOKEN_CHARS}]+(?:[ \t]*=[ \t]*[^;,\s\"]+)?)*[ \t]*\Z")
 _NAME_ADDR = re.compile(
@@ -49,6 +55,124 @@ class SIPParseError(ValueError):
         super().__init__(message)
         self.partial = partial
         self.status = status
+
+
+class UnsafeValue(ValueError):
+    """
+    Text meant for a SIP message would break it: it holds CR, LF or NUL (which could end
+    a header line and start another), or a URI part we build is outside the RFC 3261
+    grammar. Refused, never silently stripped.
+    """
+
+    def __init__(self, what: str, text: str, why: str = "holds CR, LF or NUL"):
+        super().__init__(f"{what} {why}: {text[:80]!r}")
+        self.what = what
+
+
+def wire_text(text: str, what: str) -> str:
+    """Return C{text} if it may be written into a SIP message; else raise L{UnsafeValue}."""
+    if "\r" in text or "\n" in text or "\x00" in text:  # three scans beat one regex
+        raise UnsafeValue(what, text)
+    return text
+
+
+# RFC 3261 §25.1 host = hostname / IPv4address / IPv6reference. No IPv6 zone ID: "%"
+# is not in the grammar (and a zone is meaningless to any other host).
+_HEX4 = "[0-9A-Fa-f]{1,4}"
+_HEXSEQ = f"{_HEX4}(?::{_HEX4})*"
+_IPV4ADDRESS = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
+_IPV4_GRAMMAR = re.compile(_IPV4ADDRESS)
+_IPV6_GRAMMAR = re.compile(
+    f"(?:{_HEXSEQ}(?:::(?:{_HEXSEQ})?)?|::(?:{_HEXSEQ})?)(?::{_IPV4ADDRESS})?")
+_HOSTNAME_GRAMMAR = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*"
+    r"[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?")
+MAX_HOSTNAME = 253
+# RFC 3261 §25.1 user = 1*( unreserved / escaped / user-unreserved )
+USER_CHARS = r"A-Za-z0-9\-_.!~*'()&=+$,;?/"
+_USER_GRAMMAR = re.compile(rf"(?:[{USER_CHARS}]|%[0-9A-Fa-f]{{2}})+")
+# paramchar = param-unreserved / unreserved / escaped;  hnv-unreserved for URI headers
+_PARAM_SAFE = frozenset("[]/:&+$" "-_.!~*'()" "abcdefghijklmnopqrstuvwxyz"
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_HEADER_SAFE = frozenset("[]/?:+$" "-_.!~*'()" "abcdefghijklmnopqrstuvwxyz"
+                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+def is_ipv4(text: str) -> bool:
+    """RFC 3261 IPv4address with every octet at most 255."""
+    return _IPV4_GRAMMAR.fullmatch(text) is not None and all(
+        int(octet) <= 255 for octet in text.split("."))
+
+
+def is_ipv6(text: str) -> bool:
+    """RFC 3261 IPv6address (RFC 4291 §2.2 forms, no zone ID), without brackets."""
+    if _IPV6_GRAMMAR.fullmatch(text) is None:
+        return False
+    try:  # the grammar does not count groups; the address must also be a real one
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_host(text: str) -> bool:
+    """RFC 3261 §25.1 C{host}: a hostname, an IPv4 address or C{[IPv6 address]}."""
+    if text.startswith("[") and text.endswith("]"):
+        return is_ipv6(text[1:-1])
+    if _IPV4_GRAMMAR.fullmatch(text):
+        return is_ipv4(text)
+    return len(text) <= MAX_HOSTNAME and _HOSTNAME_GRAMMAR.fullmatch(text) is not None
+
+
+def is_user(text: str) -> bool:
+    """RFC 3261 §25.1 C{user}: unreserved, user-unreserved and %-escaped characters."""
+    return _USER_GRAMMAR.fullmatch(text) is not None
+
+
+def _escape(text: str, safe: frozenset) -> str:
+    return "".join(ch if ch in safe else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
+                   for ch in text)
+
+
+def escape_param(text: str) -> str:
+    """A URI parameter name or value: %-escape everything but RFC 3261 C{paramchar}."""
+    return _escape(text, _PARAM_SAFE)
+
+
+def escape_header(text: str) -> str:
+    """A URI header name or value (C{hname}/C{hvalue}): %-escape every other character,
+    so C{#} becomes C{%23} and C{&}, C{=}, C{;}, C{@} cannot end the header (§19.1.1)."""
+    return _escape(text, _HEADER_SAFE)
+
+
+def build_sip_uri(addr_spec: str, *, params: dict[str, str | None] | None = None,
+                  headers: dict[str, str] | None = None, scheme: str = "sip") -> URI:
+    """
+    Our own SIP URI for C{user@host[:port]} (or just C{host[:port]}), each part checked
+    against the RFC 3261 §25.1 grammar; C{params} and C{headers} are %-escaped here.
+    Raises L{UnsafeValue} for a part outside the grammar.
+    """
+    user, at, hostport = addr_spec.rpartition("@")
+    if not at:
+        user = None
+    elif not is_user(user):
+        raise UnsafeValue("URI user part", addr_spec, "is not an RFC 3261 user")
+    host, port = hostport, None
+    if hostport.startswith("["):
+        end = hostport.find("]") + 1  # 0 when unterminated: then is_host refuses it
+        if end and hostport[end:end + 1] == ":":
+            host, port = hostport[:end], hostport[end + 1:]
+    elif hostport.count(":") == 1:
+        host, port = hostport.split(":")
+    if not is_host(host):
+        raise UnsafeValue("URI host", addr_spec, "is not an RFC 3261 host")
+    if port is not None and not (port.isdigit() and port.isascii() and len(port) <= 5
+                                 and 0 < int(port) < 65536):
+        raise UnsafeValue("URI port", addr_spec, "is not a port number")
+    return URI(scheme, user, None, host, None if port is None else int(port),
+               {escape_param(k): None if v is None else escape_param(v)
+                for k, v in (params or {}).items()},
+               {escape_header(k): escape_header(v) for k, v in (headers or {}).items()})
 
 
 def split_list(text: str) -> list[str]:
@@ -78,7 +202,10 @@ def split_list(text: str) -> list[str]:
     return parts
 
 
-def _quote(text: str) -> str:
+def quote(text: str) -> str:
+    """A quoted-string (RFC 3261 §25.1): C{"} and C{\\} escaped as quoted-pairs; text
+    holding CR, LF or NUL is refused (L{UnsafeValue}), since no quoted-pair may carry it."""
+    wire_text(text, "quoted string")
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -207,9 +334,9 @@ class URI:
 
     def __str__(self) -> str:
         if self.opaque is not None:
-            return f"{self.scheme}:{self.opaque}"
+            return wire_text(f"{self.scheme}:{self.opaque}", "URI")
         if self.scheme == "tel":
-            return f"tel:{self.user}{format_params(self.params)}"
+            return wire_text(f"tel:{self.user}{format_params(self.params)}", "URI")
         out = [self.scheme, ":"]
         if self.user is not None:
             out.append(self.user)
@@ -222,7 +349,7 @@ class URI:
         out.append(format_params(self.params))
         if self.headers:
             out.append("?" + "&".join(f"{k}={v}" for k, v in self.headers.items()))
-        return "".join(out)
+        return wire_text("".join(out), "URI")
 
     def __repr__(self) -> str:
         return f"URI({str(self)!r})"
@@ -247,6 +374,14 @@ class URI:
         return f"{self.user}@{self.host}" if self.user is not None else self.host
 
 
+def _unquote(quoted: str, text: str) -> str:
+    """The text of a quoted-string's inside; CR and LF are in neither qdtext nor a
+    quoted-pair (RFC 3261 §25.1), and a NUL is never one of ours: SIPParseError."""
+    if "\r" in quoted or "\n" in quoted or "\x00" in quoted:
+        raise SIPParseError(f"CR, LF or NUL in a quoted string: {text[:60]!r}")
+    return _UNESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
+
+
 class Address:
     """
     A name-addr or addr-spec with header parameters (RFC 3261 §20.10, §25.1).
@@ -269,7 +404,7 @@ class Address:
         if m is not None:
             quoted, display, uri_text, tail = m.groups()
             if quoted is not None:
-                display = _UNESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
+                display = _unquote(quoted, text)
             params = parse_params(tail, "address") if tail.strip() else {}
             return cls(display, URI.parse(uri_text), params)
         text = text.strip()
@@ -280,7 +415,7 @@ class Address:
             m = _QUOTED.match(text)
             if m is None:
                 raise SIPParseError(f"unterminated quoted string: {text[:60]!r}")
-            display = _UNESCAPE.sub(r"\1", m.group(1))
+            display = _unquote(m.group(1), text)
             rest = text[m.end():].lstrip(" \t")
             if not rest.startswith("<"):
                 raise SIPParseError(f"quoted display name without <URI>: {text[:60]!r}")
@@ -316,7 +451,7 @@ class Address:
     def __str__(self) -> str:
         if self.uri is None:
             return "*"
-        prefix = "" if self.display is None else _quote(self.display) + " "
+        prefix = "" if self.display is None else quote(self.display) + " "
         return f"{prefix}<{self.uri}>{format_params(self.params)}"
 
     def __repr__(self) -> str:

@@ -9,10 +9,11 @@ whose text names the parameter (the original's C{Bad parameter <name> = <value>}
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from sipxcc.sip.uri import is_host
 
 REFER = "REFER"
 INVITE = "INVITE"
@@ -34,12 +35,9 @@ MAX_LIST_LIMIT = 500
 # and ",": legal there, but they split URIs and header lists in careless parsers, and
 # no sipX user name, alias or dial string needs them.
 _USER = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$]|%[0-9A-Fa-f]{2})+")
-# RFC 3261 §25.1: hostname = *( domainlabel "." ) toplabel [ "." ]
-_HOSTNAME = re.compile(
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*"
-    r"[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?"
-)
-_IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
+# An escaped control character (%0D%0A, %00, ...) is in the grammar, but a proxy that
+# unescapes the user part would write it raw; no dial string needs one.
+_ESCAPED_CONTROL = re.compile(r"%(?:[01][0-9A-Fa-f]|7[Ff])")
 _PORT = re.compile(r"[0-9]{1,5}")
 _INTEGER = re.compile(r"[+-]?[0-9]{1,9}")
 _CONFPIN = re.compile(r"[0-9*#]+")
@@ -62,19 +60,9 @@ def _shown(value: str) -> str:
 
 
 def _valid_host(host: str) -> bool:
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            return False
-        return True
-    if _IPV4.fullmatch(host):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return False
-        return True
-    return len(host) <= 253 and _HOSTNAME.fullmatch(host) is not None
+    # RFC 3261 §25.1 host by its grammar: an IPv6 reference is hex digits, colons and
+    # dots only, so no zone ID ("%eth0", or "%" and CR LF and a header) gets through.
+    return is_host(host)
 
 
 def _split_port(hostport: str) -> tuple[str, str | None]:
@@ -99,7 +87,7 @@ def check_user(name: str, value: str) -> str:
     if not value or len(value) > MAX_USER + 260:
         raise BadParameter(name, _shown(value))
     user, at, hostport = value.partition("@")
-    if len(user) > MAX_USER or not _USER.fullmatch(user):
+    if len(user) > MAX_USER or not _USER.fullmatch(user) or _ESCAPED_CONTROL.search(user):
         raise BadParameter(name, _shown(value))
     if at:
         host, port = _split_port(hostport)
