@@ -38,10 +38,10 @@ def raw_fields(data: bytes) -> tuple[str, list[tuple[str, str]]]:
     for line in lines:
         if line[:1] in (" ", "\t"):  # folded continuation (§7.3.1)
             name, value = fields.pop()
-            fields.append((name, value + " " + line.strip()))
+            fields.append((name, value + " " + line.strip(" \t")))
             continue
         name, _, value = line.partition(":")
-        fields.append((name.strip(), value.strip()))
+        fields.append((name.strip(" \t"), value.strip(" \t")))  # SP/HTAB only (§25.1 LWS)
     return start, fields
 
 
