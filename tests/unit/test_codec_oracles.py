@@ -131,6 +131,18 @@ def test_a_valid_options_is_answered_200_with_the_request_s_fields(tag, call_id,
     assert (got["call-id"], got["cseq"]) == (call_id, f"{cseq} OPTIONS")
 
 
+@SETTINGS
+@given(TOKEN, st.integers(0, 2**31 - 1), TOKEN)
+def test_a_retransmitted_options_gets_the_same_answer_again(tag, cseq, branch):
+    net = FakeNetwork()
+    data = "\r\n".join([*options(tag, "again@x", cseq, branch), "Content-Length: 0", "", ""])
+    net.deliver(data.encode())
+    net.deliver(data.encode())  # RFC 3261 §17.2.2: the server transaction answers again
+    first, again = net.socket.written
+    assert raw_fields(first[0])[0] == "SIP/2.0 200 OK"
+    assert again == first  # byte for byte, the same To tag included
+
+
 @pytest.mark.parametrize("change,status", [
     (lambda r: r[:6] + ["CSeq: 7 INVITE"], "400 Bad Request"),  # CSeq method ≠ method (§8.1.1.5)
     (lambda r: r[:6] + ["CSeq: seven OPTIONS"], "400 Bad Request"),
