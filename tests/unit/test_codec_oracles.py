@@ -151,7 +151,8 @@ def test_a_retransmitted_options_gets_the_same_answer_again(tag, cseq, branch):
      "501 Not Implemented"),  # §8.2.1
     (lambda r: [r[0].replace("OPTIONS", "INVITE", 1), r[1], "Max-Forwards: 0"] + r[3:6]
      + ["CSeq: 7 INVITE"], "483 Too Many Hops"),  # §16.3 step 3, as a UAS
-], ids=["cseq-method", "cseq-number", "from", "unknown-method", "max-forwards"])
+    (lambda r: [r[0].replace("SIP/2.0", "SIP/3.0")] + r[1:], "505 Version Not Supported"),
+], ids=["cseq-method", "cseq-number", "from", "unknown-method", "max-forwards", "version"])
 def test_a_faulty_request_gets_the_status_named_for_its_fault(change, status):
     [(start, _)] = exchange(change(options("1", "fault@x", 7, "fault")))
     assert start == f"SIP/2.0 {status}"
