@@ -186,13 +186,16 @@ class UserAgent:
     # Receiving
 
     def bad_message(self, error, source: Source) -> None:
-        """Malformed SIP: 400 where the request is readable enough to answer, else drop."""
+        """Malformed SIP: 400 (505 for an unknown SIP version) where the request is readable
+        enough to answer, else drop."""
         self.counters["bad"] += 1
         partial = getattr(error, "partial", None)
         if isinstance(partial, Request) and partial.method != "ACK":
             try:
                 self._stamp_via(partial, source)
-                response = response_to(partial, 400, "Bad Request")
+                status = getattr(error, "status", 400)
+                response = response_to(partial, status, "Version Not Supported"
+                                       if status == 505 else "Bad Request")
                 self.send_response(response.to_bytes(), partial, source)
             except Exception:
                 log.debug("could not answer a malformed request from {host}", host=source.host)

@@ -3,7 +3,8 @@
 Every command runs with a minimal environment whose PATH holds only the system
 directories, so Debian's python3 and python3-twisted are used, never the venv's.
 The tests share one build and one installation and run in file order; the
-last one purges the package, and the fixture purges it again if a test failed.
+last one purges the package, and the fixture purges it again if a test failed. A package
+that an aborted run left installed is purged before the install.
 
 ``make deb`` ends with ``lintian --fail-on error --display-info``. Its
 informational tags are accepted: package-supports-alternative-init-but-no-init.d-script
@@ -13,6 +14,7 @@ KEPT_LINTIAN_WARNINGS with the reason.
 """
 
 import grp
+import hashlib
 import os
 import pathlib
 import pwd
@@ -51,13 +53,10 @@ def _sipxcc_installed():
 
 
 pytestmark = [
+    # The first test builds the package and the first installed one installs it.
+    pytest.mark.timeout(1800),
     pytest.mark.skipif(os.geteuid() != 0, reason="installs a Debian package: needs root"),
     pytest.mark.skipif(shutil.which("dpkg") is None, reason="needs a Debian system"),
-    pytest.mark.skipif(
-        shutil.which("dpkg") is not None and _sipxcc_installed(),
-        reason="sipxcc is already installed here; this test would replace and purge it "
-        "(run `apt-get purge sipxcc` first if it is a leftover)",
-    ),
 ]
 
 
@@ -79,6 +78,26 @@ def purge():
     run("apt-get", "purge", "-y", "sipxcc", check=False)
 
 
+def purge_leftover():
+    """Purge a sipxcc that an aborted run left installed; refuse to touch one in real use.
+
+    A leftover still has the packaged /etc/sipxcc/sipxcc.ini; a configured installation has
+    its own, and the test fails with what to do rather than purge it.
+    """
+    if not _sipxcc_installed():
+        return
+    conffiles = run("dpkg-query", "-W", "-f", "${Conffiles}", "sipxcc").stdout
+    packaged = {fields[0]: fields[1] for fields in map(str.split, conffiles.splitlines())
+                if len(fields) >= 2}
+    if CONFIG.is_file() and hashlib.md5(CONFIG.read_bytes()).hexdigest() != packaged.get(
+            str(CONFIG)):
+        pytest.fail(f"sipxcc is installed here with a changed {CONFIG}: this test would "
+                    "replace and purge it. Run it on a machine without sipxcc in use, or "
+                    "`apt-get purge sipxcc` first.")
+    purge()
+    assert not _sipxcc_installed(), "apt-get purge sipxcc left the package installed"
+
+
 @pytest.fixture(scope="module")
 def build():
     """``make deb``: returns (path of the .deb, make's output)."""
@@ -92,6 +111,7 @@ def build():
 def installed(build):
     """The package installed with apt (purged again at the end in any case)."""
     deb, _ = build
+    purge_leftover()
     try:
         install = ("apt-get", "install", "-y", f"./{deb.relative_to(ROOT)}")
         if run(*install, cwd=ROOT, timeout=600, check=False).returncode != 0:

@@ -16,9 +16,13 @@ NS = "{http://www.sipfoundry.org/sipX/schema/xml/call-status-00-00}"
 
 
 def curl(*args: str) -> tuple[int, str]:
-    """Run the real curl; returns (HTTP status, body)."""
-    out = subprocess.run(["curl", "-sk", "-w", "\n%{http_code}", *args], capture_output=True,
+    """Run the real curl; returns (HTTP status, body). curl failing (no connection, timeout,
+    reset: HTTP status 000) fails the test with curl's own message."""
+    out = subprocess.run(["curl", "-sSk", "-w", "\n%{http_code}", *args], capture_output=True,
                          text=True, timeout=20)
+    if out.returncode != 0:
+        raise AssertionError(f"curl {' '.join(args)[:200]} exited {out.returncode}: "
+                             f"{out.stderr.strip()}")
     body, _, code = out.stdout.rpartition("\n")
     return int(code), body
 

@@ -7,6 +7,7 @@ Every answer is an RFC answer, a clean 4xx or a close; the daemon keeps serving.
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import time
@@ -80,9 +81,11 @@ def test_sip_udp_flood_is_answered_per_rfc_and_memory_stays_bounded(daemon):
                 client.send(data)
                 client.drain(0.002)  # pace the flood so the kernel drops none
             assert daemon.health() == 200, f"HTTP stopped answering during batch {batch}"
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and client.drain(0.5):
-            pass
+        # until every request that must be answered was, or the deadline (UDP may lose some)
+        deadline = time.monotonic() + 10
+        while (time.monotonic() < deadline and not allowed_by_call.keys()
+               <= {_call_id(reply) for reply in client.received}):
+            client.drain(0.2)
         unexpected = [reply[:60] for reply in client.received
                       if hostile.status_of(reply) not in allowed_by_call.get(
                           _call_id(reply), ())]
@@ -148,15 +151,13 @@ def test_oversized_url_headers_and_body_get_a_clean_4xx(daemon):
                + (b"4000\r\n" + b"a" * 0x4000 + b"\r\n") * 8)
     assert hostile.http_status(hostile.raw_http(port, chunked)) == 413
     garbage = hostile.raw_http(port, b"\x16\x03\x01 not http at all\r\n\r\n")
-    assert garbage == b"" or hostile.http_status(garbage) == 400
+    assert garbage == b"HTTP/1.1 400 Bad Request\r\n\r\n"
     assert daemon.health() == 200
 
 
 def test_a_slow_client_is_cut_off_and_others_are_served(daemon):
-    from sipxcc.web.limits import REQUEST_DEADLINE
     sock = hostile.tls_context().wrap_socket(
         socket.create_connection(("127.0.0.1", daemon.config.http.https), timeout=5))
-    start = time.monotonic()
     answer = b""
     try:
         for byte in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaa":
@@ -173,8 +174,7 @@ def test_a_slow_client_is_cut_off_and_others_are_served(daemon):
                 break
     finally:
         sock.close()
-    assert hostile.http_status(answer) == 408
-    assert time.monotonic() - start < REQUEST_DEADLINE + 3
+    assert hostile.http_status(answer) == 408  # cut off by the request deadline
 
 
 def test_half_open_tls_is_closed_within_the_deadline(daemon):
@@ -272,15 +272,26 @@ MALFORMED_AUTHORIZATION = [
 ]
 
 
+# 401 for each; once an address has failed FAILURE_LIMIT (10) times, 429. A failure is a
+# credential that could not be checked or was wrong; no credential at all (an unknown scheme,
+# Basic over plain HTTP) is only challenged again and does not count.
+# Over HTTPS the first ten (Digest and Basic that cannot be checked) all count, so from the
+# eleventh on the address is blocked. Over plain HTTP Basic and the unknown schemes are only
+# challenged: the eight Digest failures stay under the limit.
+MALFORMED_STATUSES = {True: [401] * 10 + [429] * 4, False: [401] * 14}
+
+
 @pytest.mark.parametrize("secure", [True, False], ids=["https", "http"])
 def test_malformed_authorization_is_401_never_500(tmp_path, secure):
     # no trusted hosts: every request needs credentials
     with Daemon(write_config(tmp_path, http_trusted="192.0.2.1")) as daemon:
+        statuses = []
         for header in MALFORMED_AUTHORIZATION:
             status, body = daemon.get("/callcontroller/user1/user2", secure=secure,
                                       headers={"Authorization": header})
-            assert status in (400, 401, 429), (header, status, body)
+            statuses.append(status)
             assert b"Traceback" not in body
+        assert statuses == MALFORMED_STATUSES[secure]
         assert daemon.health() == 200
         assert "Traceback" not in daemon.log_text()
 
@@ -345,8 +356,8 @@ def test_hostile_text_from_a_phone_renders_as_valid_xml(setup):
     assert ringing and "<b>&amp; ]]>" in ringing[0]
     assert any(line.startswith("SIP/2.0 100 Trying <b>&amp; ]]>") for line in lines)
     json_body = curl("-H", "Accept: application/json", s.url("/callcontroller/user1/user2"))[1]
-    import json
-    assert json.loads(json_body)
+    json_lines = [status["status-line"] for status in json.loads(json_body)["status-lines"]]
+    assert json_lines[:len(lines)] == lines  # the same cleaned text as the XML
 
 
 def _header(message: str, name: str) -> str:

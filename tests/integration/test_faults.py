@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import time
 
 from tests.integration import hostile
 from tests.integration.daemon import Daemon, free_ports, write_config
@@ -58,14 +57,16 @@ def run_through_relay(tmp_path, kamailio_factory, phone_factory, *, drop_every: 
         lines = status_lines(curl(daemon.https_url + "/callcontroller/user1/user2")[1])
         call = json.loads(daemon.get(
             "/calls", headers={"Accept": "application/json"})[1])["calls"][0]
-        assert call["state"] in ("ended", "failed")
+        assert phone_code == 0, phone.errors()  # the phone saw its whole scenario
+        assert call["state"] == "ended", lines
         assert relay.duplicated and (relay.dropped or not drop_every)
         # a retransmitted or duplicated response is absorbed, never recorded twice
         finals = [line for line in lines
                   if provisional_once or not line[1].startswith("SIP/2.0 1")]
         assert len(finals) == len(set(finals)), lines
-        if call["state"] == "ended":
-            assert ("INVITE", "SIP/2.0 200 OK") in lines
+        for line in (("INVITE", "SIP/2.0 200 OK"), ("REFER", "SIP/2.0 202 Accepted"),
+                     ("NOTIFY", "SIP/2.0 200 OK")):
+            assert lines.count(line) == 1, (line, lines)
     finally:
         daemon.stop()
         relay.stop()
@@ -83,8 +84,7 @@ def test_proxy_gone_mid_call_over_tcp_fails_the_call_cleanly(setup):
     # §9.1: a CANCEL without answer ends the INVITE transaction after 64*T1 (32 s)
     wait_for(lambda: not hostile.active_calls(s.daemon), timeout=40)
     _, body = s.daemon.get("/calls", headers={"Accept": "application/json"})
-    assert json.loads(body)["calls"][0]["state"] in (
-        "failed", "ended")
+    assert json.loads(body)["calls"][0]["state"] == "failed"
     assert s.daemon.health() == 200
     assert "Traceback" not in s.daemon.log_text()
 
@@ -121,12 +121,9 @@ def test_graceful_stop_cancels_100_ringing_calls_and_restart_is_clean(setup):
         connection.close()
     wait_for(lambda: len(phone.received("INVITE")) >= calls, timeout=20)
     wait_for(lambda: len(hostile.active_calls(s.daemon)) == calls, timeout=5)
-    start = time.monotonic()
     s.daemon.process.send_signal(signal.SIGTERM)
-    # twistd exits by re-raising the signal it stopped on
-    assert s.daemon.process.wait(15) in (0, -signal.SIGTERM)
-    took = time.monotonic() - start
-    assert took < 10, f"stopping took {took:.1f} s"
+    # twistd exits by re-raising the signal it stopped on (wait's 15 s is the deadline)
+    assert s.daemon.process.wait(15) == -signal.SIGTERM
     wait_for(lambda: len(phone.received("CANCEL")) >= calls, timeout=5)
     cancelled = {hostile.sip_call_id(m) for m in phone.received("CANCEL")}
     assert len(cancelled) == calls

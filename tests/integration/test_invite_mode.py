@@ -219,7 +219,7 @@ def test_busy_caller_means_the_callee_is_never_called(setup):
     assert a.wait(20) == 0, a.errors()
     assert wait_for(lambda: over(s, location)) == "failed"
     assert b.received() == []
-    assert dialogs(s) == [] or states(s) == ["Terminated Dialog"]
+    assert dialogs(s) == []  # a 486 before any early dialog: no dialog to show
 
 
 def test_caller_refusing_the_offer_tears_down_both(setup):

@@ -95,10 +95,13 @@ def test_no_pin_ha1_or_authorization_value_is_ever_logged(tmp_path, setup):
     ] + [("-H", f"Authorization: {header}", url + path)
          for header in GARBAGE_AUTHORIZATION[:3] for url in (https, http)] \
       + [("-H", f"Authorization: {header}", http + path) for header in GARBAGE_AUTHORIZATION[3:]]
+    codes = []
     for args in failing:
         code, body, trace = curl_verbose(*args)
-        assert code in (400, 401, 429), (args, code, body)
+        codes.append(code)
         sent += sent_authorizations(trace)
+    # 401 each (fewer than the 10 failures that would block 127.0.0.1 with 429)
+    assert codes == [401] * len(failing)
     assert s.daemon.health() == 200
 
     log = s.daemon.log_text() + s.daemon.output_text()

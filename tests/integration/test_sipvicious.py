@@ -21,6 +21,8 @@ from tests.integration.daemon import PROJECT_ROOT, Daemon, write_config
 VENV = PROJECT_ROOT / "build" / "sipvicious" / "venv"
 TOOLS = VENV / "bin"
 SCAN_TIMEOUT = 60
+# The first run installs sipvicious from PyPI (up to 420 s) before it scans.
+pytestmark = pytest.mark.timeout(900)
 
 
 def sipvicious_tools() -> Path:

@@ -1,4 +1,5 @@
-"""Property tests of the codec: no stray exceptions, stable round trips, stream framing."""
+"""Property tests of the codec: no stray exceptions, and stream framing that agrees with
+datagram framing. (What must parse, and to what, is in test_codec_oracles.py.)"""
 
 import pytest
 
@@ -96,29 +97,9 @@ def messages(draw):
     return head.encode() + b"\r\n\r\n" + body
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
-@given(messages())
-def test_round_trip_is_stable(data):
-    first = parse_datagram(data)
-    encoded = first.to_bytes()
-    again = parse_datagram(encoded)
-    assert again.to_bytes() == encoded
-    assert again.headers.items() == first.headers.items()
-    assert again.body == first.body
-    assert again.cseq == first.cseq
-
-
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(messages(), min_size=1, max_size=3), st.data())
-def test_stream_split_anywhere_gives_the_same_messages(batch, data):
-    stream = b"\r\n\r\n".join(batch)
-    expected = [parse_datagram(m).to_bytes() for m in batch]
-    cut = data.draw(st.integers(0, len(stream)))
-    got = []
-    parser = StreamParser(got.append)
-    parser.feed(stream[:cut])
-    parser.feed(stream[cut:])
-    assert [m.to_bytes() for m in got] == expected
+# That a valid message parses to the values it was made of, serialises them unchanged and
+# survives any cut of a stream is checked against the generator in test_codec_oracles.py.
+# Here: the stream framing agrees with the datagram framing at every cut.
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))

@@ -50,25 +50,48 @@ def assert_reparses(message) -> None:
     assert again.body == message.body
 
 
-@pytest.mark.parametrize("data", DATAGRAMS)
-def test_a_datagram_is_a_message_or_a_parse_error(data):
-    try:
-        message = parse_datagram(data)
-    except SIPParseError:
+# What each datagram is: refused with this reason, or this message (first line, body).
+DATAGRAM_OUTCOMES = [
+    SIPParseError("bad parameter in address: 'M'"),  # "To: <siq:c@d>M"
+    SIPParseError(r"bad header line: 'l\udcd8\udcd8'"),  # the repr of undecodable bytes
+    ("OPTIONS sip:a@[::1] SIP/2.0", b"abc"),  # compact forms; UDP body cut to l: 3 (§18.3)
+    SIPParseError("empty datagram"),
+    SIPParseError("missing to"),
+]
+
+
+@pytest.mark.parametrize("data,outcome", list(zip(DATAGRAMS, DATAGRAM_OUTCOMES)))
+def test_a_datagram_is_a_message_or_a_parse_error(data, outcome):
+    if isinstance(outcome, SIPParseError):
+        with pytest.raises(SIPParseError) as refused:
+            parse_datagram(data)
+        assert str(refused.value) == str(outcome)
         return
+    message = parse_datagram(data)
+    assert (message.first_line, message.body) == outcome
     assert_reparses(message)
 
 
+# What each stream gives: the messages' first lines, and the errors, raised or reported.
+STREAM_OUTCOMES = [
+    ([], ["raised: bad request line: '@NVITE viasip:bo.com SIP/2.0'"]),
+    (["INVITE sip:b@c SIP/2.0"], ["invalid: missing to"]),  # the second has no To
+]
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 64])
-@pytest.mark.parametrize("data", STREAMS)
-def test_a_stream_in_any_chunks_gives_messages_or_a_parse_error(data, chunk):
-    messages = []
-    parser = StreamParser(messages.append, on_invalid=lambda error: None)
+@pytest.mark.parametrize("data,outcome", list(zip(STREAMS, STREAM_OUTCOMES)))
+def test_a_stream_in_any_chunks_gives_messages_or_a_parse_error(data, outcome, chunk):
+    messages, errors = [], []
+    parser = StreamParser(messages.append,
+                          on_invalid=lambda error: errors.append(f"invalid: {error}"))
     for start in range(0, len(data), chunk):
         try:
             parser.feed(data[start:start + chunk])
-        except SIPParseError:
+        except SIPParseError as error:
+            errors.append(f"raised: {error}")
             break
+    assert ([m.first_line for m in messages], errors) == outcome
     for message in messages:
         assert_reparses(message)
 

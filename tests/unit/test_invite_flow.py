@@ -248,7 +248,7 @@ def test_unanswered_bye_still_ends_the_call():
     c.net.clock.advance(31)
     assert not c.call.ended
     c.net.clock.advance(2)
-    assert c.call.ended
+    assert (c.call.ended, c.call.state) == (True, "ended")
 
 
 def test_hold_from_callee_refused_by_caller_is_relayed_back():
@@ -399,7 +399,7 @@ def test_hangup_while_caller_rings_cancels():
     [cancel] = net.sent_messages()
     assert cancel.method == "CANCEL"
     net.deliver(answer(invite1, 487, "Request Terminated", "t1"))
-    assert call.ended
+    assert (call.ended, call.state) == (True, "failed")
 
 
 def test_hangup_while_callee_rings_cancels_it_and_hangs_up_the_caller():
@@ -415,7 +415,7 @@ def test_hangup_while_callee_rings_cancels_it_and_hangs_up_the_caller():
     net.deliver(answer(bye, 200, "OK"))
     assert not call.ended  # B's INVITE is not over yet
     net.deliver(answer(invite2, 487, "Request Terminated", "b1"))
-    assert call.ended
+    assert (call.ended, call.state) == (True, "failed")
 
 
 def test_hangup_while_connected_byes_both():
@@ -575,7 +575,7 @@ def test_caller_hanging_up_during_a_failed_transfer_ends_the_call():
     ack, bye_b = c.sent()
     assert (bye_b.method, bye_b.call_id) == ("BYE", c.invite2.call_id)
     c.net.deliver(answer(bye_b, 200, "OK"))
-    assert c.call.ended
+    assert (c.call.ended, c.call.state) == (True, "ended")
 
 
 def test_caller_hanging_up_while_callee_rings_cancels_the_callee():
@@ -605,7 +605,7 @@ def test_a_finished_call_leaves_no_reference_cycle_behind():
         c.net.deliver(c.a.request("BYE"))
         ok, bye = c.sent()
         c.net.deliver(answer(bye, 200, "OK"))
-        assert c.call.ended
+        assert (c.call.ended, c.call.state) == (True, "ended")
         c.net.clock.advance(200)
         assert not c.net.ua.transactions.clients and not c.net.ua.dialogs
         del ok, bye

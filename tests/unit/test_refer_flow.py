@@ -134,7 +134,7 @@ def test_caller_no_answer_is_cancelled_at_timeout():
     [ack] = net.sent_messages()
     assert ack.method == "ACK"
     assert lines(call)[-1] == ("INVITE", "SIP/2.0 487 Request Terminated")
-    assert call.ended
+    assert (call.ended, call.state) == (True, "failed")
 
 
 def test_phone_hangs_up_first():
@@ -144,7 +144,7 @@ def test_phone_hangs_up_first():
     net.deliver(phone.request("BYE"))
     [ok] = net.sent_messages()
     assert (ok.status, ok.cseq[1]) == (200, "BYE")
-    assert call.ended
+    assert (call.ended, call.state) == (True, "ended")
 
 
 def test_refer_rejected_hangs_up():
