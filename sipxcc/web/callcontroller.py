@@ -41,6 +41,7 @@ class WebContext:
     registry: object
     auth: Authenticator
     cache: render.StatusCache = field(default_factory=render.StatusCache)
+    idempotency: object = None  # sipxcc.web.idempotency.Idempotency: Idempotency-Key on POST
 
 
 class ApiResource(resource.Resource):
@@ -122,6 +123,12 @@ class CallControllerResource(ApiResource):
     allowed = (b"DELETE", b"GET", b"POST")
 
     def handle(self, request, principal: Principal) -> Reply:
+        if request.method == b"POST" and self.context.idempotency is not None:
+            return self.context.idempotency.run(request, principal,
+                                                lambda: self._handle(request, principal))
+        return self._handle(request, principal)
+
+    def _handle(self, request, principal: Principal) -> Reply:
         if not _two_segments(request.postpath):
             raise ApiError(404, "Not found")
         calling_user = params.decode_segment("callingUser", request.postpath[0])
@@ -142,7 +149,8 @@ class CallControllerResource(ApiResource):
                 method=wanted.method, timeout=wanted.timeout,
                 result_cache_time=wanted.result_cache_time, subject=wanted.subject,
                 forwarding_allowed=wanted.forwarding_allowed, confpin=wanted.confpin,
-                auto_answer=wanted.auto_answer, status_callback=wanted.status_callback)))
+                auto_answer=wanted.auto_answer, status_callback=wanted.status_callback,
+                status_callback_events=wanted.status_callback_events)))
         calling = params.addr_spec(params.check_user("callingUser", calling_user),
                                    config.sip.domain)
         called = params.addr_spec(params.check_user("calledUser", called_user),

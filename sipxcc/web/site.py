@@ -15,6 +15,7 @@ from sipxcc.users import UserDirectory
 from sipxcc.web.auth import Authenticator
 from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import ErrorResource, PathResource
+from sipxcc.web.idempotency import Idempotency, MemoryStore
 from sipxcc.web.limits import IDLE_TIMEOUT, REQUEST_DEADLINE, ConnectionLimits, LimitedChannel
 
 REQUEST_TIMEOUT = IDLE_TIMEOUT
@@ -125,7 +126,9 @@ def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
     root.putChild(b"health", Health())
     context = WebContext(config=config, directory=directory,
                          registry=registry,
-                         auth=Authenticator(config, directory, reactor))
+                         auth=Authenticator(config, directory, reactor),
+                         idempotency=Idempotency(MemoryStore(reactor), reactor,
+                                                 config.calls.idempotency_ttl))
     install(root, context)
     site = LimitedSite(root, reactor, ConnectionLimits(is_trusted=config.is_trusted))
     site.displayTracebacks = False
