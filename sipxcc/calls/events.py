@@ -27,7 +27,8 @@ class EventNamer:
       - REFER 2xx, NOTIFY 1xx (the called user's progress), and 1xx of the INVITE to another
         party (INVITE mode) → transferring;
       - NOTIFY 2xx, or 2xx to the INVITE of another party → connected;
-      - any 3xx-6xx → failed; 2xx to BYE or CANCEL → completed;
+      - any 3xx-6xx but 401/407 (a challenge, answered by sending the request again)
+        → failed; 2xx to BYE or CANCEL → completed;
       - the end of the call → completed, or failed if the call failed;
       - anything else keeps the previous name (initiated at first).
     """
@@ -45,7 +46,7 @@ class EventNamer:
 
     def _classify(self, event) -> str | None:
         code = _code(event.status_line)
-        if code is None:
+        if code is None or code in (401, 407):  # a challenge: the request is sent again
             return None
         if code >= 300:
             return FAILED

@@ -48,6 +48,7 @@ def attach(secret=SECRET, events=None, clock=None):
 
 
 def refer_call(call) -> None:
+    call.record(999, "a", "INVITE", "SIP/2.0 407 Proxy Authentication Required")
     call.record(1000, "a", "INVITE", "SIP/2.0 100 Trying")
     call.record(1001, "a", "INVITE", "SIP/2.0 180 Ringing")
     call.record(1002, "a", "INVITE", "SIP/2.0 200 OK")
@@ -70,7 +71,7 @@ def test_every_delivery_is_signed_over_timestamp_and_body():
     clock.advance(1_700_000_000)
     _, post, call = attach(clock=clock)
     refer_call(call)
-    assert len(post.posted) == 7
+    assert len(post.posted) == 8
     for body, headers in post.posted:
         assert verify(SECRET, headers[b"X-Sipxcc-Signature"], body) == 1_700_000_000
 
@@ -80,7 +81,7 @@ def test_a_tampered_body_does_not_verify():
     refer_call(call)
     body, headers = post.posted[0]
     with pytest.raises(AssertionError):
-        verify(SECRET, headers[b"X-Sipxcc-Signature"], body.replace(b"1000", b"1001"))
+        verify(SECRET, headers[b"X-Sipxcc-Signature"], body.replace(b"999", b"998"))
 
 
 def test_without_a_secret_there_is_no_signature_header():
@@ -93,9 +94,9 @@ def test_sequence_counts_from_one_without_gaps_and_events_are_named():
     _, post, call = attach()
     refer_call(call)
     documents = post.documents()
-    assert [d["sequence"] for d in documents] == [1, 2, 3, 4, 5, 6, 7]
+    assert [d["sequence"] for d in documents] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert [d["event"] for d in documents] == [
-        "initiated", "ringing", "answered", "transferring", "transferring", "connected",
+        "initiated", "initiated", "ringing", "answered", "transferring", "transferring", "connected",
         "completed"]
 
 
