@@ -96,8 +96,8 @@ def test_sequence_counts_from_one_without_gaps_and_events_are_named():
     documents = post.documents()
     assert [d["sequence"] for d in documents] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert [d["event"] for d in documents] == [
-        "initiated", "initiated", "ringing", "answered", "transferring", "transferring", "connected",
-        "completed"]
+        "initiated", "initiated", "ringing", "answered", "transferring", "transferring",
+        "connected", "completed"]
 
 
 def test_the_filter_sends_only_the_events_asked_for_and_the_sequence_stays_gap_free():
