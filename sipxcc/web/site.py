@@ -16,6 +16,7 @@ from sipxcc.web.auth import Authenticator
 from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import ErrorResource, PathResource
 from sipxcc.web.idempotency import Idempotency, MemoryStore
+from sipxcc.web.openapi import OpenAPIResource
 from sipxcc.web.limits import IDLE_TIMEOUT, REQUEST_DEADLINE, ConnectionLimits, LimitedChannel
 
 REQUEST_TIMEOUT = IDLE_TIMEOUT
@@ -124,6 +125,7 @@ def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
     """The Site that both listeners serve."""
     root = PathResource()
     root.putChild(b"health", Health())
+    root.putChild(b"openapi.json", OpenAPIResource())
     context = WebContext(config=config, directory=directory,
                          registry=registry,
                          auth=Authenticator(config, directory, reactor),
