@@ -16,8 +16,8 @@ from sipxcc.web.auth import Authenticator
 from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import ErrorResource, PathResource
 from sipxcc.web.idempotency import Idempotency, MemoryStore
-from sipxcc.web.openapi import OpenAPIResource
 from sipxcc.web.limits import IDLE_TIMEOUT, REQUEST_DEADLINE, ConnectionLimits, LimitedChannel
+from sipxcc.web.openapi import OpenAPIResource
 
 REQUEST_TIMEOUT = IDLE_TIMEOUT
 """Seconds an idle HTTP connection is kept open (see sipxcc.web.limits for the rest)."""
