@@ -54,9 +54,14 @@ class ApiResource(resource.Resource):
         super().__init__()
         self.context = context
 
+    def allowed_for(self, request) -> tuple[bytes, ...]:
+        """The methods C{request}'s path allows (405 names them in C{Allow})."""
+        return self.allowed
+
     def render(self, request):
-        if request.method not in self.allowed:
-            allow = b", ".join(sorted(self.allowed))
+        allowed = self.allowed_for(request)
+        if request.method not in allowed:
+            allow = b", ".join(sorted(allowed))
             send(request, status_reply(request, 405, "Method not allowed",
                                        [(b"allow", allow)]))
             return server.NOT_DONE_YET
@@ -195,11 +200,13 @@ class CallsResource(ApiResource):
 
     allowed = (b"DELETE", b"GET")
 
+    def allowed_for(self, request) -> tuple[bytes, ...]:
+        path = request.postpath
+        return (b"GET",) if not path or path == [b""] else self.allowed
+
     def handle(self, request, principal: Principal) -> Reply:
         path = request.postpath
         if not path or path == [b""]:
-            if request.method != b"GET":
-                raise ApiError(405, "Method not allowed", ((b"allow", b"GET"),))
             limit = params.parse_limit(intake.query(request))
             owner = None if principal.trusted else principal.identity
             calls = self.context.registry.calls_of(owner, limit)

@@ -19,10 +19,23 @@ def load_spec() -> bytes:
     return SPEC_PATH.read_bytes()
 
 
-class OpenAPIResource(resource.Resource):
-    """Serves the OpenAPI description, read once when built."""
+class ReadOnlyResource(resource.Resource):
+    """A leaf that answers only GET and HEAD: any other method is 405 with C{Allow}."""
 
     isLeaf = True
+
+    def render(self, request: server.Request) -> bytes:
+        if request.method in (b"GET", b"HEAD"):
+            return super().render(request)
+        request.setResponseCode(405)
+        request.setHeader(b"Allow", b"GET, HEAD")
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return b"Method not allowed\n"
+
+
+class OpenAPIResource(ReadOnlyResource):
+    """Serves the OpenAPI description, read once when built."""
 
     def __init__(self, body: bytes | None = None):
         super().__init__()
