@@ -49,7 +49,8 @@ def test_every_operation_conforms_to_the_spec(setup, tmp_path):
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     result = subprocess.run(
-        [*command, "--config-file", str(config), "run", str(SPEC), "--url", base, "--max-examples", str(MAX_EXAMPLES),
+        [*command, "--config-file", str(config), "run", str(SPEC), "--url", base,
+         "--max-examples", str(MAX_EXAMPLES),
          "--seed", SEED, "--checks", "all", "--exclude-checks",
          "positive_data_acceptance,ignored_auth,use_after_free,"
          "ensure_resource_availability,object_level_authorization",
