@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from tests.integration.e2e import curl, status_lines, wait_for
+from tests.integration.e2e import NS, curl, status_lines, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "docs" / "openapi.json"
@@ -93,3 +93,30 @@ def test_the_xml_of_a_real_call_is_valid_against_the_schema(setup):
     assert [etree.QName(etree.fromstring(b.encode())).localname for b in documents] == [
         "processing-status", "status-lines", "calls", "status-lines", "status-lines",
         "processing-status"]
+
+
+def test_the_dialogs_of_a_real_invite_mode_call_are_valid_against_the_schema(setup):
+    schema = etree.XMLSchema(etree.parse(str(XSD)))
+    s = setup()
+    a = s.phone("user1", "im_caller")
+    b = s.phone("user2", "invite_b")
+    path = "/callcontroller/user1/user2?sipMethod=INVITE"
+    code, body = curl("-X", "POST", s.url(path))
+    assert code == 200
+    seen = []
+
+    def connected():
+        body = curl(s.url(path))[1]
+        seen.append(body)
+        root = etree.fromstring(body.encode())
+        states = [d.findtext(f"{NS}dialog-state") for d in root.iter(f"{NS}dialog")]
+        return body if states == ["Confirmed Dialog"] * 2 else None
+    wait_for(connected)
+    assert curl("-X", "DELETE", s.url(path))[0] == 200
+    assert a.wait(20) == 0, a.errors()
+    assert b.wait(20) == 0, b.errors()
+    seen.append(curl(s.url(path))[1])
+    for body in seen:
+        root = etree.fromstring(body.encode())
+        assert root.tag == f"{NS}dialogs"
+        assert schema.validate(root), (body, schema.error_log.filter_from_errors())
