@@ -34,11 +34,11 @@ MAX_KEYS_PER_USER = 1000
 TRUSTED_SCOPE = "\0trusted"
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """What a key stands for: the request's fingerprint and its answer (None: in progress)."""
 
-    fingerprint: str
+    fingerprint: bytes
     reply: Reply | None
     expires: float
 
@@ -124,13 +124,13 @@ def check_key(value: bytes | None) -> str | None:
     return value.decode("ascii")
 
 
-def fingerprint(request) -> str:
+def fingerprint(request) -> bytes:
     """What makes two POSTs the same request: the path and the parameters (in any order)."""
     digest = hashlib.sha256(request.path)
     for name, values in sorted(request.args.items()):
         for value in values:
             digest.update(b"\0%d:%s\0%d:%s" % (len(name), name, len(value), value))
-    return digest.hexdigest()
+    return digest.digest()
 
 
 class Idempotency:

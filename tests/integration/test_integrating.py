@@ -122,6 +122,8 @@ def test_a_retried_post_with_the_same_key_rings_the_phone_once(setup):
     code, listing = curl("-u", "user1:123", "-H", "Accept: application/json",
                          s.url("/calls"))
     assert code == 200 and len(json.loads(listing)["calls"]) == 1
+    # no signing key configured: said once at start-up
+    assert s.daemon.log_text().count("calls.callback_secret is not set") == 1
 
 
 def test_status_callbacks_are_signed_numbered_and_filtered(setup, receiver, secret_file):
@@ -137,6 +139,7 @@ def test_status_callbacks_are_signed_numbered_and_filtered(setup, receiver, secr
     assert phone.wait(20) == 0, phone.errors()
     wait_for(receiver.ended)
     assert receiver.problems == []
+    assert "calls.callback_secret is not set" not in s.daemon.log_text()
     events = [(d["sequence"], d["event"]) for d in receiver.documents]
     assert events == [(1, "ringing"), (2, "answered"), (3, "completed")]
     assert receiver.documents[0]["status-line"] == "SIP/2.0 180 Ringing"

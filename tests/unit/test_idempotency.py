@@ -145,8 +145,8 @@ def test_the_store_keeps_at_most_max_per_user_keys_per_user_oldest_forgotten():
     clock = Clock()
     store = MemoryStore(clock, max_keys=100, max_per_user=3)
     for n in range(5):
-        store.put("alice", f"k{n}", Entry("f", None, DAY))
-    store.put("bob", "k0", Entry("f", None, DAY))
+        store.put("alice", f"k{n}", Entry(b"f", None, DAY))
+    store.put("bob", "k0", Entry(b"f", None, DAY))
     assert store.count_of("alice") == 3 and len(store) == 4
     assert store.get("alice", "k0") is None and store.get("alice", "k1") is None
     assert store.get("alice", "k4") is not None and store.get("bob", "k0") is not None
@@ -157,15 +157,15 @@ def test_the_store_keeps_at_most_max_keys_in_all_oldest_forgotten():
     clock = Clock()
     store = MemoryStore(clock, max_keys=3, max_per_user=10)
     for user in ("a", "b", "c", "d"):
-        store.put(user, "k", Entry("f", None, DAY))
+        store.put(user, "k", Entry(b"f", None, DAY))
     assert len(store) == 3 and store.get("a", "k") is None and store.get("d", "k") is not None
 
 
 def test_expire_forgets_expired_keys():
     clock = Clock()
     store = MemoryStore(clock)
-    store.put("a", "k1", Entry("f", None, 10))
-    store.put("a", "k2", Entry("f", None, 20))
+    store.put("a", "k1", Entry(b"f", None, 10))
+    store.put("a", "k2", Entry(b"f", None, 20))
     clock.advance(15)
     store.expire()
     assert len(store) == 1 and store.count_of("a") == 1
