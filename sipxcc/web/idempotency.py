@@ -125,8 +125,11 @@ def check_key(value: bytes | None) -> str | None:
 
 
 def fingerprint(request) -> bytes:
-    """What makes two POSTs the same request: the path and the parameters (in any order)."""
-    digest = hashlib.sha256(request.path)
+    """
+    What makes two POSTs the same request: the users in the path (under either URL of the
+    resource) and the parameters, in any order.
+    """
+    digest = hashlib.sha256(b"/".join(request.postpath))
     for name, values in sorted(request.args.items()):
         for value in values:
             digest.update(b"\0%d:%s\0%d:%s" % (len(name), name, len(value), value))

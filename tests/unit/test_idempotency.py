@@ -80,6 +80,14 @@ def test_parameter_order_does_not_matter(web):
     assert len(web.registry.calls) == 1
 
 
+def test_both_urls_of_the_resource_are_the_same_request_other_users_are_not(web):
+    web.post(b"k1")
+    again = web.post(b"k1", uri="/sipxconfig/rest/my/redirect/callcontroller/user1/user2")
+    assert again.header(b"idempotent-replayed") == b"true"
+    assert web.post(b"k1", uri="/callcontroller/user1/user3").responseCode == 422
+    assert len(web.registry.calls) == 1
+
+
 def test_keys_are_per_user(web):
     web.post(b"k1", uri="/callcontroller/user1/user2")
     other = web.post(b"k1", uri="/callcontroller/user2/user1", user="user2")
