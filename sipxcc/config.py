@@ -93,6 +93,8 @@ class CallsConfig:
     max_retained_per_owner: int = 1000
     max_result_cache_time: int = 86400
     callback_ports: tuple[int, ...] = (80, 443)
+    idempotency_ttl: int = 86400
+    callback_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -309,6 +311,10 @@ KEYS: tuple[Key, ...] = (
     Key("calls", "max_result_cache_time", _int_range(0, 86400), "86400",
         "largest resultCacheTime honoured; a larger one is lowered to it"),
     Key("calls", "callback_ports", _ports, "80 443", "ports statusCallback URLs may use"),
+    Key("calls", "idempotency_ttl", _int_range(1, 7 * 86400), "86400",
+        "seconds an Idempotency-Key is remembered"),
+    Key("calls", "callback_secret", _text, None,
+        "status callback signing key: a file (absolute path, mode 0600) or the key itself"),
     Key("daemon", "state_dir", _text, "/var/lib/sipxcc", "generated certificate and state",
         is_path=True),
     Key("daemon", "log_level", _log_level, "info", "debug, info, warn, error or critical"),

@@ -19,6 +19,7 @@ from twisted.logger import LogLevel
 from twisted.python import usage
 
 from sipxcc import __version__
+from sipxcc.calls.callbacks import SecretError, read_secret
 from sipxcc.calls.control import CallControl
 from sipxcc.config import KEYS, Config, ConfigError, load_config
 from sipxcc.logs import enabled as log_enabled
@@ -197,6 +198,12 @@ def _build_call_control(config: Config, reactor) -> CallControl:
                           realm=sip.realm, tls_client_context=tls_client,
                           max_connections=sip.max_connections,
                           max_connections_per_host=sip.max_connections_per_host)
+    try:
+        control.callbacks.secret = read_secret(config.calls.callback_secret)
+    except SecretError as error:
+        raise StartupError(f"{config.source}: {error}") from None
+    if control.callbacks.secret is None:
+        log.info("calls.callback_secret is not set: status callbacks are sent unsigned")
     try:
         control.listen()
     except CannotListenError as error:

@@ -41,6 +41,8 @@ class CallRequest:
     confpin: str | None = None
     auto_answer: bool = False
     status_callback: str | None = None
+    #: the event names (sipxcc.calls.events) to send to C{status_callback}; None: all
+    status_callback_events: frozenset[str] | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -3,12 +3,22 @@ Status webhooks (C{statusCallback=URL}): every status event of a call POSTed as 
 order, retried with back-off for a bounded time, never holding up the call itself. Only
 to the configured hosts and ports, to an address checked when connecting, and never
 following a redirect.
+
+Each document carries C{sequence} (1, 2, 3, ... per call, counting the documents sent, so a
+receiver sees a gap if one was dropped) and C{event} (see L{sipxcc.calls.events}); a call
+that asked for C{statusCallbackEvent} gets only those events. With a secret configured,
+each delivery is signed: C{X-Sipxcc-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+"<t>.<body>">}.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import json
+import os
+import stat
 from collections import deque
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -21,6 +31,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from sipxcc.calls.events import EventNamer
 from sipxcc.logs import logger
 
 log = logger(__name__)
@@ -29,6 +40,49 @@ log = logger(__name__)
 BACKOFF = (1, 2, 4, 8, 16)
 #: events waiting per call beyond which the oldest are dropped
 MAX_QUEUED = 200
+#: the header that carries a delivery's signature
+SIGNATURE_HEADER = b"X-Sipxcc-Signature"
+
+
+#: shortest signing key accepted (bytes)
+MIN_SECRET = 16
+
+
+class SecretError(Exception):
+    """An unusable C{calls.callback_secret}; C{str()} is one line for the operator."""
+
+
+def read_secret(value: str | None) -> bytes | None:
+    """
+    The signing key of C{calls.callback_secret}: an absolute path names a file (its first
+    line, which only its owner may read: mode 0600 or 0400), anything else is the key itself.
+    """
+    if value is None:
+        return None
+    if os.path.isabs(value):
+        try:
+            with open(value, "rb") as stream:
+                mode = os.fstat(stream.fileno()).st_mode
+                data = stream.read(4096)
+        except OSError as error:
+            raise SecretError(f"calls.callback_secret: cannot read {value}: "
+                              f"{error.strerror}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SecretError(f"calls.callback_secret: {value} is readable by group or others "
+                              f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it")
+        key = data.split(b"\n", 1)[0].strip()
+    else:
+        key = value.encode("utf-8")
+    if len(key) < MIN_SECRET:
+        raise SecretError(f"calls.callback_secret: the key is shorter than {MIN_SECRET} bytes")
+    return key
+
+
+def signature(secret: bytes, timestamp: int, body: bytes) -> bytes:
+    """The C{X-Sipxcc-Signature} value: C{t=<timestamp>,v1=<hex HMAC-SHA256("<t>.<body>")>}."""
+    stamp = b"%d" % timestamp
+    digest = hmac.new(secret, stamp + b"." + body, hashlib.sha256).hexdigest()
+    return b"t=" + stamp + b",v1=" + digest.encode("ascii")
 
 
 class CallbackRefused(Exception):
@@ -151,16 +205,18 @@ def treq_poster(reactor, policy: CallbackPolicy, timeout: float = 5.0) -> Callab
     """
     from treq.client import HTTPClient
 
-    def post(url: str, body: bytes):
+    def post(url: str, body: bytes, headers: dict[bytes, bytes] | None = None):
         host, _ = policy.target(url)
         d = resolve(reactor, host, timeout)
-        d.addCallback(lambda addresses: send(url, body, policy.choose(host, addresses)))
+        d.addCallback(lambda addresses: send(url, body, policy.choose(host, addresses),
+                                             headers or {}))
         return d
 
-    def send(url: str, body: bytes, address: str):
+    def send(url: str, body: bytes, address: str, extra: dict[bytes, bytes]):
         agent = Agent.usingEndpointFactory(reactor, _PinnedEndpoints(reactor, address, timeout))
-        d = HTTPClient(agent).post(url, data=body,
-                                   headers={b"Content-Type": [b"application/json"]},
+        headers = {b"Content-Type": [b"application/json"]}
+        headers.update((name, [value]) for name, value in extra.items())
+        d = HTTPClient(agent).post(url, data=body, headers=headers,
                                    timeout=timeout, allow_redirects=False)
         return d.addCallback(drain)
 
@@ -169,9 +225,9 @@ def treq_poster(reactor, policy: CallbackPolicy, timeout: float = 5.0) -> Callab
     return post
 
 
-def event_document(call, event) -> dict:
-    doc = {"id": call.id, "state": call.state, "mode": call.mode,
-           "calling": call.request.calling, "called": call.request.called}
+def event_document(call, event, sequence: int = 0, name: str | None = None) -> dict:
+    doc = {"id": call.id, "sequence": sequence, "event": name, "state": call.state,
+           "mode": call.mode, "calling": call.request.calling, "called": call.request.called}
     if event is None:
         doc["ended"] = True
     else:
@@ -189,6 +245,7 @@ class _Queue:
         self.waiting: deque[bytes] = deque()
         self.busy = False
         self.refused = False
+        self.sequence = 0  # documents numbered so far
 
     def push(self, body: bytes) -> None:
         if self.refused:
@@ -209,7 +266,11 @@ class _Queue:
         self._attempt(self.waiting.popleft(), 0)
 
     def _attempt(self, body: bytes, tries: int) -> None:
-        d = defer.maybeDeferred(self.sender.post, self.url, body)
+        headers = {}
+        if self.sender.secret is not None:
+            now = int(self.sender.clock.seconds())
+            headers[SIGNATURE_HEADER] = signature(self.sender.secret, now, body)
+        d = defer.maybeDeferred(self.sender.post, self.url, body, headers)
 
         def done(status):
             if 200 <= status < 300:
@@ -241,11 +302,15 @@ class _Queue:
 
 
 class StatusCallbacks:
-    """Attach to each new call that asked for a status callback (C{registry} observer)."""
+    """
+    Attach to each new call that asked for a status callback (C{registry} observer).
+    C{post(url, body, headers)} delivers one document; C{secret} (bytes or None) signs them.
+    """
 
-    def __init__(self, clock, post: Callable):
+    def __init__(self, clock, post: Callable, secret: bytes | None = None):
         self.clock = clock
         self.post = post
+        self.secret = secret
         self.delivered = 0
         self.dropped = 0
         self.failed = 0  # attempts that did not deliver (each retried or dropped)
@@ -255,7 +320,14 @@ class StatusCallbacks:
         if not url:
             return
         queue = _Queue(self, url)
+        namer = EventNamer()
+        wanted = call.request.status_callback_events  # None: every event
 
         def listener(call, event):
-            queue.push(json.dumps(event_document(call, event)).encode())
+            name = namer.name(event, call.state)
+            if wanted is not None and name not in wanted:
+                return
+            queue.sequence += 1
+            document = event_document(call, event, queue.sequence, name)
+            queue.push(json.dumps(document).encode())
         call.listen(listener)

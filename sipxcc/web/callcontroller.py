@@ -41,6 +41,7 @@ class WebContext:
     registry: object
     auth: Authenticator
     cache: render.StatusCache = field(default_factory=render.StatusCache)
+    idempotency: object = None  # sipxcc.web.idempotency.Idempotency: Idempotency-Key on POST
 
 
 class ApiResource(resource.Resource):
@@ -53,9 +54,14 @@ class ApiResource(resource.Resource):
         super().__init__()
         self.context = context
 
+    def allowed_for(self, request) -> tuple[bytes, ...]:
+        """The methods C{request}'s path allows (405 names them in C{Allow})."""
+        return self.allowed
+
     def render(self, request):
-        if request.method not in self.allowed:
-            allow = b", ".join(sorted(self.allowed))
+        allowed = self.allowed_for(request)
+        if request.method not in allowed:
+            allow = b", ".join(sorted(allowed))
             send(request, status_reply(request, 405, "Method not allowed",
                                        [(b"allow", allow)]))
             return server.NOT_DONE_YET
@@ -122,6 +128,12 @@ class CallControllerResource(ApiResource):
     allowed = (b"DELETE", b"GET", b"POST")
 
     def handle(self, request, principal: Principal) -> Reply:
+        if request.method == b"POST" and self.context.idempotency is not None:
+            return self.context.idempotency.run(request, principal,
+                                                lambda: self._handle(request, principal))
+        return self._handle(request, principal)
+
+    def _handle(self, request, principal: Principal) -> Reply:
         if not _two_segments(request.postpath):
             raise ApiError(404, "Not found")
         calling_user = params.decode_segment("callingUser", request.postpath[0])
@@ -142,7 +154,8 @@ class CallControllerResource(ApiResource):
                 method=wanted.method, timeout=wanted.timeout,
                 result_cache_time=wanted.result_cache_time, subject=wanted.subject,
                 forwarding_allowed=wanted.forwarding_allowed, confpin=wanted.confpin,
-                auto_answer=wanted.auto_answer, status_callback=wanted.status_callback)))
+                auto_answer=wanted.auto_answer, status_callback=wanted.status_callback,
+                status_callback_events=wanted.status_callback_events)))
         calling = params.addr_spec(params.check_user("callingUser", calling_user),
                                    config.sip.domain)
         called = params.addr_spec(params.check_user("calledUser", called_user),
@@ -187,11 +200,13 @@ class CallsResource(ApiResource):
 
     allowed = (b"DELETE", b"GET")
 
+    def allowed_for(self, request) -> tuple[bytes, ...]:
+        path = request.postpath
+        return (b"GET",) if not path or path == [b""] else self.allowed
+
     def handle(self, request, principal: Principal) -> Reply:
         path = request.postpath
         if not path or path == [b""]:
-            if request.method != b"GET":
-                raise ApiError(405, "Method not allowed", ((b"allow", b"GET"),))
             limit = params.parse_limit(intake.query(request))
             owner = None if principal.trusted else principal.identity
             calls = self.context.registry.calls_of(owner, limit)

@@ -5,8 +5,8 @@ L{LimitedChannel} is the HTTP/1.1 channel every connection gets: a request's hea
 body must arrive within L{REQUEST_DEADLINE} seconds of its first byte (and the first one
 within that time of the connection opening, which also ends half-open TLS handshakes);
 bodies larger than L{MAX_BODY} get 413; the head is bounded by Twisted's own
-C{totalHeadersSize}/C{maxHeaders} (400) and a line
-longer than C{MAX_LENGTH} gets 431. L{ConnectionLimits} caps open connections in
+C{totalHeadersSize}/C{maxHeaders} (400), a request line longer than C{MAX_LENGTH} gets
+414 and a header line 431. L{ConnectionLimits} caps open connections in
 total and per client (an IPv4 address, or an IPv6 /64), and keeps L{TRUSTED_RESERVE} of
 the total for the trusted hosts (C{http.trusted}), which untrusted clients cannot take; a
 connection beyond a cap is answered 503 and closed. A keep-alive connection serves at
@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 from twisted.logger import Logger
 from twisted.web import http
+
+from sipxcc.web import render
 
 log = Logger()
 
@@ -226,7 +228,12 @@ class LimitedChannel(http.HTTPChannel):
         super().allContentReceived()
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self._refuse(431, b"Request Header Fields Too Large")
+        method = line.split(b" ", 1)[0]
+        if method and b" " in line[:64] and b":" not in method:  # the request line: its URI
+            body = render.processing_status_xml(414, "Request URI too long")
+            self._refuse(414, b"URI Too Long", body)
+        else:
+            self._refuse(431, b"Request Header Fields Too Large")
 
     def connectionLost(self, reason) -> None:
         self._cancel_deadline()
@@ -261,10 +268,15 @@ class LimitedChannel(http.HTTPChannel):
             return
         self._refuse(408, b"Request Timeout")
 
-    def _refuse(self, code: int, reason: bytes) -> None:
+    def _refuse(self, code: int, reason: bytes, body: bytes = b"") -> None:
         self._closing = True
         self._cancel_deadline()
-        self.transport.write(b"HTTP/1.1 %d %s\r\n" % (code, reason) + _CLOSE)
+        if body:
+            self.transport.write(b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: %s\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s"
+                                 % (code, reason, render.XML_TYPE, len(body), body))
+        else:
+            self.transport.write(b"HTTP/1.1 %d %s\r\n" % (code, reason) + _CLOSE)
         self._close()
 
     def _close(self) -> None:

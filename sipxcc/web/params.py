@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from sipxcc.calls import events
 from sipxcc.sip.uri import is_host
 
 REFER = "REFER"
@@ -220,6 +221,18 @@ class CallParameters:
     confpin: str | None
     auto_answer: bool
     status_callback: str | None
+    status_callback_events: frozenset[str] | None = None
+
+
+def check_callback_events(value: str) -> frozenset[str]:
+    """C{statusCallbackEvent}: event names (sipxcc.calls.events.NAMES), comma-separated."""
+    if len(value) > 256:
+        raise BadParameter("statusCallbackEvent", _shown(value))
+    try:
+        return events.parse_names(value)
+    except ValueError:
+        raise BadParameter("statusCallbackEvent", text=f"Bad parameter statusCallbackEvent = "
+                           f"{_shown(value)} (known events: {', '.join(events.NAMES)})") from None
 
 
 def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
@@ -242,6 +255,7 @@ def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
     subject = query.get("subject")
     confpin = query.get("confpin")
     callback = query.get("statusCallback")
+    callback_events = query.get("statusCallbackEvent")
     return CallParameters(
         agent=agent, calling=calling, called=called, method=method, action=action,
         target=target, timeout=timeout, result_cache_time=cache_time,
@@ -250,6 +264,8 @@ def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
         confpin=check_confpin(confpin) if confpin else None,
         auto_answer=parse_boolean(query.get("autoAnswer")),
         status_callback=check_callback(callback, callback_hosts) if callback else None,
+        status_callback_events=(check_callback_events(callback_events)
+                                if callback_events is not None else None),
     )
 
 

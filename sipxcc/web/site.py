@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.web import resource, server
+from twisted.web import server
 
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.config import Config
@@ -15,7 +15,9 @@ from sipxcc.users import UserDirectory
 from sipxcc.web.auth import Authenticator
 from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import ErrorResource, PathResource
+from sipxcc.web.idempotency import Idempotency, MemoryStore
 from sipxcc.web.limits import IDLE_TIMEOUT, REQUEST_DEADLINE, ConnectionLimits, LimitedChannel
+from sipxcc.web.openapi import OpenAPIResource, ReadOnlyResource
 
 REQUEST_TIMEOUT = IDLE_TIMEOUT
 """Seconds an idle HTTP connection is kept open (see sipxcc.web.limits for the rest)."""
@@ -31,7 +33,7 @@ NOT_TRUSTED = ErrorResource(403, "Only trusted hosts may use this port")
 log = logger(__name__)
 
 
-class Health(resource.Resource):
+class Health(ReadOnlyResource):
     """``GET /health``: 200 ``ok`` while the daemon runs (for monitoring and start-up checks)."""
 
     isLeaf = True
@@ -123,9 +125,12 @@ def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
     """The Site that both listeners serve."""
     root = PathResource()
     root.putChild(b"health", Health())
+    root.putChild(b"openapi.json", OpenAPIResource())
     context = WebContext(config=config, directory=directory,
                          registry=registry,
-                         auth=Authenticator(config, directory, reactor))
+                         auth=Authenticator(config, directory, reactor),
+                         idempotency=Idempotency(MemoryStore(reactor), reactor,
+                                                 config.calls.idempotency_ttl))
     install(root, context)
     site = LimitedSite(root, reactor, ConnectionLimits(is_trusted=config.is_trusted))
     site.displayTracebacks = False

@@ -83,7 +83,7 @@ class FakePoster:
         self.answers = list(answers)
         self.posted: list[dict] = []
 
-    def __call__(self, url, body):
+    def __call__(self, url, body, headers=None):
         self.posted.append(json.loads(body))
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):

@@ -18,7 +18,7 @@ class FakePoster:
     def __init__(self):
         self.pending: list[tuple[str, dict, defer.Deferred]] = []
 
-    def __call__(self, url, body):
+    def __call__(self, url, body, headers=None):
         d = defer.Deferred()
         self.pending.append((url, json.loads(body), d))
         return d

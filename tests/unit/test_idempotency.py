@@ -1,0 +1,179 @@
+"""Idempotency-Key on POST: one call per key, 409 while in progress, 422 for other
+parameters, 400 for a bad key; the store's bounds and expiry."""
+
+from __future__ import annotations
+
+import pytest
+from lxml import etree
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from sipxcc.calls.errors import TooManyCalls
+from sipxcc.web.auth import TRUSTED
+from sipxcc.web.callcontroller import WebContext, install
+from sipxcc.web.errors import ApiError, PathResource, Reply
+from sipxcc.web.idempotency import Entry, Idempotency, MemoryStore
+from tests.unit.webfakes import WebHarness, WebRequest, basic
+
+URI = "/callcontroller/user1/user2"
+NS = "{http://www.sipfoundry.org/sipX/schema/xml/call-status-00-00}"
+DAY = 86400
+
+
+class Harness(WebHarness):
+    """The resource tree with an Idempotency on a MemoryStore."""
+
+    def __init__(self, **store_options):
+        super().__init__(trusted=("127.0.0.0/8",))
+        self.store = MemoryStore(self.clock, **store_options)
+        self.root = PathResource()
+        install(self.root, WebContext(self.config, self.directory, self.registry, self.auth,
+                                      idempotency=Idempotency(self.store, self.clock, DAY)))
+
+    def post(self, key: bytes | None, uri: str = URI, user: str = "user1", **options):
+        headers = basic(user)
+        if key is not None:
+            headers[b"Idempotency-Key"] = key
+        return self.request(b"POST", uri, headers=headers, **options)
+
+
+def code_and_text(request) -> tuple[int, int, str]:
+    root = etree.fromstring(request.body)
+    return request.responseCode, int(root.find(NS + "error-code").text), \
+        root.find(NS + "error-text").text
+
+
+@pytest.fixture
+def web():
+    return Harness()
+
+
+def test_a_repeated_key_replays_the_answer_and_places_no_second_call(web):
+    first = web.post(b"order-4711")
+    again = web.post(b"order-4711")
+    assert len(web.registry.calls) == 1
+    assert again.responseCode == first.responseCode == 200
+    assert again.body == first.body
+    assert again.header(b"location") == first.header(b"location")
+    assert again.header(b"idempotent-replayed") == b"true"
+    assert first.header(b"idempotent-replayed") is None
+
+
+def test_without_a_key_every_post_places_a_call(web):
+    web.post(None)
+    web.post(None, uri=URI + "?timeout=30")
+    assert len(web.registry.calls) == 2
+
+
+def test_the_same_key_with_other_parameters_is_422(web):
+    web.post(b"k1", uri=URI + "?timeout=30")
+    other = web.post(b"k1", uri=URI + "?timeout=31")
+    assert code_and_text(other)[:2] == (422, 422)
+    assert "Idempotency-Key" in code_and_text(other)[2]
+    assert len(web.registry.calls) == 1
+
+
+def test_parameter_order_does_not_matter(web):
+    web.post(b"k1", uri=URI + "?timeout=30&subject=hi")
+    again = web.post(b"k1", uri=URI + "?subject=hi&timeout=30")
+    assert again.header(b"idempotent-replayed") == b"true"
+    assert len(web.registry.calls) == 1
+
+
+def test_both_urls_of_the_resource_are_the_same_request_other_users_are_not(web):
+    web.post(b"k1")
+    again = web.post(b"k1", uri="/sipxconfig/rest/my/redirect/callcontroller/user1/user2")
+    assert again.header(b"idempotent-replayed") == b"true"
+    assert web.post(b"k1", uri="/callcontroller/user1/user3").responseCode == 422
+    assert len(web.registry.calls) == 1
+
+
+def test_keys_are_per_user(web):
+    web.post(b"k1", uri="/callcontroller/user1/user2")
+    other = web.post(b"k1", uri="/callcontroller/user2/user1", user="user2")
+    assert other.responseCode == 200 and other.header(b"idempotent-replayed") is None
+    assert len(web.registry.calls) == 2
+
+
+def test_trusted_hosts_share_one_scope(web):
+    web.request(b"POST", URI, client="127.0.0.1", headers={b"Idempotency-Key": b"t"})
+    again = web.request(b"POST", URI, client="127.0.0.2",
+                        headers={b"Idempotency-Key": b"t"})
+    assert again.header(b"idempotent-replayed") == b"true"
+    assert len(web.registry.calls) == 1
+
+
+@pytest.mark.parametrize("key", [b"", b"x" * 256, b"tab\there", b"caf\xc3\xa9", b"a\x7f"])
+def test_a_malformed_key_is_400_naming_the_header(web, key):
+    request = web.post(key)
+    code, _, text = code_and_text(request)
+    assert code == 400 and "Idempotency-Key" in text
+    assert not web.registry.calls
+
+
+def test_the_longest_key_is_accepted(web):
+    assert web.post(b"~" * 255).responseCode == 200
+
+
+def test_a_failed_post_is_not_remembered(web):
+    web.registry.error = TooManyCalls("Too many calls", retry_after=5)
+    assert web.post(b"k1").responseCode == 503
+    web.registry.error = None
+    retry = web.post(b"k1")
+    assert retry.responseCode == 200 and retry.header(b"idempotent-replayed") is None
+    assert len(web.registry.calls) == 1
+
+
+def test_a_key_expires_after_the_ttl(web):
+    web.post(b"k1")
+    web.clock.advance(DAY - 1)
+    assert web.post(b"k1").header(b"idempotent-replayed") == b"true"
+    web.clock.advance(1)
+    assert web.post(b"k1").header(b"idempotent-replayed") is None
+    assert len(web.registry.calls) == 2
+
+
+def test_while_the_first_is_in_progress_the_same_key_is_409():
+    clock = Clock()
+    idempotency = Idempotency(MemoryStore(clock), clock, DAY)
+    first = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
+    pending = defer.Deferred()
+    result = idempotency.run(first, TRUSTED, lambda: pending)
+    second = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
+    with pytest.raises(ApiError) as raised:
+        idempotency.run(second, TRUSTED, lambda: Reply(200, b"second"))
+    assert raised.value.code == 409
+    pending.callback(Reply(200, b"first"))
+    assert result.result.body == b"first"
+    replay = idempotency.run(second, TRUSTED, lambda: Reply(200, b"second"))
+    assert replay.body == b"first" and (b"idempotent-replayed", b"true") in replay.headers
+
+
+def test_the_store_keeps_at_most_max_per_user_keys_per_user_oldest_forgotten():
+    clock = Clock()
+    store = MemoryStore(clock, max_keys=100, max_per_user=3)
+    for n in range(5):
+        store.put("alice", f"k{n}", Entry(b"f", None, DAY))
+    store.put("bob", "k0", Entry(b"f", None, DAY))
+    assert store.count_of("alice") == 3 and len(store) == 4
+    assert store.get("alice", "k0") is None and store.get("alice", "k1") is None
+    assert store.get("alice", "k4") is not None and store.get("bob", "k0") is not None
+    assert store.evicted == 2
+
+
+def test_the_store_keeps_at_most_max_keys_in_all_oldest_forgotten():
+    clock = Clock()
+    store = MemoryStore(clock, max_keys=3, max_per_user=10)
+    for user in ("a", "b", "c", "d"):
+        store.put(user, "k", Entry(b"f", None, DAY))
+    assert len(store) == 3 and store.get("a", "k") is None and store.get("d", "k") is not None
+
+
+def test_expire_forgets_expired_keys():
+    clock = Clock()
+    store = MemoryStore(clock)
+    store.put("a", "k1", Entry(b"f", None, 10))
+    store.put("a", "k2", Entry(b"f", None, 20))
+    clock.advance(15)
+    store.expire()
+    assert len(store) == 1 and store.count_of("a") == 1
