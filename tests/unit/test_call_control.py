@@ -6,8 +6,14 @@ from __future__ import annotations
 import json
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import (
+    IHostnameResolver,
+    IHostResolution,
+    IReactorPluggableNameResolver,
+)
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport, StringTransport
+from zope.interface import implementer
 
 from sipxcc.calls.call import CallRequest
 from sipxcc.calls.callbacks import BACKOFF, StatusCallbacks, treq_poster
@@ -143,8 +149,39 @@ def test_shutdown_with_no_call_is_at_once():
     assert done == [None]
 
 
+@implementer(IHostResolution)
+class Resolution:
+    def __init__(self, name):
+        self.name = name
+
+    def cancel(self):
+        pass
+
+
+@implementer(IHostnameResolver)
+class LiteralResolver:
+    """Resolves a host to itself: the URLs here hold IP addresses."""
+
+    def resolveHostName(self, receiver, hostName, portNumber=0, addressTypes=None,
+                        transportSemantics="TCP"):
+        resolution = Resolution(hostName)
+        receiver.resolutionBegan(resolution)
+        receiver.addressResolved(IPv4Address("TCP", hostName, portNumber))
+        receiver.resolutionComplete()
+        return resolution
+
+
+@implementer(IReactorPluggableNameResolver)
 class HTTPReactor(Reactor):
     """A memory reactor whose TCP connections get a StringTransport on request."""
+
+    def __init__(self):
+        super().__init__()
+        self.nameResolver = LiteralResolver()
+
+    def installNameResolver(self, resolver):
+        self.nameResolver, old = resolver, self.nameResolver
+        return old
 
     def connect(self, index=0):
         host, port, factory, timeout, _ = self.tcpClients[index]
@@ -159,8 +196,8 @@ def test_the_webhook_is_a_json_post_and_gives_the_http_status():
     post = treq_poster(reactor, timeout=4)
     results = []
     post("http://192.0.2.9:8080/hook", b'{"id": "x"}').addBoth(results.append)
-    [(_, port, _, timeout, _)] = reactor.tcpClients
-    assert (port, timeout) == (8080, 4)
+    [(host, port, _, timeout, _)] = reactor.tcpClients
+    assert (host, port, timeout) == ("192.0.2.9", 8080, 4)
     proto, transport = reactor.connect()
     sent = transport.value()
     head, _, body = sent.partition(b"\r\n\r\n")
