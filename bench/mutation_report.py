@@ -2,7 +2,9 @@
 The mutation score of sipxcc's SIP, calls and web layers, from mutmut's results (issue 17):
 
     python bench/mutation_report.py [--mutants mutants] [--out bench/results/mutation-DATE.md]
-    python bench/mutation_report.py --unkilled      # names of the mutants to check again
+    python bench/mutation_report.py --changed-tests      # unit test files changed since
+    python bench/mutation_report.py --unkilled [--covered-by FILE...]   # mutants to re-test
+    python bench/mutation_report.py --save-test-hashes
 
 `make mutation` (mk/mutation.mk) runs mutmut, then this script. It reads mutmut's per-file
 results (mutants/<path>.meta, JSON: the exit code of the covering unit tests per mutant)
@@ -16,6 +18,11 @@ the mutant loops). A surviving mutant is excused only by a line in the allow-lis
 cannot change what a user sees. The fingerprint is a hash of the original and the mutated
 function, so an entry goes stale (and the mutant counts as a survivor again) as soon as
 the function changes. The score is killed / (all mutants - equivalent ones).
+
+mutmut keeps a mutant's verdict until its function changes, so a new test would never get
+the credit for a survivor. `make mutation` therefore remembers a hash of each unit test file
+(mutants/.sipxcc-unit-tests.json); when some changed, it re-tests the unkilled mutants whose
+functions those files' tests cover (mutmut's test map, mutants/mutmut-stats.json), no others.
 
 Only the standard library: it runs under any of the project's Pythons.
 """
@@ -34,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGES = ("sipxcc.sip", "sipxcc.calls", "sipxcc.web")
+UNIT_TESTS = Path("tests/unit")
+TEST_HASHES = "mutants/.sipxcc-unit-tests.json"
 ALLOW_LIST = Path("tests/mutation-equivalent.txt")
 GOAL = 85.0
 
@@ -249,6 +258,32 @@ def render(mutants: list[Mutant], stale: list[str], errors: list[str], *, when: 
     return "\n".join(out).rstrip() + "\n"
 
 
+def test_file_hashes(directory: Path = UNIT_TESTS) -> dict[str, str]:
+    """sha256 of each unit test module (helpers included), by path."""
+    return {str(path): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(directory.rglob("*.py"))}
+
+
+def changed_test_files(saved: Path, current: dict[str, str]) -> list[str]:
+    """Test files new or changed since the hashes in C{saved} (all of them if none saved)."""
+    try:
+        before = json.loads(saved.read_text("utf-8"))
+    except (OSError, ValueError):
+        before = {}
+    return sorted(path for path, digest in current.items() if before.get(path) != digest)
+
+
+def covered_by(mutants: list[Mutant], stats_path: Path, files: list[str]) -> list[Mutant]:
+    """The mutants whose function some test in C{files} runs, per mutmut's test map."""
+    tests_by_function = _read_json(stats_path).get("tests_by_mangled_function_name", {})
+    if any(not Path(name).name.startswith("test_") for name in files):
+        files = [""]  # a helper (fakes, conftest) changed: any test may behave differently
+    prefixes = tuple(f"{name}::" if name else "" for name in files)
+    return [m for m in mutants
+            if any(test.startswith(prefixes)
+                   for test in tests_by_function.get(m.name.partition("__mutmut_")[0], ()))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/mutation_report.py",
                                      description=__doc__.split("\n\n")[0])
@@ -259,9 +294,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unkilled", action="store_true",
                         help="print the names of the mutants no test killed and the allow-list "
                              "does not explain, one a line, and nothing else")
+    parser.add_argument("--covered-by", nargs="*", metavar="FILE",
+                        help="with --unkilled: only those some test in these files covers")
+    parser.add_argument("--changed-tests", action="store_true",
+                        help="print the unit test files changed since --save-test-hashes")
+    parser.add_argument("--save-test-hashes", action="store_true",
+                        help=f"remember the unit test files' hashes in {TEST_HASHES}")
     parser.add_argument("--command", default="make mutation",
                         help="the command named in the report")
     args = parser.parse_args(argv)
+    hashes_path = args.mutants / Path(TEST_HASHES).name
+    if args.changed_tests:
+        print(" ".join(changed_test_files(hashes_path, test_file_hashes())))
+        return 0
+    if args.save_test_hashes:
+        hashes_path.write_text(json.dumps(test_file_hashes(), indent=1), "utf-8")
+        return 0
     if not args.mutants.is_dir():
         print(f"{args.mutants}: no mutmut results here; run `make mutation` first",
               file=sys.stderr)
@@ -270,9 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     entries, errors = read_allow_list(args.allow_list)
     stale = apply_allow_list(mutants, entries)
     if args.unkilled:
-        for mutant in mutants:
-            if not mutant.killed and not mutant.equivalent:
-                print(mutant.name)
+        unkilled = [m for m in mutants if not m.killed and not m.equivalent]
+        if args.covered_by is not None:
+            unkilled = covered_by(unkilled, args.mutants / "mutmut-stats.json", args.covered_by)
+        for mutant in unkilled:
+            print(mutant.name)
         return 0
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     report = render(mutants, stale, errors, when=when, command=args.command)

@@ -5,16 +5,17 @@
 # mutmut and its copy of the tree live in build/mutation/venv and mutants/, never .venv.
 #
 # Incremental: mutants/ keeps every verdict; mutmut re-tests only the mutants of functions
-# that changed, each against the unit tests that cover it. When tests/unit changed since
-# the last run, the test-to-function map is collected again and the mutants no test killed
-# are re-tested, so a new test gets the credit. `make mutation-clean` starts over.
+# that changed, each against the unit tests that cover it. When test files changed since
+# the last run, the test-to-function map is collected again and the unkilled mutants those
+# files' tests cover are re-tested, so a new test gets the credit (a changed helper such as
+# sipfakes.py re-tests every unkilled mutant). `make mutation-clean` starts over.
 # Nice 19 and MUTATION_JOBS workers (default 2). Not part of `make test`.
 
 MUTATION_VENV := build/mutation/venv
 MUTATION_STAMP := $(MUTATION_VENV)/.mutation-installed
 MUTATION_JOBS ?= 2
 MUTMUT := nice -n 19 $(CURDIR)/$(MUTATION_VENV)/bin/mutmut
-MUTATION_TESTS_HASH := mutants/.sipxcc-unit-tests.sha256
+MUTATION_PY := $(MUTATION_VENV)/bin/python
 
 .PHONY: mutation mutation-report mutation-clean
 
@@ -26,31 +27,31 @@ $(MUTATION_STAMP): setup.cfg pyproject.toml
 # mutmut's progress spinner goes to mutants/mutmut-run.log; its last line is the tally.
 mutation: $(MUTATION_STAMP)
 	@start=$$(date +%s); \
-	tests_hash=$$(find tests/unit -name '*.py' -print0 | sort -z | xargs -0 sha256sum | sha256sum); \
-	retest=""; \
-	if [ -d mutants ] && [ "$$tests_hash" != "$$(cat $(MUTATION_TESTS_HASH) 2>/dev/null)" ]; then \
-	  echo "tests/unit changed: collecting the test map again, re-testing the unkilled"; \
-	  rm -f mutants/mutmut-stats.json; retest=1; \
+	changed=""; \
+	if [ -d mutants ]; then changed=$$($(MUTATION_PY) bench/mutation_report.py --changed-tests); fi; \
+	if [ -n "$$changed" ]; then \
+	  echo "changed since the last run: $$changed"; \
+	  rm -f mutants/mutmut-stats.json; \
 	fi; \
 	mkdir -p mutants; \
 	echo "$(MUTMUT) run --max-children $(MUTATION_JOBS) > mutants/mutmut-run.log"; \
 	$(MUTMUT) run --max-children $(MUTATION_JOBS) > mutants/mutmut-run.log 2>&1 \
 	  || { tr '\r' '\n' < mutants/mutmut-run.log | tail -40; exit 1; }; \
 	tr '\r' '\n' < mutants/mutmut-run.log | grep -a '/' | tail -1; \
-	if [ -n "$$retest" ]; then \
-	  names=$$($(MUTATION_VENV)/bin/python bench/mutation_report.py --unkilled); \
+	if [ -n "$$changed" ]; then \
+	  names=$$($(MUTATION_PY) bench/mutation_report.py --unkilled --covered-by $$changed); \
 	  if [ -n "$$names" ]; then \
-	    echo "re-testing $$(echo "$$names" | wc -l) unkilled mutants"; \
-	    $(MUTMUT) run --max-children $(MUTATION_JOBS) $$names > mutants/mutmut-run.log 2>&1 \
-	      || { tr '\r' '\n' < mutants/mutmut-run.log | tail -40; exit 1; }; \
+	    echo "re-testing $$(echo "$$names" | wc -l) unkilled mutants that the changed tests cover"; \
+	    $(MUTMUT) run --max-children $(MUTATION_JOBS) $$names > mutants/mutmut-rerun.log 2>&1 \
+	      || { tr '\r' '\n' < mutants/mutmut-rerun.log | tail -40; exit 1; }; \
 	  fi; \
 	fi; \
-	echo "$$tests_hash" > $(MUTATION_TESTS_HASH); \
+	$(MUTATION_PY) bench/mutation_report.py --save-test-hashes; \
 	echo "mutmut: $$(( $$(date +%s) - start )) s"; \
 	$(MAKE) --no-print-directory mutation-report
 
 mutation-report:
-	$(or $(wildcard $(MUTATION_VENV)/bin/python),$(PYTHON)) bench/mutation_report.py \
+	$(or $(wildcard $(MUTATION_PY)),$(PYTHON)) bench/mutation_report.py \
 	  --out bench/results/mutation-$$(date -u +%Y%m%d-%H%M%S).md
 
 mutation-clean:
