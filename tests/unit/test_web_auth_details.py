@@ -211,3 +211,40 @@ def test_unknown_paths_and_long_uris_get_documents_never_cached():
     assert error_code(too_long) == (414, 414, "Request URI too long")
     root_too_long = render(s, b"GET", b"/?" + b"x" * MAX_URI)
     assert error_code(root_too_long) == (414, 414, "Request URI too long")
+
+
+def test_refusals_before_any_credential_check_say_why(harness):
+    request = harness.request(b"GET", URI, secure=False, headers=basic("user1"))
+    assert error_code(request) == (401, 401,
+                                   "Basic authentication is not accepted over plain HTTP")
+    request = harness.request(b"GET", URI, headers={b"Authorization": b"Bearer x"})
+    assert error_code(request) == (401, 401, "Authentication required")
+    for _ in range(auth.FAILURE_LIMIT):
+        harness.request(b"GET", URI, headers=basic("user1", "0"))
+    request = harness.request(b"GET", URI, headers=basic("user1"))
+    assert error_code(request) == (429, 429, "Too many authentication failures")
+
+
+def test_only_a_trusted_address_over_tls_is_trusted_without_credentials(harness):
+    from tests.unit.webfakes import WebRequest as Request
+
+    trusted = Request(b"GET", URI.encode(), client="127.0.0.1")
+    assert harness.auth.trusted(trusted) is auth.TRUSTED
+    assert harness.auth.trusted(Request(b"GET", URI.encode(), client="127.0.0.1",
+                                        secure=False)) is None
+    assert harness.auth.trusted(Request(b"GET", URI.encode())) is None
+    nowhere = Request(b"GET", URI.encode())
+    nowhere.client = None
+    assert harness.auth.trusted(nowhere) is None
+    principal = []
+    harness.auth.authenticate(trusted).addCallback(principal.append)
+    assert principal == [auth.TRUSTED] and principal[0].may_see(object())
+
+
+def test_the_trust_memo_is_bounded_and_still_answers_right(harness):
+    from tests.unit.webfakes import WebRequest as Request
+
+    for n in range(4100):
+        harness.auth.trusted(Request(b"GET", b"/", client=f"10.0.{n >> 8}.{n & 255}"))
+    assert len(harness.auth._trust) <= 4096
+    assert harness.auth.trusted(Request(b"GET", b"/", client="127.0.0.1")) is auth.TRUSTED

@@ -101,3 +101,20 @@ def test_integer_bounds_are_inclusive():
     assert error_of(params.parse_integer, "timeout", "0", 1, 5) == "Bad parameter timeout = 0"
     assert error_of(params.parse_integer, "timeout", "1.0", 1, 5) == (
         "Bad parameter timeout = 1.0")
+
+
+def test_the_longest_user_reference_is_accepted():
+    host = ".".join(["a" * 63] * 3 + ["a" * 61])
+    assert len(host) == 253
+    longest = "u" * params.MAX_USER + "@" + host + ":65535"
+    assert len(longest) == params.MAX_USER + 260
+    assert params.check_user("target", longest) == longest
+    assert params.check_user("target", "user1@host.example:1") == "user1@host.example:1"
+
+
+@pytest.mark.parametrize("value", ["user1@host:0", "user1@host:65536", "a b", "",
+                                   "u" * (params.MAX_USER + 1)])
+def test_a_refused_user_reference_is_quoted_back(value):
+    shown = value if len(value) <= 64 else value[:64] + "..."
+    assert error_of(params.check_user, "target", value) == (
+        f"Bad parameter target = {shown}")
