@@ -4,7 +4,8 @@ The mutation score of sipxcc's SIP, calls and web layers, from mutmut's results 
     python bench/mutation_report.py [--mutants mutants] [--out bench/results/mutation-DATE.md]
     python bench/mutation_report.py --changed-tests      # unit test files changed since
     python bench/mutation_report.py --unkilled [--covered-by FILE...]   # mutants to re-test
-    python bench/mutation_report.py --save-test-hashes
+    python bench/mutation_report.py --test-hashes-to FILE   # before mutmut starts
+    python bench/mutation_report.py --save-test-hashes FILE # once the re-test is done
 
 `make mutation` (mk/mutation.mk) runs mutmut, then this script. It reads mutmut's per-file
 results (mutants/<path>.meta, JSON: the exit code of the covering unit tests per mutant)
@@ -298,8 +299,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --unkilled: only those some test in these files covers")
     parser.add_argument("--changed-tests", action="store_true",
                         help="print the unit test files changed since --save-test-hashes")
-    parser.add_argument("--save-test-hashes", action="store_true",
-                        help=f"remember the unit test files' hashes in {TEST_HASHES}")
+    parser.add_argument("--save-test-hashes", nargs="?", const="", metavar="FROM",
+                        help=f"remember the unit test files' hashes in {TEST_HASHES} "
+                             "(taken now, or copied from the file FROM)")
+    parser.add_argument("--test-hashes-to", type=Path, metavar="FILE",
+                        help="write the unit test files' hashes as they are now to FILE")
     parser.add_argument("--command", default="make mutation",
                         help="the command named in the report")
     args = parser.parse_args(argv)
@@ -307,8 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.changed_tests:
         print(" ".join(changed_test_files(hashes_path, test_file_hashes())))
         return 0
-    if args.save_test_hashes:
-        hashes_path.write_text(json.dumps(test_file_hashes(), indent=1), "utf-8")
+    if args.test_hashes_to is not None:
+        args.test_hashes_to.parent.mkdir(parents=True, exist_ok=True)
+        args.test_hashes_to.write_text(json.dumps(test_file_hashes(), indent=1), "utf-8")
+        return 0
+    if args.save_test_hashes is not None:
+        hashes = (json.loads(Path(args.save_test_hashes).read_text("utf-8"))
+                  if args.save_test_hashes else test_file_hashes())
+        hashes_path.write_text(json.dumps(hashes, indent=1), "utf-8")
         return 0
     if not args.mutants.is_dir():
         print(f"{args.mutants}: no mutmut results here; run `make mutation` first",

@@ -27,6 +27,7 @@ $(MUTATION_STAMP): setup.cfg pyproject.toml
 # mutmut's progress spinner goes to mutants/mutmut-run.log; its last line is the tally.
 mutation: $(MUTATION_STAMP)
 	@start=$$(date +%s); \
+	$(MUTATION_PY) bench/mutation_report.py --test-hashes-to build/mutation/tests-at-start.json; \
 	changed=""; \
 	if [ -d mutants ]; then changed=$$($(MUTATION_PY) bench/mutation_report.py --changed-tests); fi; \
 	if [ -n "$$changed" ]; then \
@@ -46,7 +47,7 @@ mutation: $(MUTATION_STAMP)
 	      || { tr '\r' '\n' < mutants/mutmut-rerun.log | tail -40; exit 1; }; \
 	  fi; \
 	fi; \
-	$(MUTATION_PY) bench/mutation_report.py --save-test-hashes; \
+	$(MUTATION_PY) bench/mutation_report.py --save-test-hashes build/mutation/tests-at-start.json; \
 	echo "mutmut: $$(( $$(date +%s) - start )) s"; \
 	$(MAKE) --no-print-directory mutation-report
 
