@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from sipxcc.calls.call import CallRequest
 from sipxcc.calls.control import CallControl
 from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls
 from sipxcc.calls.registry import WATCHDOG_GRACE, CallRegistry
@@ -17,7 +16,7 @@ from sipxcc.sip.timers import SLACK
 from tests.unit import test_invite_flow as inv
 from tests.unit.sipfakes import answer
 from tests.unit.test_call_control import ControlReactor
-from tests.unit.test_registry import USER1, USER3, FakeFlow, req
+from tests.unit.test_registry import USER3, FakeFlow, req
 
 SDP = ("Content-Type", "application/sdp")
 
@@ -227,5 +226,3 @@ def test_an_early_dialog_then_answered_is_confirmed():
     a.tag = "a1"
     net.deliver(a.ok(inv.A_ANSWER1))
     assert call.dialogs()[0].state == "Confirmed Dialog"
-    assert USER1.identity == "user1@sipx.test"
-    assert CallRequest  # the module's request type, used through req()
