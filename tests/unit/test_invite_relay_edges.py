@@ -36,14 +36,16 @@ def answer_to(net, request):
 
 def test_requests_before_the_callee_answers_get_what_can_be_answered_alone():
     net, call, a, invite2 = caller_up_callee_ringing()
-    assert answer_to(net, a.request("OPTIONS")).status == 200
-    assert answer_to(net, a.request("INFO")).status == 200
-    assert answer_to(net, a.request("UPDATE")).status == 491
+    for method, status in (("OPTIONS", (200, "OK")), ("INFO", (200, "OK")),
+                           ("UPDATE", (491, "Request Pending"))):
+        response = answer_to(net, a.request(method))
+        assert (response.status, response.reason) == status
     reinvite = a.request("INVITE", [SDP_TYPE], A_ANSWER1)
     net.deliver(reinvite)
-    assert [m.status for m in net.sent_messages() if m.cseq == reinvite.cseq] == [491]
+    assert [(m.status, m.reason) for m in net.sent_messages() if m.cseq == reinvite.cseq] == [
+        (491, "Request Pending")]
     refused = answer_to(net, a.request("MESSAGE", [("Content-Type", "text/plain")], b"hi"))
-    assert refused.status == 403
+    assert (refused.status, refused.reason) == (403, "Forbidden")
     assert refused.headers.get("Warning") == '399 sipxcc "Call not connected"'
     assert call.state == "ringing" and not call.ended
 
