@@ -219,6 +219,18 @@ def scores(mutants: list[Mutant]) -> dict[str, Score]:
     return table
 
 
+def _change(diff: str, width: int = 100) -> str:
+    """A diff as `old` -> `new`, each line stripped and cut to C{width} characters."""
+    def joined(prefix: str) -> str:
+        lines = [line[1:].strip() for line in diff.splitlines()
+                 if line.startswith(prefix) and not line.startswith(prefix * 3)]
+        text = " / ".join(lines)
+        return (text if len(text) <= width else text[:width] + "...").replace("`", "'")
+    if not diff:
+        return "(no diff)"
+    return f"`{joined('-')}` -> `{joined('+')}`"
+
+
 def render(mutants: list[Mutant], stale: list[str], errors: list[str], *, when: str,
            command: str) -> str:
     """The Markdown report."""
@@ -248,10 +260,12 @@ def render(mutants: list[Mutant], stale: list[str], errors: list[str], *, when: 
     survivors = [m for m in mutants if not m.killed and not m.equivalent]
     out += ["", f"## Mutants no test killed ({len(survivors)})", ""]
     if survivors:
-        out += ["Each with its fingerprint, for the allow-list when it is equivalent.", ""]
+        out += ["One a line: name, status, fingerprint (for the allow-list when it is "
+                "equivalent), then the line it changes and what it becomes "
+                "(`mutmut show NAME` gives the whole diff).", ""]
     for mutant in survivors:
-        out += [f"### {mutant.name} ({mutant.status}, {mutant.fingerprint or '?'})", "",
-                "```diff", mutant.diff or "(no diff)", "```", ""]
+        out.append(f"- {mutant.name} ({mutant.status}, {mutant.fingerprint or '?'}): "
+                   f"{_change(mutant.diff)}")
     equivalents = [m for m in mutants if m.equivalent]
     if equivalents:
         out += [f"## Equivalent mutants ({len(equivalents)})", ""]

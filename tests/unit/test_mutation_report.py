@@ -71,7 +71,8 @@ def test_an_allow_list_entry_excuses_only_the_mutant_it_fingerprints(tmp_path):
     assert score.percent == 50.0
     text = report.render(mutants, stale, errors, when="now", command="make mutation")
     assert "| sipxcc.sip | 3 | 1 | 1 | 1 | 0 | 0 | 50.0 % (below goal) |" in text
-    assert f"### {survivor.name} (survived, {survivor.fingerprint})" in text
+    assert (f"- {survivor.name} (survived, {survivor.fingerprint}): "
+            "`return n * 2` -> `return n * 3`") in text
     assert f"- {equivalent.name}: adds zero" in text
 
 
