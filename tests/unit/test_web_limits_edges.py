@@ -1,0 +1,125 @@
+"""The web limits' exact answers and boundaries: status lines, the body size limit itself,
+the refusal count, a channel without the site's shared deadline queue, and a deadline that
+passes while a response is under way."""
+
+from __future__ import annotations
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.web import http, resource, server
+
+from sipxcc.web import limits
+from sipxcc.web.site import LimitedSite
+from tests.unit.test_web_limits import GET_HEALTH, Client, make_site
+
+CLOSE = b"Connection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_refusals_have_exact_status_lines():
+    site, reactor = make_site()
+    slow = Client(site)
+    reactor.advance(limits.REQUEST_DEADLINE)
+    assert slow.output() == b"HTTP/1.1 408 Request Timeout\r\n" + CLOSE
+    big = Client(site)
+    big.send(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+             % (limits.MAX_BODY + 1))
+    assert big.output() == b"HTTP/1.1 413 Payload Too Large\r\n" + CLOSE
+    long_line = Client(site)
+    long_line.send(b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 20000)
+    assert long_line.output() == b"HTTP/1.1 431 Request Header Fields Too Large\r\n" + CLOSE
+
+
+def test_a_chunked_body_too_large_gets_the_same_413():
+    site, _ = make_site()
+    client = Client(site)
+    client.send(b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"1000\r\n" + b"a" * 0x1000 + b"\r\n"  # 4104 bytes with its framing
+    allowed = (limits.MAX_BODY + limits.MAX_HEAD_SIZE) // len(chunk)
+    client.send(chunk * allowed)
+    assert client.output() == b""
+    client.send(chunk)
+    assert client.output() == b"HTTP/1.1 413 Payload Too Large\r\n" + CLOSE
+    client.lose()
+
+
+def test_a_body_of_exactly_the_limit_is_read():
+    site, _ = make_site()
+    client = Client(site)
+    client.send(b"POST /callcontroller/user1/user2 HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: %d\r\n\r\n" % limits.MAX_BODY + b"x" * limits.MAX_BODY)
+    assert client.output().startswith(b"HTTP/1.1 401 ")  # read, then asked for credentials
+
+
+def test_refused_connections_are_counted_once_each_and_send_nothing_more():
+    site, _ = make_site(total=10, per_host=1)
+    Client(site)
+    assert site.limits.refused == 0
+    refused = Client(site, port=40001)
+    again = Client(site, port=40002)
+    assert site.limits.refused == 2
+    assert refused.output() == b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n" + CLOSE
+    refused.send(GET_HEALTH)
+    assert refused.output().count(b"HTTP/1.1") == 1
+    assert again.closing
+
+
+def test_the_per_host_count_starts_at_zero_and_is_released():
+    caps = limits.ConnectionLimits(total=10, per_host=2)
+    assert caps.admit("a") and caps.admit("a") and not caps.admit("a")
+    assert caps.by_host == {"a": 2} and caps.open == 2
+    caps.release("a")
+    assert caps.by_host == {"a": 1}
+    caps.release("a")
+    assert caps.by_host == {} and caps.open == 0
+    caps.release("never-admitted")
+    assert caps.by_host == {}
+
+
+def test_a_released_connection_frees_its_host():
+    site, _ = make_site(total=10, per_host=1)
+    first = Client(site)
+    first.lose()
+    assert site.limits.by_host == {} and site.limits.open == 0
+    second = Client(site, port=40001)
+    assert not second.closing
+
+
+def channel_without_site_deadlines():
+    reactor = MemoryReactorClock()
+    factory = http.HTTPFactory(reactor=reactor)
+    factory.protocol = limits.LimitedChannel
+    factory.startFactory()
+    return reactor, factory
+
+
+def test_without_the_sites_queue_the_channel_keeps_its_own_deadline():
+    reactor, factory = channel_without_site_deadlines()
+    client = Client(factory)
+    assert not hasattr(factory, "limits")
+    reactor.advance(limits.REQUEST_DEADLINE - 0.1)
+    assert client.output() == b""
+    reactor.advance(0.1)
+    assert client.output() == b"HTTP/1.1 408 Request Timeout\r\n" + CLOSE
+
+
+class Forever(resource.Resource):
+    """Answers nothing: the response stays under way."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        return server.NOT_DONE_YET
+
+
+def test_a_deadline_during_a_response_closes_without_a_408():
+    reactor = MemoryReactorClock()
+    site = LimitedSite(Forever(), reactor)
+    site.startFactory()
+    client = Client(site)
+    client.send(GET_HEALTH)  # handled, never answered
+    client.send(b"GET /next HTTP/1.1\r\n")  # a pipelined request starts a new deadline
+    reactor.advance(limits.REQUEST_DEADLINE)
+    assert client.closing
+    assert b"408" not in client.output()
+    client.send(b"Host: x\r\n\r\n")  # ignored once closing
+    reactor.advance(limits.REQUEST_DEADLINE)
+    assert b"408" not in client.output()
