@@ -194,6 +194,10 @@ class BaresipPhone:
         body = json.dumps({"command": name, "params": params, "token": name}).encode()
         self._socket.sendall(b"%d:%s," % (len(body), body))
 
+    def dial(self, target: str) -> None:
+        """Call ``target`` (a SIP URI, or a user name of the domain) via the proxy."""
+        self.command("dial", target if ":" in target else f"sip:{target}@{self.domain}")
+
     def answer(self) -> None:
         self.command("accept")
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.integration.daemon import PROJECT_ROOT, twistd_env
-from tests.integration.demo import WORKDIR
+from tests.integration.demo import PROXY_PORT, WORKDIR
 
 DEMO = [sys.executable, "-m", "tests.integration.demo"]
 
@@ -47,6 +47,10 @@ def test_demo_shows_a_complete_click_to_call_between_two_real_phones():
     assert "Incoming call from:  sip:user1@sipx.test" in user2_log
     assert "Call established: sip:user1@sipx.test" in user2_log
     assert "incoming rtp for 'audio' established" in user2_log
+    # the proxy relayed user1's phone's own INVITE to user2's phone
+    proxy_log = (WORKDIR / "kamailio" / f"kamailio-{PROXY_PORT}.log").read_text(
+        errors="replace")
+    assert "relaying INVITE to sip:user2@127.0.0.1:" in proxy_log
 
 
 def _collect(stream, lines: list[str], changed: threading.Condition) -> None:
