@@ -67,7 +67,12 @@ def show(*arguments: str) -> str:
 
 
 class Timeline:
-    """Moments of the call, printed as offsets from the POST."""
+    """Moments of the call in the order they cause each other, as offsets from the POST.
+
+    The phones' moments are when their events reached us, the daemon's are its own
+    timestamps; a few milliseconds apart they may disagree, so an offset is never shown
+    smaller than the one before it.
+    """
 
     def __init__(self, start: float):
         self.start = start
@@ -78,8 +83,10 @@ class Timeline:
             self.moments.append((wall - self.start, text))
 
     def print(self) -> None:
-        for offset, text in sorted(self.moments):
-            print(f"  +{offset:5.2f} s  {text}")
+        shown = 0.0
+        for offset, text in self.moments:
+            shown = max(shown, offset)
+            print(f"  +{shown:5.2f} s  {text}")
         print(flush=True)
 
 
@@ -141,11 +148,11 @@ def click_to_call(phones: dict[str, BaresipPhone]) -> bool:
                  "REFER accepted by user1's phone (202)")
     timeline.add(event_time(user2, "CALL_INCOMING", began), "user2 ringing")
     timeline.add(event_time(user2, "CALL_ESTABLISHED", began), "user2 answered")
+    timeline.add(first(events, "NOTIFY", "SIP/2.0 200"),
+                 "user1's phone reports the transfer done (NOTIFY 200 OK)")
     both = max(event_time(user2, "CALL_RTPESTAB", began) or 0,
                event_time(user1, "CALL_RTPESTAB", ringing["time"]) or 0)
     timeline.add(both, "user1 \u21c4 user2 connected (RTP both ways)")
-    timeline.add(first(events, "NOTIFY", "SIP/2.0 200"),
-                 "user1's phone reports the transfer done (NOTIFY 200 OK)")
     print("What happened (seconds after the POST):")
     timeline.print()
     show("-u", "user1:123", CALL)
@@ -207,11 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     WORKDIR.mkdir(exist_ok=True)
     proxy_uri = f"sip:127.0.0.1:{PROXY_PORT};lr"
     phones = {user: BaresipPhone(user, password, WORKDIR / "phones", proxy=proxy_uri,
-                                 sip_port=free_port(41), answer_delay=RING_SECONDS)
+                                 sip_port=free_port(41), answer_delay=RING_SECONDS,
+                                 register=True)
               for user, (_alias, password) in DEMO_USERS.items()}
-    proxy = Kamailio(WORKDIR / "kamailio", PROXY_PORT, demo_ha1s(),
-                     {user: phone.contact for user, phone in phones.items()},
-                     "127.0.0.1:6050", aliases=demo_aliases())
+    # no static routes: the proxy finds each phone by its registration
+    proxy = Kamailio(WORKDIR / "kamailio", PROXY_PORT, demo_ha1s(), {}, "127.0.0.1:6050",
+                     aliases=demo_aliases())
     daemon = Daemon(CONFIG)
     daemon.log_path = WORKDIR / "sipxcc.log"
     daemon.output_path = WORKDIR / "twistd.out"
@@ -225,12 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop_on)
     signal.signal(signal.SIGINT, stop_on)
     try:
-        for phone in phones.values():
-            phone.start()
         proxy.start()
+        for phone in phones.values():
+            phone.start()  # and registers
         daemon.start()
         print(f"Kamailio (the sipX proxy) on 127.0.0.1:{PROXY_PORT} with digest auth; "
-              "baresip phones for user1..user4, each answering after "
+              "baresip phones for user1..user4, registered there and each answering after "
               f"{RING_SECONDS:.0f} s (PIN 123, SIP passwords pass1..pass4); sipxcc on "
               "https://127.0.0.1:6666, http://127.0.0.1:6667, SIP 127.0.0.1:6050.\n",
               flush=True)

@@ -2,13 +2,15 @@
 
 ``BaresipPhone(user, password, workdir, proxy=..., sip_port=...)`` writes a baresip
 configuration into its own directory and runs ``baresip -f DIR``: no sound card (a 440 Hz
-sine as microphone, what it hears played into an ``aubridge`` device nobody reads), G.711 only, no
-registration (the proxy routes ``user@domain`` to ``contact``), and the ``ctrl_tcp``
-module, through which the phone's events (ringing, answered, transferred, closed) are read
-and commands (dial, answer, hangup) sent. With ``auto_answer`` it answers every incoming
-call itself. Each call's ``CALL_RTPESTAB`` event means RTP from the other side arrived;
-``rtp_summaries()`` reads the packets each call sent and received from the ``rtcpsummary``
-module's line, printed when a call that lasted long enough for RTCP ends.
+sine as microphone; what it hears is played into an ``aubridge`` device nobody reads),
+G.711 only, every request sent via ``proxy``. With ``register`` it registers there with
+its password and ``start()`` waits for the proxy's 200; without, the proxy must route
+``user@domain`` to ``contact`` itself. The ``ctrl_tcp`` module carries the phone's events
+(ringing, answered, RTP flowing, closed) and our commands (dial, answer, hangup). With
+``auto_answer`` it answers each incoming call after ``answer_delay`` seconds. A call's
+``CALL_RTPESTAB`` event means RTP from the other side arrived; ``rtp_summaries()`` reads
+the packets each call sent and received from the ``rtcpsummary`` module's line, printed
+when a call that lasted long enough for RTCP ends.
 
 Usable as a context manager and so as a pytest fixture::
 
@@ -70,7 +72,7 @@ class BaresipPhone:
 
     def __init__(self, user: str, password: str, workdir: Path | str, *,
                  proxy: str, sip_port: int | None = None, domain: str = DOMAIN,
-                 auto_answer: bool = True, answer_delay: float = 0.0,
+                 auto_answer: bool = True, answer_delay: float = 0.0, register: bool = False,
                  ctrl_port: int | None = None, name: str | None = None):
         self.user = user
         self.password = password
@@ -78,6 +80,7 @@ class BaresipPhone:
         self.proxy = proxy
         self.auto_answer = auto_answer
         self.answer_delay = answer_delay
+        self.register = register
         self.sip_port = sip_port or free_port()
         self.ctrl_port = ctrl_port or free_port()
         self.name = name or user
@@ -85,6 +88,8 @@ class BaresipPhone:
         self.log_path = self.dir / "baresip.log"
         self.process: subprocess.Popen | None = None
         self.events: collections.deque[dict] = collections.deque(maxlen=MAX_EVENTS)
+        self.responses: collections.deque[dict] = collections.deque(maxlen=MAX_EVENTS)
+        self._tokens = 0
         self._changed = threading.Condition()
         self._socket: socket.socket | None = None
         self._reader: threading.Thread | None = None
@@ -125,7 +130,8 @@ class BaresipPhone:
     def account_text(self) -> str:
         # Answering is ours (answer_delay), so baresip itself never auto-answers.
         return (f"<sip:{self.user}@{self.domain}>;auth_pass={self.password}"
-                f";outbound=\"{self.proxy}\";regint=0;audio_codecs=PCMU,PCMA"
+                f";outbound=\"{self.proxy}\";regint={600 if self.register else 0}"
+                ";audio_codecs=PCMU,PCMA"
                 ";answermode=manual\n")
 
     # -- life cycle ---------------------------------------------------------------------
@@ -166,6 +172,23 @@ class BaresipPhone:
         self._reader = threading.Thread(target=self._read_events, daemon=True,
                                         name=f"baresip-{self.name}")
         self._reader.start()
+        if self.register:
+            try:
+                self._wait_registered(deadline)
+            except PeerError:
+                self.stop()
+                raise
+
+    def _wait_registered(self, deadline: float) -> None:
+        # The REGISTER_OK event may come before we are connected: ask instead.
+        while True:
+            info = self.request("reginfo", timeout=max(0.1, deadline - time.monotonic()))
+            if re.search(r"\bOK\b", re.sub(r"\x1b\[[0-9;]*m", "", info)):
+                return
+            if time.monotonic() > deadline:
+                raise PeerError(f"{self.user}'s phone did not register: {info!r}\n"
+                                f"{self.log_text()}")
+            time.sleep(0.1)  # polling the phone's registration state
 
     def stop(self) -> None:
         """Stop baresip (SIGTERM, then SIGKILL after STOP_TIMEOUT s)."""
@@ -187,12 +210,31 @@ class BaresipPhone:
 
     # -- control ------------------------------------------------------------------------
 
-    def command(self, name: str, params: str = "") -> None:
-        """Send a baresip command (``dial``, ``accept``, ``hangup``, ...)."""
+    def command(self, name: str, params: str = "") -> str:
+        """Send a baresip command (``dial``, ``accept``, ``hangup``, ...); its token."""
         if self._socket is None:
             raise PeerError("baresip is not running")
-        body = json.dumps({"command": name, "params": params, "token": name}).encode()
+        with self._changed:
+            self._tokens += 1
+            token = f"{name}-{self._tokens}"
+        body = json.dumps({"command": name, "params": params, "token": token}).encode()
         self._socket.sendall(b"%d:%s," % (len(body), body))
+        return token
+
+    def request(self, name: str, params: str = "", timeout: float = 5.0) -> str:
+        """Send a command and return the text of baresip's answer to it."""
+        token = self.command(name, params)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for response in self.responses:
+                    if response.get("token") == token:
+                        return str(response.get("data", ""))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise PeerError(f"{self.user}'s phone did not answer {name!r} within "
+                                    f"{timeout} s")
+                self._changed.wait(remaining)
 
     def dial(self, target: str) -> None:
         """Call ``target`` (a SIP URI, or a user name of the domain) via the proxy."""
@@ -230,6 +272,11 @@ class BaresipPhone:
                 return
 
     def _record(self, message: dict) -> None:
+        if message.get("response"):
+            with self._changed:
+                self.responses.append(message)
+                self._changed.notify_all()
+            return
         if not message.get("event"):
             return
         message["time"] = time.monotonic()
