@@ -40,6 +40,8 @@ CALL = f"{BASE}/callcontroller/user1/user2"
 UNTRUSTED = "127.0.0.2"
 RING_SECONDS = 1.0
 """How long each phone rings before it answers."""
+TALK_SECONDS = 6.0
+"""How long user1 and user2 talk: long enough for RTCP, whose report counts the packets."""
 TRY = [
     "curl -k -X POST -u user1:123 {base}/callcontroller/user1/user2",
     "curl -k -u user1:123 {base}/callcontroller/user1/user2",
@@ -177,18 +179,38 @@ def untrusted_client() -> bool:
     return ok
 
 
-def unknown_callee(phones: dict[str, BaresipPhone]) -> bool:
-    """user1 hangs up; a call to a user the proxy does not know ends in NOTIFY 404."""
+def hang_up_and_count_rtp(phones: dict[str, BaresipPhone]) -> bool:
+    """user1 hangs up after TALK_SECONDS; each phone's RTP packets, from its RTCP report."""
     user1, user2 = phones["user1"], phones["user2"]
+    answered = user2.wait_for("CALL_ESTABLISHED", 1)["time"]
+    print(f"user1 and user2 talk for {TALK_SECONDS:.0f} s, then user1 hangs up.", flush=True)
+    time.sleep(max(0.0, answered + TALK_SECONDS - time.monotonic()))  # the call's length
     began = time.monotonic()
+    before = {phone.user: len(phone.rtp_summaries()) for phone in (user1, user2)}
     user1.hangup()
     try:
         user2.wait_for("CALL_CLOSED", 10, after=began)
     except PeerError as error:
         print(f"user1 could not hang up: {error}", file=sys.stderr)
         return False
+    ok = True
+    for phone in (user1, user2):
+        summaries = phone.wait_for_rtp_summaries(before[phone.user] + 1)
+        if len(summaries) <= before[phone.user]:
+            print(f"  {phone.user}'s phone reported no RTP statistics", file=sys.stderr)
+            return False
+        last = summaries[-1]
+        print(f"  {phone.user}'s phone: {last.received} RTP packets received, "
+              f"{last.sent} sent")
+        ok = ok and last.received > 0 and last.sent > 0
+    print(flush=True)
+    return ok
+
+
+def unknown_callee(phones: dict[str, BaresipPhone]) -> bool:
+    """A call to a user the proxy does not know ends in NOTIFY 404."""
     url = f"{BASE}/callcontroller/user1/nosuch"
-    print("user1 hangs up. A call to a user the proxy does not know:")
+    print("A call to a user the proxy does not know:")
     print(f"$ curl -k -X POST -u user1:123 {url}", flush=True)
     curl("-X", "POST", "-u", "user1:123", url)
     deadline = time.monotonic() + 15
@@ -242,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{RING_SECONDS:.0f} s (PIN 123, SIP passwords pass1..pass4); sipxcc on "
               "https://127.0.0.1:6666, http://127.0.0.1:6667, SIP 127.0.0.1:6050.\n",
               flush=True)
-        ok = click_to_call(phones) and untrusted_client() and unknown_callee(phones)
+        ok = (click_to_call(phones) and untrusted_client() and hang_up_and_count_rtp(phones)
+              and unknown_callee(phones))
         if args.once:
             return 0 if ok else 1
         print("Try (logs in .demo/):")

@@ -40,6 +40,11 @@ def test_demo_shows_a_complete_click_to_call_between_two_real_phones():
     assert "-> 401 (wrong PIN; expected 401)" in text
     assert "-> 403 (user2 asks for user1's call; expected 403)" in text
     assert "-> 200 (user1 with its PIN; expected 200)" in text
+    # each phone's own RTCP report: RTP packets received and sent during the 6-s call
+    counts = re.findall(r"(user[12])'s phone: (\d+) RTP packets received, (\d+) sent", text)
+    assert [user for user, _received, _sent in counts] == ["user1", "user2"], text
+    for _user, received, sent in counts:
+        assert int(received) > 0 and int(sent) > 0, text
     # a callee nobody knows: the phone's INVITE fails and its NOTIFY says so
     assert "reports: NOTIFY SIP/2.0 404 Not Found" in text
     # user2's phone itself says it rang and talked to user1
