@@ -113,6 +113,7 @@ class BaresipPhone:
             *(f"module\t\t\t{module}.so" for module in modules),
             "module_app\t\taccount.so",
             "module_app\t\tmenu.so",
+            "statmode_default\toff",
             "audio_source\t\tausine,440",
             "ausrc_srate\t\t48000",
             "ausrc_channels\t\t2",
