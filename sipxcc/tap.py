@@ -123,7 +123,33 @@ def makeService(options: Options) -> MultiService:
         sys.stderr.flush()
         raise SystemExit(1) from None
     tune_garbage_collector()
+    stop_once_on_signals(reactor)
     return service
+
+
+def stop_once_on_signals(reactor) -> None:
+    """Let only the first of SIGINT, SIGTERM and SIGBREAK stop ``reactor``.
+
+    Twisted's handlers each schedule ``reactor.stop()``; a second signal while shutting
+    down (systemd's SIGTERM, then an impatient Ctrl-C) made the second ``stop()`` raise
+    ReactorNotRunning, logged as critical. Later signals are logged and ignored. The
+    reactor looks its handlers up when it starts running, so this must be called before.
+    """
+    received: list[int] = []
+    for name in ("sigInt", "sigTerm", "sigBreak"):
+        original = getattr(reactor, name, None)
+        if original is not None:
+            setattr(reactor, name, _first_signal_only(original, received))
+
+
+def _first_signal_only(original, received: list[int]):
+    def handler(number: int, frame=None) -> None:
+        if received:
+            log.info("signal {number} while shutting down: ignored", number=number)
+            return
+        received.append(number)
+        original(number, frame)
+    return handler
 
 
 def tune_garbage_collector() -> None:
@@ -148,7 +174,11 @@ def build_service(config: Config, reactor) -> MultiService:
     """
     set_log_level(config.daemon.log_level)
     directory = UserDirectory(config.users.directory, reactor)
-    directory.load()
+    try:
+        directory.load()
+    except DirectoryError as error:
+        # The operator edits the config file's key, so name both (and the directory file).
+        raise DirectoryError(f"{config.source}: users.directory: {error}") from None
     control = _build_call_control(config, reactor)
     site = build_site(config, directory, control.registry, reactor)
     if not log_enabled(LogLevel.info):

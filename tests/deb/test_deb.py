@@ -182,6 +182,47 @@ def test_systemd_accepts_unit(installed):
     assert "sipxcc" not in result.stderr, result.stderr
 
 
+def _unit_condition():
+    """The installed unit's ExecCondition= command line, as a list."""
+    lines = [line for line in UNIT.read_text().splitlines()
+             if line.startswith("ExecCondition=")]
+    assert len(lines) == 1, lines
+    return lines[0].partition("=")[2].split()
+
+
+def test_install_enables_the_unit_which_waits_for_the_user_directory(installed):
+    """On a host without sipX user data the unit's start is skipped, not failed.
+
+    There is no systemd as PID 1 here (nor a container engine to boot one), so the unit's
+    ExecCondition= command is run as systemd would: as the sipxcc user, exit status 1
+    meaning "skipped, stay inactive, no restart", printing the one journal line.
+    """
+    assert run("systemctl", "is-enabled", "sipxcc", check=False).stdout.strip() == "enabled"
+    command = _unit_condition()
+    assert command[-1] == str(CONFIG)
+    result = run("runuser", "-u", "sipxcc", "--", *command, check=False)
+    if pathlib.Path("/etc/sipxpbx/validusers.xml").exists():  # a sipX host: configured
+        assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr
+        return
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr == ""
+    assert result.stdout.splitlines() == [
+        f"sipxcc not started: {CONFIG}: users.directory: /etc/sipxpbx/validusers.xml does "
+        f"not exist; point users.directory (and sip.domain, sip.proxy) at this sipX host in "
+        f"{CONFIG}, then run: systemctl restart sipxcc"]
+
+
+def test_the_unit_starts_once_the_user_directory_exists(installed):
+    sip_port, https_port, http_port, proxy_port = free_ports(4)
+    with tempfile.TemporaryDirectory(prefix="sipxcc-deb-") as scratch:
+        directory = pathlib.Path(scratch)
+        directory.chmod(0o755)
+        config = _write_test_config(directory, sip_port, https_port, http_port, proxy_port)
+        command = [*_unit_condition()[:-1], str(config)]
+        result = run("runuser", "-u", "sipxcc", "--", *command, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
 def _write_test_config(directory, sip_port, https_port, http_port, proxy_port):
     """A config readable by the sipxcc user, with the demo users and free ports."""
     users = directory / "validusers.xml"

@@ -177,3 +177,11 @@ def test_debian_twistd3_serves_health(tmp_path):
     with Daemon(write_config(tmp_path), twistd=[DEBIAN_TWISTD], env=DEBIAN_ENV) as daemon:
         assert daemon.get("/health", secure=True) == (200, b"ok\n")
         assert daemon.get("/health", secure=False) == (200, b"ok\n")
+
+
+def test_a_missing_user_directory_names_the_config_file_the_key_and_the_file(tmp_path):
+    path = write_config(tmp_path)
+    (tmp_path / "validusers.xml").unlink()
+    result = run_twistd("-n", "--pidfile=", "sipxcc", "--config", str(path))
+    assert_one_line_failure(result, f"{path}: users.directory: {tmp_path / 'validusers.xml'}",
+                            "No such file or directory")
