@@ -259,7 +259,7 @@ class OutgoingRequest:
     def _cancel_unanswered(self) -> None:
         """§9.1: no final response 64*T1 after CANCEL: consider the INVITE cancelled."""
         if self.final_status is None:
-            self.txn._terminate()
+            self.txn.terminate()
             self._failure(Timeout("INVITE not ended by CANCEL"))
 
     def _extra_2xx(self, response: Response) -> None:

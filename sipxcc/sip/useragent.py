@@ -17,6 +17,7 @@ from sipxcc.sip.outgoing import OutgoingRequest
 from sipxcc.sip.transaction import TransactionLayer
 from sipxcc.sip.transport import UDP_MTU_LIMIT, Source, Target, is_ip
 from sipxcc.sip.uri import URI
+from sipxcc.timers import Timers
 
 log = logger(__name__)
 
@@ -81,8 +82,8 @@ class UserAgent:
         self.clock = clock
         self.transport = transport
         self.settings = settings
-        self.transactions = TransactionLayer(clock, transport)
-        self.transactions.response_route = self.response_route
+        self.timers = Timers(clock)
+        self.transactions = TransactionLayer(self.timers, transport, self.response_route)
         self.dialogs: dict[tuple[str, str, str], Dialog] = {}
         self.proxy = URI.parse(settings.proxy)
         self.proxy_target = uri_target(self.proxy)
@@ -333,3 +334,4 @@ class UserAgent:
 
     def stop(self) -> None:
         self.transactions.stop()
+        self.timers.stop()
