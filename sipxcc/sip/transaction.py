@@ -19,13 +19,13 @@ from typing import Protocol
 from sipxcc.sip.headers import MAGIC_COOKIE
 from sipxcc.sip.message import Request, Response, make_tag, response_to
 from sipxcc.sip.transport import Source, Target
-from sipxcc.statemachine import Table, Transition
+from sipxcc.statemachine import Action, Table, Transition, bind
 from sipxcc.timers import TimerHandle, Timers
 
 T1 = 0.5
 T2 = 4.0
 T4 = 5.0
-TIMER_D = 32.0
+WAIT_D = 32.0
 """Timer D, the wait for retransmitted final responses to an INVITE (>= 32 s over UDP)."""
 
 
@@ -170,6 +170,16 @@ TABLES: tuple[Table[State, Event], ...] = (INVITE_CLIENT, NON_INVITE_CLIENT, INV
                                            NON_INVITE_SERVER)
 
 
+# The members the methods below use, as module globals: looking a member up on its
+# Enum class costs ten times a global's lookup, on the path every message takes.
+PROVISIONAL, SUCCESS, FAILURE, FINAL = E.PROVISIONAL, E.SUCCESS, E.FAILURE, E.FINAL
+REQUEST, ACK, TRANSPORT_ERROR = E.REQUEST, E.ACK, E.TRANSPORT_ERROR
+TIMER_A, TIMER_B, TIMER_D, TIMER_E, TIMER_F = E.TIMER_A, E.TIMER_B, E.TIMER_D, E.TIMER_E, E.TIMER_F
+TIMER_G, TIMER_H, TIMER_I, TIMER_J = E.TIMER_G, E.TIMER_H, E.TIMER_I, E.TIMER_J
+TIMER_K, TIMER_L, TIMER_M = E.TIMER_K, E.TIMER_L, E.TIMER_M
+TERMINATED = S.TERMINATED
+
+
 def _ignore(*args: object) -> None:
     """What a terminated transaction calls instead of its TU."""
 
@@ -190,8 +200,12 @@ ResponseRoute = Callable[[Request, Source], tuple[Target, object]]
 """Where the responses of a server transaction go (RFC 3261 §18.2.2): (target, connection)."""
 
 
+Steps = dict[tuple[State, Event], tuple[State, Action | None]]
+
+
 class _Transaction:
     table: Table[State, Event]
+    steps: Steps  # the table, bound to this class's actions
     state: State
 
     def __init__(self, layer: TransactionLayer, key: tuple[object, ...]):
@@ -199,14 +213,16 @@ class _Transaction:
         self.key = key
         self.timers: dict[str, TimerHandle] = {}
 
-    def _fire(self, event: Event) -> None:
-        """Step the table: set the next state and run the transition's action."""
-        transition = self.table.step(self.state, event)
-        if transition is None:
+    def _fire(self, event: Event, message: Request | Response | None = None) -> None:
+        """Step the table: set the next state and run the transition's action on
+        C{message} (the response received or to send; None for a timer)."""
+        step = self.steps.get((self.state, event))
+        if step is None:
+            self.table.step(self.state, event)  # an explicit no-op, or InvalidTransition
             return
-        self.state = transition.target
-        if transition.action is not None:
-            getattr(self, transition.action)()
+        self.state, action = step
+        if action is not None:
+            action(self, message)
 
     def _start_timer(self, name: str, delay: float, event: Event) -> None:
         # one queue per delay: A, E and G back off through a handful of delays (T1·2^n)
@@ -221,9 +237,9 @@ class _Transaction:
         if timer is not None and timer.active():
             timer.cancel()
 
-    def terminate(self) -> None:
+    def terminate(self, _: object = None) -> None:
         """Leave the machine now (a timer's end, shutdown, or a TU that gave up)."""
-        self.state = S.TERMINATED
+        self.state = TERMINATED
         for timer in self.timers.values():
             if timer.active():
                 timer.cancel()
@@ -253,15 +269,14 @@ class ClientTransaction(_Transaction):
         self.on_failure = on_failure
         self.connection = connection
         self.invite = request.method == "INVITE"
-        self.table = INVITE_CLIENT if self.invite else NON_INVITE_CLIENT
+        self.table, self.steps = _CLIENT_MACHINES[self.invite]
         self.state = self.table.initial
         self.ack_data: bytes | None = None
         self.interval = T1
-        self.response: Response | None = None  # the one being received
 
     def start(self) -> None:
         self._send(self.data)
-        retransmit, give_up = (E.TIMER_A, E.TIMER_B) if self.invite else (E.TIMER_E, E.TIMER_F)
+        retransmit, give_up = (TIMER_A, TIMER_B) if self.invite else (TIMER_E, TIMER_F)
         if not _reliable(self.target):
             self._start_timer("A", T1, retransmit)
         self._start_timer("B", 64 * T1, give_up)
@@ -269,21 +284,17 @@ class ClientTransaction(_Transaction):
     def receive(self, response: Response) -> None:
         status = response.status
         if status < 200:
-            event = E.PROVISIONAL
+            event = PROVISIONAL
         elif not self.invite:
-            event = E.FINAL
+            event = FINAL
         else:
-            event = E.SUCCESS if status < 300 else E.FAILURE
-        self.response = response
-        try:
-            self._fire(event)
-        finally:
-            self.response = None
+            event = SUCCESS if status < 300 else FAILURE
+        self._fire(event, response)
 
     def transport_error(self, reason: object) -> None:
         """The transport could not deliver (§17.1.4), or the stream closed (§18.4)."""
         self.failure_reason = str(reason)
-        self._fire(E.TRANSPORT_ERROR)
+        self._fire(TRANSPORT_ERROR)
 
     def _send(self, data: bytes | None) -> None:
         assert data is not None
@@ -298,61 +309,58 @@ class ClientTransaction(_Transaction):
 
     # Actions (named in the tables)
 
-    def retransmit(self) -> None:
+    def retransmit(self, _: object = None) -> None:
         self._send(self.data)
         self.interval = self.interval * 2 if self.invite else min(self.interval * 2, T2)
-        self._start_timer("A", self.interval, E.TIMER_A if self.invite else E.TIMER_E)
+        self._start_timer("A", self.interval, TIMER_A if self.invite else TIMER_E)
 
-    def time_out(self) -> None:
+    def time_out(self, _: object = None) -> None:
         failed = self.on_failure
         self.terminate()
         failed(Timeout(f"no final response to {self.method}"))
 
-    def fail_transport(self) -> None:
+    def fail_transport(self, _: object = None) -> None:
         failed = self.on_failure
         self.terminate()
         failed(TransportFailure(self.failure_reason))
 
-    def pass_up(self) -> None:
-        assert self.response is not None
-        self.on_response(self.response)
+    def pass_up(self, response: Response) -> None:
+        self.on_response(response)
 
-    def slow_down(self) -> None:
+    def slow_down(self, response: Response) -> None:
         """§17.1.2.2: a provisional response: keep retransmitting, at T2."""
         self.interval = T2
-        self.pass_up()
+        self.on_response(response)
 
-    def complete(self) -> None:
+    def complete(self, response: Response) -> None:
         """§17.1.2.2: a final response; Timer K only absorbs its retransmissions."""
         self._stop_request_timers()
         on_response = self.on_response
         self._let_go()  # keep nothing Timer K does not need
         self.request = self.data = None
-        assert self.response is not None
-        on_response(self.response)
-        self._wait_or_end("K", T4, E.TIMER_K)
+        on_response(response)
+        self._wait_or_end("K", T4, TIMER_K)
 
-    def accept(self) -> None:
+    def accept(self, response: Response) -> None:
         """RFC 6026 §7.2: "Accepted" absorbs 2xx retransmissions and forks for 64*T1."""
         self._stop_request_timers()
         self.request = self.data = None  # the TU keeps what a forked 2xx needs
         self.on_failure = _ignore  # nothing can fail any more
-        self._start_wait("M", 64 * T1, E.TIMER_M)
-        self.pass_up()
+        self._start_wait("M", 64 * T1, TIMER_M)
+        self.on_response(response)
 
-    def ack_and_complete(self) -> None:
+    def ack_and_complete(self, response: Response) -> None:
         """§17.1.1.3: ACK a final non-2xx response; Timer D only resends the ACK."""
-        assert self.response is not None
         self._stop_request_timers()
-        self.ack_data = self._ack_for(self.response).to_bytes()
+        self.ack_data = self._ack_for(response).to_bytes()
         self.request = self.data = None
         self._send(self.ack_data)
         on_response = self.on_response
         self._let_go()
-        on_response(self.response)
-        self._wait_or_end("D", TIMER_D, E.TIMER_D)
+        on_response(response)
+        self._wait_or_end("D", WAIT_D, TIMER_D)
 
-    def resend_ack(self) -> None:
+    def resend_ack(self, _: object = None) -> None:
         """§17.1.1.2: a retransmitted final response gets the ACK again."""
         self._send(self.ack_data)
 
@@ -392,7 +400,7 @@ class ServerTransaction(_Transaction):
         self.reliable = source.transport != "UDP"
         self.route: tuple[Target, object] | None = None  # fixed by the first response
         self.invite = request.method == "INVITE"
-        self.table = INVITE_SERVER if self.invite else NON_INVITE_SERVER
+        self.table, self.steps = _SERVER_MACHINES[self.invite]
         self.state = self.table.initial
         self.last: bytes | None = None
         self.to_tag: str | None = None
@@ -425,23 +433,22 @@ class ServerTransaction(_Transaction):
         """Send a response the TU built: the table says whether and what follows."""
         status = response.status
         if status < 200:
-            event = E.PROVISIONAL
+            event = PROVISIONAL
         elif not self.invite:
-            event = E.FINAL
+            event = FINAL
         else:
-            event = E.SUCCESS if status < 300 else E.FAILURE
-        self.pending = response
-        self._fire(event)
+            event = SUCCESS if status < 300 else FAILURE
+        self._fire(event, response)
 
     def receive_retransmission(self, request: Request) -> None:
         """The peer sent the request again, or (INVITE) the ACK of our non-2xx answer."""
         if request.method == "ACK":
             if self.invite:
-                self._fire(E.ACK)
+                self._fire(ACK)
             return
-        self._fire(E.REQUEST)
+        self._fire(REQUEST)
 
-    def resend_last(self) -> None:
+    def resend_last(self, _: object = None) -> None:
         """Send the last response again (a retransmitted request, Timer G, a relayed 2xx)."""
         if self.last is not None:
             assert self.route is not None
@@ -450,52 +457,61 @@ class ServerTransaction(_Transaction):
 
     # Actions (named in the tables)
 
-    def send(self) -> None:
-        self.last = self.pending.to_bytes()
-        del self.pending
+    def send(self, response: Response) -> None:
+        self.last = response.to_bytes()
         if self.route is None:
             assert self.request is not None and self.source is not None
             self.route = self.layer.response_route(self.request, self.source)
         self.resend_last()
 
-    def send_accepted(self) -> None:
+    def send_accepted(self, response: Response) -> None:
         """RFC 6026 §8.5: "Accepted" absorbs INVITE retransmissions for Timer L."""
-        self.send()
+        self.send(response)
         self.final_sent = True
-        self._start_wait("L", 64 * T1, E.TIMER_L)
+        self._start_wait("L", 64 * T1, TIMER_L)
 
-    def send_rejection(self) -> None:
+    def send_rejection(self, response: Response) -> None:
         """§17.2.1: Timer G resends the final response (UDP) until the ACK, or Timer H."""
-        self.send()
+        self.send(response)
         self.final_sent = True
         self.request = self.source = None  # only the last response is sent again
         if not self.reliable:
-            self._start_timer("G", T1, E.TIMER_G)
-        self._start_timer("H", 64 * T1, E.TIMER_H)
+            self._start_timer("G", T1, TIMER_G)
+        self._start_timer("H", 64 * T1, TIMER_H)
 
-    def send_final(self) -> None:
+    def send_final(self, response: Response) -> None:
         """§17.2.2: Timer J only resends the last response."""
-        self.send()
+        self.send(response)
         self.final_sent = True
         self.request = self.source = None
         if self.reliable:
-            self._fire(E.TIMER_J)
+            self._fire(TIMER_J)
         else:
-            self._start_wait("J", 64 * T1, E.TIMER_J)
+            self._start_wait("J", 64 * T1, TIMER_J)
 
-    def retransmit_final(self) -> None:
+    def retransmit_final(self, _: object = None) -> None:
         self.resend_last()
         self.interval = min(self.interval * 2, T2)
-        self._start_timer("G", self.interval, E.TIMER_G)
+        self._start_timer("G", self.interval, TIMER_G)
 
-    def confirm(self) -> None:
+    def confirm(self, _: object = None) -> None:
         """§17.2.1: the ACK arrived; Timer I absorbs its retransmissions."""
         self._stop_timer("G")
         self._stop_timer("H")
         if self.reliable:
-            self._fire(E.TIMER_I)
+            self._fire(TIMER_I)
         else:
-            self._start_wait("I", T4, E.TIMER_I)
+            self._start_wait("I", T4, TIMER_I)
+
+
+_CLIENT_MACHINES: dict[bool, tuple[Table[State, Event], Steps]] = {
+    True: (INVITE_CLIENT, bind(INVITE_CLIENT, ClientTransaction)),
+    False: (NON_INVITE_CLIENT, bind(NON_INVITE_CLIENT, ClientTransaction)),
+}
+_SERVER_MACHINES: dict[bool, tuple[Table[State, Event], Steps]] = {
+    True: (INVITE_SERVER, bind(INVITE_SERVER, ServerTransaction)),
+    False: (NON_INVITE_SERVER, bind(NON_INVITE_SERVER, ServerTransaction)),
+}
 
 
 class TransactionLayer:
