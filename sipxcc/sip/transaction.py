@@ -455,6 +455,15 @@ class ServerTransaction(_Transaction):
             target, connection = self.route
             self.layer.transport.send(self.last, target, connection=connection)
 
+    def retransmit_until_ack(self, on_no_ack: Callable[[], None]) -> TimerHandle:
+        """
+        RFC 3261 §13.3.1.4: the 2xx this INVITE was answered with is the UAS core's to
+        resend (over UDP) at T1, doubling up to T2, until the ACK arrives; the caller
+        cancels the returned handle then. When a resend falls due 64*T1 or more after the
+        start, it calls C{on_no_ack()} instead and stops.
+        """
+        return AnswerRetransmission(self, on_no_ack)
+
     # Actions (named in the tables)
 
     def send(self, response: Response) -> None:
@@ -502,6 +511,39 @@ class ServerTransaction(_Transaction):
             self._fire(TIMER_I)
         else:
             self._start_wait("I", T4, TIMER_I)
+
+
+class AnswerRetransmission:
+    """The handle of L{ServerTransaction.retransmit_until_ack}: C{active()}, C{cancel()}."""
+
+    def __init__(self, txn: ServerTransaction, on_no_ack: Callable[[], None]):
+        self.txn: ServerTransaction | None = txn
+        self.on_no_ack = on_no_ack
+        self.timers = txn.layer.timers
+        self.started = self.timers.clock.seconds()
+        self.timer = self.timers.call_later(T1, self._due, T1)
+
+    def _due(self, interval: float) -> None:
+        txn = self.txn
+        if txn is None:
+            return
+        if self.timers.clock.seconds() - self.started >= 64 * T1:
+            self.txn = None
+            self.on_no_ack()
+            return
+        if not txn.reliable:
+            txn.resend_last()
+        interval = min(interval * 2, T2)
+        self.timer = self.timers.call_later(interval, self._due, interval)
+
+    def active(self) -> bool:
+        return self.txn is not None
+
+    def cancel(self) -> None:
+        """The ACK came (or the call is over): resend no more."""
+        self.txn = None
+        if self.timer.active():
+            self.timer.cancel()
 
 
 _CLIENT_MACHINES: dict[bool, tuple[Table[State, Event], Steps]] = {
