@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from sipxcc.calls.call import CONFIRMED, EARLY, TERMINATED, DialogInfo
 from sipxcc.calls.sdp import Origin, SessionDescription, black_hole_offer
+from sipxcc.sip.dialog import TARGET_REFRESH
 from sipxcc.sip.outgoing import RequestFailed
 from sipxcc.sip.uri import quote
 
@@ -31,8 +32,6 @@ REQUEST_HEADERS = frozenset(("content-type", "content-disposition", "content-enc
 RESPONSE_HEADERS = frozenset(("content-type", "content-disposition", "content-encoding",
                               "warning", "retry-after", "reason", "unsupported", "accept",
                               "allow"))
-#: methods whose 2xx must carry our Contact (RFC 3261 §12.1.1, RFC 3311 §5.2)
-TARGET_REFRESH = frozenset(("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"))
 
 
 def is_sdp(message) -> bool:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from sipxcc.sip.grammar import TOKEN_CHARS, SIPParseError
 from sipxcc.sip.headers import KNOWN_NAMES, MAX_MESSAGE, TOKEN, name_key
 from sipxcc.sip.message import Request, Response
-from sipxcc.sip.uri import TOKEN_CHARS, SIPParseError
 
 MAX_HEAD = 16384
 """Largest start line plus header fields accepted on a stream, in bytes (the body is

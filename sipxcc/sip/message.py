@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 import secrets
 
+from sipxcc.sip.grammar import TOKEN_CHARS, SIPParseError, UnsafeValue, wire_text
 from sipxcc.sip.headers import MAGIC_COOKIE, MAX_MESSAGE, TOKEN, Headers
-from sipxcc.sip.uri import TOKEN_CHARS, Address, SIPParseError, UnsafeValue, Via, wire_text
+from sipxcc.sip.uri import Address, Via
 
 __all__ = ["MAX_MESSAGE", "Headers", "Request", "Response", "SIPParseError", "UnsafeValue",
            "make_branch", "make_call_id", "make_tag", "parse_sipfrag", "response_to"]

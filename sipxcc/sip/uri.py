@@ -1,7 +1,8 @@
 """
 SIP URIs, name-addr/addr-spec addresses and Via values (RFC 3261 §19.1, §20.10, §20.42).
 
-Everything here is pure string work. Parse errors raise L{SIPParseError}, a ValueError.
+Everything here is pure string work. Parse errors raise L{SIPParseError}, a ValueError
+(L{sipxcc.sip.grammar} holds it and the other tables the whole codec shares).
 
 What we write is held to a stricter rule than what we read: no text that reaches a SIP
 message may hold CR, LF or NUL (L{wire_text} refuses it with L{UnsafeValue}), and the URIs
@@ -14,7 +15,10 @@ from __future__ import annotations
 import ipaddress
 import re
 
-TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+from sipxcc.sip.grammar import TOKEN_CHARS, SIPParseError, UnsafeValue, quote, wire_text
+
+__all__ = ["TOKEN_CHARS", "SIPParseError", "UnsafeValue", "quote", "wire_text"]
+
 _TOKEN = re.compile(rf"[{TOKEN_CHARS}]+")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _HOSTPORT = re.compile(
@@ -40,40 +44,6 @@ _NAME_ADDR = re.compile(
 _VIA = re.compile(
     rf"[ \t]*([{TOKEN_CHARS}]+)[ \t]*/[ \t]*([{TOKEN_CHARS}]+)[ \t]*/[ \t]*([{TOKEN_CHARS}]+)"
     r"[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_\-.]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?")
-
-
-class SIPParseError(ValueError):
-    """
-    A SIP message, URI or header value does not follow the grammar.
-
-    @ivar partial: a L{sipxcc.sip.message.Request} when enough of it was parsed
-        (start line, Via, From, To, Call-ID, CSeq) to answer it, else None.
-    @ivar status: the status code to answer with (400, or 505 for an unknown SIP version).
-    """
-
-    def __init__(self, message: str, partial=None, status: int = 400):
-        super().__init__(message)
-        self.partial = partial
-        self.status = status
-
-
-class UnsafeValue(ValueError):
-    """
-    Text meant for a SIP message would break it: it holds CR, LF or NUL (which could end
-    a header line and start another), or a URI part we build is outside the RFC 3261
-    grammar. Refused, never silently stripped.
-    """
-
-    def __init__(self, what: str, text: str, why: str = "holds CR, LF or NUL"):
-        super().__init__(f"{what} {why}: {text[:80]!r}")
-        self.what = what
-
-
-def wire_text(text: str, what: str) -> str:
-    """Return C{text} if it may be written into a SIP message; else raise L{UnsafeValue}."""
-    if "\r" in text or "\n" in text or "\x00" in text:  # three scans beat one regex
-        raise UnsafeValue(what, text)
-    return text
 
 
 # RFC 3261 §25.1 host = hostname / IPv4address / IPv6reference. No IPv6 zone ID: "%"
@@ -200,13 +170,6 @@ def split_list(text: str) -> list[str]:
         i += 1
     parts.append(text[start:].strip())
     return parts
-
-
-def quote(text: str) -> str:
-    """A quoted-string (RFC 3261 §25.1): C{"} and C{\\} escaped as quoted-pairs; text
-    holding CR, LF or NUL is refused (L{UnsafeValue}), since no quoted-pair may carry it."""
-    wire_text(text, "quoted string")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def parse_params(text: str, what: str) -> dict[str, str | None]:

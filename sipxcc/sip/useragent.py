@@ -10,12 +10,13 @@ import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from sipxcc.hosts import host_port, is_ip
 from sipxcc.logs import logger
 from sipxcc.sip.dialog import Dialog
 from sipxcc.sip.message import Request, make_branch, make_call_id, make_tag, response_to
 from sipxcc.sip.outgoing import OutgoingRequest
 from sipxcc.sip.transaction import TransactionLayer
-from sipxcc.sip.transport import UDP_MTU_LIMIT, Source, Target, is_ip
+from sipxcc.sip.transport import UDP_MTU_LIMIT, Source, Target
 from sipxcc.sip.uri import URI
 from sipxcc.timers import Timers
 
@@ -39,10 +40,6 @@ class UASettings:
     contact_user: str = "callcontroller"
     transports: tuple[str, ...] = ("udp", "tcp")
     realm: str | None = None  # digest realm we answer (the proxy's); None: answer none
-
-
-def host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def uri_target(uri: URI, default_transport: str = "UDP") -> Target:
