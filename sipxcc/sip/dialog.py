@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from sipxcc.sip.message import Request, Response, make_branch
+from sipxcc.sip.transport import Target
 from sipxcc.sip.uri import Address
+
+if TYPE_CHECKING:
+    from sipxcc.sip.outgoing import OutgoingRequest
 
 EARLY = "early"
 CONFIRMED = "confirmed"
@@ -21,6 +26,25 @@ def _strip_tag(header_value: str) -> str:
     return str(address)
 
 
+class DialogCore(Protocol):
+    """What a L{Dialog} needs of the UA core (L{sipxcc.sip.useragent.UserAgent})."""
+
+    @property
+    def contact(self) -> str:
+        """Our Contact header value."""
+
+    def via(self, branch: str, transport: str | None = None) -> str: ...
+
+    def dialog_target(self, dialog: Dialog) -> Target: ...
+
+    def send(self, request: Request, target: Target, dialog: Dialog | None = None,
+             credentials: object = None, on_response: object = None) -> OutgoingRequest: ...
+
+    def send_bytes(self, data: bytes, target: Target) -> None: ...
+
+    def forget_dialog(self, dialog: Dialog) -> None: ...
+
+
 class Dialog:
     """
     One dialog of ours (we are the UAC of the INVITE that created it). The call flow sets
@@ -28,8 +52,9 @@ class Dialog:
     C{on_terminated()} to hear of its end.
     """
 
-    def __init__(self, ua, call_id: str, local_tag: str, remote_tag: str, local_uri: str,
-                 remote_uri: str, remote_target: str, route_set: list[str], local_seq: int,
+    def __init__(self, ua: DialogCore, call_id: str, local_tag: str, remote_tag: str,
+                 local_uri: str, remote_uri: str, remote_target: str, route_set: list[str],
+                 local_seq: int,
                  credentials=None):
         self.ua = ua
         self.call_id = call_id
@@ -52,7 +77,8 @@ class Dialog:
         self.on_terminated: Callable[[], None] | None = None
 
     @classmethod
-    def from_response(cls, ua, request: Request, response: Response, credentials=None) -> Dialog:
+    def from_response(cls, ua: DialogCore, request: Request, response: Response,
+                      credentials: object = None) -> Dialog:
         """§12.1.2: the UAC's view of a dialog created by a 2xx (or 1xx with a tag)."""
         contact = response.headers.values("Contact")
         target = str(Address.parse(contact[0]).uri) if contact else request.uri
@@ -100,11 +126,11 @@ class Dialog:
         ack = self.build_request("ACK", headers, body, cseq=self.invite_seq)
         self.ack_data = ack.to_bytes()
         self.ack_target = self.ua.dialog_target(self)
-        self.ua.transport.send(self.ack_data, self.ack_target)
+        self.ua.send_bytes(self.ack_data, self.ack_target)
 
     def retransmitted_2xx(self, response: Response) -> None:
         if self.ack_data is not None and response.cseq[0] == self.invite_seq:
-            self.ua.transport.send(self.ack_data, self.ack_target)
+            self.ua.send_bytes(self.ack_data, self.ack_target)
 
     def receive_request(self, request: Request, txn) -> None:
         """§12.2.2: CSeq order, target refresh, then the call flow."""

@@ -18,12 +18,20 @@ of these hold, and is otherwise the request's final response (RFC 3261 §22.2, �
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
 from twisted.internet import defer
 
 from sipxcc.logs import logger
 from sipxcc.sip.digest import Challenge, authorization, make_cnonce
 from sipxcc.sip.message import Request, Response, make_branch
-from sipxcc.sip.transaction import T1, Timeout, TransportFailure
+from sipxcc.sip.transaction import T1, ClientTransaction, Timeout, TransportFailure
+from sipxcc.sip.transport import Source, Target
+from sipxcc.timers import TimerHandle
+
+if TYPE_CHECKING:
+    from sipxcc.sip.dialog import Dialog
 
 log = logger(__name__)
 
@@ -42,6 +50,33 @@ class RequestFailed(Exception):
         self.reason = reason
 
 
+class RequestCore(Protocol):
+    """What an L{OutgoingRequest} needs of the UA core (L{sipxcc.sip.useragent.UserAgent})."""
+
+    @property
+    def realm(self) -> str | None:
+        """The digest realm we answer (the proxy's); None: answer none."""
+
+    @property
+    def response_source(self) -> Source | None:
+        """Where the response being delivered came from."""
+
+    def is_proxy(self, host: str, port: int) -> bool: ...
+
+    def via(self, branch: str, transport: str | None = None) -> str: ...
+
+    def client_transaction(self, request: Request, target: Target,
+                           on_response: Callable[[Response], None],
+                           on_failure: Callable[[Exception], None]) -> ClientTransaction: ...
+
+    def call_later(self, delay: float, function: Callable[[], None]) -> TimerHandle: ...
+
+    def create_dialog(self, request: Request, response: Response,
+                      credentials: object = None) -> Dialog: ...
+
+    def find_dialog(self, dialog_id: tuple[str, str, str]) -> Dialog | None: ...
+
+
 class OutgoingRequest:
     """
     Sends C{request}, answers the proxy's challenges with C{credentials} (at most once
@@ -51,8 +86,8 @@ class OutgoingRequest:
     is set on 2xx.
     """
 
-    def __init__(self, ua, request: Request, target, credentials=None, on_response=None,
-                 dialog=None):
+    def __init__(self, ua: RequestCore, request: Request, target: Target, credentials=None,
+                 on_response=None, dialog=None):
         self.ua = ua
         self.request = request
         self.target = target
@@ -85,13 +120,13 @@ class OutgoingRequest:
     def _send(self) -> None:
         self.provisional = False
         self.seen_provisional = set()
-        self.txn = self.ua.transactions.client(self.request, self.target, self._response,
-                                               self._failure)
+        self.txn = self.ua.client_transaction(self.request, self.target, self._response,
+                                              self._failure)
 
     def _preauthorize(self) -> None:
         """Reuse the dialog's last challenge, so an authenticating proxy need not re-ask."""
         for header, challenge in self.dialog.challenges.items():
-            if challenge.realm != self.ua.settings.realm:
+            if challenge.realm != self.ua.realm:
                 continue
             value = self._answer(challenge)
             if value is not None:
@@ -151,7 +186,7 @@ class OutgoingRequest:
         refused = self._refusal()
         challenge = value = None
         if refused is None:
-            realm = self.ua.settings.realm
+            realm = self.ua.realm
             offered = []
             for raw in response.headers.values(challenge_header):
                 try:
@@ -253,8 +288,8 @@ class OutgoingRequest:
             cancel.headers.add(name, req.headers.get(name))
         cancel.headers.add("CSeq", f"{req.cseq[0]} CANCEL")
         cancel.headers.add("Max-Forwards", "70")
-        self.ua.transactions.client(cancel, self.target, lambda r: None, lambda e: None)
-        self.ua.transactions.timers.call_later(64 * T1, self._cancel_unanswered)
+        self.ua.client_transaction(cancel, self.target, lambda r: None, lambda e: None)
+        self.ua.call_later(64 * T1, self._cancel_unanswered)
 
     def _cancel_unanswered(self) -> None:
         """§9.1: no final response 64*T1 after CANCEL: consider the INVITE cancelled."""
@@ -267,7 +302,7 @@ class OutgoingRequest:
         if self.dialog is not None and response.to_tag == self.dialog.remote_tag:
             self.dialog.retransmitted_2xx(response)
             return
-        known = self.ua.dialogs.get((self.request.call_id, self.request.from_tag,
+        known = self.ua.find_dialog((self.request.call_id, self.request.from_tag,
                                      response.to_tag))
         if known is not None:
             known.retransmitted_2xx(response)

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sipxcc.hosts import host_port, is_ip
 from sipxcc.logs import logger
 from sipxcc.sip.dialog import Dialog
-from sipxcc.sip.message import Request, make_branch, make_call_id, make_tag, response_to
+from sipxcc.sip.message import Request, Response, make_branch, make_call_id, make_tag, response_to
 from sipxcc.sip.outgoing import OutgoingRequest
-from sipxcc.sip.transaction import TransactionLayer
+from sipxcc.sip.transaction import ClientTransaction, TransactionLayer
 from sipxcc.sip.transport import UDP_MTU_LIMIT, Source, Target
 from sipxcc.sip.uri import URI
-from sipxcc.timers import Timers
+from sipxcc.timers import TimerHandle, Timers
 
 log = logger(__name__)
 
@@ -137,6 +138,28 @@ class UserAgent:
             target = target._replace(transport="TCP")  # §18.1.1
             request.headers.set("Via", self.via(make_branch(), "TCP"))
         return OutgoingRequest(self, request, target, credentials, on_response, dialog).start()
+
+    @property
+    def realm(self) -> str | None:
+        """The digest realm we answer (the proxy's); None: answer none."""
+        return self.settings.realm
+
+    def client_transaction(self, request: Request, target: Target,
+                           on_response: Callable[[Response], None],
+                           on_failure: Callable[[Exception], None]) -> ClientTransaction:
+        """Start a client transaction for C{request} (RFC 3261 §17.1)."""
+        return self.transactions.client(request, target, on_response, on_failure)
+
+    def call_later(self, delay: float, function: Callable[[], None]) -> TimerHandle:
+        """Run C{function} after C{delay} seconds, on the UA's shared timer queues."""
+        return self.timers.call_later(delay, function)
+
+    def send_bytes(self, data: bytes, target: Target) -> None:
+        """Send an already built message (an ACK of a 2xx, again) to C{target}."""
+        self.transport.send(data, target)
+
+    def find_dialog(self, dialog_id: tuple[str, str, str]) -> Dialog | None:
+        return self.dialogs.get(dialog_id)
 
     def is_proxy(self, host: str, port: int) -> bool:
         """Whether host:port is the configured proxy (its address, or what its name gave)."""
