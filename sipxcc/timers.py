@@ -20,8 +20,6 @@ from collections.abc import Callable
 from itertools import count
 from typing import Any, Protocol
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-
 SLACK = 0.25
 """Seconds an C{expire_later} timer may fire late, so that one wake-up serves many."""
 
@@ -32,6 +30,15 @@ class TimerHandle(Protocol):
     def active(self) -> bool: ...
 
     def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """The part of C{IReactorTime} the timers use (a reactor, or a test's C{task.Clock})."""
+
+    def seconds(self) -> float: ...
+
+    def callLater(self, delay: float, callable: Callable[..., object], *args: Any,
+                  **kw: Any) -> TimerHandle: ...
 
 
 class FixedTimer:
@@ -64,14 +71,14 @@ class FixedDelayTimers:
     """Every timer set here fires C{delay} (to C{delay + slack}) seconds after it was set,
     oldest first."""
 
-    def __init__(self, clock: IReactorTime, delay: float, slack: float = 0.0):
+    def __init__(self, clock: Clock, delay: float, slack: float = 0.0):
         self.clock = clock
         self.delay = delay
         self.slack = slack
         self.queue: deque[tuple[float, int]] = deque()
         self.live: dict[int, FixedTimer] = {}
         self.numbers = count()
-        self.wakeup: IDelayedCall | None = None
+        self.wakeup: TimerHandle | None = None
 
     def call_later(self, function: Callable[..., object], *args: Any) -> FixedTimer:
         number = next(self.numbers)
@@ -118,7 +125,7 @@ class Timers:
     """C{call_later(delay, f, *args)}: every delay gets its own L{FixedDelayTimers};
     C{expire_later} likewise, with L{SLACK}."""
 
-    def __init__(self, clock: IReactorTime):
+    def __init__(self, clock: Clock):
         self.clock = clock
         self.fixed: dict[float, FixedDelayTimers] = {}
         self.lax: dict[float, FixedDelayTimers] = {}

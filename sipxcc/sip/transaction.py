@@ -375,12 +375,15 @@ class ClientTransaction(_Transaction):
         req = self.request
         assert req is not None
         ack = Request("ACK", req.uri)
-        ack.headers.add("Via", req.headers.get("Via"))
+        via, to, call_id = req.headers.get("Via"), response.headers.get("To"), req.call_id
+        # framing refuses a message without them
+        assert via is not None and to is not None and call_id is not None
+        ack.headers.add("Via", via)
         for name in ("Route", "From"):
             for value in req.headers.values(name):
                 ack.headers.add(name, value)
-        ack.headers.add("To", response.headers.get("To"))
-        ack.headers.add("Call-ID", req.call_id)
+        ack.headers.add("To", to)
+        ack.headers.add("Call-ID", call_id)
         ack.headers.add("CSeq", f"{req.cseq[0]} ACK")
         ack.headers.add("Max-Forwards", "70")
         return ack

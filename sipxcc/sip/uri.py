@@ -99,7 +99,7 @@ def is_user(text: str) -> bool:
     return _USER_GRAMMAR.fullmatch(text) is not None
 
 
-def _escape(text: str, safe: frozenset) -> str:
+def _escape(text: str, safe: frozenset[str]) -> str:
     return "".join(ch if ch in safe else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
                    for ch in text)
 
@@ -122,10 +122,9 @@ def build_sip_uri(addr_spec: str, *, params: dict[str, str | None] | None = None
     against the RFC 3261 §25.1 grammar; C{params} and C{headers} are %-escaped here.
     Raises L{UnsafeValue} for a part outside the grammar.
     """
-    user, at, hostport = addr_spec.rpartition("@")
-    if not at:
-        user = None
-    elif not is_user(user):
+    written_user, at, hostport = addr_spec.rpartition("@")
+    user: str | None = written_user if at else None
+    if user is not None and not is_user(user):
         raise UnsafeValue("URI user part", addr_spec, "is not an RFC 3261 user")
     host, port = hostport, None
     if hostport.startswith("["):
@@ -240,11 +239,11 @@ class URI:
         scheme = m.group(1).lower()
         rest = text[m.end():]
         if scheme == "tel":
-            number, _, params = rest.partition(";")
+            number, _, tel_params = rest.partition(";")
             if not number:
                 raise SIPParseError(f"empty tel: URI: {text[:60]!r}")
             return cls("tel", user=number,
-                       params=parse_params(";" + params, "URI") if params else {})
+                       params=parse_params(";" + tel_params, "URI") if tel_params else {})
         if scheme not in ("sip", "sips"):
             if not rest:
                 raise SIPParseError(f"empty URI: {text[:60]!r}")
@@ -325,7 +324,7 @@ class URI:
     def __hash__(self) -> int:
         return hash(self._key())
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[object, ...]:
         # Scheme and host compare case-insensitively (§19.1.4); the rest as written.
         return (self.scheme, self.user, self.password, self.host.lower(), self.port,
                 tuple(sorted(self.params.items(), key=lambda kv: kv[0])),
