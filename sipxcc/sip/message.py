@@ -35,6 +35,14 @@ class _Message:
 
     __slots__ = ("headers", "body", "version")
 
+    headers: Headers
+    body: bytes
+    version: str
+
+    @property
+    def first_line(self) -> str:
+        raise NotImplementedError
+
     def to_bytes(self) -> bytes:
         """Start line, headers in order, Content-Length from the body, blank line, body."""
         length = f"Content-Length: {len(self.body)}"
@@ -66,7 +74,7 @@ class _Message:
         value = self.headers.cache.get("cseq")
         if value is None:
             value = self.headers.cache["cseq"] = self._parse_cseq()
-        return value
+        return value  # type: ignore[return-value]  # the cache holds what _parse_cseq gave
 
     def _parse_cseq(self) -> tuple[int, str]:
         raw = self.headers.get("CSeq")
@@ -82,7 +90,7 @@ class _Message:
         value = cache.get("top_via", _MISSING)
         if value is _MISSING:
             value = cache["top_via"] = self._parse_top_via()
-        return value
+        return value  # type: ignore[return-value]  # the cache holds what _parse_top_via gave
 
     def _parse_top_via(self) -> Via | None:
         raw = self.headers.get("Via")
@@ -112,7 +120,7 @@ class _Message:
             if raw is None:
                 raise SIPParseError(f"missing {name}")
             value = self.headers.cache[name] = Address.parse(raw)
-        return value
+        return value  # type: ignore[return-value]  # the cache holds the parsed Address
 
     @property
     def from_tag(self) -> str | None:
