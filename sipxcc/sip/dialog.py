@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from sipxcc.sip.grammar import SIPParseError
 from sipxcc.sip.message import Request, Response, make_branch
+from sipxcc.sip.transaction import ServerTransaction
 from sipxcc.sip.transport import Target
 from sipxcc.sip.uri import Address
 
@@ -20,7 +22,13 @@ TERMINATED = "terminated"
 TARGET_REFRESH = frozenset(("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"))
 
 
-def _strip_tag(header_value: str) -> str:
+DialogId = tuple[str, str | None, str | None]
+"""(Call-ID, local tag, remote tag): a tag is None only where the peer left it out."""
+
+
+def _strip_tag(header_value: str | None) -> str:
+    if header_value is None:
+        raise SIPParseError("missing From or To")
     address = Address.parse(header_value)
     address.params.pop("tag", None)
     return str(address)
@@ -38,7 +46,8 @@ class DialogCore(Protocol):
     def dialog_target(self, dialog: Dialog) -> Target: ...
 
     def send(self, request: Request, target: Target, dialog: Dialog | None = None,
-             credentials: object = None, on_response: object = None) -> OutgoingRequest: ...
+             credentials: object = None,
+             on_response: Callable[[Response], None] | None = None) -> OutgoingRequest: ...
 
     def send_bytes(self, data: bytes, target: Target) -> None: ...
 
@@ -52,10 +61,10 @@ class Dialog:
     C{on_terminated()} to hear of its end.
     """
 
-    def __init__(self, ua: DialogCore, call_id: str, local_tag: str, remote_tag: str,
+    def __init__(self, ua: DialogCore, call_id: str, local_tag: str | None,
+                 remote_tag: str | None,
                  local_uri: str, remote_uri: str, remote_target: str, route_set: list[str],
-                 local_seq: int,
-                 credentials=None):
+                 local_seq: int, credentials: object = None):
         self.ua = ua
         self.call_id = call_id
         self.local_tag = local_tag
@@ -72,8 +81,8 @@ class Dialog:
         self.state = CONFIRMED
         self.invite_seq = local_seq
         self.ack_data: bytes | None = None
-        self.ack_target = None
-        self.on_request: Callable[[Request, object], None] | None = None
+        self.ack_target: Target | None = None
+        self.on_request: Callable[[Request, ServerTransaction], None] | None = None
         self.on_terminated: Callable[[], None] | None = None
 
     @classmethod
@@ -83,16 +92,19 @@ class Dialog:
         contact = response.headers.values("Contact")
         target = str(Address.parse(contact[0]).uri) if contact else request.uri
         routes = list(reversed(response.headers.values("Record-Route")))
-        return cls(ua, request.call_id, request.from_tag, response.to_tag,
+        call_id = request.call_id
+        assert call_id is not None  # the request is ours: it has one
+        return cls(ua, call_id, request.from_tag, response.to_tag,
                    _strip_tag(request.headers.get("From")),
                    _strip_tag(response.headers.get("To")), target, routes, request.cseq[0],
                    credentials)
 
     @property
-    def id(self) -> tuple[str, str, str]:
+    def id(self) -> DialogId:
         return (self.call_id, self.local_tag, self.remote_tag)
 
-    def build_request(self, method: str, headers=(), body: bytes = b"",
+    def build_request(self, method: str, headers: Iterable[tuple[str, str]] = (),
+                      body: bytes = b"",
                       cseq: int | None = None) -> Request:
         """§12.2.1.1: a request inside this dialog (loose routing only, RFC 3261 §16.12)."""
         if cseq is None:
@@ -115,13 +127,14 @@ class Dialog:
         request.body = body
         return request
 
-    def request(self, method: str, headers=(), body: bytes = b"", on_response=None):
+    def request(self, method: str, headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+                on_response: Callable[[Response], None] | None = None) -> OutgoingRequest:
         """Send an in-dialog request; returns an C{OutgoingRequest} (its C{.deferred})."""
         request = self.build_request(method, headers, body)
         return self.ua.send(request, self.ua.dialog_target(self), dialog=self,
                             credentials=self.credentials, on_response=on_response)
 
-    def ack(self, body: bytes = b"", headers=()) -> None:
+    def ack(self, body: bytes = b"", headers: Iterable[tuple[str, str]] = ()) -> None:
         """§13.2.2.4: ACK the 2xx of the last INVITE; kept to answer its retransmissions."""
         ack = self.build_request("ACK", headers, body, cseq=self.invite_seq)
         self.ack_data = ack.to_bytes()
@@ -129,10 +142,11 @@ class Dialog:
         self.ua.send_bytes(self.ack_data, self.ack_target)
 
     def retransmitted_2xx(self, response: Response) -> None:
-        if self.ack_data is not None and response.cseq[0] == self.invite_seq:
+        if self.ack_data is not None and self.ack_target is not None \
+                and response.cseq[0] == self.invite_seq:
             self.ua.send_bytes(self.ack_data, self.ack_target)
 
-    def receive_request(self, request: Request, txn) -> None:
+    def receive_request(self, request: Request, txn: ServerTransaction) -> None:
         """§12.2.2: CSeq order, target refresh, then the call flow."""
         seq = request.cseq[0]
         if self.remote_seq is not None and seq < self.remote_seq and request.method != "ACK":
@@ -153,11 +167,13 @@ class Dialog:
         self.on_request(request, txn)
 
     def refresh_target(self, response: Response) -> None:
+        """§12.2.1.2: a target refresh's 2xx names the remote target anew."""
         contact = response.headers.values("Contact")
         if contact:
             self.remote_target = str(Address.parse(contact[0]).uri)
 
     def terminate(self) -> None:
+        """Forget the dialog and tell the flow, once."""
         if self.state == TERMINATED:
             return
         self.state = TERMINATED
