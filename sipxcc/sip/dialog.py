@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from sipxcc.sip.digest import Challenge
 from sipxcc.sip.grammar import SIPParseError
 from sipxcc.sip.message import Request, Response, make_branch
 from sipxcc.sip.transaction import ServerTransaction
@@ -76,7 +77,7 @@ class Dialog:
         self.local_seq = local_seq
         self.remote_seq: int | None = None
         self.credentials = credentials
-        self.challenges: dict[str, object] = {}  # header name -> last Challenge, reused (§22)
+        self.challenges: dict[str, Challenge] = {}  # header name -> last one, reused (§22)
         self.nonce_counts: dict[str, int] = {}
         self.state = CONFIRMED
         self.invite_seq = local_seq

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sipxcc.hosts import host_port, is_ip
 from sipxcc.logs import logger
-from sipxcc.sip.dialog import Dialog
+from sipxcc.sip.dialog import Dialog, DialogId
 from sipxcc.sip.message import Request, Response, make_branch, make_call_id, make_tag, response_to
 from sipxcc.sip.outgoing import OutgoingRequest
 from sipxcc.sip.transaction import ClientTransaction, TransactionLayer
@@ -82,7 +82,7 @@ class UserAgent:
         self.settings = settings
         self.timers = Timers(clock)
         self.transactions = TransactionLayer(self.timers, transport, self.response_route)
-        self.dialogs: dict[tuple[str, str, str], Dialog] = {}
+        self.dialogs: dict[DialogId, Dialog] = {}
         self.proxy = URI.parse(settings.proxy)
         self.proxy_target = uri_target(self.proxy)
         self.route = f"<{self.proxy}>" if "lr" in self.proxy.params else f"<{self.proxy};lr>"
@@ -158,7 +158,7 @@ class UserAgent:
         """Send an already built message (an ACK of a 2xx, again) to C{target}."""
         self.transport.send(data, target)
 
-    def find_dialog(self, dialog_id: tuple[str, str, str]) -> Dialog | None:
+    def find_dialog(self, dialog_id: DialogId) -> Dialog | None:
         return self.dialogs.get(dialog_id)
 
     def is_proxy(self, host: str, port: int) -> bool:
