@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from sipxcc.sip.digest import Challenge
+from sipxcc.sip.digest import Challenge, DigestCredentials
 from sipxcc.sip.grammar import SIPParseError
 from sipxcc.sip.message import Request, Response, make_branch
 from sipxcc.sip.transaction import ServerTransaction
@@ -47,7 +47,7 @@ class DialogCore(Protocol):
     def dialog_target(self, dialog: Dialog) -> Target: ...
 
     def send(self, request: Request, target: Target, dialog: Dialog | None = None,
-             credentials: object = None,
+             credentials: DigestCredentials | None = None,
              on_response: Callable[[Response], None] | None = None) -> OutgoingRequest: ...
 
     def send_bytes(self, data: bytes, target: Target) -> None: ...
@@ -65,7 +65,7 @@ class Dialog:
     def __init__(self, ua: DialogCore, call_id: str, local_tag: str | None,
                  remote_tag: str | None,
                  local_uri: str, remote_uri: str, remote_target: str, route_set: list[str],
-                 local_seq: int, credentials: object = None):
+                 local_seq: int, credentials: DigestCredentials | None = None):
         self.ua = ua
         self.call_id = call_id
         self.local_tag = local_tag
@@ -83,12 +83,13 @@ class Dialog:
         self.invite_seq = local_seq
         self.ack_data: bytes | None = None
         self.ack_target: Target | None = None
-        self.on_request: Callable[[Request, ServerTransaction], None] | None = None
+        # (request, its server transaction; None for an ACK, which has none)
+        self.on_request: Callable[[Request, ServerTransaction | None], None] | None = None
         self.on_terminated: Callable[[], None] | None = None
 
     @classmethod
     def from_response(cls, ua: DialogCore, request: Request, response: Response,
-                      credentials: object = None) -> Dialog:
+                      credentials: DigestCredentials | None = None) -> Dialog:
         """§12.1.2: the UAC's view of a dialog created by a 2xx (or 1xx with a tag)."""
         contact = response.headers.values("Contact")
         target = str(Address.parse(contact[0]).uri) if contact else request.uri
