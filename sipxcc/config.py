@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sipxcc.hosts import is_ip
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -147,7 +149,7 @@ def _text(value: str) -> str:
 
 
 def _domain(value: str) -> str:
-    if _is_ip(value) or _HOSTNAME.match(value):
+    if is_ip(value) or _HOSTNAME.match(value):
         return value
     raise _Invalid(f"{value!r} is not a host name or IP address")
 
@@ -239,14 +241,6 @@ def _log_level(value: str) -> str:
     if level not in LOG_LEVELS:
         raise _Invalid(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
     return level
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 # --- the schema ---------------------------------------------------------------------------

@@ -29,4 +29,4 @@ def set_level(name: str) -> None:
 
 def enabled(level: LogLevel) -> bool:
     """Whether an event at C{level} would be published (to skip building costly ones)."""
-    return level >= _predicate.defaultLogLevel
+    return bool(level >= _predicate.defaultLogLevel)

@@ -10,7 +10,7 @@ The table is a plain dict lookup: cheap enough for the SIP transaction hot path.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, TypeVar
@@ -70,6 +70,29 @@ class Table(Generic[S, E]):
     def allows(self, state: S, event: E) -> bool:
         """Whether C{event} in C{state} is a transition or an explicit no-op."""
         return (state, event) in self.transitions or (state, event) in self.ignores
+
+
+Action = Callable[[Any, Any], None]
+"""An action as the machine's class defines it: C{method(self, argument)}."""
+
+
+def bind(table: Table[S, E], owner: type) -> dict[tuple[S, E], tuple[S, Action | None]]:
+    """
+    The table's transitions with each action looked up on C{owner} once, for a hot path
+    that steps with one dict lookup: C{{(state, event): (target, function or None)}}.
+    An action the class does not define is an error here, at import, not at run time.
+    Ignored pairs and refusals are not in it: ask L{Table.step} when a lookup misses.
+    """
+    bound: dict[tuple[S, E], tuple[S, Action | None]] = {}
+    for key, transition in table.transitions.items():
+        function = None
+        if transition.action is not None:
+            function = getattr(owner, transition.action, None)
+            if not callable(function):
+                raise TypeError(f"{table.name}: {owner.__name__} has no action "
+                                f"{transition.action!r}")
+        bound[key] = (transition.target, function)
+    return bound
 
 
 def _label(value: Hashable) -> str:

@@ -17,6 +17,7 @@ import os
 import re
 import socket
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,6 +31,9 @@ from twisted.internet.interfaces import (
 )
 
 from sipxcc.config import Config
+
+if TYPE_CHECKING:  # Twisted declares the interface in a private module only
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 CERT_FILE = "sipxcc-cert.pem"
 KEY_FILE = "sipxcc-key.pem"
@@ -59,7 +63,9 @@ def server_options(cert_pem: bytes, key_pem: bytes, cert_path: str = "certificat
                    key_path: str = "key") -> ssl.CertificateOptions:
     """CertificateOptions for a PEM pair with TLS 1.2 as the minimum version."""
     try:
-        pair = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+        # Twisted's loadPEM is unannotated
+        pair = ssl.PrivateCertificate.loadPEM(  # type: ignore[no-untyped-call]
+            cert_pem + b"\n" + key_pem)
     except Exception as error:  # pyOpenSSL raises several types for bad PEM
         raise TLSError(f"{cert_path}, {key_path}: cannot load certificate and key: "
                        f"{_describe(error)}") from None
@@ -84,19 +90,24 @@ def server_options(cert_pem: bytes, key_pem: bytes, cert_path: str = "certificat
 
 def acceptable_ciphers() -> ssl.AcceptableCiphers:
     """The TLS 1.2 cipher suites of L{CIPHERS} that this OpenSSL has."""
-    return ssl.AcceptableCiphers.fromOpenSSLCipherString(CIPHERS)
+    # Twisted's fromOpenSSLCipherString is unannotated
+    ciphers: ssl.AcceptableCiphers = (
+        ssl.AcceptableCiphers.fromOpenSSLCipherString(CIPHERS))  # type: ignore[no-untyped-call]
+    return ciphers
 
 
 def client_options(hostname: str, ca_file: str | None) -> IOpenSSLClientConnectionCreator:
     """TLS toward the SIP proxy: its certificate must chain to C{ca_file}'s CAs (or the
     platform's trust store when None) and name C{hostname} (a DNS name or an address).
     Raises TLSError, one line naming C{ca_file}, when that file cannot be used."""
-    trust = ssl.platformTrust() if ca_file is None else _trust_root(ca_file)
+    # Twisted's platformTrust is unannotated
+    trust = ssl.platformTrust() if ca_file is None else (  # type: ignore[no-untyped-call]
+        _trust_root(ca_file))
     return ssl.optionsForClientTLS(hostname, trustRoot=trust, extraCertificateOptions={
         "raiseMinimumTo": ssl.TLSVersion.TLSv1_2, "acceptableCiphers": acceptable_ciphers()})
 
 
-def _trust_root(ca_file: str):
+def _trust_root(ca_file: str) -> IOpenSSLTrustRoot:
     data = _read(ca_file, "tls.ca_file")
     certificates = []
     for pem in _PEM_CERTIFICATE.findall(data):
@@ -107,7 +118,10 @@ def _trust_root(ca_file: str):
                            f"{_describe(error)}") from None
     if not certificates:
         raise TLSError(f"{ca_file}: tls.ca_file: no PEM certificate in the file")
-    return ssl.trustRootFromCertificates(certificates)
+    # Twisted's trustRootFromCertificates is unannotated
+    root: IOpenSSLTrustRoot = ssl.trustRootFromCertificates(  # type: ignore[no-untyped-call]
+        certificates)
+    return root
 
 
 def ensure_self_signed(state_dir: str, names: Iterable[str]) -> tuple[str, str]:

@@ -265,7 +265,7 @@ def _parse_credentials(root: etree._Element) -> list[User]:
     for element in _children(root, "item"):
         uri = _required(element, "uri", "<item>")
         users.append(User(
-            identity=_identity_of(uri, element.sourceline),
+            identity=_identity_of(uri, _line(element)),
             user_name=_name(element, "userid", "<item>"),
             aliases=(),
             display_name=None,
@@ -273,6 +273,12 @@ def _parse_credentials(root: etree._Element) -> list[User]:
             passtoken=_token(_text(element, "passtoken")),
         ))
     return users
+
+
+def _line(element: etree._Element) -> int | None:
+    """The element's line in the file, when lxml knows it."""
+    line: object = element.sourceline  # lxml-stubs type it as Ellipsis: it is int or None
+    return line if isinstance(line, int) else None
 
 
 def _identity_of(uri: str, line: int | None) -> str:

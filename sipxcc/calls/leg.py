@@ -24,7 +24,7 @@ class FlowContext:
 
     @property
     def timers(self):
-        """Timers with a fixed delay share one reactor timer each (see sipxcc.sip.timers)."""
+        """Timers with a fixed delay share one reactor timer each (see sipxcc.timers)."""
         return self.ua.transactions.timers
 
 

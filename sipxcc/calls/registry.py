@@ -12,7 +12,7 @@ from sipxcc.calls.call import INVITE, Call, CallRequest
 from sipxcc.calls.chain import Chain
 from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls, TransferNotPossible
 from sipxcc.logs import logger
-from sipxcc.sip.timers import SLACK, Timers
+from sipxcc.timers import SLACK, Timers
 
 log = logger(__name__)
 
@@ -27,7 +27,7 @@ class Retention:
     Finished calls kept for one result cache time, in the order they expire (each call's
     C{expiry} holds its deadline), and one reactor timer for the oldest, which may fire
     up to L{SLACK} late so that one wake-up forgets every call due by then. Like
-    L{sipxcc.sip.timers.FixedDelayTimers}, but without a handle per call (about 300 bytes
+    L{sipxcc.timers.FixedDelayTimers}, but without a handle per call (about 300 bytes
     less for each of up to 100,000 retained calls): a call forgotten early is taken out
     of the chain with L{remove}.
     """

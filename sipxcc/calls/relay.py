@@ -15,8 +15,8 @@ from twisted.logger import Logger
 
 from sipxcc.calls.call import CONFIRMED, EARLY, TERMINATED, DialogInfo
 from sipxcc.calls.sdp import Origin, SessionDescription, black_hole_offer
+from sipxcc.sip.dialog import TARGET_REFRESH
 from sipxcc.sip.outgoing import RequestFailed
-from sipxcc.sip.transaction import T1, T2
 from sipxcc.sip.uri import quote
 
 log = Logger()
@@ -32,10 +32,6 @@ REQUEST_HEADERS = frozenset(("content-type", "content-disposition", "content-enc
 RESPONSE_HEADERS = frozenset(("content-type", "content-disposition", "content-encoding",
                               "warning", "retry-after", "reason", "unsupported", "accept",
                               "allow"))
-#: methods whose 2xx must carry our Contact (RFC 3261 §12.1.1, RFC 3311 §5.2)
-TARGET_REFRESH = frozenset(("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"))
-#: §13.3.1.4: how long a UAS retransmits a 2xx waiting for the ACK
-ACK_WAIT = 64 * T1
 
 
 def is_sdp(message) -> bool:
@@ -298,23 +294,13 @@ class Relay:
 
     def _await_ack(self, leg: Leg, peer: Leg, txn) -> None:
         """§13.3.1.4: the 2xx we relayed is ours to retransmit until the sender ACKs it."""
-        started = self.clock.seconds()
 
-        def retransmit(interval: float) -> None:
-            if leg.awaiting_ack is None:
-                return
-            if self.clock.seconds() - started >= ACK_WAIT:
-                leg.awaiting_ack = None
-                peer.dialog.ack()
-                self.on_no_ack(leg)
-                return
-            if not txn.reliable:
-                txn.resend_last()
-            next_interval = min(interval * 2, T2)
-            leg.awaiting_ack = (peer, self.clock.callLater(next_interval, retransmit,
-                                                           next_interval))
+        def no_ack() -> None:
+            leg.awaiting_ack = None
+            peer.dialog.ack()
+            self.on_no_ack(leg)
 
-        leg.awaiting_ack = (peer, self.clock.callLater(T1, retransmit, T1))
+        leg.awaiting_ack = (peer, txn.retransmit_until_ack(no_ack))
 
     def _ack(self, leg: Leg, ack) -> None:
         """The ACK for a 2xx we relayed: ACK the peer's 2xx, with the answer if it has one."""

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
 
+from sipxcc.sip.digest import Challenge, DigestCredentials
+from sipxcc.sip.grammar import SIPParseError
 from sipxcc.sip.message import Request, Response, make_branch
+from sipxcc.sip.transaction import ServerTransaction
+from sipxcc.sip.transport import Target
 from sipxcc.sip.uri import Address
+
+if TYPE_CHECKING:
+    from sipxcc.sip.outgoing import OutgoingRequest
 
 EARLY = "early"
 CONFIRMED = "confirmed"
@@ -15,10 +23,36 @@ TERMINATED = "terminated"
 TARGET_REFRESH = frozenset(("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"))
 
 
-def _strip_tag(header_value: str) -> str:
+DialogId = tuple[str, str | None, str | None]
+"""(Call-ID, local tag, remote tag): a tag is None only where the peer left it out."""
+
+
+def _strip_tag(header_value: str | None) -> str:
+    if header_value is None:
+        raise SIPParseError("missing From or To")
     address = Address.parse(header_value)
     address.params.pop("tag", None)
     return str(address)
+
+
+class DialogCore(Protocol):
+    """What a L{Dialog} needs of the UA core (L{sipxcc.sip.useragent.UserAgent})."""
+
+    @property
+    def contact(self) -> str:
+        """Our Contact header value."""
+
+    def via(self, branch: str, transport: str | None = None) -> str: ...
+
+    def dialog_target(self, dialog: Dialog) -> Target: ...
+
+    def send(self, request: Request, target: Target, dialog: Dialog | None = None,
+             credentials: DigestCredentials | None = None,
+             on_response: Callable[[Response], None] | None = None) -> OutgoingRequest: ...
+
+    def send_bytes(self, data: bytes, target: Target) -> None: ...
+
+    def forget_dialog(self, dialog: Dialog) -> None: ...
 
 
 class Dialog:
@@ -28,9 +62,10 @@ class Dialog:
     C{on_terminated()} to hear of its end.
     """
 
-    def __init__(self, ua, call_id: str, local_tag: str, remote_tag: str, local_uri: str,
-                 remote_uri: str, remote_target: str, route_set: list[str], local_seq: int,
-                 credentials=None):
+    def __init__(self, ua: DialogCore, call_id: str, local_tag: str | None,
+                 remote_tag: str | None,
+                 local_uri: str, remote_uri: str, remote_target: str, route_set: list[str],
+                 local_seq: int, credentials: DigestCredentials | None = None):
         self.ua = ua
         self.call_id = call_id
         self.local_tag = local_tag
@@ -42,31 +77,36 @@ class Dialog:
         self.local_seq = local_seq
         self.remote_seq: int | None = None
         self.credentials = credentials
-        self.challenges: dict[str, object] = {}  # header name -> last Challenge, reused (§22)
+        self.challenges: dict[str, Challenge] = {}  # header name -> last one, reused (§22)
         self.nonce_counts: dict[str, int] = {}
         self.state = CONFIRMED
         self.invite_seq = local_seq
         self.ack_data: bytes | None = None
-        self.ack_target = None
-        self.on_request: Callable[[Request, object], None] | None = None
+        self.ack_target: Target | None = None
+        # (request, its server transaction; None for an ACK, which has none)
+        self.on_request: Callable[[Request, ServerTransaction | None], None] | None = None
         self.on_terminated: Callable[[], None] | None = None
 
     @classmethod
-    def from_response(cls, ua, request: Request, response: Response, credentials=None) -> Dialog:
+    def from_response(cls, ua: DialogCore, request: Request, response: Response,
+                      credentials: DigestCredentials | None = None) -> Dialog:
         """§12.1.2: the UAC's view of a dialog created by a 2xx (or 1xx with a tag)."""
         contact = response.headers.values("Contact")
         target = str(Address.parse(contact[0]).uri) if contact else request.uri
         routes = list(reversed(response.headers.values("Record-Route")))
-        return cls(ua, request.call_id, request.from_tag, response.to_tag,
+        call_id = request.call_id
+        assert call_id is not None  # the request is ours: it has one
+        return cls(ua, call_id, request.from_tag, response.to_tag,
                    _strip_tag(request.headers.get("From")),
                    _strip_tag(response.headers.get("To")), target, routes, request.cseq[0],
                    credentials)
 
     @property
-    def id(self) -> tuple[str, str, str]:
+    def id(self) -> DialogId:
         return (self.call_id, self.local_tag, self.remote_tag)
 
-    def build_request(self, method: str, headers=(), body: bytes = b"",
+    def build_request(self, method: str, headers: Iterable[tuple[str, str]] = (),
+                      body: bytes = b"",
                       cseq: int | None = None) -> Request:
         """§12.2.1.1: a request inside this dialog (loose routing only, RFC 3261 §16.12)."""
         if cseq is None:
@@ -89,24 +129,26 @@ class Dialog:
         request.body = body
         return request
 
-    def request(self, method: str, headers=(), body: bytes = b"", on_response=None):
+    def request(self, method: str, headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+                on_response: Callable[[Response], None] | None = None) -> OutgoingRequest:
         """Send an in-dialog request; returns an C{OutgoingRequest} (its C{.deferred})."""
         request = self.build_request(method, headers, body)
         return self.ua.send(request, self.ua.dialog_target(self), dialog=self,
                             credentials=self.credentials, on_response=on_response)
 
-    def ack(self, body: bytes = b"", headers=()) -> None:
+    def ack(self, body: bytes = b"", headers: Iterable[tuple[str, str]] = ()) -> None:
         """§13.2.2.4: ACK the 2xx of the last INVITE; kept to answer its retransmissions."""
         ack = self.build_request("ACK", headers, body, cseq=self.invite_seq)
         self.ack_data = ack.to_bytes()
         self.ack_target = self.ua.dialog_target(self)
-        self.ua.transport.send(self.ack_data, self.ack_target)
+        self.ua.send_bytes(self.ack_data, self.ack_target)
 
     def retransmitted_2xx(self, response: Response) -> None:
-        if self.ack_data is not None and response.cseq[0] == self.invite_seq:
-            self.ua.transport.send(self.ack_data, self.ack_target)
+        if self.ack_data is not None and self.ack_target is not None \
+                and response.cseq[0] == self.invite_seq:
+            self.ua.send_bytes(self.ack_data, self.ack_target)
 
-    def receive_request(self, request: Request, txn) -> None:
+    def receive_request(self, request: Request, txn: ServerTransaction) -> None:
         """§12.2.2: CSeq order, target refresh, then the call flow."""
         seq = request.cseq[0]
         if self.remote_seq is not None and seq < self.remote_seq and request.method != "ACK":
@@ -127,11 +169,13 @@ class Dialog:
         self.on_request(request, txn)
 
     def refresh_target(self, response: Response) -> None:
+        """§12.2.1.2: a target refresh's 2xx names the remote target anew."""
         contact = response.headers.values("Contact")
         if contact:
             self.remote_target = str(Address.parse(contact[0]).uri)
 
     def terminate(self) -> None:
+        """Forget the dialog and tell the flow, once."""
         if self.state == TERMINATED:
             return
         self.state = TERMINATED

@@ -12,6 +12,8 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
+from sipxcc.sip.grammar import quote
+
 _SCHEME = re.compile(r"[ \t]*([A-Za-z][A-Za-z0-9\-]*)[ \t]+")
 _PARAM = re.compile(
     r"[ \t]*([A-Za-z0-9_\-]+)[ \t]*=[ \t]*(\"(?:[^\"\\]|\\.)*\"|[^,\s\"]*)[ \t]*(?:,|\Z)")
@@ -89,10 +91,6 @@ def make_cnonce() -> str:
     return secrets.token_hex(8)
 
 
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def authorization(challenge: Challenge, creds: DigestCredentials, method: str, uri: str,
                   nc: int, cnonce: str) -> str | None:
     """
@@ -124,13 +122,13 @@ def authorization(challenge: Challenge, creds: DigestCredentials, method: str, u
     username = creds.username
     if challenge.userhash:  # RFC 7616 §3.4.4
         username = h(f"{username}:{challenge.realm}")
-    parts = [f"username={_quote(username)}", f"realm={_quote(challenge.realm)}",
-             f"nonce={_quote(challenge.nonce)}", f"uri={_quote(uri)}",
+    parts = [f"username={quote(username)}", f"realm={quote(challenge.realm)}",
+             f"nonce={quote(challenge.nonce)}", f"uri={quote(uri)}",
              f'response="{response}"', f"algorithm={challenge.algorithm}"]
     if challenge.opaque is not None:
-        parts.append(f"opaque={_quote(challenge.opaque)}")
+        parts.append(f"opaque={quote(challenge.opaque)}")
     if challenge.qop:
-        parts += ["qop=auth", f"nc={nc:08x}", f"cnonce={_quote(cnonce)}"]
+        parts += ["qop=auth", f"nc={nc:08x}", f"cnonce={quote(cnonce)}"]
     if challenge.userhash:
         parts.append("userhash=true")
     return "Digest " + ", ".join(parts)

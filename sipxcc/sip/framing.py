@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from sipxcc.sip.grammar import TOKEN_CHARS, SIPParseError
 from sipxcc.sip.headers import KNOWN_NAMES, MAX_MESSAGE, TOKEN, name_key
 from sipxcc.sip.message import Request, Response
-from sipxcc.sip.uri import TOKEN_CHARS, SIPParseError
 
 MAX_HEAD = 16384
 """Largest start line plus header fields accepted on a stream, in bytes (the body is
@@ -105,7 +105,7 @@ def _validate(message: Request | Response) -> None:
             raise SIPParseError(f"unsupported version {message.version}", status=505)
         message.top_via
         seq, method = message.cseq
-        if is_request:
+        if isinstance(message, Request):
             # a response's From/To are parsed when (rarely) needed: a transaction matches it
             # by Via branch and CSeq alone (§17.1.3)
             message.from_address
@@ -119,7 +119,7 @@ def _validate(message: Request | Response) -> None:
                     headers_at >= 0 and uri[:4].lower() in ("sip:", "sips")):
                 raise SIPParseError(f"bad Request-URI: {message.uri[:80]!r}")
             if counts["max-forwards"]:
-                hops = message.headers.get("Max-Forwards")
+                hops = message.headers.get("Max-Forwards") or ""
                 if not hops.isdigit() or not hops.isascii() or int(hops) > 255:
                     raise SIPParseError(f"bad Max-Forwards: {hops[:20]!r}")
         elif message.status < 100:
@@ -129,7 +129,7 @@ def _validate(message: Request | Response) -> None:
         raise
 
 
-def _find_head_end(data: bytes, start: int = 0) -> tuple[int, int] | None:
+def _find_head_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
     """(end of head, start of body) at the first empty line, CRLF or bare LF; or None."""
     crlf = data.find(b"\r\n\r\n", start)
     lf = data.find(b"\n\n", start, crlf if crlf >= 0 else len(data))
@@ -237,9 +237,9 @@ class StreamParser:
         if self._pending is not None:
             return self._finish_body()
         buf = self._buffer
-        if buf[:1] in (b"\r", b"\n"):
+        if buf.startswith((b"\r", b"\n")):
             skipped = len(buf) - len(buf.lstrip(b"\r\n"))
-            if self.on_ping is not None and b"\r\n\r\n" in buf[:skipped]:
+            if self.on_ping is not None and buf.find(b"\r\n\r\n", 0, skipped) >= 0:
                 self.on_ping()
             del buf[:skipped]
             self._scanned = 0
@@ -267,6 +267,7 @@ class StreamParser:
         if len(self._buffer) < end:
             return False
         message = self._pending
+        assert message is not None
         message.body = bytes(self._buffer[self._body_start:end])
         del self._buffer[:end]
         self._scanned = 0

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from sipxcc.sip.uri import TOKEN_CHARS, UnsafeValue, split_list, wire_text
+from sipxcc.sip.grammar import TOKEN_CHARS, UnsafeValue, wire_text
+from sipxcc.sip.uri import split_list
 
 MAX_MESSAGE = 65536
 MAGIC_COOKIE = "z9hG4bK"

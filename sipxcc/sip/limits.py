@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 
 from sipxcc.logs import logger
+from sipxcc.timers import Clock
 
 log = logger(__name__)
 
@@ -58,7 +59,7 @@ class ConnectionLimits:
     is C{per_host} (at most half the total) -- the proxy always finds that many slots.
     """
 
-    def __init__(self, clock, total: int = MAX_CONNECTIONS,
+    def __init__(self, clock: Clock, total: int = MAX_CONNECTIONS,
                  per_host: int = MAX_CONNECTIONS_PER_HOST,
                  log_interval: float = REFUSAL_LOG_INTERVAL):
         self.clock = clock

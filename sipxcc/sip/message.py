@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 import secrets
 
+from sipxcc.sip.grammar import TOKEN_CHARS, SIPParseError, UnsafeValue, wire_text
 from sipxcc.sip.headers import MAGIC_COOKIE, MAX_MESSAGE, TOKEN, Headers
-from sipxcc.sip.uri import TOKEN_CHARS, Address, SIPParseError, UnsafeValue, Via, wire_text
+from sipxcc.sip.uri import Address, Via
 
 __all__ = ["MAX_MESSAGE", "Headers", "Request", "Response", "SIPParseError", "UnsafeValue",
            "make_branch", "make_call_id", "make_tag", "parse_sipfrag", "response_to"]
@@ -33,6 +34,14 @@ class _Message:
     """What requests and responses share: headers, body and the identifying fields."""
 
     __slots__ = ("headers", "body", "version")
+
+    headers: Headers
+    body: bytes
+    version: str
+
+    @property
+    def first_line(self) -> str:
+        raise NotImplementedError
 
     def to_bytes(self) -> bytes:
         """Start line, headers in order, Content-Length from the body, blank line, body."""
@@ -65,7 +74,7 @@ class _Message:
         value = self.headers.cache.get("cseq")
         if value is None:
             value = self.headers.cache["cseq"] = self._parse_cseq()
-        return value
+        return value  # type: ignore[return-value]  # the cache holds what _parse_cseq gave
 
     def _parse_cseq(self) -> tuple[int, str]:
         raw = self.headers.get("CSeq")
@@ -81,7 +90,7 @@ class _Message:
         value = cache.get("top_via", _MISSING)
         if value is _MISSING:
             value = cache["top_via"] = self._parse_top_via()
-        return value
+        return value  # type: ignore[return-value]  # the cache holds what _parse_top_via gave
 
     def _parse_top_via(self) -> Via | None:
         raw = self.headers.get("Via")
@@ -111,7 +120,7 @@ class _Message:
             if raw is None:
                 raise SIPParseError(f"missing {name}")
             value = self.headers.cache[name] = Address.parse(raw)
-        return value
+        return value  # type: ignore[return-value]  # the cache holds the parsed Address
 
     @property
     def from_tag(self) -> str | None:

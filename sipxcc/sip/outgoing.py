@@ -18,12 +18,20 @@ of these hold, and is otherwise the request's final response (RFC 3261 §22.2, �
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
 from twisted.internet import defer
 
 from sipxcc.logs import logger
-from sipxcc.sip.digest import Challenge, authorization, make_cnonce
+from sipxcc.sip.digest import Challenge, DigestCredentials, authorization, make_cnonce
 from sipxcc.sip.message import Request, Response, make_branch
-from sipxcc.sip.transaction import T1, Timeout, TransportFailure
+from sipxcc.sip.transaction import T1, ClientTransaction, Timeout, TransportFailure
+from sipxcc.sip.transport import Source, Target
+from sipxcc.timers import TimerHandle
+
+if TYPE_CHECKING:
+    from sipxcc.sip.dialog import Dialog, DialogId
 
 log = logger(__name__)
 
@@ -42,6 +50,40 @@ class RequestFailed(Exception):
         self.reason = reason
 
 
+def _ours(request: Request, name: str) -> str:
+    """A header every request we build has (Via, From, To, Call-ID)."""
+    value = request.headers.get(name)
+    assert value is not None
+    return value
+
+
+class RequestCore(Protocol):
+    """What an L{OutgoingRequest} needs of the UA core (L{sipxcc.sip.useragent.UserAgent})."""
+
+    @property
+    def realm(self) -> str | None:
+        """The digest realm we answer (the proxy's); None: answer none."""
+
+    @property
+    def response_source(self) -> Source | None:
+        """Where the response being delivered came from."""
+
+    def is_proxy(self, host: str, port: int) -> bool: ...
+
+    def via(self, branch: str, transport: str | None = None) -> str: ...
+
+    def client_transaction(self, request: Request, target: Target,
+                           on_response: Callable[[Response], None],
+                           on_failure: Callable[[Exception], None]) -> ClientTransaction: ...
+
+    def call_later(self, delay: float, function: Callable[[], None]) -> TimerHandle: ...
+
+    def create_dialog(self, request: Request, response: Response,
+                      credentials: DigestCredentials | None = None) -> Dialog: ...
+
+    def find_dialog(self, dialog_id: DialogId) -> Dialog | None: ...
+
+
 class OutgoingRequest:
     """
     Sends C{request}, answers the proxy's challenges with C{credentials} (at most once
@@ -51,28 +93,31 @@ class OutgoingRequest:
     is set on 2xx.
     """
 
-    def __init__(self, ua, request: Request, target, credentials=None, on_response=None,
-                 dialog=None):
+    def __init__(self, ua: RequestCore, request: Request, target: Target,
+                 credentials: DigestCredentials | None = None,
+                 on_response: Callable[[Response], None] | None = None,
+                 dialog: Dialog | None = None):
         self.ua = ua
         self.request = request
         self.target = target
         self.credentials = credentials
         self.on_response = on_response
         self.dialog = dialog
-        self.deferred: defer.Deferred = defer.Deferred()
-        self.txn = None
+        self.deferred: defer.Deferred[Response] = defer.Deferred()
+        self.txn: ClientTransaction | None = None
         self.provisional = False
         self.final_status: int | None = None  # set once the request has its final answer
         self.cancel_pending = False
         self.cancelled = False
-        self.nc: dict[str, int] = {}
-        self.challenges: dict[str, Challenge] = {}
-        self.answered: set[str] = set()  # realms whose credentials this request carried
+        # the retry state, None once the request is final (see _settled)
+        self.nc: dict[str, int] | None = {}
+        self.challenges: dict[str, Challenge] | None = {}
+        self.answered: set[str] | None = set()  # realms whose credentials this request carried
         self.stale_retries = 0
-        self.seen_provisional: set[tuple] = set()
+        self.seen_provisional: set[tuple[int, str | None, str | None]] | None = set()
 
     @property
-    def call_id(self) -> str:
+    def call_id(self) -> str | None:
         return self.request.call_id
 
     def start(self) -> OutgoingRequest:
@@ -85,13 +130,14 @@ class OutgoingRequest:
     def _send(self) -> None:
         self.provisional = False
         self.seen_provisional = set()
-        self.txn = self.ua.transactions.client(self.request, self.target, self._response,
-                                               self._failure)
+        self.txn = self.ua.client_transaction(self.request, self.target, self._response,
+                                              self._failure)
 
     def _preauthorize(self) -> None:
         """Reuse the dialog's last challenge, so an authenticating proxy need not re-ask."""
+        assert self.dialog is not None and self.answered is not None
         for header, challenge in self.dialog.challenges.items():
-            if challenge.realm != self.ua.settings.realm:
+            if challenge.realm != self.ua.realm:
                 continue
             value = self._answer(challenge)
             if value is not None:
@@ -100,6 +146,7 @@ class OutgoingRequest:
 
     def _answer(self, challenge: Challenge) -> str | None:
         counts = self.dialog.nonce_counts if self.dialog is not None else self.nc
+        assert counts is not None and self.credentials is not None  # not final yet
         count = counts[challenge.nonce] = counts.get(challenge.nonce, 0) + 1
         return authorization(challenge, self.credentials, self.request.method,
                              self.request.uri, count, make_cnonce())
@@ -111,6 +158,7 @@ class OutgoingRequest:
                 self._extra_2xx(response)
             return
         if status < 200:
+            assert self.seen_provisional is not None  # not final yet
             key = (status, response.to_tag, response.headers.get("RSeq"))
             if key in self.seen_provisional:
                 return  # a duplicate 1xx (retransmitted or duplicated by the network)
@@ -130,6 +178,7 @@ class OutgoingRequest:
             if self.dialog is None:
                 self.dialog = self.ua.create_dialog(self.request, response, self.credentials)
                 # the proxy's challenge answers for the dialog's later requests too (§22.3)
+                assert self.challenges is not None and self.nc is not None  # not settled yet
                 self.dialog.challenges.update(self.challenges)
                 self.dialog.nonce_counts.update(self.nc)
             else:
@@ -147,11 +196,13 @@ class OutgoingRequest:
         """§22.2: answer a 401/407 from the proxy, in our realm, once (see the module doc)."""
         if self.credentials is None or self.cancelled:
             return False
+        assert self.answered is not None and self.challenges is not None  # not final yet
         challenge_header, answer_header = CHALLENGE_HEADERS[response.status]
         refused = self._refusal()
-        challenge = value = None
+        challenge: Challenge | None = None
+        value: str | None = None
         if refused is None:
-            realm = self.ua.settings.realm
+            realm = self.ua.realm
             offered = []
             for raw in response.headers.values(challenge_header):
                 try:
@@ -172,8 +223,8 @@ class OutgoingRequest:
                     refused = f"realm {realm!r} was answered already"
                 else:
                     self.stale_retries += 1
-        if refused is not None:
-            self._log_refusal(response, refused)
+        if refused is not None or challenge is None or value is None:
+            self._log_refusal(response, refused or "no challenge")
             return False
         self.answered.add(challenge.realm)
         self.challenges[answer_header] = challenge
@@ -198,7 +249,7 @@ class OutgoingRequest:
         where = f"{source.transport} {source.host}:{source.port}" if source else "?"
         log.warn("not answering the {status} to {method} (Call-ID {call_id!r}) from {where}: "
                  "{why}", status=response.status, method=self.request.method,
-                 call_id=self.request.call_id[:80], where=where, why=why)
+                 call_id=(self.request.call_id or "")[:80], where=where, why=why)
 
     def _next_request(self, header: str, value: str) -> Request:
         """The same request with credentials, a new branch and the next CSeq (§22.2)."""
@@ -246,20 +297,21 @@ class OutgoingRequest:
         self.cancel_pending = False
         req = self.request
         cancel = Request("CANCEL", req.uri)
-        cancel.headers.add("Via", req.headers.get("Via"))
+        cancel.headers.add("Via", _ours(req, "Via"))
         for route in req.headers.values("Route"):
             cancel.headers.add("Route", route)
         for name in ("From", "To", "Call-ID"):
-            cancel.headers.add(name, req.headers.get(name))
+            cancel.headers.add(name, _ours(req, name))
         cancel.headers.add("CSeq", f"{req.cseq[0]} CANCEL")
         cancel.headers.add("Max-Forwards", "70")
-        self.ua.transactions.client(cancel, self.target, lambda r: None, lambda e: None)
-        self.ua.transactions.timers.call_later(64 * T1, self._cancel_unanswered)
+        self.ua.client_transaction(cancel, self.target, lambda r: None, lambda e: None)
+        self.ua.call_later(64 * T1, self._cancel_unanswered)
 
     def _cancel_unanswered(self) -> None:
         """§9.1: no final response 64*T1 after CANCEL: consider the INVITE cancelled."""
         if self.final_status is None:
-            self.txn._terminate()
+            if self.txn is not None:
+                self.txn.terminate()
             self._failure(Timeout("INVITE not ended by CANCEL"))
 
     def _extra_2xx(self, response: Response) -> None:
@@ -267,7 +319,7 @@ class OutgoingRequest:
         if self.dialog is not None and response.to_tag == self.dialog.remote_tag:
             self.dialog.retransmitted_2xx(response)
             return
-        known = self.ua.dialogs.get((self.request.call_id, self.request.from_tag,
+        known = self.ua.find_dialog((_ours(self.request, "Call-ID"), self.request.from_tag,
                                      response.to_tag))
         if known is not None:
             known.retransmitted_2xx(response)

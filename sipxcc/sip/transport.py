@@ -13,8 +13,6 @@ The layer above sees only C{on_message(message, source)} and C{send(data, target
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -25,6 +23,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from sipxcc.hosts import is_ip
 from sipxcc.logs import logger
 from sipxcc.sip.framing import MAX_HEAD, StreamParser, parse_datagram
 from sipxcc.sip.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_HOST, ConnectionLimits
@@ -60,15 +59,6 @@ class Source(NamedTuple):
     host: str
     port: int
     connection: object | None
-
-
-@functools.lru_cache(maxsize=4096)
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class SIPDatagramProtocol(protocol.DatagramProtocol):

@@ -1,7 +1,8 @@
 """
 SIP URIs, name-addr/addr-spec addresses and Via values (RFC 3261 §19.1, §20.10, §20.42).
 
-Everything here is pure string work. Parse errors raise L{SIPParseError}, a ValueError.
+Everything here is pure string work. Parse errors raise L{SIPParseError}, a ValueError
+(L{sipxcc.sip.grammar} holds it and the other tables the whole codec shares).
 
 What we write is held to a stricter rule than what we read: no text that reaches a SIP
 message may hold CR, LF or NUL (L{wire_text} refuses it with L{UnsafeValue}), and the URIs
@@ -14,7 +15,10 @@ from __future__ import annotations
 import ipaddress
 import re
 
-TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+from sipxcc.sip.grammar import TOKEN_CHARS, SIPParseError, UnsafeValue, quote, wire_text
+
+__all__ = ["TOKEN_CHARS", "SIPParseError", "UnsafeValue", "quote", "wire_text"]
+
 _TOKEN = re.compile(rf"[{TOKEN_CHARS}]+")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _HOSTPORT = re.compile(
@@ -40,40 +44,6 @@ _NAME_ADDR = re.compile(
 _VIA = re.compile(
     rf"[ \t]*([{TOKEN_CHARS}]+)[ \t]*/[ \t]*([{TOKEN_CHARS}]+)[ \t]*/[ \t]*([{TOKEN_CHARS}]+)"
     r"[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_\-.]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?")
-
-
-class SIPParseError(ValueError):
-    """
-    A SIP message, URI or header value does not follow the grammar.
-
-    @ivar partial: a L{sipxcc.sip.message.Request} when enough of it was parsed
-        (start line, Via, From, To, Call-ID, CSeq) to answer it, else None.
-    @ivar status: the status code to answer with (400, or 505 for an unknown SIP version).
-    """
-
-    def __init__(self, message: str, partial=None, status: int = 400):
-        super().__init__(message)
-        self.partial = partial
-        self.status = status
-
-
-class UnsafeValue(ValueError):
-    """
-    Text meant for a SIP message would break it: it holds CR, LF or NUL (which could end
-    a header line and start another), or a URI part we build is outside the RFC 3261
-    grammar. Refused, never silently stripped.
-    """
-
-    def __init__(self, what: str, text: str, why: str = "holds CR, LF or NUL"):
-        super().__init__(f"{what} {why}: {text[:80]!r}")
-        self.what = what
-
-
-def wire_text(text: str, what: str) -> str:
-    """Return C{text} if it may be written into a SIP message; else raise L{UnsafeValue}."""
-    if "\r" in text or "\n" in text or "\x00" in text:  # three scans beat one regex
-        raise UnsafeValue(what, text)
-    return text
 
 
 # RFC 3261 §25.1 host = hostname / IPv4address / IPv6reference. No IPv6 zone ID: "%"
@@ -129,7 +99,7 @@ def is_user(text: str) -> bool:
     return _USER_GRAMMAR.fullmatch(text) is not None
 
 
-def _escape(text: str, safe: frozenset) -> str:
+def _escape(text: str, safe: frozenset[str]) -> str:
     return "".join(ch if ch in safe else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
                    for ch in text)
 
@@ -152,10 +122,9 @@ def build_sip_uri(addr_spec: str, *, params: dict[str, str | None] | None = None
     against the RFC 3261 §25.1 grammar; C{params} and C{headers} are %-escaped here.
     Raises L{UnsafeValue} for a part outside the grammar.
     """
-    user, at, hostport = addr_spec.rpartition("@")
-    if not at:
-        user = None
-    elif not is_user(user):
+    written_user, at, hostport = addr_spec.rpartition("@")
+    user: str | None = written_user if at else None
+    if user is not None and not is_user(user):
         raise UnsafeValue("URI user part", addr_spec, "is not an RFC 3261 user")
     host, port = hostport, None
     if hostport.startswith("["):
@@ -200,13 +169,6 @@ def split_list(text: str) -> list[str]:
         i += 1
     parts.append(text[start:].strip())
     return parts
-
-
-def quote(text: str) -> str:
-    """A quoted-string (RFC 3261 §25.1): C{"} and C{\\} escaped as quoted-pairs; text
-    holding CR, LF or NUL is refused (L{UnsafeValue}), since no quoted-pair may carry it."""
-    wire_text(text, "quoted string")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def parse_params(text: str, what: str) -> dict[str, str | None]:
@@ -277,11 +239,11 @@ class URI:
         scheme = m.group(1).lower()
         rest = text[m.end():]
         if scheme == "tel":
-            number, _, params = rest.partition(";")
+            number, _, tel_params = rest.partition(";")
             if not number:
                 raise SIPParseError(f"empty tel: URI: {text[:60]!r}")
             return cls("tel", user=number,
-                       params=parse_params(";" + params, "URI") if params else {})
+                       params=parse_params(";" + tel_params, "URI") if tel_params else {})
         if scheme not in ("sip", "sips"):
             if not rest:
                 raise SIPParseError(f"empty URI: {text[:60]!r}")
@@ -362,7 +324,7 @@ class URI:
     def __hash__(self) -> int:
         return hash(self._key())
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[object, ...]:
         # Scheme and host compare case-insensitively (§19.1.4); the rest as written.
         return (self.scheme, self.user, self.password, self.host.lower(), self.port,
                 tuple(sorted(self.params.items(), key=lambda kv: kv[0])),

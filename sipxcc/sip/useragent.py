@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from sipxcc.hosts import host_port, is_ip
 from sipxcc.logs import logger
-from sipxcc.sip.dialog import Dialog
-from sipxcc.sip.message import Request, make_branch, make_call_id, make_tag, response_to
+from sipxcc.sip.dialog import Dialog, DialogId
+from sipxcc.sip.digest import DigestCredentials
+from sipxcc.sip.message import Request, Response, make_branch, make_call_id, make_tag, response_to
 from sipxcc.sip.outgoing import OutgoingRequest
-from sipxcc.sip.transaction import TransactionLayer
-from sipxcc.sip.transport import UDP_MTU_LIMIT, Source, Target, is_ip
+from sipxcc.sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
+from sipxcc.sip.transport import UDP_MTU_LIMIT, Source, Target, TransportLayer
 from sipxcc.sip.uri import URI
+from sipxcc.timers import Clock, TimerHandle, Timers
 
 log = logger(__name__)
 
@@ -38,10 +42,6 @@ class UASettings:
     contact_user: str = "callcontroller"
     transports: tuple[str, ...] = ("udp", "tcp")
     realm: str | None = None  # digest realm we answer (the proxy's); None: answer none
-
-
-def host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def uri_target(uri: URI, default_transport: str = "UDP") -> Target:
@@ -77,19 +77,21 @@ class UserAgent:
     else (retransmissions, challenges, stray requests) is handled here and below.
     """
 
-    def __init__(self, clock, transport, settings: UASettings):
+    def __init__(self, clock: Clock, transport: TransportLayer, settings: UASettings):
         self.clock = clock
         self.transport = transport
         self.settings = settings
-        self.transactions = TransactionLayer(clock, transport)
-        self.transactions.response_route = self.response_route
-        self.dialogs: dict[tuple[str, str, str], Dialog] = {}
+        self.timers = Timers(clock)
+        self.transactions = TransactionLayer(self.timers, transport, self.response_route)
+        self.dialogs: dict[DialogId, Dialog] = {}
         self.proxy = URI.parse(settings.proxy)
         self.proxy_target = uri_target(self.proxy)
         self.route = f"<{self.proxy}>" if "lr" in self.proxy.params else f"<{self.proxy};lr>"
         self.sent_by = host_port(settings.address, settings.port)
         self.counters = {"bad": 0, "stray_responses": 0}
-        self.recent: OrderedDict[tuple, tuple] = OrderedDict()  # oldest first
+        # (From tag, Call-ID, CSeq) -> (branch, when), oldest first
+        self.recent: OrderedDict[tuple[str | None, str | None, int],
+                                 tuple[str | None, float]] = OrderedDict()
         self.response_source: Source | None = None  # of the response being delivered
         transport.on_message = self.receive
         transport.on_bad_message = self.bad_message
@@ -109,7 +111,8 @@ class UserAgent:
     # Sending
 
     def new_request(self, method: str, request_uri: str, from_addr: str, to_addr: str,
-                    headers=(), body: bytes = b"", call_id: str | None = None) -> Request:
+                    headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+                    call_id: str | None = None) -> Request:
         """§8.1.1: an out-of-dialog request, routed through the proxy (§16.12, loose)."""
         request = Request(method, request_uri)
         h = request.headers
@@ -126,19 +129,43 @@ class UserAgent:
         request.body = body
         return request
 
-    def invite(self, request: Request, credentials=None, on_response=None) -> OutgoingRequest:
+    def invite(self, request: Request, credentials: DigestCredentials | None = None,
+               on_response: Callable[[Response], None] | None = None) -> OutgoingRequest:
         """Send an INVITE built by L{new_request}; its 2xx yields C{outgoing.dialog}."""
         return self.send(request, self.proxy_target, credentials=credentials,
                          on_response=on_response)
 
-    def send(self, request: Request, target: Target, dialog=None, credentials=None,
-             on_response=None) -> OutgoingRequest:
+    def send(self, request: Request, target: Target, dialog: Dialog | None = None,
+             credentials: DigestCredentials | None = None,
+             on_response: Callable[[Response], None] | None = None) -> OutgoingRequest:
         if target.transport == "UDP" and "tcp" in self.settings.transports \
                 and len(request.body) + 800 > UDP_MTU_LIMIT \
                 and len(request.to_bytes()) > UDP_MTU_LIMIT:
             target = target._replace(transport="TCP")  # §18.1.1
             request.headers.set("Via", self.via(make_branch(), "TCP"))
         return OutgoingRequest(self, request, target, credentials, on_response, dialog).start()
+
+    @property
+    def realm(self) -> str | None:
+        """The digest realm we answer (the proxy's); None: answer none."""
+        return self.settings.realm
+
+    def client_transaction(self, request: Request, target: Target,
+                           on_response: Callable[[Response], None],
+                           on_failure: Callable[[Exception], None]) -> ClientTransaction:
+        """Start a client transaction for C{request} (RFC 3261 §17.1)."""
+        return self.transactions.client(request, target, on_response, on_failure)
+
+    def call_later(self, delay: float, function: Callable[[], None]) -> TimerHandle:
+        """Run C{function} after C{delay} seconds, on the UA's shared timer queues."""
+        return self.timers.call_later(delay, function)
+
+    def send_bytes(self, data: bytes, target: Target) -> None:
+        """Send an already built message (an ACK of a 2xx, again) to C{target}."""
+        self.transport.send(data, target)
+
+    def find_dialog(self, dialog_id: DialogId) -> Dialog | None:
+        return self.dialogs.get(dialog_id)
 
     def is_proxy(self, host: str, port: int) -> bool:
         """Whether host:port is the configured proxy (its address, or what its name gave)."""
@@ -153,9 +180,12 @@ class UserAgent:
     def dialog_target(self, dialog: Dialog) -> Target:
         first = dialog.route_set[0] if dialog.route_set else f"<{dialog.remote_target}>"
         from sipxcc.sip.uri import Address
-        return uri_target(Address.parse(first).uri, self.proxy_target.transport)
+        uri = Address.parse(first).uri
+        assert uri is not None  # Address.parse refuses an address without a URI
+        return uri_target(uri, self.proxy_target.transport)
 
-    def create_dialog(self, request: Request, response, credentials=None) -> Dialog:
+    def create_dialog(self, request: Request, response: Response,
+                      credentials: DigestCredentials | None = None) -> Dialog:
         dialog = Dialog.from_response(self, request, response, credentials)
         self.dialogs[dialog.id] = dialog
         return dialog
@@ -173,6 +203,7 @@ class UserAgent:
         source address, at the source port when the Via has rport, else the sent-by port.
         """
         via = request.top_via
+        assert via is not None  # framing refuses a request without one
         if source.transport != "UDP":
             port = via.port or DEFAULT_PORTS.get(source.transport, 5060)
             return Target(source.transport, source.host, port), source.connection
@@ -185,7 +216,7 @@ class UserAgent:
 
     # Receiving
 
-    def bad_message(self, error, source: Source) -> None:
+    def bad_message(self, error: Exception, source: Source) -> None:
         """Malformed SIP: 400 (505 for an unknown SIP version) where the request is readable
         enough to answer, else drop."""
         self.counters["bad"] += 1
@@ -200,13 +231,13 @@ class UserAgent:
             except Exception:
                 log.debug("could not answer a malformed request from {host}", host=source.host)
 
-    def receive(self, message, source: Source) -> None:
+    def receive(self, message: Request | Response, source: Source) -> None:
         if isinstance(message, Request):
             self._receive_request(message, source)
         else:
             self._receive_response(message, source)
 
-    def _receive_response(self, response, source: Source | None = None) -> None:
+    def _receive_response(self, response: Response, source: Source | None = None) -> None:
         if response.status < 300 and response.cseq[1] == "INVITE":
             response.from_tag, response.to_tag  # a dialog needs both: parse (or reject) now
         txn = self.transactions.match_response(response)
@@ -219,7 +250,8 @@ class UserAgent:
             return
         # §13.2.2.4: a 2xx retransmitted after its transaction ended still needs its ACK
         if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
-            dialog = self.dialogs.get((response.call_id, response.from_tag, response.to_tag))
+            dialog = self.dialogs.get((response.call_id or "", response.from_tag,
+                                       response.to_tag))
             if dialog is not None:
                 dialog.retransmitted_2xx(response)
                 return
@@ -233,6 +265,7 @@ class UserAgent:
         sender gave them.
         """
         via = request.top_via
+        assert via is not None  # framing refuses a request without one
         params = via.params
         changed = False
         if params.get("received", source.host) != source.host \
@@ -253,7 +286,7 @@ class UserAgent:
             txn.receive_retransmission(request)
             return
         if method == "ACK":
-            dialog = self.dialogs.get((request.call_id, request.to_tag, request.from_tag))
+            dialog = self.dialogs.get((request.call_id or "", request.to_tag, request.from_tag))
             if dialog is not None and dialog.on_request is not None \
                     and self._from_dialog_peer(dialog, source):  # as other in-dialog requests
                 dialog.on_request(request, None)
@@ -268,7 +301,7 @@ class UserAgent:
             return
         to_tag = request.to_tag
         if to_tag:
-            dialog = self.dialogs.get((request.call_id, to_tag, request.from_tag))
+            dialog = self.dialogs.get((request.call_id or "", to_tag, request.from_tag))
             if dialog is None:
                 txn.respond(481, "Call/Transaction Does Not Exist")
             elif not self._from_dialog_peer(dialog, source):
@@ -289,7 +322,8 @@ class UserAgent:
     def _merged(self, request: Request) -> bool:
         """§8.2.2.2: the same request arriving by a second path (another branch)."""
         key = (request.from_tag, request.call_id, request.cseq[0])
-        branch = request.top_via.branch
+        via = request.top_via
+        branch = None if via is None else via.branch
         now = self.clock.seconds()
         recent = self.recent
         # forget the oldest: older than 32 s, or beyond the cap (O(1) each, even in a flood)
@@ -305,7 +339,7 @@ class UserAgent:
         recent.move_to_end(key)
         return False
 
-    def _out_of_dialog(self, request: Request, txn) -> None:
+    def _out_of_dialog(self, request: Request, txn: ServerTransaction) -> None:
         method = request.method
         if method == "OPTIONS":
             txn.respond(200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp"),
@@ -333,3 +367,4 @@ class UserAgent:
 
     def stop(self) -> None:
         self.transactions.stop()
+        self.timers.stop()

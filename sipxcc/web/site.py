@@ -10,7 +10,7 @@ from twisted.web import server
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.config import Config
 from sipxcc.logs import logger
-from sipxcc.sip.timers import FixedDelayTimers
+from sipxcc.timers import FixedDelayTimers
 from sipxcc.users import UserDirectory
 from sipxcc.web.auth import Authenticator
 from sipxcc.web.callcontroller import WebContext, install

@@ -8,8 +8,8 @@ from sipxcc.calls.call import CallRequest
 from sipxcc.calls.leg import FlowContext
 from sipxcc.calls.refer import ReferFlow
 from sipxcc.calls.registry import CallRegistry
-from sipxcc.sip.timers import SLACK
 from sipxcc.sip.uri import URI
+from sipxcc.timers import SLACK
 from sipxcc.users import User
 from tests.unit.sipfakes import FakeNetwork, FarEnd, answer
 

@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from sipxcc.calls.call import CONFIRMED, CallRequest, DialogInfo, StatusEvent
 from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls, TransferNotPossible
 from sipxcc.calls.registry import WATCHDOG_GRACE, CallRegistry
-from sipxcc.sip.timers import SLACK
+from sipxcc.timers import SLACK
 from sipxcc.users import User
 
 USER1 = User("user1@sipx.test", "user1", ("201",), None, None, None)

@@ -10,7 +10,7 @@ from twisted.logger import globalLogPublisher
 
 from sipxcc.calls.call import Call, CallRequest
 from sipxcc.calls.registry import CallRegistry
-from sipxcc.sip.timers import SLACK
+from sipxcc.timers import SLACK
 from sipxcc.users import User
 
 USER1 = User("user1@sipx.test", "user1", (), None, None, None)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from sipxcc.sip.message import Request, make_branch, make_tag
-from sipxcc.sip.timers import SLACK
 from sipxcc.sip.transaction import T1, T2, T4
 from sipxcc.sip.transport import Source, Target
+from sipxcc.timers import SLACK
 from tests.unit.sipfakes import PROXY, FakeNetwork, answer
 
 UDP = Target("UDP", *PROXY)

@@ -56,3 +56,23 @@ def test_the_picture_lists_every_transition_in_a_stable_order():
         "    ON --> OFF: SWITCH\n"
         "    BROKEN --> [*]\n"
     )
+
+
+def test_bind_looks_each_action_up_once_and_refuses_a_missing_one():
+    from sipxcc.statemachine import bind
+
+    class Lamp:
+        def glow(self, _=None):
+            return "glow"
+
+    with pytest.raises(TypeError, match="Lamp has no action 'shatter'"):
+        bind(TABLE, Lamp)
+
+    class Fragile(Lamp):
+        def shatter(self, _=None):
+            return "shatter"
+
+    bound = bind(TABLE, Fragile)
+    assert bound[(Light.OFF, Press.SWITCH)] == (Light.ON, Fragile.glow)
+    assert bound[(Light.ON, Press.SWITCH)] == (Light.OFF, None)
+    assert (Light.BROKEN, Press.SWITCH) not in bound  # an ignored pair: Table.step says so

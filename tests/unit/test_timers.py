@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from sipxcc.sip.timers import SLACK, Timers
+from sipxcc.timers import SLACK, Timers
 
 
 def test_timers_fire_in_order_at_their_deadline_with_one_reactor_timer():

@@ -18,18 +18,36 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from itertools import count
+from typing import Any, Protocol
 
 SLACK = 0.25
 """Seconds an C{expire_later} timer may fire late, so that one wake-up serves many."""
 
 
+class TimerHandle(Protocol):
+    """The part of C{IDelayedCall} a timer's owner uses: C{active()} and C{cancel()}."""
+
+    def active(self) -> bool: ...
+
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """The part of C{IReactorTime} the timers use (a reactor, or a test's C{task.Clock})."""
+
+    def seconds(self) -> float: ...
+
+    def callLater(self, delay: float, callable: Callable[..., object], *args: Any,
+                  **kw: Any) -> TimerHandle: ...
+
+
 class FixedTimer:
-    """A handle like IDelayedCall's: C{active()} and C{cancel()}."""
+    """A handle like IDelayedCall's: C{active()} and C{cancel()} (a L{TimerHandle})."""
 
     __slots__ = ("owner", "number", "function", "args")
 
-    def __init__(self, owner: FixedDelayTimers, number: int, function: Callable,
-                 args: tuple):
+    def __init__(self, owner: FixedDelayTimers, number: int,
+                 function: Callable[..., object] | None, args: tuple[Any, ...] | None):
         self.owner = owner
         self.number = number
         self.function = function
@@ -53,16 +71,16 @@ class FixedDelayTimers:
     """Every timer set here fires C{delay} (to C{delay + slack}) seconds after it was set,
     oldest first."""
 
-    def __init__(self, clock, delay: float, slack: float = 0.0):
+    def __init__(self, clock: Clock, delay: float, slack: float = 0.0):
         self.clock = clock
         self.delay = delay
         self.slack = slack
         self.queue: deque[tuple[float, int]] = deque()
         self.live: dict[int, FixedTimer] = {}
         self.numbers = count()
-        self.wakeup = None
+        self.wakeup: TimerHandle | None = None
 
-    def call_later(self, function: Callable, *args) -> FixedTimer:
+    def call_later(self, function: Callable[..., object], *args: Any) -> FixedTimer:
         number = next(self.numbers)
         timer = self.live[number] = FixedTimer(self, number, function, args)
         self.queue.append((self.clock.seconds() + self.delay, number))
@@ -84,6 +102,7 @@ class FixedDelayTimers:
                 del live[number]
                 function, args = timer.function, timer.args
                 timer.function = timer.args = None
+                assert function is not None and args is not None
                 function(*args)
             else:
                 break
@@ -106,18 +125,19 @@ class Timers:
     """C{call_later(delay, f, *args)}: every delay gets its own L{FixedDelayTimers};
     C{expire_later} likewise, with L{SLACK}."""
 
-    def __init__(self, clock):
+    def __init__(self, clock: Clock):
         self.clock = clock
         self.fixed: dict[float, FixedDelayTimers] = {}
         self.lax: dict[float, FixedDelayTimers] = {}
 
-    def call_later(self, delay: float, function: Callable, *args) -> FixedTimer:
+    def call_later(self, delay: float, function: Callable[..., object], *args: Any) -> FixedTimer:
         queue = self.fixed.get(delay)
         if queue is None:
             queue = self.fixed[delay] = FixedDelayTimers(self.clock, delay)
         return queue.call_later(function, *args)
 
-    def expire_later(self, delay: float, function: Callable, *args) -> FixedTimer:
+    def expire_later(self, delay: float, function: Callable[..., object],
+                     *args: Any) -> FixedTimer:
         """Like C{call_later}, for timers that may fire up to L{SLACK} late."""
         queue = self.lax.get(delay)
         if queue is None:
@@ -125,5 +145,6 @@ class Timers:
         return queue.call_later(function, *args)
 
     def stop(self) -> None:
+        """Cancel everything (shutdown)."""
         for queue in [*self.fixed.values(), *self.lax.values()]:
             queue.stop()
