@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from sipxcc.calls.errors import TransferNotPossible
+from sipxcc.calls.errors import TransferNotPossible, failure_status
 from sipxcc.calls.leg import (
     FlowContext,
     credentials_for,
@@ -20,7 +20,6 @@ from sipxcc.calls.leg import (
     record_response,
 )
 from sipxcc.calls.relay import CONTENT_TYPE_SDP, Leg, Relay, SessionFace, is_sdp
-from sipxcc.sip.outgoing import RequestFailed
 
 log = Logger()
 
@@ -129,13 +128,7 @@ class InviteFlow:
 
     def _invite_failed(self, leg: Leg, failure) -> None:
         self._stop_timer(leg)
-        exc = failure.value
-        if isinstance(exc, RequestFailed):
-            status, reason = exc.status, exc.reason
-            record_failure(self.ctx, self.call, leg.call_id, "INVITE", status, reason)
-        else:
-            log.failure("INVITE of call {id} failed", failure, id=self.call.id)
-            status, reason = 500, "Internal Error"
+        status, reason = record_failure(self.ctx, self.call, leg.call_id, "INVITE", failure)
         self._invite_rejected(leg, status, reason)
 
     def _invite_rejected(self, leg: Leg, status: int, reason: str) -> None:
@@ -212,7 +205,7 @@ class InviteFlow:
     def _caller_refused(self, failure) -> None:
         self.caller.sent_invite = None
         if self.phase == OFFERING_A:
-            status, reason = _failure_status(failure)
+            status, reason, _ = failure_status(failure, "re-INVITE", self.call.id)
             self._teardown([reason_header(status, reason)], "failed")
 
     # Transfer
@@ -272,7 +265,7 @@ class InviteFlow:
     def _callee_refused(self, failure) -> None:
         self.callee.sent_invite = None
         if self.phase == SWAPPING:
-            status, reason = _failure_status(failure)
+            status, reason, _ = failure_status(failure, "re-INVITE", self.call.id)
             self._teardown([reason_header(status, reason)], "failed")
 
     # Relaying (sipxcc.calls.relay asks these)
@@ -398,10 +391,3 @@ class InviteFlow:
     def _dialogs(self) -> list:
         return [info for info in (leg.info() for leg in self.legs) if info is not None]
 
-
-def _failure_status(failure) -> tuple[int, str]:
-    exc = failure.value
-    if isinstance(exc, RequestFailed):
-        return exc.status, exc.reason
-    log.failure("in-dialog INVITE failed", failure)
-    return 500, "Internal Error"

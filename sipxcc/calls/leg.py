@@ -5,6 +5,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from twisted.python.failure import Failure
+
+from sipxcc.calls.errors import failure_status
 from sipxcc.calls.sdp import no_media_offer
 from sipxcc.sip.digest import DigestCredentials
 from sipxcc.sip.message import Response, parse_sipfrag
@@ -59,7 +62,11 @@ def from_address(user) -> str:
 def first_invite(ctx: FlowContext, call, to: str, *, forwarding_allowed: bool,
                  subject: str | None = None, auto_answer: bool = False, body: bytes | None = None,
                  call_id: str | None = None):
-    """The INVITE sipX expects from a call controller (anchor §3.1, SPEC §4)."""
+    """
+    The INVITE sipX expects from a call controller: the URI parameters that keep sipX
+    from sending it to voicemail (and, unless allowed, from forwarding it), the agent's
+    identity in From, and a no-media offer unless C{body} is given.
+    """
     request = call.request
     params: dict[str, str | None] = {"sipx-noroute": "Voicemail"}
     if not forwarding_allowed:
@@ -87,10 +94,17 @@ def record_response(ctx: FlowContext, call, response: Response, method: str = "I
     call.record(now_ms(ctx.clock), response.call_id, method, response.first_line)
 
 
-def record_failure(ctx: FlowContext, call, call_id: str, method: str, status: int,
-                   reason: str) -> None:
-    """A request that got no final response of its own (timeout, transport): as if it had."""
-    call.record(now_ms(ctx.clock), call_id, method, f"SIP/2.0 {status} {reason}")
+def record_failure(ctx: FlowContext, call, call_id: str, method: str,
+                   failure: Failure) -> tuple[int, str]:
+    """
+    A request that got no final response of its own (timeout, transport) is recorded as
+    if it had; a fault of ours is logged instead. Returns the status and reason it stands
+    for (L{failure_status}).
+    """
+    status, reason, ours = failure_status(failure, method, call.id)
+    if not ours:
+        call.record(now_ms(ctx.clock), call_id, method, f"SIP/2.0 {status} {reason}")
+    return status, reason
 
 
 def record_sipfrag(ctx: FlowContext, call, call_id: str, body: bytes):

@@ -14,6 +14,7 @@ from sipxcc.logs import logger
 from sipxcc.sip.dialog import Dialog
 from sipxcc.sip.message import Request, make_branch, make_call_id, make_tag, response_to
 from sipxcc.sip.outgoing import OutgoingRequest
+from sipxcc.sip.outgoing import RequestFailed as RequestFailed  # the flows' interface
 from sipxcc.sip.transaction import TransactionLayer
 from sipxcc.sip.transport import UDP_MTU_LIMIT, Source, Target, is_ip
 from sipxcc.sip.uri import URI

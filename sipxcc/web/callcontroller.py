@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.web import resource, server
+from twisted.web.server import Request
 
 from sipxcc.calls.call import CallRequest
-from sipxcc.calls.errors import CallError
 from sipxcc.logs import logger
 from sipxcc.web import intake, params, render
-from sipxcc.web.auth import Authenticator, AuthFailure, Principal, authorize
-from sipxcc.web.errors import ApiError, PathResource, Reply, send, status_reply, wants_json
-from sipxcc.web.params import BadParameter
+from sipxcc.web.auth import Authenticator, Principal, authorize
+from sipxcc.web.errors import ApiError, PathResource, error_reply
+from sipxcc.web.reply import Reply, send, status_reply, wants_json
 
 log = logger(__name__)
 
@@ -85,25 +85,8 @@ class ApiResource(resource.Resource):
     def handle(self, request, principal: Principal) -> Reply:
         raise NotImplementedError
 
-    def _failed(self, failure, request) -> Reply:
-        error = failure.value
-        if isinstance(error, AuthFailure):
-            headers = [(b"www-authenticate", c) for c in error.challenges]
-            if error.retry_after is not None:
-                headers.append((b"retry-after", b"%d" % error.retry_after))
-            return status_reply(request, error.code, str(error), headers)
-        if isinstance(error, BadParameter):
-            return status_reply(request, 400, str(error))
-        if isinstance(error, ApiError):
-            return status_reply(request, error.code, str(error), error.headers)
-        if isinstance(error, CallError):
-            headers = []
-            if error.retry_after is not None:
-                headers.append((b"retry-after", b"%d" % error.retry_after))
-            return status_reply(request, error.code, str(error), headers)
-        log.failure("unexpected error answering {method} {path}", failure,
-                    method=request.method, path=request.path)
-        return status_reply(request, 500, "Internal error")
+    def _failed(self, failure: Failure, request: Request) -> Reply:
+        return error_reply(request, failure)
 
     def ok(self, request, call) -> Reply:
         reply = status_reply(request, 200, OK_TEXT)
