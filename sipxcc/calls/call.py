@@ -90,7 +90,7 @@ class Call:
     """
 
     __slots__ = ("id", "request", "created", "_lines", "state", "ended", "_dialogs",
-                 "_listeners", "flow", "expiry",
+                 "_listeners", "flow", "expiry", "seq",
                  # the registry's links (see L{sipxcc.calls.chain.Chain}): the owner's
                  # calls, its finished calls, every finished call, and the finished calls
                  # due at the same delay
@@ -108,6 +108,7 @@ class Call:
         self._listeners: list[Callable[[Call, StatusEvent | None], None]] | tuple = []
         self.flow = None
         self.expiry = None  # the watchdog in progress; when retention ends once finished
+        self.seq = 0  # events published so far (sipxcc.calls.events.EventHub)
         self.owner_prev = self.owner_next = None
         self.owner_done_prev = self.owner_done_next = None
         self.done_prev = self.done_next = None

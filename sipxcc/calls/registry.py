@@ -11,6 +11,7 @@ from twisted.internet import defer
 from sipxcc.calls.call import INVITE, Call, CallRequest
 from sipxcc.calls.chain import Chain
 from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls, TransferNotPossible
+from sipxcc.calls.events import EventHub, Subscriber
 from sipxcc.logs import logger
 from sipxcc.sip.timers import SLACK, Timers
 
@@ -119,6 +120,12 @@ class CallRegistry:
         self._evictions = _Evictions()
         self._eviction_log = None
         self._idle_waiters: list[defer.Deferred] = []
+        self.events = EventHub()
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Follow every call's events in order (L{EventHub.subscribe}); returns the
+        function that stops it."""
+        return self.events.subscribe(subscriber)
 
     @property
     def active_count(self) -> int:
@@ -150,6 +157,7 @@ class CallRegistry:
         self.active.add(call)
         owner.calls.append(call)
         owner.active += 1
+        call.listen(self.events.publish)
         for observe in self.observers:
             observe(call)
         call.flow = self.flows[request.method](call, self._ended)

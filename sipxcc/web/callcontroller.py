@@ -19,6 +19,7 @@ from twisted.web import resource, server
 from twisted.web.server import Request
 
 from sipxcc.calls.call import CallRequest
+from sipxcc.calls.store import CallStore
 from sipxcc.logs import logger
 from sipxcc.web import intake, params, render
 from sipxcc.web.auth import Authenticator, Principal, authorize
@@ -38,7 +39,7 @@ class WebContext:
 
     config: object
     directory: object
-    registry: object
+    registry: CallStore
     auth: Authenticator
     cache: render.StatusCache = field(default_factory=render.StatusCache)
 
