@@ -6,7 +6,7 @@ from twisted.application.service import Service
 
 from sipxcc.calls.call import INVITE, REFER
 from sipxcc.calls.callbacks import CallbackPolicy, StatusCallbacks, treq_poster
-from sipxcc.calls.leg import FlowContext
+from sipxcc.calls.context import FlowContext
 from sipxcc.calls.refer import ReferFlow
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.config import CallsConfig

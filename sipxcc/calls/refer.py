@@ -13,7 +13,7 @@ from typing import Any
 from twisted.python.failure import Failure
 
 from sipxcc.calls.call import Call
-from sipxcc.calls.leg import (
+from sipxcc.calls.context import (
     FlowContext,
     credentials_for,
     first_invite,

@@ -6,8 +6,8 @@ import pytest
 from twisted.internet.task import Clock
 
 from sipxcc.calls.call import CallRequest
+from sipxcc.calls.context import FlowContext
 from sipxcc.calls.events import MAX_SUBSCRIBERS, CallEvent, TooManySubscribers
-from sipxcc.calls.leg import FlowContext
 from sipxcc.calls.refer import ReferFlow
 from sipxcc.calls.registry import CallRegistry
 from tests.unit.sipfakes import FakeNetwork, answer
