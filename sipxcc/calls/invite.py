@@ -110,7 +110,9 @@ TABLE: Table[Phase, Event] = Table(
           for e in (_E.REOFFER_ANSWERED, _E.REOFFER_REFUSED)),
         (_P.CLOSING, _E.HANGUP),
         *((p, _E.ALL_OVER) for p in _LIVE),
-        *((_P.ENDED, e) for e in Event if e not in (_E.LATE_ANSWER, _E.CALLER_RINGING)),
+        # over: what comes late changes nothing (a transfer is refused, though)
+        *((_P.ENDED, e) for e in Event
+          if e not in (_E.LATE_ANSWER, _E.CALLER_RINGING, _E.TRANSFER)),
     ],
     final=(_P.ENDED,),
 )

@@ -1,5 +1,5 @@
 """
-The REST resources (SPEC §2): C{/callcontroller/{callingUser}/{calledUser}} (also under
+The REST resources: C{/callcontroller/{callingUser}/{calledUser}} (also under
 C{/sipxconfig/rest/my/redirect/}), C{/calls} and C{/calls/{id}}.
 
 Each request runs: method check (405) → cross-origin and body checks (403, 415;

@@ -225,7 +225,7 @@ class CallParameters:
 def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
                           domain: str, default_timeout: int, default_cache_time: int,
                           callback_hosts: tuple[str, ...]) -> CallParameters:
-    """Validate a POST's path users and parameters (SPEC §2 table)."""
+    """Validate a POST's path users and query parameters, each against its own rule."""
     calling = addr_spec(check_user("callingUser", calling_user), domain)
     called = addr_spec(check_user("calledUser", called_user), domain)
     agent = parse_agent(query, calling_user)
