@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from sys import intern
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -45,6 +45,13 @@ class CallRequest:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.agent.identity, self.calling, self.called)
+
+    @classmethod
+    def wanted_by(cls, agent: User, wanted: object) -> CallRequest:
+        """The request C{agent} makes with C{wanted}'s values for every other field (the
+        web layer's validated parameters): one definition of the fields, no copy of each."""
+        return cls(agent, **{f.name: getattr(wanted, f.name)
+                             for f in fields(cls) if f.name != "agent"})
 
 
 class StatusEvent(NamedTuple):

@@ -121,12 +121,8 @@ class CallControllerResource(ApiResource):
             agent = self._agent(wanted.agent, principal, calling_user)
             if wanted.action == params.TRANSFER:
                 return self._transfer(request, agent, wanted)
-            return self.ok(request, self.context.registry.place(CallRequest(
-                agent=agent, calling=wanted.calling, called=wanted.called,
-                method=wanted.method, timeout=wanted.timeout,
-                result_cache_time=wanted.result_cache_time, subject=wanted.subject,
-                forwarding_allowed=wanted.forwarding_allowed, confpin=wanted.confpin,
-                auto_answer=wanted.auto_answer, status_callback=wanted.status_callback)))
+            return self.ok(request, self.context.registry.place(
+                CallRequest.wanted_by(agent, wanted)))
         calling = params.addr_spec(params.check_user("callingUser", calling_user),
                                    config.sip.domain)
         called = params.addr_spec(params.check_user("calledUser", called_user),

@@ -205,7 +205,11 @@ def parse_limit(query: Query) -> int:
 
 @dataclass(frozen=True)
 class CallParameters:
-    """Everything a POST asks for, validated; C{calling}/C{called}/C{target} are addr-specs."""
+    """
+    Everything a POST asks for, validated; C{calling}/C{called}/C{target} are addr-specs.
+    Every field named as one of L{sipxcc.calls.call.CallRequest}'s becomes that field of
+    the call (C{CallRequest.wanted_by}); C{agent} is the name the directory resolves.
+    """
 
     agent: str
     calling: str
