@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from sipxcc.calls.errors import failure_status
 from sipxcc.calls.sdp import no_media_offer
 from sipxcc.sip.digest import DigestCredentials
 from sipxcc.sip.message import Response, parse_sipfrag
+from sipxcc.sip.timers import Timers
 from sipxcc.sip.uri import URI, Address, build_sip_uri, quote
 
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY"
@@ -18,17 +21,21 @@ ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY"
 
 @dataclass(frozen=True)
 class FlowContext:
-    """What every flow needs: the user agent, the clock and our SIP identity."""
+    """
+    What every flow needs: the user agent, the clock, our SIP identity, and the flows'
+    timers (fixed delays share one reactor timer each; see sipxcc.sip.timers), made on
+    the clock unless given.
+    """
 
-    ua: object
-    clock: object
+    ua: Any
+    clock: IReactorTime
     domain: str
     address: str
+    timers: Timers = field(default=None)  # type: ignore[assignment]  # made in __post_init__
 
-    @property
-    def timers(self):
-        """Timers with a fixed delay share one reactor timer each (see sipxcc.sip.timers)."""
-        return self.ua.transactions.timers
+    def __post_init__(self) -> None:
+        if self.timers is None:
+            object.__setattr__(self, "timers", Timers(self.clock))
 
 
 def credentials_for(user) -> DigestCredentials | None:
