@@ -210,19 +210,7 @@ class Relay:
         if method == "INVITE":
             leg.received_invite = None
             peer.sent_invite = None
-        if is_sdp(request):
-            if success:
-                leg.remote_sdp = request.body
-            elif response.status >= 300:
-                peer.face.rejected()
-        body = response.body
-        if is_sdp(response):
-            if success:
-                peer.remote_sdp = response.body
-            try:
-                body = leg.face.present(response.body)
-            except ValueError:
-                log.info("relaying unparseable SDP from leg {leg}", leg=peer.name)
+        body = self._sessions_answered(leg, peer, request, response, success)
         if txn.final_sent:  # the sender cancelled (or went away) meanwhile
             if method == "INVITE" and success:
                 peer.dialog.ack()
@@ -235,6 +223,24 @@ class Relay:
             self._await_ack(leg, peer, txn)
         elif response.status in (408, 481):  # §12.2.1.2: the peer's dialog is gone
             self.on_lost(peer)
+
+    @staticmethod
+    def _sessions_answered(leg: Leg, peer: Leg, request, response, success: bool) -> bytes:
+        """What a relayed offer's answer means for both sessions; the body to pass on."""
+        if is_sdp(request):
+            if success:
+                leg.remote_sdp = request.body
+            elif response.status >= 300:
+                peer.face.rejected()
+        body: bytes = response.body
+        if is_sdp(response):
+            if success:
+                peer.remote_sdp = response.body
+            try:
+                body = leg.face.present(response.body)
+            except ValueError:
+                log.info("relaying unparseable SDP from leg {leg}", leg=peer.name)
+        return body
 
     def _forward_failed(self, leg: Leg, peer: Leg, request, txn, failure) -> None:
         if request.method == "INVITE":
