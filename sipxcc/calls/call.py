@@ -99,7 +99,8 @@ class FinishedCall:
     def __init__(self, lines: list[tuple[int, str, str, str]], dialogs: list[DialogInfo]):
         self.lines: tuple[int | str, ...] = tuple(value for line in lines for value in line)
         self.dialogs: tuple[tuple[str, str, str, str], ...] | None = (
-            tuple(tuple(info) for info in dialogs) or None)
+            tuple((i.dialog_id, i.local_party, i.remote_party, i.state) for i in dialogs)
+            or None)
 
     @property
     def event_count(self) -> int:

@@ -6,15 +6,18 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from sipxcc.calls.call import Call
+from sipxcc.calls.clock import Clock
 from sipxcc.calls.errors import failure_status
 from sipxcc.calls.sdp import no_media_offer
 from sipxcc.sip.digest import DigestCredentials
-from sipxcc.sip.message import Response, parse_sipfrag
+from sipxcc.sip.message import Request, Response, parse_sipfrag
 from sipxcc.sip.timers import Timers
 from sipxcc.sip.uri import URI, Address, build_sip_uri, quote
+from sipxcc.sip.useragent import UserAgent
+from sipxcc.users import User
 
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY"
 
@@ -27,8 +30,8 @@ class FlowContext:
     the clock unless given.
     """
 
-    ua: Any
-    clock: IReactorTime
+    ua: UserAgent
+    clock: Clock
     domain: str
     address: str
     timers: Timers = field(default=None)  # type: ignore[assignment]  # made in __post_init__
@@ -38,14 +41,14 @@ class FlowContext:
             object.__setattr__(self, "timers", Timers(self.clock))
 
 
-def credentials_for(user) -> DigestCredentials | None:
+def credentials_for(user: User) -> DigestCredentials | None:
     """The agent's SIP credentials: its passtoken is the MD5 HA1 (sipX's credential store)."""
     if not user.passtoken:
         return None
     return DigestCredentials(user.user_name, {"MD5": user.passtoken})
 
 
-def sip_uri(addr_spec: str, **parts) -> str:
+def sip_uri(addr_spec: str, **parts: Any) -> str:
     """
     The SIP URI of C{user@host[:port]}, built part by part and checked against the
     RFC 3261 grammar (C{params}/C{headers} are %-escaped); raises UnsafeValue otherwise.
@@ -61,14 +64,14 @@ def quoted(text: str) -> str:
     return quote(text)
 
 
-def from_address(user) -> str:
+def from_address(user: User) -> str:
     """Our From: the agent's identity, with its display name as a quoted-string."""
     return str(Address(user.display_name or None, URI.parse(sip_uri(user.identity))))
 
 
-def first_invite(ctx: FlowContext, call, to: str, *, forwarding_allowed: bool,
+def first_invite(ctx: FlowContext, call: Call, to: str, *, forwarding_allowed: bool,
                  subject: str | None = None, auto_answer: bool = False, body: bytes | None = None,
-                 call_id: str | None = None):
+                 call_id: str | None = None) -> Request:
     """
     The INVITE sipX expects from a call controller: the URI parameters that keep sipX
     from sending it to voicemail (and, unless allowed, from forwarding it), the agent's
@@ -93,15 +96,18 @@ def first_invite(ctx: FlowContext, call, to: str, *, forwarding_allowed: bool,
                               f"<{sip_uri(to)}>", headers, body, call_id=call_id)
 
 
-def now_ms(clock) -> int:
+def now_ms(clock: Clock) -> int:
     return int(clock.seconds() * 1000)
 
 
-def record_response(ctx: FlowContext, call, response: Response, method: str = "INVITE") -> None:
-    call.record(now_ms(ctx.clock), response.call_id, method, response.first_line)
+def record_response(ctx: FlowContext, call: Call, response: Response,
+                    method: str = "INVITE") -> None:
+    # a parsed response always has a Call-ID (framing refuses one without)
+    call.record(now_ms(ctx.clock), response.call_id, method,  # type: ignore[arg-type]
+                response.first_line)
 
 
-def record_failure(ctx: FlowContext, call, call_id: str, method: str,
+def record_failure(ctx: FlowContext, call: Call, call_id: str, method: str,
                    failure: Failure) -> tuple[int, str]:
     """
     A request that got no final response of its own (timeout, transport) is recorded as
@@ -114,7 +120,8 @@ def record_failure(ctx: FlowContext, call, call_id: str, method: str,
     return status, reason
 
 
-def record_sipfrag(ctx: FlowContext, call, call_id: str, body: bytes):
+def record_sipfrag(ctx: FlowContext, call: Call, call_id: str,
+                   body: bytes) -> tuple[int, str] | None:
     """Record a NOTIFY's sipfrag status line; returns the parsed (status, reason) or None."""
     frag = parse_sipfrag(body)
     if frag is not None:
