@@ -18,9 +18,11 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.server import Request
 
-from sipxcc.calls.call import CallRequest
+from sipxcc.calls.call import Call, CallRequest
 from sipxcc.calls.store import CallStore
+from sipxcc.config import Config
 from sipxcc.logs import logger
+from sipxcc.users import User, UserDirectory
 from sipxcc.web import intake, params, render
 from sipxcc.web.auth import Authenticator, Principal, authorize
 from sipxcc.web.errors import ApiError, PathResource, error_reply
@@ -37,8 +39,8 @@ CALL_NOT_FOUND = "Call not found."
 class WebContext:
     """What the resources share: configuration, users, calls, authentication, render cache."""
 
-    config: object
-    directory: object
+    config: Config
+    directory: UserDirectory
     registry: CallStore
     auth: Authenticator
     cache: render.StatusCache = field(default_factory=render.StatusCache)
@@ -54,7 +56,7 @@ class ApiResource(resource.Resource):
         super().__init__()
         self.context = context
 
-    def render(self, request):
+    def render(self, request: Request) -> int:
         if request.method not in self.allowed:
             allow = b", ".join(sorted(self.allowed))
             send(request, status_reply(request, 405, "Method not allowed",
@@ -74,27 +76,32 @@ class ApiResource(resource.Resource):
                 reply = self._failed(Failure(), request)
             send(request, reply)
             return server.NOT_DONE_YET
-        gone = []
+        gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
         d = defer.maybeDeferred(self.context.auth.authenticate, request)
         d.addCallback(lambda principal: self.handle(request, principal))
         d.addErrback(self._failed, request)
-        d.addCallback(lambda reply: None if gone else send(request, reply))
+        d.addCallback(self._send_unless_gone, request, gone)
         d.addErrback(lambda failure: log.failure("could not answer a request", failure))
         return server.NOT_DONE_YET
 
-    def handle(self, request, principal: Principal) -> Reply:
+    @staticmethod
+    def _send_unless_gone(reply: Reply, request: Request, gone: list[Failure]) -> None:
+        if not gone:
+            send(request, reply)
+
+    def handle(self, request: Request, principal: Principal) -> Reply:
         raise NotImplementedError
 
     def _failed(self, failure: Failure, request: Request) -> Reply:
         return error_reply(request, failure)
 
-    def ok(self, request, call) -> Reply:
+    def ok(self, request: Request, call: Call) -> Reply:
         reply = status_reply(request, 200, OK_TEXT)
         reply.headers.append((b"location", b"/calls/" + call.id.encode("ascii")))
         return reply
 
-    def call_reply(self, request, call) -> Reply:
+    def call_reply(self, request: Request, call: Call) -> Reply:
         as_json = wants_json(request)
         body = render.call_document(call, as_json, self.context.cache)
         return Reply(200, body, render.JSON_TYPE if as_json else render.XML_TYPE)
@@ -105,11 +112,12 @@ class CallControllerResource(ApiResource):
 
     allowed = (b"DELETE", b"GET", b"POST")
 
-    def handle(self, request, principal: Principal) -> Reply:
-        if not _two_segments(request.postpath):
+    def handle(self, request: Request, principal: Principal) -> Reply:
+        path = request.postpath or []
+        if not _two_segments(path):
             raise ApiError(404, "Not found")
-        calling_user = params.decode_segment("callingUser", request.postpath[0])
-        called_user = params.decode_segment("calledUser", request.postpath[1])
+        calling_user = params.decode_segment("callingUser", path[0])
+        called_user = params.decode_segment("calledUser", path[1])
         config = self.context.config
         query = intake.query(request)
         if request.method == b"POST":
@@ -143,7 +151,7 @@ class CallControllerResource(ApiResource):
                          render.JSON_TYPE if as_json else render.XML_TYPE)
         return self.call_reply(request, call)
 
-    def _agent(self, name: str, principal: Principal, calling_user: str):
+    def _agent(self, name: str, principal: Principal, calling_user: str) -> User:
         agent = self.context.directory.lookup(name)
         if agent is None:
             raise ApiError(403, f"could not find credentials for {name}")
@@ -151,7 +159,8 @@ class CallControllerResource(ApiResource):
                   self.context.config.users.agents)
         return agent
 
-    def _transfer(self, request, agent, wanted: params.CallParameters) -> Reply:
+    def _transfer(self, request: Request, agent: User,
+                  wanted: params.CallParameters) -> Reply:
         if wanted.target is None:
             raise ApiError(400, "Need a transfer target parameter")
         call = self.context.registry.lookup((agent.identity, wanted.calling, wanted.called))
@@ -167,7 +176,7 @@ class CallsResource(ApiResource):
 
     allowed = (b"DELETE", b"GET")
 
-    def handle(self, request, principal: Principal) -> Reply:
+    def handle(self, request: Request, principal: Principal) -> Reply:
         path = request.postpath
         if not path or path == [b""]:
             if request.method != b"GET":
