@@ -15,7 +15,6 @@ import gc
 import time
 
 from sipxcc.calls.call import CallRequest
-from sipxcc.calls.callbacks import StatusCallbacks
 from sipxcc.calls.context import FlowContext
 from sipxcc.calls.refer import ReferFlow
 from sipxcc.calls.registry import CallRegistry
@@ -51,8 +50,6 @@ def main() -> None:
     ctx = FlowContext(net.ua, net.clock, "sipx.test", "127.0.0.1")
     registry = CallRegistry(net.clock, {"REFER": lambda call, end: ReferFlow(ctx, call, end)},
                             max_calls_per_agent=10)
-    # as in the daemon (sipxcc.calls.control): the webhook sender sees every call's events
-    registry.subscribe(StatusCallbacks(net.clock, lambda url, body: None).on_event)
     for n in range(20):  # warm-up
         one_call(net, registry, -n - 1)
     gc.collect()  # the collector as the daemon sets it up (sipxcc.tap)
