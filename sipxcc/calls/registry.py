@@ -102,6 +102,7 @@ class CallRegistry:
     Owns the calls. C{flows} maps a mode ("REFER", "INVITE") to a factory
     C{factory(call, on_end) -> flow}; a flow has C{start()}, C{hangup()} and, for INVITE
     calls, C{transfer(target)}, and calls C{on_end(call)} exactly once when the call is over.
+    C{observers} see each new call before its flow starts.
 
     A finished call stays queryable for its C{result_cache_time}, at most
     C{max_result_cache_time}; beyond C{max_retained} finished calls in all, or
@@ -111,13 +112,15 @@ class CallRegistry:
     """
 
     def __init__(self, clock: Clock, flows: dict[str, FlowFactory],
-                 max_calls: int = 2000, max_calls_per_agent: int = 10, *,
+                 max_calls: int = 2000, max_calls_per_agent: int = 10,
+                 observers: tuple[Callable[[Call], None], ...] = (), *,
                  max_retained: int = 100_000, max_retained_per_owner: int = 1000,
                  max_result_cache_time: int = 86400,
                  eviction_log_interval: float = EVICTION_LOG_INTERVAL):
         self.clock = clock
         self.timers = Timers(clock)
         self.retention: dict[float, Retention] = {}
+        self.observers = observers
         self.flows = flows
         self.max_calls = max_calls
         self.max_calls_per_agent = max_calls_per_agent
@@ -172,6 +175,8 @@ class CallRegistry:
         owner.calls.append(call)
         owner.active += 1
         call.listen(self.events.publish)
+        for observe in self.observers:
+            observe(call)
         call.flow = self.flows[request.method](call, self._ended)
         # INVITE mode rings two phones one after the other before it is connected
         setup_time = request.timeout * (2 if request.method == INVITE else 1)
