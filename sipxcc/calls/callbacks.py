@@ -21,8 +21,6 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from sipxcc.calls.call import Call
-from sipxcc.calls.events import CallEvent
 from sipxcc.logs import logger
 
 log = logger(__name__)
@@ -243,11 +241,7 @@ class _Queue:
 
 
 class StatusCallbacks:
-    """
-    Sends the events of each call that asked for a status callback: a subscriber of the
-    registry's events (L{on_event}). Each such call in progress has one queue here; at
-    the call's end it leaves this table and drains by itself.
-    """
+    """Attach to each new call that asked for a status callback (C{registry} observer)."""
 
     def __init__(self, clock, post: Callable):
         self.clock = clock
@@ -255,20 +249,13 @@ class StatusCallbacks:
         self.delivered = 0
         self.dropped = 0
         self.failed = 0  # attempts that did not deliver (each retried or dropped)
-        self.queues: dict[str, _Queue] = {}  # calls in progress with a callback, by id
 
-    def on_event(self, call: Call, event: CallEvent) -> None:
-        """A call's next event (C{registry.subscribe}): queue it for the call's URL."""
+    def attach(self, call) -> None:
         url = call.request.status_callback
         if not url:
             return
-        queue = self.queues.get(call.id)
-        if queue is None:
-            queue = self.queues[call.id] = _Queue(self, url)
-        queue.push(json.dumps(event_document(call, event.status)).encode())
-        if event.status is None:  # the end: nothing more will come for this call
-            del self.queues[call.id]
+        queue = _Queue(self, url)
 
-    def attach(self, call: Call) -> None:
-        """Follow one call without a registry (its events as they come, unnumbered)."""
-        call.listen(lambda call, status: self.on_event(call, CallEvent(0, status)))
+        def listener(call, event):
+            queue.push(json.dumps(event_document(call, event)).encode())
+        call.listen(listener)

@@ -44,10 +44,10 @@ class CallControl(Service):
         self.callbacks = StatusCallbacks(reactor, treq_poster(reactor, policy))
         self.registry = CallRegistry(reactor, {REFER: self._refer, INVITE: self._invite},
                                      max_calls, max_calls_per_agent,
+                                     observers=(self.callbacks.attach,),
                                      max_retained=limits.max_retained,
                                      max_retained_per_owner=limits.max_retained_per_owner,
                                      max_result_cache_time=limits.max_result_cache_time)
-        self.registry.subscribe(self.callbacks.on_event)
 
     def listen(self) -> None:
         """Bind the SIP transports; raises CannotListenError when the port is taken."""

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from sipxcc.calls.call import CallRequest
-from sipxcc.calls.callbacks import StatusCallbacks
 from sipxcc.calls.context import FlowContext
 from sipxcc.calls.events import MAX_SUBSCRIBERS, CallEvent, TooManySubscribers
 from sipxcc.calls.refer import ReferFlow
@@ -105,22 +101,3 @@ def caplog_failures():
     globalLogPublisher.addObserver(observer)
     yield failures
     globalLogPublisher.removeObserver(observer)
-
-
-def test_the_webhook_sender_is_a_subscriber_and_forgets_each_call_at_its_end():
-    clock = Clock()
-    registry = CallRegistry(clock, {"REFER": FakeFlow})
-    posted: list[dict] = []
-    callbacks = StatusCallbacks(clock, lambda url, body: posted.append(json.loads(body))
-                                or defer.succeed(200))
-    registry.subscribe(callbacks.on_event)
-    hooked = registry.place(req(status_callback="https://hooks.example/cb"))
-    silent = registry.place(req(called="user4@sipx.test"))
-    hooked.record(1, "a", "INVITE", "SIP/2.0 180 Ringing")
-    silent.record(2, "b", "INVITE", "SIP/2.0 180 Ringing")
-    assert list(callbacks.queues) == [hooked.id]  # one queue per call with a callback
-    hooked.flow.end()
-    silent.flow.end()
-    assert [(doc["id"], doc.get("status-line"), doc.get("ended")) for doc in posted] == [
-        (hooked.id, "SIP/2.0 180 Ringing", None), (hooked.id, None, True)]
-    assert callbacks.queues == {}  # nothing kept once the call is over
