@@ -15,6 +15,7 @@ import gc
 import time
 
 from sipxcc.calls.call import CallRequest
+from sipxcc.calls.callbacks import StatusCallbacks
 from sipxcc.calls.context import FlowContext
 from sipxcc.calls.refer import ReferFlow
 from sipxcc.calls.registry import CallRegistry
@@ -48,8 +49,10 @@ def main() -> None:
     args = parser.parse_args()
     net = FakeNetwork()
     ctx = FlowContext(net.ua, net.clock, "sipx.test", "127.0.0.1")
+    # as in the daemon (sipxcc.calls.control): the webhook sender sees every new call
     registry = CallRegistry(net.clock, {"REFER": lambda call, end: ReferFlow(ctx, call, end)},
-                            max_calls_per_agent=10)
+                            max_calls_per_agent=10,
+                            observers=(StatusCallbacks(net.clock, lambda u, b: None).attach,))
     for n in range(20):  # warm-up
         one_call(net, registry, -n - 1)
     gc.collect()  # the collector as the daemon sets it up (sipxcc.tap)

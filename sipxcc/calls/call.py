@@ -141,7 +141,7 @@ class Call:
         self._listeners: list[Callable[[Call, StatusEvent | None], None]] | tuple[()] = []
         self.flow: Any = None
         self.expiry: Any = None  # the watchdog in progress; when retention ends once finished
-        self.seq = 0  # events published so far (sipxcc.calls.events.EventHub)
+        self.seq = 0  # events published so far (sipxcc.calls.hub.EventHub)
         self.owner_prev = self.owner_next = None
         self.owner_done_prev = self.owner_done_next = None
         self.done_prev = self.done_next = None

@@ -13,7 +13,7 @@ from sipxcc.calls.call import INVITE, Call, CallRequest
 from sipxcc.calls.chain import Chain
 from sipxcc.calls.clock import Clock, DelayedCall
 from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls, TransferNotPossible
-from sipxcc.calls.events import EventHub, Subscriber
+from sipxcc.calls.hub import EventHub, Subscriber
 from sipxcc.logs import logger
 from sipxcc.sip.timers import SLACK, Timers
 

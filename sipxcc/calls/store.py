@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from sipxcc.calls.call import Call, CallRequest
-from sipxcc.calls.events import Subscriber
+from sipxcc.calls.hub import Subscriber
 
 
 class CallStore(Protocol):

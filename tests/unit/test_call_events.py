@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 
 from sipxcc.calls.call import CallRequest
 from sipxcc.calls.context import FlowContext
-from sipxcc.calls.events import MAX_SUBSCRIBERS, CallEvent, TooManySubscribers
+from sipxcc.calls.hub import MAX_SUBSCRIBERS, CallEvent, TooManySubscribers
 from sipxcc.calls.refer import ReferFlow
 from sipxcc.calls.registry import CallRegistry
 from tests.unit.sipfakes import FakeNetwork, answer
