@@ -32,7 +32,7 @@ class Flow(Protocol):
 
     def hangup(self, why: str = "hangup") -> None: ...
 
-    def transfer(self, target: str, timeout: int | None = None) -> None: ...
+    # an INVITE-mode flow also has transfer(target: str, timeout: int | None) -> None
 
 
 #: makes a call's flow: C{factory(call, on_end)}; the flow calls C{on_end(call)} once
