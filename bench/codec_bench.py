@@ -47,10 +47,7 @@ def main() -> None:
 
 
 def _touch(message) -> None:
-    message.branch
-    message.from_tag
-    message.to_tag
-    message.cseq
+    _ = (message.branch, message.from_tag, message.to_tag, message.cseq)
 
 
 if __name__ == "__main__":

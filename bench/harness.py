@@ -112,7 +112,7 @@ def sipp_stats(stat_csv: Path, screen_log: Path | None) -> SippStats:
         rows = [line.rstrip(";\n").split(";") for line in stat_csv.read_text().splitlines()
                 if line.strip()]
         if len(rows) >= 2:
-            last = dict(zip(rows[0], rows[-1]))
+            last = dict(zip(rows[0], rows[-1], strict=False))
             stats.successful = int(last.get("SuccessfulCall(C)", 0))
             stats.failed = int(last.get("FailedCall(C)", 0))
             stats.retransmissions = int(last.get("Retransmissions(C)", 0))

@@ -79,7 +79,7 @@ def measure(code: str, rate: int, seconds: float) -> tuple[float, float]:
                 pass
         time.sleep(0.2)  # the last answers
         after = cpu_times(server.pid)
-        return tuple(1e6 * (b - a) / count for a, b in zip(before, after))
+        return tuple(1e6 * (b - a) / count for a, b in zip(before, after, strict=False))
     finally:
         server.kill()
         server.wait()

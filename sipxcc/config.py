@@ -1,4 +1,4 @@
-"""The daemon's INI configuration (SPEC §1), parsed into frozen dataclasses.
+"""The daemon's INI configuration, parsed into frozen dataclasses.
 
 Every problem becomes a ``ConfigError`` whose message is one line naming the file,
 the ``section.key`` and what is wrong, so that start-up can print it as it is.

@@ -18,6 +18,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # run from anywhere: the tree's own sipxcc
 
+from sipxcc.calls import invite, leg, refer  # noqa: E402
 from sipxcc.sip import transaction  # noqa: E402
 from sipxcc.statemachine import Table, mermaid  # noqa: E402
 
@@ -26,6 +27,9 @@ TABLES: list[tuple[str, Table[Any, Any]]] = [
     ("non-invite-client-transaction", transaction.NON_INVITE_CLIENT),
     ("invite-server-transaction", transaction.INVITE_SERVER),
     ("non-invite-server-transaction", transaction.NON_INVITE_SERVER),
+    ("refer-flow", refer.TABLE),
+    ("invite-flow", invite.TABLE),
+    ("invite-leg", leg.TABLE),
 ]
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from sys import intern
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from sipxcc.users import User
@@ -48,6 +48,13 @@ class CallRequest:
     def key(self) -> tuple[str, str, str]:
         return (self.agent.identity, self.calling, self.called)
 
+    @classmethod
+    def wanted_by(cls, agent: User, wanted: object) -> CallRequest:
+        """The request C{agent} makes with C{wanted}'s values for every other field (the
+        web layer's validated parameters): one definition of the fields, no copy of each."""
+        return cls(agent, **{f.name: getattr(wanted, f.name)
+                             for f in fields(cls) if f.name != "agent"})
+
 
 class StatusEvent(NamedTuple):
     """One line of a call's status document (epoch milliseconds)."""
@@ -80,19 +87,44 @@ def is_final(status_line: str) -> bool:
             and status_line[9:11].isascii() and status_line[11:12] in ("", " "))
 
 
+class FinishedCall:
+    """
+    What a finished call keeps for GET, made when it is released: its events as one flat
+    tuple, four values per event (about 60 bytes less each than a tuple per event), and
+    its dialogs as plain tuples. Plain tuples of strings and ints, which the garbage
+    collector stops tracking (it never untracks tuple subclasses such as L{StatusEvent}):
+    100,000 retained calls then add little to each full collection.
+    """
+
+    __slots__ = ("lines", "dialogs")
+
+    def __init__(self, lines: list[tuple[int, str, str, str]], dialogs: list[DialogInfo]):
+        self.lines: tuple[int | str, ...] = tuple(value for line in lines for value in line)
+        self.dialogs: tuple[tuple[str, str, str, str], ...] | None = (
+            tuple((i.dialog_id, i.local_party, i.remote_party, i.state) for i in dialogs)
+            or None)
+
+    @property
+    def event_count(self) -> int:
+        return len(self.lines) // 4
+
+    def events(self) -> list[StatusEvent]:
+        lines = self.lines
+        return [StatusEvent(*lines[i:i + 4]) for i in range(0, len(lines), 4)]  # type: ignore[arg-type]  # four values per event, in StatusEvent's order
+
+    def dialog_infos(self) -> list[DialogInfo]:
+        return [DialogInfo._make(info) for info in self.dialogs or ()]
+
+
 class Call:
     """
     The record of one call: its request, its status events (which only ever grow) and its
-    state. The flow driving the call appends events; the web layer reads them.
-
-    Events and dialogs are stored as plain tuples of strings and ints, which the garbage
-    collector stops tracking (it never untracks tuple subclasses such as L{StatusEvent}):
-    100,000 retained calls then add almost nothing to each full collection. A released
-    call's events are one flat tuple, four values per event (about 60 bytes less each).
+    state. The flow driving the call appends events; the web layer reads them. Once over,
+    L{release} keeps what GET shows as a L{FinishedCall} and drops the machinery.
     """
 
-    __slots__ = ("id", "request", "created", "_lines", "state", "ended", "_dialogs",
-                 "_listeners", "flow", "expiry",
+    __slots__ = ("id", "request", "created", "_lines", "state", "ended", "_dialog_source",
+                 "finished", "_listeners", "flow", "expiry", "seq",
                  # the registry's links (see L{sipxcc.calls.chain.Chain}): the owner's
                  # calls, its finished calls, every finished call, and the finished calls
                  # due at the same delay
@@ -103,13 +135,15 @@ class Call:
         self.id = secrets.token_urlsafe(12)
         self.request = request
         self.created = created
-        self._lines: list[tuple] | tuple = []  # a flat tuple once released
+        self._lines: list[tuple[int, str, str, str]] | None = []  # None once released
         self.state = "calling"
         self.ended = False
-        self._dialogs: Callable[[], list[DialogInfo]] | tuple[DialogInfo, ...] | None = None
-        self._listeners: list[Callable[[Call, StatusEvent | None], None]] | tuple = []
-        self.flow = None
-        self.expiry = None  # the watchdog in progress; when retention ends once finished
+        self._dialog_source: Callable[[], list[DialogInfo]] | None = None
+        self.finished: FinishedCall | None = None  # what is kept once released
+        self._listeners: list[Callable[[Call, StatusEvent | None], None]] | tuple[()] = []
+        self.flow: Any = None
+        self.expiry: Any = None  # the watchdog in progress; when retention ends once finished
+        self.seq = 0  # events published so far (sipxcc.calls.hub.EventHub)
         self.owner_prev = self.owner_next = None
         self.owner_done_prev = self.owner_done_next = None
         self.done_prev = self.done_next = None
@@ -129,26 +163,24 @@ class Call:
 
     @property
     def events(self) -> list[StatusEvent]:
-        lines = self._lines
-        if type(lines) is tuple:  # released: flattened, four values per event
-            return [StatusEvent(*lines[i:i + 4]) for i in range(0, len(lines), 4)]
-        return [StatusEvent._make(line) for line in lines]
+        if self.finished is not None:
+            return self.finished.events()
+        return [StatusEvent._make(line) for line in self._lines or ()]
 
     @property
     def event_count(self) -> int:
-        lines = self._lines
-        return len(lines) // 4 if type(lines) is tuple else len(lines)
+        if self.finished is not None:
+            return self.finished.event_count
+        return len(self._lines or ())
 
     def dialogs(self) -> list[DialogInfo]:
-        source = self._dialogs
-        if source is None:
-            return []
-        if isinstance(source, tuple):
-            return [DialogInfo._make(info) for info in source]
-        return source()
+        if self.finished is not None:
+            return self.finished.dialog_infos()
+        source = self._dialog_source
+        return [] if source is None else source()
 
     def set_dialog_source(self, source: Callable[[], list[DialogInfo]]) -> None:
-        self._dialogs = source
+        self._dialog_source = source
 
     def listen(self, listener: Callable[[Call, StatusEvent | None], None]) -> None:
         """Call C{listener(call, event)} on every new event, and C{(call, None)} at the end."""
@@ -166,9 +198,12 @@ class Call:
             return
         if len(status_line) > MAX_LINE:
             status_line = status_line[:MAX_LINE - len(TRUNCATED)] + TRUNCATED
-        lines = self._lines
-        if type(lines) is tuple:
-            lines = self._lines = [tuple(line) for line in self.events]
+        finished = self.finished
+        if finished is not None:  # a late line for a released call: unpack, add, pack
+            lines = [(e.timestamp, e.call_id, e.method, e.status_line)
+                     for e in finished.events()]
+        else:
+            lines = self._lines if self._lines is not None else []
         # one string object per Call-ID and per common status line, however many events
         if lines and lines[-1][1] == call_id:
             call_id = lines[-1][1]
@@ -177,6 +212,8 @@ class Call:
             lines[-1] = line
         else:
             lines.append(line)
+        if finished is not None:
+            self.finished = FinishedCall(lines, finished.dialog_infos())
         if self._listeners:
             event = StatusEvent._make(line)
             for listener in self._listeners:
@@ -187,8 +224,9 @@ class Call:
 
     def release(self) -> None:
         """The call is over: keep what GET shows, drop the machinery (retention is cheap)."""
-        self._dialogs = tuple(tuple(info) for info in self.dialogs()) or None
-        self._lines = tuple(value for line in self._lines for value in line)
+        self.finished = FinishedCall(self._lines or [], self.dialogs())
+        self._lines = None
+        self._dialog_source = None
         self._listeners = ()
         self.flow = None
 

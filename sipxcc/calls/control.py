@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from twisted.application.service import Service
+from collections.abc import Callable
+from typing import Any
 
-from sipxcc.calls.call import INVITE, REFER
+from twisted.application.service import Service
+from twisted.internet import defer
+
+from sipxcc.calls.call import INVITE, REFER, Call
 from sipxcc.calls.callbacks import CallbackPolicy, StatusCallbacks, treq_poster
-from sipxcc.calls.leg import FlowContext
+from sipxcc.calls.context import FlowContext
+from sipxcc.calls.invite import InviteFlow
 from sipxcc.calls.refer import ReferFlow
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.config import CallsConfig
@@ -20,11 +25,12 @@ class CallControl(Service):
     in use stops start-up); stopping the service hangs up every call first.
     """
 
-    def __init__(self, reactor, *, domain: str, proxy: str, address: str, port: int,
-                 transports=("udp", "tcp"), contact_user: str = "callcontroller",
-                 max_calls: int = 2000, max_calls_per_agent: int = 10, tls_context=None,
+    def __init__(self, reactor: Any, *, domain: str, proxy: str, address: str, port: int,
+                 transports: tuple[str, ...] = ("udp", "tcp"),
+                 contact_user: str = "callcontroller",
+                 max_calls: int = 2000, max_calls_per_agent: int = 10, tls_context: Any = None,
                  shutdown_timeout: float = 5.0, calls_config: CallsConfig | None = None,
-                 realm: str | None = None, tls_client_context=None,
+                 realm: str | None = None, tls_client_context: Any = None,
                  max_connections: int = 1000, max_connections_per_host: int = 64):
         self.reactor = reactor
         self.shutdown_timeout = shutdown_timeout
@@ -59,18 +65,17 @@ class CallControl(Service):
         self.ua = UserAgent(self.reactor, self.transport, settings)
         self.context = FlowContext(self.ua, self.reactor, self.domain, self.address)
 
-    def _refer(self, call, on_end):
+    def _refer(self, call: Call, on_end: Callable[[Call], None]) -> ReferFlow:
         return ReferFlow(self.context, call, on_end)
 
-    def _invite(self, call, on_end):
-        from sipxcc.calls.invite import InviteFlow
+    def _invite(self, call: Call, on_end: Callable[[Call], None]) -> InviteFlow:
         return InviteFlow(self.context, call, on_end)
 
-    def stopService(self):
-        super().stopService()
+    def stopService(self) -> defer.Deferred[object]:
+        super().stopService()  # type: ignore[no-untyped-call]  # Twisted's, untyped
         d = self.registry.shutdown(self.shutdown_timeout)
 
-        def stop_transport(_):
+        def stop_transport(_: object) -> object:
             self.registry.clear()
             if self.ua is not None:
                 self.ua.stop()

@@ -1,35 +1,56 @@
-"""Errors the call-control layer raises; each knows the HTTP status that reports it."""
+"""
+Errors the call-control layer raises when it refuses a request. They say what went wrong,
+not how the web layer reports it: sipxcc.web.errors maps each to an HTTP answer.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from twisted.python.failure import Failure
+
+from sipxcc.logs import logger
+from sipxcc.sip.useragent import RequestFailed
+
+log = logger(__name__)
 
 
 class CallError(Exception):
-    """A request the registry refused; C{code} is the HTTP status that reports it."""
-
-    code = 500
-    retry_after: int | None = None
-
-    def __init__(self, text: str, retry_after: int | None = None):
-        super().__init__(text)
-        if retry_after is not None:
-            self.retry_after = retry_after
+    """A request the registry refused; the text says why, for the user."""
 
 
 class CallInProgress(CallError):
-    code = 409
+    """A call for the same agent, calling and called user is in progress (INVITE mode)."""
 
 
 class TooManyCalls(CallError):
-    code = 503
-    retry_after = 5
+    """The daemon's limit of calls in progress is reached; worth trying again shortly."""
 
 
 class AgentLimit(CallError):
-    code = 429
-    retry_after = 5
-
-
-class CallNotFound(CallError):
-    code = 404
+    """The agent's limit of calls in progress is reached; worth trying again shortly."""
 
 
 class TransferNotPossible(CallError):
-    code = 409
+    """The call cannot be transferred now (not INVITE mode, not connected, or busy)."""
+
+
+class FailedRequest(NamedTuple):
+    """What a failed request stands for: a SIP status, its reason, and whether it is ours."""
+
+    status: int
+    reason: str
+    ours: bool
+
+
+def failure_status(failure: Failure, what: str, call_id: str = "") -> FailedRequest:
+    """
+    The one place a request's failure is read: a L{RequestFailed} (timeout, transport
+    error, no usable response) carries its own status; anything else is a fault of ours,
+    logged with C{what} and counted as C{500 Internal Error} with C{ours} set.
+    """
+    exc = failure.value
+    if isinstance(exc, RequestFailed):
+        return FailedRequest(exc.status, exc.reason, False)
+    log.failure("{what} of call {id} failed", failure, what=what, id=call_id)
+    return FailedRequest(500, "Internal Error", True)

@@ -1,17 +1,22 @@
 """
-The INVITE flow (SPEC §4, sipMethod=INVITE): RFC 3725 §5 flow IV with the controller
-staying in the signalling path. Ring the calling user (A) with a black-hole offer; once A
-answers, call the called user (B) with no SDP; hand B's offer to A in a re-INVITE and A's
-answer to B in the ACK; then relay in-dialog requests between them (sipxcc.calls.relay),
-tear down one leg when the other ends, and transfer A's side to a third party (X).
+The INVITE flow (sipMethod=INVITE): RFC 3725 §5 flow IV with the controller staying in
+the signalling path. Ring the calling user (A) with a black-hole offer; once A answers,
+call the called user (B) with no SDP; hand B's offer to A in a re-INVITE and A's answer to
+B in the ACK; then relay in-dialog requests between them (sipxcc.calls.relay), tear down
+one leg when the other ends, and transfer A's side to a third party (X).
 """
 
 from __future__ import annotations
 
-from twisted.logger import Logger
+import enum
+from collections.abc import Callable
+from typing import Any
 
-from sipxcc.calls.errors import TransferNotPossible
-from sipxcc.calls.leg import (
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from sipxcc.calls.call import Call, DialogInfo
+from sipxcc.calls.context import (
     FlowContext,
     credentials_for,
     first_invite,
@@ -19,48 +24,113 @@ from sipxcc.calls.leg import (
     record_failure,
     record_response,
 )
-from sipxcc.calls.relay import CONTENT_TYPE_SDP, Leg, Relay, SessionFace, is_sdp
-from sipxcc.sip.outgoing import RequestFailed
+from sipxcc.calls.errors import TransferNotPossible, failure_status
+from sipxcc.calls.leg import Leg, LegEvent, LegState
+from sipxcc.calls.relay import CONTENT_TYPE_SDP, Relay, SessionFace, is_sdp
+from sipxcc.statemachine import Table, Transition
 
 log = Logger()
 
-#: §9.1: after a CANCEL, stop waiting for the INVITE's final response after 64*T1
+#: RFC 3261 §9.1: after a CANCEL, stop waiting for the INVITE's final response after 64*T1
 CANCEL_LIMIT = 32
 
-CALLING_A = "calling-a"        # INVITE-1 out, A not answered yet
-CALLING_B = "calling-b"        # A up on the black hole, INVITE-2 out
-OFFERING_A = "offering-a"      # B's 200 held un-ACKed, re-INVITE to A with B's offer
-CONNECTED = "connected"        # relaying between caller and callee
-TRANSFERRING = "transferring"  # still relaying A-B, X ringing with B's SDP
-SWAPPING = "swapping"          # X answered, A BYEd, B re-INVITEd with X's SDP
-CLOSING = "closing"            # tearing every leg down
-ENDED = "ended"
-
 TRANSFERRED = ("Reason", 'SIP;cause=200;text="Call transferred"')
+
+Headers = list[tuple[str, str]]
+
+
+class Phase(enum.Enum):
+    """Where an INVITE-mode call is, as a whole (its legs have their own states)."""
+
+    CALLING_A = "calling-a"        # INVITE-1 out, A not answered yet
+    CALLING_B = "calling-b"        # A up on the black hole, INVITE-2 out
+    OFFERING_A = "offering-a"      # B's 200 held un-ACKed, re-INVITE to A with B's offer
+    CONNECTED = "connected"        # relaying between caller and callee
+    TRANSFERRING = "transferring"  # still relaying A-B, X ringing with B's SDP
+    SWAPPING = "swapping"          # X answered, A BYEd, B re-INVITEd with X's SDP
+    CLOSING = "closing"            # tearing every leg down
+    ENDED = "ended"
+
+
+class Event(enum.Enum):
+    """What happens to an INVITE-mode call."""
+
+    CALLER_RINGING = "1xx from A"
+    CALLER_ANSWERED = "2xx from A"
+    CALLEE_ANSWERED = "2xx from B, with an offer"
+    REOFFER_ANSWERED = "2xx to our re-INVITE"
+    REOFFER_REFUSED = "our re-INVITE failed"
+    TRANSFER = "transfer requested"
+    TARGET_ANSWERED = "2xx from X, with an answer"
+    TARGET_FAILED = "X did not answer usably"
+    FAILED = "a leg's INVITE failed, bad SDP, a leg never ACKed"
+    CALLER_GONE = "BYE from A, or A's dialog gone"
+    LEG_GONE = "BYE from B or X, or its dialog gone"
+    HANGUP = "DELETE, replacement, watchdog, shutdown"
+    LATE_ANSWER = "2xx from a leg while closing"
+    ALL_OVER = "every leg terminated"
+
+
+_P, _E, _T = Phase, Event, Transition
+_LIVE = (_P.CALLING_A, _P.CALLING_B, _P.OFFERING_A, _P.CONNECTED, _P.TRANSFERRING,
+         _P.SWAPPING)
+
+#: Every (phase, event) pair of an INVITE-mode call: a transition, an explicit no-op, or
+#: (absent from both) a refusal, for events that cannot happen then.
+TABLE: Table[Phase, Event] = Table(
+    "invite",
+    _P.CALLING_A,
+    {
+        (_P.CALLING_A, _E.CALLER_RINGING): _T(_P.CALLING_A, "_ringing"),
+        (_P.CALLING_A, _E.CALLER_ANSWERED): _T(_P.CALLING_B, "_call_callee"),
+        (_P.CALLING_B, _E.CALLEE_ANSWERED): _T(_P.OFFERING_A, "_offer_to_caller"),
+        (_P.OFFERING_A, _E.REOFFER_ANSWERED): _T(_P.CONNECTED, "_connect"),
+        (_P.SWAPPING, _E.REOFFER_ANSWERED): _T(_P.CONNECTED, "_swapped"),
+        (_P.OFFERING_A, _E.REOFFER_REFUSED): _T(_P.CLOSING, "_teardown"),
+        (_P.SWAPPING, _E.REOFFER_REFUSED): _T(_P.CLOSING, "_teardown"),
+        (_P.CONNECTED, _E.TRANSFER): _T(_P.TRANSFERRING, "_call_target"),
+        (_P.TRANSFERRING, _E.TARGET_ANSWERED): _T(_P.SWAPPING, "_swap"),
+        (_P.TRANSFERRING, _E.TARGET_FAILED): _T(_P.CONNECTED, "_transfer_failed"),
+        **{(p, e): _T(_P.CLOSING, "_teardown") for p in _LIVE
+           for e in (_E.FAILED, _E.HANGUP, _E.LEG_GONE)},
+        **{(p, _E.CALLER_GONE): _T(_P.CLOSING, "_teardown")
+           for p in (_P.CALLING_A, _P.CALLING_B, _P.OFFERING_A, _P.CONNECTED)},
+        **{(_P.CLOSING, e): _T(_P.CLOSING, "_check_done")
+           for e in (_E.FAILED, _E.TARGET_FAILED, _E.CALLER_GONE, _E.LEG_GONE)},
+        (_P.CLOSING, _E.LATE_ANSWER): _T(_P.CLOSING, "_drop_answer"),
+        (_P.ENDED, _E.LATE_ANSWER): _T(_P.ENDED, "_drop_answer"),
+        (_P.CLOSING, _E.ALL_OVER): _T(_P.ENDED, "_finish"),
+    },
+    ignores=[
+        *((p, _E.CALLER_RINGING) for p in Phase if p is not _P.CALLING_A),
+        # A leaves while we move B to X anyway
+        (_P.TRANSFERRING, _E.CALLER_GONE), (_P.SWAPPING, _E.CALLER_GONE),
+        # the answer to a re-INVITE of a phase that is over
+        *((p, e) for p in (_P.CONNECTED, _P.TRANSFERRING, _P.CLOSING, _P.ENDED)
+          for e in (_E.REOFFER_ANSWERED, _E.REOFFER_REFUSED)),
+        (_P.CLOSING, _E.HANGUP),
+        *((p, _E.ALL_OVER) for p in _LIVE),
+        # over: what comes late changes nothing (a transfer is refused, though)
+        *((_P.ENDED, e) for e in Event
+          if e not in (_E.LATE_ANSWER, _E.CALLER_RINGING, _E.TRANSFER)),
+    ],
+    final=(_P.ENDED,),
+)
 
 
 class InviteFlow:
     """
-    One INVITE-mode call. C{caller} is A (X after a transfer), C{callee} is B. Phases
-    (phase, event → phase):
-
-      CALLING_A    --2xx (ACK)--> CALLING_B (INVITE-2, no SDP)   --failure/timeout--> end
-      CALLING_B    --2xx with offer, held--> OFFERING_A (re-INVITE A with the offer)
-      CALLING_B    --failure/timeout, or 2xx without SDP--> CLOSING (BYE A)
-      OFFERING_A   --2xx with answer--> CONNECTED (ACK A, ACK B with the answer)
-      OFFERING_A   --refused--> CLOSING (ACK B, BYE both)
-      CONNECTED    --transfer(X)--> TRANSFERRING --X 2xx (ACK, BYE A)--> SWAPPING
-      TRANSFERRING --X failed--> CONNECTED;  SWAPPING --B 2xx (ACK)--> CONNECTED (X-B)
-      any          --BYE from a leg / hangup / a leg lost--> CLOSING --all legs over--> ENDED
+    One INVITE-mode call, driven by L{TABLE}; each leg's own state follows
+    L{sipxcc.calls.leg.TABLE}. C{caller} is A (X after a transfer), C{callee} is B.
     """
 
-    def __init__(self, ctx: FlowContext, call, on_end):
+    def __init__(self, ctx: FlowContext, call: Call, on_end: Callable[[Call], None]):
         self.ctx = ctx
         self.call = call
         self.on_end = on_end
-        self.phase = CALLING_A
+        self.phase = Phase.CALLING_A
         self.legs: list[Leg] = []
-        self.caller: Leg | None = None
+        self.caller: Leg = self._new_leg("A")
         self.callee: Leg | None = None
         self.target: Leg | None = None
         self.connected_once = False
@@ -69,23 +139,35 @@ class InviteFlow:
                            self._leg_lost, self._leg_unresponsive)
         call.set_dialog_source(self._dialogs)
 
+    def _fire(self, event: Event, *args: Any) -> None:
+        """Take the table's transition for C{event}: new phase, then its action."""
+        transition = TABLE.step(self.phase, event)
+        if transition is None:
+            return
+        self.phase = transition.target
+        if transition.action is not None:
+            getattr(self, transition.action)(*args)
+
+    def _ending(self) -> str:
+        return "ended" if self.connected_once else "failed"
+
     # Setting up
 
     def start(self) -> None:
         request = self.call.request
-        self.caller = self._new_leg("A")
         invite = first_invite(self.ctx, self.call, request.calling,
                               forwarding_allowed=request.forwarding_allowed,
                               subject=request.subject, auto_answer=request.auto_answer,
                               body=self.caller.face.black_hole())
-        self._send_invite(self.caller, invite, self._caller_answered)
+        self._send_invite(self.caller, invite, Event.CALLER_ANSWERED)
 
     def _new_leg(self, name: str) -> Leg:
         leg = Leg(name, SessionFace(self.ctx.address))
         self.legs.append(leg)
         return leg
 
-    def _send_invite(self, leg: Leg, invite, answered, timeout: int | None = None) -> None:
+    def _send_invite(self, leg: Leg, invite: Any, answered: Event,
+                     timeout: int | None = None) -> None:
         """INVITE C{leg}; CANCEL it if it rings longer than C{timeout} (the call's)."""
         leg.offered = bool(invite.body)
         leg.outgoing = self.ctx.ua.invite(invite, credentials_for(self.call.request.agent),
@@ -96,16 +178,16 @@ class InviteFlow:
         leg.timer = self.ctx.timers.call_later(timeout or self.call.request.timeout,
                                                self._cancel, leg)
 
-    def _progress(self, leg: Leg, response) -> None:
+    def _progress(self, leg: Leg, response: Any) -> None:
         record_response(self.ctx, self.call, response)
-        status = response.status
-        if 100 < status < 200 and leg.state in ("new", "early") and response.to_tag:
-            leg.state = "early"
+        if not 100 < response.status < 200:
+            return
+        if response.to_tag and leg.step(LegEvent.PROGRESS):
             leg.early_tag = response.to_tag
-        if 100 < status < 200 and leg is self.caller and self.phase == CALLING_A:
-            self.call.set_state("ringing")
+        if leg is self.caller:
+            self._fire(Event.CALLER_RINGING)
 
-    def _final(self, leg: Leg, response, answered) -> None:
+    def _final(self, leg: Leg, response: Any, answered: Event) -> None:
         self._stop_timer(leg)
         if response.status >= 300:
             self._invite_rejected(leg, response.status, response.reason)
@@ -114,42 +196,74 @@ class InviteFlow:
         leg.needs_answer = not leg.offered and is_sdp(response)
         if is_sdp(response):
             leg.remote_sdp = response.body
-        gave_up = leg.over
-        leg.state = "confirmed"
+        gave_up, cancelled = leg.over, leg.cancelled
+        leg.step(LegEvent.ANSWERED)
         self.relay.attach(leg)
-        if gave_up or leg.cancelled or self.phase in (CLOSING, ENDED):
-            # answered as we cancelled it (§15): ACK and BYE
-            if not leg.needs_answer:  # else _close ACKs with a refusal
-                leg.dialog.ack()
-            self._close(leg, reason_header(487, "Call cancelled"))
-            if not gave_up:
-                self._leg_failed(leg, 487, "Request Terminated")
-            return
-        answered(leg, response)
-
-    def _invite_failed(self, leg: Leg, failure) -> None:
-        self._stop_timer(leg)
-        exc = failure.value
-        if isinstance(exc, RequestFailed):
-            status, reason = exc.status, exc.reason
-            record_failure(self.ctx, self.call, leg.call_id, "INVITE", status, reason)
+        if gave_up:  # we stopped waiting for it: ACK and BYE, nothing else to tell
+            self._drop_answer(leg)
+        elif cancelled:  # answered as we cancelled it (§15): ACK and BYE; it failed
+            self._drop_answer(leg)
+            self._leg_failed(leg, 487, "Request Terminated")
+        elif self.phase in (Phase.CLOSING, Phase.ENDED):
+            self._fire(Event.LATE_ANSWER, leg)
         else:
-            log.failure("INVITE of call {id} failed", failure, id=self.call.id)
-            status, reason = 500, "Internal Error"
+            self._answered(leg, response, answered)
+
+    def _answered(self, leg: Leg, response: Any, event: Event) -> None:
+        """A leg answered: check what it brought, then tell the table what that means."""
+        if event is Event.CALLEE_ANSWERED:
+            self._callee_answered(leg, response)
+            return
+        leg.dialog.ack()
+        if event is not Event.TARGET_ANSWERED:
+            self._fire(event)
+            return
+        offer = self._present(self.callee, response.body if is_sdp(response) else None,
+                              "transfer target gave no usable SDP")
+        if offer is None:
+            self._close(leg, reason_header(488, "Expecting SDP answer"))
+            self._leg_failed(leg, 488, "Expecting SDP answer")
+            return
+        self._fire(event, offer)
+
+    def _callee_answered(self, callee: Leg, response: Any) -> None:
+        """B must offer in its 2xx; the ACK waits for A's answer (or carries a refusal)."""
+        if not callee.needs_answer:
+            callee.dialog.ack()
+            self._fire(Event.FAILED, [reason_header(488, "Expecting SDP body")], "failed")
+            return
+        offer = self._present(self.caller, response.body, "bad SDP offer from B")
+        if offer is None:
+            self._fire(Event.FAILED, [reason_header(488, "Bad SDP")], "failed")
+            return
+        self._fire(Event.CALLEE_ANSWERED, offer)
+
+    def _present(self, leg: Leg | None, body: bytes | None, what: str) -> bytes | None:
+        """C{body} as the next SDP of C{leg}'s session; None (logged) if it is unusable."""
+        try:
+            if leg is None or body is None:
+                raise ValueError("no SDP")
+            return leg.face.present(body)
+        except ValueError as e:
+            log.info("call {id}: {what}: {e}", id=self.call.id, what=what, e=e)
+            return None
+
+    def _invite_failed(self, leg: Leg, failure: Failure) -> None:
+        self._stop_timer(leg)
+        status, reason = record_failure(self.ctx, self.call, leg.call_id, "INVITE", failure)
         self._invite_rejected(leg, status, reason)
 
     def _invite_rejected(self, leg: Leg, status: int, reason: str) -> None:
         if leg.over:
             return
-        leg.state = "terminated"
+        leg.step(LegEvent.REJECTED)
         self._leg_failed(leg, status, reason)
 
     def _cancel(self, leg: Leg) -> None:
         """Ring timeout or teardown: CANCEL (§9.1), and stop waiting after CANCEL_LIMIT."""
         leg.timer = None
-        if leg.cancelled or leg.over:
+        if not leg.step(LegEvent.CANCEL):
             return
-        leg.cancelled = True
         leg.outgoing.cancel()
         leg.timer = self.ctx.timers.call_later(CANCEL_LIMIT, self._cancel_expired, leg)
 
@@ -158,127 +272,105 @@ class InviteFlow:
         if leg.outgoing.final_status is None:
             self._invite_rejected(leg, 408, "Request Timeout")
 
-    def _caller_answered(self, caller: Leg, response) -> None:
-        caller.dialog.ack()
-        self.phase = CALLING_B
+    # Actions named in the table
+
+    def _ringing(self) -> None:
+        self.call.set_state("ringing")
+
+    def _call_callee(self) -> None:
+        """A is up on the black hole: call B with no SDP, for B's offer."""
         self.call.set_state("ringing")
         self.callee = self._new_leg("B")
         invite = first_invite(self.ctx, self.call, self.call.request.called,
                               forwarding_allowed=False, body=b"")
-        self._send_invite(self.callee, invite, self._callee_answered)
+        self._send_invite(self.callee, invite, Event.CALLEE_ANSWERED)
 
-    def _callee_answered(self, callee: Leg, response) -> None:
-        if not callee.needs_answer:
-            callee.dialog.ack()
-            self._teardown([reason_header(488, "Expecting SDP body")], "failed")
-            return
-        try:
-            offer = self.caller.face.present(response.body)
-        except ValueError as e:
-            log.info("call {id}: bad SDP offer from B: {e}", id=self.call.id, e=e)
-            self._teardown([reason_header(488, "Bad SDP")], "failed")
-            return
-        self.phase = OFFERING_A
-        reinvite = self.caller.dialog.request("INVITE", [CONTENT_TYPE_SDP], offer)
-        self.caller.sent_invite = reinvite
-        reinvite.deferred.addCallbacks(self._caller_reanswered, self._caller_refused)
+    def _offer_to_caller(self, offer: bytes) -> None:
+        self._reoffer(self.caller, offer)
 
-    def _caller_reanswered(self, response) -> None:
-        caller, callee = self.caller, self.callee
-        caller.sent_invite = None
+    def _reoffer(self, leg: Leg, offer: bytes) -> None:
+        """The one re-offer routine: re-INVITE C{leg} with C{offer}; its answer or refusal
+        comes back as REOFFER_ANSWERED / REOFFER_REFUSED."""
+        reinvite = leg.dialog.request("INVITE", [CONTENT_TYPE_SDP], offer)
+        leg.sent_invite = reinvite
+        reinvite.deferred.addCallbacks(lambda response: self._reoffer_answered(leg, response),
+                                       lambda failure: self._reoffer_failed(leg, failure))
+
+    def _reoffer_answered(self, leg: Leg, response: Any) -> None:
+        leg.sent_invite = None
         if response.status >= 300:
-            caller.face.rejected()
-            if self.phase == OFFERING_A:
-                self._teardown([reason_header(response.status, response.reason)], "failed")
+            leg.face.rejected()
+            self._fire(Event.REOFFER_REFUSED,
+                       [reason_header(response.status, response.reason)], "failed")
             return
-        caller.dialog.ack()
-        if self.phase != OFFERING_A:
-            return
-        try:
-            if not is_sdp(response):
-                raise ValueError("no SDP answer")
-            answer = callee.face.present(response.body)
-        except ValueError as e:
-            log.info("call {id}: bad SDP answer from A: {e}", id=self.call.id, e=e)
-            self._teardown([reason_header(488, "Expecting SDP answer")], "failed")
+        leg.dialog.ack()
+        self._fire(Event.REOFFER_ANSWERED, leg, response)
+
+    def _reoffer_failed(self, leg: Leg, failure: Failure) -> None:
+        leg.sent_invite = None
+        status, reason, _ = failure_status(failure, "re-INVITE", self.call.id)
+        self._fire(Event.REOFFER_REFUSED, [reason_header(status, reason)], "failed")
+
+    def _connect(self, caller: Leg, response: Any) -> None:
+        """A answered B's offer: B gets the answer in its ACK; the call is connected."""
+        callee = self.callee
+        assert callee is not None
+        answer = self._present(callee, response.body if is_sdp(response) else None,
+                               "bad SDP answer from A")
+        if answer is None:
+            self._fire(Event.FAILED, [reason_header(488, "Expecting SDP answer")], "failed")
             return
         caller.remote_sdp = response.body
         callee.needs_answer = False
         callee.dialog.ack(answer, [CONTENT_TYPE_SDP])
-        self.phase = CONNECTED
         self.connected_once = True
         self.call.set_state("connected")
-
-    def _caller_refused(self, failure) -> None:
-        self.caller.sent_invite = None
-        if self.phase == OFFERING_A:
-            status, reason = _failure_status(failure)
-            self._teardown([reason_header(status, reason)], "failed")
-
-    # Transfer
 
     def transfer(self, target: str, timeout: int | None = None) -> None:
         """Replace the calling side by C{target} (addr-spec); only while connected. The
         target rings at most C{timeout} seconds (default: the call's own timeout)."""
-        if self.phase != CONNECTED:
+        if not TABLE.allows(self.phase, Event.TRANSFER):
             raise TransferNotPossible("The call is not connected; nothing to transfer")
-        caller, callee = self.caller, self.callee
+        callee = self.callee
+        assert callee is not None
         if callee.remote_sdp is None or any(
                 leg.sent_invite is not None or leg.received_invite is not None
-                for leg in (caller, callee)):
+                for leg in (self.caller, callee)):
             raise TransferNotPossible("A session change is in progress; try again")
         target_leg = self._new_leg("X")
         invite = first_invite(self.ctx, self.call, target, forwarding_allowed=False,
                               body=target_leg.face.present(callee.remote_sdp))
-        self.target = target_leg
-        self.phase = TRANSFERRING
+        self._fire(Event.TRANSFER, target_leg, invite, timeout)
+
+    def _call_target(self, target: Leg, invite: Any, timeout: int | None) -> None:
+        self.target = target
         self.call.set_state("transferring")
-        self._send_invite(target_leg, invite, self._target_answered, timeout)
+        self._send_invite(target, invite, Event.TARGET_ANSWERED, timeout)
 
-    def _target_answered(self, target: Leg, response) -> None:
-        target.dialog.ack()
-        try:
-            if not is_sdp(response):
-                raise ValueError("no SDP answer")
-            offer = self.callee.face.present(response.body)
-        except ValueError as e:
-            log.info("call {id}: transfer target gave no usable SDP: {e}", id=self.call.id, e=e)
-            self._close(target, reason_header(488, "Expecting SDP answer"))
-            self._leg_failed(target, 488, "Expecting SDP answer")
-            return
+    def _swap(self, offer: bytes) -> None:
+        """X answered with B's session: A leaves, B gets X's SDP in a re-INVITE."""
         self._close(self.caller, TRANSFERRED)
-        self.phase = SWAPPING
-        reinvite = self.callee.dialog.request("INVITE", [CONTENT_TYPE_SDP], offer)
-        self.callee.sent_invite = reinvite
-        reinvite.deferred.addCallbacks(self._callee_reanswered, self._callee_refused)
+        assert self.callee is not None
+        self._reoffer(self.callee, offer)
 
-    def _callee_reanswered(self, response) -> None:
-        callee = self.callee
-        callee.sent_invite = None
-        if response.status >= 300:
-            callee.face.rejected()
-            if self.phase == SWAPPING:
-                self._teardown([reason_header(response.status, response.reason)], "failed")
-            return
-        callee.dialog.ack()
-        if self.phase != SWAPPING:
-            return
+    def _swapped(self, callee: Leg, response: Any) -> None:
         if is_sdp(response):
             callee.remote_sdp = response.body
+        assert self.target is not None
         self.caller, self.target = self.target, None
-        self.phase = CONNECTED
         self.call.set_state("connected")
 
-    def _callee_refused(self, failure) -> None:
-        self.callee.sent_invite = None
-        if self.phase == SWAPPING:
-            status, reason = _failure_status(failure)
-            self._teardown([reason_header(status, reason)], "failed")
+    def _transfer_failed(self, target: Leg, headers: Headers) -> None:
+        self.target = None
+        if self.caller.over:  # A hung up while X was ringing: B has no one left
+            self._fire(Event.FAILED, headers, "ended")
+        else:
+            self.call.set_state("connected")
 
     # Relaying (sipxcc.calls.relay asks these)
 
     def _peer_of(self, leg: Leg) -> Leg | None:
-        if self.phase not in (CONNECTED, TRANSFERRING):
+        if self.phase not in (Phase.CONNECTED, Phase.TRANSFERRING):
             return None
         if leg is self.caller:
             return self.callee
@@ -288,9 +380,9 @@ class InviteFlow:
 
     def _frozen(self) -> bool:
         """While we move sessions around ourselves, the parties may not renegotiate."""
-        return self.phase in (OFFERING_A, TRANSFERRING, SWAPPING)
+        return self.phase in (Phase.OFFERING_A, Phase.TRANSFERRING, Phase.SWAPPING)
 
-    def _bye_received(self, leg: Leg, request, txn) -> None:
+    def _bye_received(self, leg: Leg, request: Any, txn: Any) -> None:
         txn.respond(200, "OK")
         self._leg_gone(leg, request.headers.get("Reason"))
 
@@ -299,73 +391,62 @@ class InviteFlow:
 
     def _leg_unresponsive(self, leg: Leg) -> None:
         """§13.3.1.4: the leg never ACKed a 2xx we relayed to it; end the session."""
-        self._teardown([reason_header(408, "No ACK")],
-                       "ended" if self.connected_once else "failed")
+        self._fire(Event.FAILED, [reason_header(408, "No ACK")], self._ending())
 
     def _leg_gone(self, leg: Leg, reason: str | None) -> None:
         """The far end of C{leg} hung up (or its dialog vanished): tear the rest down."""
         if leg.over:
             return
-        was_closing = leg.state == "closing"
+        was_closing = leg.state is LegState.CLOSING
         self.relay.close(leg)
         leg.needs_answer = False
         leg.dialog.terminate()
-        leg.state = "terminated"
-        if was_closing or self.phase == CLOSING:
+        leg.step(LegEvent.GONE)
+        if was_closing:
             self._check_done()
             return
-        if self.phase == ENDED:
-            return
-        if leg is self.caller and self.phase in (TRANSFERRING, SWAPPING):
-            return  # A leaves while we move B to X anyway
-        self._teardown([("Reason", reason)] if reason else [],
-                       "ended" if self.connected_once else "failed")
+        event = Event.CALLER_GONE if leg is self.caller else Event.LEG_GONE
+        self._fire(event, [("Reason", reason)] if reason else [], self._ending())
 
     # Ending
 
     def hangup(self, why: str = "hangup") -> None:
         """DELETE, replacement, watchdog or shutdown: CANCEL what rings, BYE what is up."""
-        self._teardown([reason_header(200, why)], "ended" if self.connected_once else "failed")
+        self._fire(Event.HANGUP, [reason_header(200, why)], self._ending())
 
     def _leg_failed(self, leg: Leg, status: int, reason: str) -> None:
         """C{leg}'s INVITE did not give a usable call: what that means depends on who."""
-        if self.phase == CLOSING:
-            self._check_done()
-            return
-        if self.phase == ENDED:
-            return
+        headers = [reason_header(status, reason)]
         if leg is self.target:
-            self.target = None
-            if self.caller.over:  # A hung up while X was ringing: B has no one left
-                self._teardown([reason_header(status, reason)], "ended")
-            else:
-                self.phase = CONNECTED
-                self.call.set_state("connected")
-            return
-        self._teardown([reason_header(status, reason)],
-                       "ended" if self.connected_once else "failed")
+            self._fire(Event.TARGET_FAILED, leg, headers)
+        else:
+            self._fire(Event.FAILED, headers, self._ending())
 
-    def _teardown(self, headers: list, outcome: str) -> None:
-        if self.phase in (CLOSING, ENDED):
-            return
-        self.phase = CLOSING
+    def _teardown(self, headers: Headers, outcome: str) -> None:
         self.outcome = outcome
         for leg in list(self.legs):
             self._close(leg, *headers)
         self._check_done()
 
-    def _close(self, leg: Leg, *headers) -> None:
+    def _drop_answer(self, leg: Leg) -> None:
+        """A leg answered that we no longer want: ACK (with a refusal if need be), BYE."""
+        if not leg.needs_answer:  # else _close ACKs with a refusal
+            leg.dialog.ack()
+        self._close(leg, reason_header(487, "Call cancelled"))
+        self._check_done()
+
+    def _close(self, leg: Leg, *headers: tuple[str, str]) -> None:
         """CANCEL the leg if it still rings, else (ACK if need be and) BYE it."""
-        if leg.over or leg.state == "closing":
+        if leg.over or leg.state is LegState.CLOSING:
             return
         self.relay.close(leg)
         if leg.dialog is None:
             if leg.outgoing is None:
-                leg.state = "terminated"
+                leg.step(LegEvent.DROP)
             else:
                 self._cancel(leg)
             return
-        leg.state = "closing"
+        leg.step(LegEvent.BYE_SENT)
         if leg.needs_answer:  # §13.2.2.4: a valid answer in the ACK, then BYE
             leg.needs_answer = False
             leg.dialog.ack(leg.face.refusal(leg.remote_sdp or b""), [CONTENT_TYPE_SDP])
@@ -375,15 +456,14 @@ class InviteFlow:
     def _leg_over(self, leg: Leg) -> None:
         if leg.dialog is not None:
             leg.dialog.terminate()
-        leg.state = "terminated"
+        leg.step(LegEvent.BYE_DONE)
         self._check_done()
 
-    def _check_done(self) -> None:
-        if self.phase == CLOSING and all(leg.over for leg in self.legs):
-            self._finish()
+    def _check_done(self, *_: Any) -> None:
+        if all(leg.over for leg in self.legs):
+            self._fire(Event.ALL_OVER)
 
     def _finish(self) -> None:
-        self.phase = ENDED
         for leg in self.legs:
             self._stop_timer(leg)
         self.call.finish("failed" if self.outcome == "failed" else "ended")
@@ -395,13 +475,5 @@ class InviteFlow:
             leg.timer.cancel()
         leg.timer = None
 
-    def _dialogs(self) -> list:
+    def _dialogs(self) -> list[DialogInfo]:
         return [info for info in (leg.info() for leg in self.legs) if info is not None]
-
-
-def _failure_status(failure) -> tuple[int, str]:
-    exc = failure.value
-    if isinstance(exc, RequestFailed):
-        return exc.status, exc.reason
-    log.failure("in-dialog INVITE failed", failure)
-    return 500, "Internal Error"

@@ -1,111 +1,130 @@
-"""What the flows share: the first INVITE sipX expects, credentials, status recording."""
+"""
+One leg of an INVITE-mode call (RFC 3725): the INVITE that creates it, the dialog once
+answered, the SDP its far end last gave us, the transactions in flight on it, and its
+state, driven by L{TABLE}.
+"""
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
+import enum
+from typing import TYPE_CHECKING, Any
 
-from sipxcc.calls.sdp import no_media_offer
-from sipxcc.sip.digest import DigestCredentials
-from sipxcc.sip.message import Response, parse_sipfrag
-from sipxcc.sip.uri import URI, Address, build_sip_uri, quote
+from sipxcc.calls.call import CONFIRMED, EARLY, TERMINATED, DialogInfo
+from sipxcc.statemachine import Table, Transition
 
-ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY"
+if TYPE_CHECKING:
+    from sipxcc.calls.relay import SessionFace
 
 
-@dataclass(frozen=True)
-class FlowContext:
-    """What every flow needs: the user agent, the clock and our SIP identity."""
+class LegState(enum.Enum):
+    """Where one leg's dialog is."""
 
-    ua: object
-    clock: object
-    domain: str
-    address: str
+    NEW = "new"                # INVITE sent (or about to be), nothing tagged back yet
+    EARLY = "early"            # a tagged provisional response: an early dialog
+    CANCELLING = "cancelling"  # CANCEL sent; waiting for the INVITE's final response
+    CONFIRMED = "confirmed"    # answered: a dialog we can send requests in
+    CLOSING = "closing"        # BYE sent, not answered yet
+    TERMINATED = "terminated"  # over
+
+
+class LegEvent(enum.Enum):
+    """What happens to one leg."""
+
+    PROGRESS = "tagged 1xx to its INVITE"
+    ANSWERED = "2xx to its INVITE"
+    REJECTED = "INVITE failed, or no final response after CANCEL"
+    CANCEL = "ring timeout or teardown before the answer"
+    DROP = "closed before its INVITE was sent"
+    BYE_SENT = "we hang it up"
+    GONE = "its BYE, or its dialog found gone (408/481)"
+    BYE_DONE = "our BYE answered or failed"
+
+
+_L, _V = LegState, LegEvent
+_RINGING = (_L.NEW, _L.EARLY, _L.CANCELLING)
+
+#: Every (state, event) pair of a leg: a transition, an explicit no-op, or a refusal.
+TABLE: Table[LegState, LegEvent] = Table(
+    "leg",
+    _L.NEW,
+    {
+        (_L.NEW, _V.PROGRESS): Transition(_L.EARLY),
+        (_L.EARLY, _V.PROGRESS): Transition(_L.EARLY),
+        (_L.CANCELLING, _V.PROGRESS): Transition(_L.CANCELLING),
+        **{(s, _V.ANSWERED): Transition(_L.CONFIRMED) for s in _RINGING},
+        # answered after we gave up waiting: confirmed, so that it can be BYEd (§15)
+        (_L.TERMINATED, _V.ANSWERED): Transition(_L.CONFIRMED),
+        **{(s, _V.REJECTED): Transition(_L.TERMINATED) for s in _RINGING},
+        (_L.NEW, _V.CANCEL): Transition(_L.CANCELLING),
+        (_L.EARLY, _V.CANCEL): Transition(_L.CANCELLING),
+        (_L.NEW, _V.DROP): Transition(_L.TERMINATED),
+        (_L.CONFIRMED, _V.BYE_SENT): Transition(_L.CLOSING),
+        (_L.CONFIRMED, _V.GONE): Transition(_L.TERMINATED),
+        (_L.CLOSING, _V.GONE): Transition(_L.TERMINATED),
+        (_L.CLOSING, _V.BYE_DONE): Transition(_L.TERMINATED),
+    },
+    ignores=[
+        (_L.CONFIRMED, _V.PROGRESS), (_L.CLOSING, _V.PROGRESS),
+        (_L.CANCELLING, _V.CANCEL),
+        *((_L.TERMINATED, e) for e in LegEvent if e is not _V.ANSWERED),
+    ],
+    final=(),
+)
+
+
+class Leg:
+    """
+    One of an INVITE-mode call's dialogs. C{state} moves along L{TABLE} through
+    L{step}; the rest is data: the INVITE that made it (C{outgoing}), its dialog, the SDP
+    the far end last gave us, and the transactions in flight on it.
+    """
+
+    def __init__(self, name: str, face: SessionFace):
+        self.name = name
+        self.face = face
+        self.state = LegState.NEW
+        self.outgoing: Any = None      # OutgoingRequest of the INVITE that makes this leg
+        self.dialog: Any = None
+        self.early_tag: str | None = None
+        self.remote_sdp: bytes | None = None
+        self.offered = False           # our INVITE carried an offer
+        self.needs_answer = False      # its 2xx carried an offer the ACK must answer
+        self.sent_invite: Any = None      # an INVITE we sent in this dialog, not yet final
+        self.received_invite: Any = None  # a server transaction for an INVITE it sent us
+        self.awaiting_ack: Any = None  # (peer, timer): we relayed a 2xx; peer waits for ACK
+        self.timer: Any = None         # ring timeout or CANCEL guard
+
+    def step(self, event: LegEvent) -> bool:
+        """Take C{event}; False when the table ignores it in this state."""
+        transition = TABLE.step(self.state, event)
+        if transition is None:
+            return False
+        self.state = transition.target
+        return True
 
     @property
-    def timers(self):
-        """Timers with a fixed delay share one reactor timer each (see sipxcc.timers)."""
-        return self.ua.transactions.timers
+    def call_id(self) -> str:
+        return str(self.outgoing.call_id)
 
+    @property
+    def over(self) -> bool:
+        return self.state is LegState.TERMINATED
 
-def credentials_for(user) -> DigestCredentials | None:
-    """The agent's SIP credentials: its passtoken is the MD5 HA1 (sipX's credential store)."""
-    if not user.passtoken:
-        return None
-    return DigestCredentials(user.user_name, {"MD5": user.passtoken})
+    @property
+    def up(self) -> bool:
+        return self.state is LegState.CONFIRMED
 
+    @property
+    def cancelled(self) -> bool:
+        return self.state is LegState.CANCELLING
 
-def sip_uri(addr_spec: str, **parts) -> str:
-    """
-    The SIP URI of C{user@host[:port]}, built part by part and checked against the
-    RFC 3261 grammar (C{params}/C{headers} are %-escaped); raises UnsafeValue otherwise.
-    """
-    scheme = "sip"
-    if addr_spec.startswith(("sip:", "sips:")):
-        scheme, _, addr_spec = addr_spec.partition(":")
-    return str(build_sip_uri(addr_spec, scheme=scheme, **parts))
-
-
-def quoted(text: str) -> str:
-    """A quoted-string with C{"} and C{\\} escaped (RFC 3261 §25.1 quoted-pair)."""
-    return quote(text)
-
-
-def from_address(user) -> str:
-    """Our From: the agent's identity, with its display name as a quoted-string."""
-    return str(Address(user.display_name or None, URI.parse(sip_uri(user.identity))))
-
-
-def first_invite(ctx: FlowContext, call, to: str, *, forwarding_allowed: bool,
-                 subject: str | None = None, auto_answer: bool = False, body: bytes | None = None,
-                 call_id: str | None = None):
-    """The INVITE sipX expects from a call controller (anchor §3.1, SPEC §4)."""
-    request = call.request
-    params: dict[str, str | None] = {"sipx-noroute": "Voicemail"}
-    if not forwarding_allowed:
-        params["sipx-userforward"] = "false"
-    headers = [("Allow", ALLOW), ("Accept", "application/sdp")]
-    if subject:
-        headers.append(("Subject", subject))
-    if auto_answer:
-        headers += [("Call-Info", f"<sip:{ctx.domain}>;answer-after=0"),
-                    ("Alert-Info", f"<sip:{ctx.domain}>;info=alert-autoanswer"),
-                    ("Answer-Mode", "Auto")]  # RFC 5373
-    if body is None:
-        body = no_media_offer(ctx.address, random.randrange(1, 2**31), 1)
-    if body:
-        headers.append(("Content-Type", "application/sdp"))
-    return ctx.ua.new_request("INVITE", sip_uri(to, params=params), from_address(request.agent),
-                              f"<{sip_uri(to)}>", headers, body, call_id=call_id)
-
-
-def now_ms(clock) -> int:
-    return int(clock.seconds() * 1000)
-
-
-def record_response(ctx: FlowContext, call, response: Response, method: str = "INVITE") -> None:
-    call.record(now_ms(ctx.clock), response.call_id, method, response.first_line)
-
-
-def record_failure(ctx: FlowContext, call, call_id: str, method: str, status: int,
-                   reason: str) -> None:
-    """A request that got no final response of its own (timeout, transport): as if it had."""
-    call.record(now_ms(ctx.clock), call_id, method, f"SIP/2.0 {status} {reason}")
-
-
-def record_sipfrag(ctx: FlowContext, call, call_id: str, body: bytes):
-    """Record a NOTIFY's sipfrag status line; returns the parsed (status, reason) or None."""
-    frag = parse_sipfrag(body)
-    if frag is not None:
-        status, reason, line = frag
-        call.record(now_ms(ctx.clock), call_id, "NOTIFY", line)
-        return status, reason
-    text = body.decode("utf-8", "replace").strip().splitlines()
-    if text:
-        call.record(now_ms(ctx.clock), call_id, "NOTIFY", text[0])
-    return None
-
-
-def reason_header(status: int, text: str) -> tuple[str, str]:
-    """RFC 3326 Reason for a BYE (e.g. a busy transfer target: cause=486)."""
-    return ("Reason", f"SIP;cause={status};text={quoted(text)}")
+    def info(self) -> DialogInfo | None:
+        """The leg as the original's C{<dialogs>} document shows it; None before any tag."""
+        remote_tag = self.dialog.remote_tag if self.dialog is not None else self.early_tag
+        if self.outgoing is None or remote_tag is None:
+            return None
+        request = self.outgoing.request
+        label = {LegState.EARLY: EARLY, LegState.CANCELLING: EARLY,
+                 LegState.TERMINATED: TERMINATED}.get(self.state, CONFIRMED)
+        return DialogInfo(f"{request.call_id}:{request.from_tag}:{remote_tag}",
+                          str(request.from_address.uri), str(request.to_address.uri), label)

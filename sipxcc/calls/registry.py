@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from itertools import islice
+from typing import Protocol
 
 from twisted.internet import defer
 
 from sipxcc.calls.call import INVITE, Call, CallRequest
 from sipxcc.calls.chain import Chain
+from sipxcc.calls.clock import Clock, DelayedCall
 from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls, TransferNotPossible
+from sipxcc.calls.hub import EventHub, Subscriber
 from sipxcc.logs import logger
 from sipxcc.timers import SLACK, Timers
 
@@ -20,6 +23,20 @@ log = logger(__name__)
 WATCHDOG_GRACE = 32 + 30
 #: seconds between the log lines that summarise finished calls forgotten early
 EVICTION_LOG_INTERVAL = 60.0
+
+
+class Flow(Protocol):
+    """What the registry asks of a call's flow (REFER or INVITE)."""
+
+    def start(self) -> None: ...
+
+    def hangup(self, why: str = "hangup") -> None: ...
+
+    # an INVITE-mode flow also has transfer(target: str, timeout: int | None) -> None
+
+
+#: makes a call's flow: C{factory(call, on_end)}; the flow calls C{on_end(call)} once
+FlowFactory = Callable[[Call, Callable[[Call], None]], Flow]
 
 
 class Retention:
@@ -32,12 +49,12 @@ class Retention:
     of the chain with L{remove}.
     """
 
-    def __init__(self, clock, delay: float, expire: Callable[[Call], None]):
+    def __init__(self, clock: Clock, delay: float, expire: Callable[[Call], None]):
         self.clock = clock
         self.delay = delay
         self.expire = expire
         self.chain = Chain("due_prev", "due_next")
-        self.wakeup = None
+        self.wakeup: DelayedCall | None = None
 
     def add(self, call: Call) -> None:
         call.expiry = self.clock.seconds() + self.delay
@@ -74,7 +91,7 @@ class _Owner:
 
     __slots__ = ("calls", "active", "finished")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.calls = Chain("owner_prev", "owner_next")
         self.active = 0
         self.finished = Chain("owner_done_prev", "owner_done_next")
@@ -94,8 +111,9 @@ class CallRegistry:
     at once for the first and then at most once per C{eviction_log_interval}.
     """
 
-    def __init__(self, clock, flows: dict[str, Callable], max_calls: int = 2000,
-                 max_calls_per_agent: int = 10, observers: tuple[Callable, ...] = (), *,
+    def __init__(self, clock: Clock, flows: dict[str, FlowFactory],
+                 max_calls: int = 2000, max_calls_per_agent: int = 10,
+                 observers: tuple[Callable[[Call], None], ...] = (), *,
                  max_retained: int = 100_000, max_retained_per_owner: int = 1000,
                  max_result_cache_time: int = 86400,
                  eviction_log_interval: float = EVICTION_LOG_INTERVAL):
@@ -117,8 +135,14 @@ class CallRegistry:
         self.evicted = 0
         self._eviction_log_interval = eviction_log_interval
         self._evictions = _Evictions()
-        self._eviction_log = None
-        self._idle_waiters: list[defer.Deferred] = []
+        self._eviction_log: DelayedCall | None = None
+        self._idle_waiters: list[defer.Deferred[None]] = []
+        self.events = EventHub()
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Follow every call's events in order (L{EventHub.subscribe}); returns the
+        function that stops it."""
+        return self.events.subscribe(subscriber)
 
     @property
     def active_count(self) -> int:
@@ -132,7 +156,7 @@ class CallRegistry:
     def place(self, request: CallRequest) -> Call:
         previous = self.by_key.get(request.key)
         replacing = previous is not None and not previous.ended
-        if replacing and (previous.mode == INVITE or request.method == INVITE):
+        if previous is not None and replacing and INVITE in (previous.mode, request.method):
             raise CallInProgress(f"Call in progress for {request.calling} to {request.called}")
         agent = request.agent.identity
         owner = self.owners.get(agent)
@@ -140,7 +164,7 @@ class CallRegistry:
             raise TooManyCalls("Too many calls in progress")
         if owner is not None and owner.active - replacing >= self.max_calls_per_agent:
             raise AgentLimit(f"Too many calls in progress for {agent}")
-        if replacing:
+        if previous is not None and replacing:
             previous.flow.hangup("replaced")
         if owner is None:
             owner = self.owners[agent] = _Owner()
@@ -150,6 +174,7 @@ class CallRegistry:
         self.active.add(call)
         owner.calls.append(call)
         owner.active += 1
+        call.listen(self.events.publish)
         for observe in self.observers:
             observe(call)
         call.flow = self.flows[request.method](call, self._ended)
@@ -159,7 +184,7 @@ class CallRegistry:
         call.flow.start()
         return call
 
-    def lookup(self, key) -> Call | None:
+    def lookup(self, key: tuple[str, str, str]) -> Call | None:
         return self.by_key.get(key)
 
     def get(self, call_id: str) -> Call | None:
@@ -218,9 +243,9 @@ class CallRegistry:
         self.finished.append(call)
         owner.finished.append(call)
         if owner.finished.size > self.max_retained_per_owner:
-            self._evict(owner.finished.oldest, per_owner=True)
+            self._evict(owner.finished.oldest, per_owner=True)  # type: ignore[arg-type]  # size > 0: not None
         if self.finished.size > self.max_retained:
-            self._evict(self.finished.oldest, per_owner=False)
+            self._evict(self.finished.oldest, per_owner=False)  # type: ignore[arg-type]  # size > 0: not None
         if not self.active:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:
@@ -262,16 +287,25 @@ class CallRegistry:
         if not owner.calls.size:
             del self.owners[call.owner]
 
-    def shutdown(self, timeout: float = 5.0) -> defer.Deferred:
+    def shutdown(self, timeout: float = 5.0) -> defer.Deferred[None]:
         """Hang up every call in progress; fires when all have ended or C{timeout} passed."""
         for call in list(self.active):
             call.flow.hangup("shutdown")
         if not self.active:
             return defer.succeed(None)
-        d = defer.Deferred()
+        d: defer.Deferred[None] = defer.Deferred()
         self._idle_waiters.append(d)
-        timer = self.clock.callLater(timeout, lambda: d.called or d.callback(None))
-        d.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
+
+        def give_up() -> None:
+            if not d.called:
+                d.callback(None)
+
+        def stop_timer(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            return result
+        timer = self.clock.callLater(timeout, give_up)
+        d.addBoth(stop_timer)
         return d
 
     def clear(self) -> None:
@@ -300,7 +334,7 @@ class _Evictions:
 
     __slots__ = ("per_owner", "overall", "owners")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.per_owner = self.overall = 0
         self.owners: Counter[str] = Counter()
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from twisted.logger import Logger
 
-from sipxcc.calls.call import CONFIRMED, EARLY, TERMINATED, DialogInfo
+from sipxcc.calls.leg import Leg
 from sipxcc.calls.sdp import Origin, SessionDescription, black_hole_offer
 from sipxcc.sip.dialog import TARGET_REFRESH
 from sipxcc.sip.outgoing import RequestFailed
@@ -102,52 +102,6 @@ class SessionFace:
             formats = " ".join(section.formats) or "0"
             lines.append(("m", f"{section.type} 0 {section.proto} {formats}"))
         return self.present(SessionDescription(lines).to_bytes())
-
-
-class Leg:
-    """
-    One of an INVITE-mode call's dialogs: the INVITE that created it, the dialog once
-    answered, the SDP the far end last gave us, and the transactions in flight on it.
-    C{state}: "new" → "early" (a tagged 1xx) → "confirmed" → "closing" → "terminated".
-    """
-
-    def __init__(self, name: str, face: SessionFace):
-        self.name = name
-        self.face = face
-        self.outgoing = None          # OutgoingRequest of the INVITE that makes this leg
-        self.dialog = None
-        self.state = "new"
-        self.early_tag: str | None = None
-        self.remote_sdp: bytes | None = None
-        self.offered = False          # our INVITE carried an offer
-        self.needs_answer = False     # its 2xx carried an offer the ACK must answer
-        self.cancelled = False        # we sent (or will send) CANCEL for its INVITE
-        self.sent_invite = None       # an INVITE we sent in this dialog, not yet final
-        self.received_invite = None   # a server transaction for an INVITE it sent us
-        self.awaiting_ack = None      # (peer, timer): we relayed a 2xx; peer waits for ACK
-        self.timer = None             # ring timeout or CANCEL guard
-
-    @property
-    def call_id(self) -> str:
-        return self.outgoing.call_id
-
-    @property
-    def over(self) -> bool:
-        return self.state == "terminated"
-
-    @property
-    def up(self) -> bool:
-        return self.state == "confirmed"
-
-    def info(self) -> DialogInfo | None:
-        """The leg as the original's C{<dialogs>} document shows it; None before any tag."""
-        remote_tag = self.dialog.remote_tag if self.dialog is not None else self.early_tag
-        if self.outgoing is None or remote_tag is None:
-            return None
-        request = self.outgoing.request
-        label = {"early": EARLY, "terminated": TERMINATED}.get(self.state, CONFIRMED)
-        return DialogInfo(f"{request.call_id}:{request.from_tag}:{remote_tag}",
-                          str(request.from_address.uri), str(request.to_address.uri), label)
 
 
 def _no_peer(leg) -> None:
@@ -252,19 +206,7 @@ class Relay:
         if method == "INVITE":
             leg.received_invite = None
             peer.sent_invite = None
-        if is_sdp(request):
-            if success:
-                leg.remote_sdp = request.body
-            elif response.status >= 300:
-                peer.face.rejected()
-        body = response.body
-        if is_sdp(response):
-            if success:
-                peer.remote_sdp = response.body
-            try:
-                body = leg.face.present(response.body)
-            except ValueError:
-                log.info("relaying unparseable SDP from leg {leg}", leg=peer.name)
+        body = self._sessions_answered(leg, peer, request, response, success)
         if txn.final_sent:  # the sender cancelled (or went away) meanwhile
             if method == "INVITE" and success:
                 peer.dialog.ack()
@@ -277,6 +219,24 @@ class Relay:
             self._await_ack(leg, peer, txn)
         elif response.status in (408, 481):  # §12.2.1.2: the peer's dialog is gone
             self.on_lost(peer)
+
+    @staticmethod
+    def _sessions_answered(leg: Leg, peer: Leg, request, response, success: bool) -> bytes:
+        """What a relayed offer's answer means for both sessions; the body to pass on."""
+        if is_sdp(request):
+            if success:
+                leg.remote_sdp = request.body
+            elif response.status >= 300:
+                peer.face.rejected()
+        body: bytes = response.body
+        if is_sdp(response):
+            if success:
+                peer.remote_sdp = response.body
+            try:
+                body = leg.face.present(response.body)
+            except ValueError:
+                log.info("relaying unparseable SDP from leg {leg}", leg=peer.name)
+        return body
 
     def _forward_failed(self, leg: Leg, peer: Leg, request, txn, failure) -> None:
         if request.method == "INVITE":

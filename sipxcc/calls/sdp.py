@@ -131,11 +131,11 @@ class SessionDescription:
     @property
     def media(self) -> list[Media]:
         sections: list[Media] = []
-        current = None
+        current: Media | None = None
         attributes: list[tuple[str, str | None]] = []
-        connection = None
+        connection: str | None = None
 
-        def close():
+        def close() -> None:
             if current is not None:
                 sections.append(current._replace(attributes=tuple(attributes),
                                                  connection=connection))

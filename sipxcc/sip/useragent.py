@@ -17,6 +17,7 @@ from sipxcc.sip.dialog import Dialog, DialogId
 from sipxcc.sip.digest import DigestCredentials
 from sipxcc.sip.message import Request, Response, make_branch, make_call_id, make_tag, response_to
 from sipxcc.sip.outgoing import OutgoingRequest
+from sipxcc.sip.outgoing import RequestFailed as RequestFailed  # the flows' interface
 from sipxcc.sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
 from sipxcc.sip.transport import UDP_MTU_LIMIT, Source, Target, TransportLayer
 from sipxcc.sip.uri import URI

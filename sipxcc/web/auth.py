@@ -1,5 +1,5 @@
 """
-Who is asking (SPEC §3): trusted peers over HTTPS, HTTP Basic over HTTPS, HTTP Digest.
+Who is asking: trusted peers over HTTPS, HTTP Basic over HTTPS, HTTP Digest.
 
 Built on twisted.cred (a L{Portal} with a pintoken checker) and the twisted.web.guard
 credential factories, subclassed to close their gaps: server-side nonces that expire on
@@ -321,7 +321,7 @@ class FailureThrottle:
 
 class Authenticator:
     """
-    Decides who a request comes from (SPEC §3). C{authenticate(request)} returns a Deferred
+    Decides who a request comes from. C{authenticate(request)} returns a Deferred
     L{Principal} or fails with L{AuthFailure}.
     """
 
@@ -480,7 +480,7 @@ def same_user(directory, user, name: str) -> bool:
 
 def authorize(principal: Principal, agent, calling_user: str, directory, agents) -> None:
     """
-    SPEC §3: the authenticated user must be the agent, and may act for another calling
+    The authenticated user must be the agent, and may act for another calling
     user only when listed in C{users.agents}. Trusted peers may act as anyone.
     """
     if principal.trusted:

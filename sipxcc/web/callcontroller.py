@@ -1,5 +1,5 @@
 """
-The REST resources (SPEC §2): C{/callcontroller/{callingUser}/{calledUser}} (also under
+The REST resources: C{/callcontroller/{callingUser}/{calledUser}} (also under
 C{/sipxconfig/rest/my/redirect/}), C{/calls} and C{/calls/{id}}.
 
 Each request runs: method check (405) → cross-origin and body checks (403, 415;
@@ -16,14 +16,17 @@ from dataclasses import dataclass, field
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.web import resource, server
+from twisted.web.server import Request
 
-from sipxcc.calls.call import CallRequest
-from sipxcc.calls.errors import CallError
+from sipxcc.calls.call import Call, CallRequest
+from sipxcc.calls.store import CallStore
+from sipxcc.config import Config
 from sipxcc.logs import logger
+from sipxcc.users import User, UserDirectory
 from sipxcc.web import intake, params, render
-from sipxcc.web.auth import Authenticator, AuthFailure, Principal, authorize
-from sipxcc.web.errors import ApiError, PathResource, Reply, send, status_reply, wants_json
-from sipxcc.web.params import BadParameter
+from sipxcc.web.auth import Authenticator, Principal, authorize
+from sipxcc.web.errors import ApiError, PathResource, error_reply
+from sipxcc.web.reply import Reply, send, status_reply, wants_json
 
 log = logger(__name__)
 
@@ -36,9 +39,9 @@ CALL_NOT_FOUND = "Call not found."
 class WebContext:
     """What the resources share: configuration, users, calls, authentication, render cache."""
 
-    config: object
-    directory: object
-    registry: object
+    config: Config
+    directory: UserDirectory
+    registry: CallStore
     auth: Authenticator
     cache: render.StatusCache = field(default_factory=render.StatusCache)
     idempotency: object = None  # sipxcc.web.idempotency.Idempotency: Idempotency-Key on POST
@@ -54,11 +57,11 @@ class ApiResource(resource.Resource):
         super().__init__()
         self.context = context
 
-    def allowed_for(self, request) -> tuple[bytes, ...]:
+    def allowed_for(self, request: Request) -> tuple[bytes, ...]:
         """The methods C{request}'s path allows (405 names them in C{Allow})."""
         return self.allowed
 
-    def render(self, request):
+    def render(self, request: Request) -> int:
         allowed = self.allowed_for(request)
         if request.method not in allowed:
             allow = b", ".join(sorted(allowed))
@@ -79,44 +82,32 @@ class ApiResource(resource.Resource):
                 reply = self._failed(Failure(), request)
             send(request, reply)
             return server.NOT_DONE_YET
-        gone = []
+        gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
         d = defer.maybeDeferred(self.context.auth.authenticate, request)
         d.addCallback(lambda principal: self.handle(request, principal))
         d.addErrback(self._failed, request)
-        d.addCallback(lambda reply: None if gone else send(request, reply))
+        d.addCallback(self._send_unless_gone, request, gone)
         d.addErrback(lambda failure: log.failure("could not answer a request", failure))
         return server.NOT_DONE_YET
 
-    def handle(self, request, principal: Principal) -> Reply:
+    @staticmethod
+    def _send_unless_gone(reply: Reply, request: Request, gone: list[Failure]) -> None:
+        if not gone:
+            send(request, reply)
+
+    def handle(self, request: Request, principal: Principal) -> Reply:
         raise NotImplementedError
 
-    def _failed(self, failure, request) -> Reply:
-        error = failure.value
-        if isinstance(error, AuthFailure):
-            headers = [(b"www-authenticate", c) for c in error.challenges]
-            if error.retry_after is not None:
-                headers.append((b"retry-after", b"%d" % error.retry_after))
-            return status_reply(request, error.code, str(error), headers)
-        if isinstance(error, BadParameter):
-            return status_reply(request, 400, str(error))
-        if isinstance(error, ApiError):
-            return status_reply(request, error.code, str(error), error.headers)
-        if isinstance(error, CallError):
-            headers = []
-            if error.retry_after is not None:
-                headers.append((b"retry-after", b"%d" % error.retry_after))
-            return status_reply(request, error.code, str(error), headers)
-        log.failure("unexpected error answering {method} {path}", failure,
-                    method=request.method, path=request.path)
-        return status_reply(request, 500, "Internal error")
+    def _failed(self, failure: Failure, request: Request) -> Reply:
+        return error_reply(request, failure)
 
-    def ok(self, request, call) -> Reply:
+    def ok(self, request: Request, call: Call) -> Reply:
         reply = status_reply(request, 200, OK_TEXT)
         reply.headers.append((b"location", b"/calls/" + call.id.encode("ascii")))
         return reply
 
-    def call_reply(self, request, call) -> Reply:
+    def call_reply(self, request: Request, call: Call) -> Reply:
         as_json = wants_json(request)
         body = render.call_document(call, as_json, self.context.cache)
         return Reply(200, body, render.JSON_TYPE if as_json else render.XML_TYPE)
@@ -127,17 +118,18 @@ class CallControllerResource(ApiResource):
 
     allowed = (b"DELETE", b"GET", b"POST")
 
-    def handle(self, request, principal: Principal) -> Reply:
+    def handle(self, request: Request, principal: Principal) -> Reply:
         if request.method == b"POST" and self.context.idempotency is not None:
             return self.context.idempotency.run(request, principal,
                                                 lambda: self._handle(request, principal))
         return self._handle(request, principal)
 
-    def _handle(self, request, principal: Principal) -> Reply:
-        if not _two_segments(request.postpath):
+    def _handle(self, request: Request, principal: Principal) -> Reply:
+        path = request.postpath or []
+        if not _two_segments(path):
             raise ApiError(404, "Not found")
-        calling_user = params.decode_segment("callingUser", request.postpath[0])
-        called_user = params.decode_segment("calledUser", request.postpath[1])
+        calling_user = params.decode_segment("callingUser", path[0])
+        called_user = params.decode_segment("calledUser", path[1])
         config = self.context.config
         query = intake.query(request)
         if request.method == b"POST":
@@ -149,13 +141,8 @@ class CallControllerResource(ApiResource):
             agent = self._agent(wanted.agent, principal, calling_user)
             if wanted.action == params.TRANSFER:
                 return self._transfer(request, agent, wanted)
-            return self.ok(request, self.context.registry.place(CallRequest(
-                agent=agent, calling=wanted.calling, called=wanted.called,
-                method=wanted.method, timeout=wanted.timeout,
-                result_cache_time=wanted.result_cache_time, subject=wanted.subject,
-                forwarding_allowed=wanted.forwarding_allowed, confpin=wanted.confpin,
-                auto_answer=wanted.auto_answer, status_callback=wanted.status_callback,
-                status_callback_events=wanted.status_callback_events)))
+            return self.ok(request, self.context.registry.place(
+                CallRequest.wanted_by(agent, wanted)))
         calling = params.addr_spec(params.check_user("callingUser", calling_user),
                                    config.sip.domain)
         called = params.addr_spec(params.check_user("calledUser", called_user),
@@ -176,7 +163,7 @@ class CallControllerResource(ApiResource):
                          render.JSON_TYPE if as_json else render.XML_TYPE)
         return self.call_reply(request, call)
 
-    def _agent(self, name: str, principal: Principal, calling_user: str):
+    def _agent(self, name: str, principal: Principal, calling_user: str) -> User:
         agent = self.context.directory.lookup(name)
         if agent is None:
             raise ApiError(403, f"could not find credentials for {name}")
@@ -184,7 +171,8 @@ class CallControllerResource(ApiResource):
                   self.context.config.users.agents)
         return agent
 
-    def _transfer(self, request, agent, wanted: params.CallParameters) -> Reply:
+    def _transfer(self, request: Request, agent: User,
+                  wanted: params.CallParameters) -> Reply:
         if wanted.target is None:
             raise ApiError(400, "Need a transfer target parameter")
         call = self.context.registry.lookup((agent.identity, wanted.calling, wanted.called))
@@ -200,11 +188,11 @@ class CallsResource(ApiResource):
 
     allowed = (b"DELETE", b"GET")
 
-    def allowed_for(self, request) -> tuple[bytes, ...]:
+    def allowed_for(self, request: Request) -> tuple[bytes, ...]:
         path = request.postpath
         return (b"GET",) if not path or path == [b""] else self.allowed
 
-    def handle(self, request, principal: Principal) -> Reply:
+    def handle(self, request: Request, principal: Principal) -> Reply:
         path = request.postpath
         if not path or path == [b""]:
             limit = params.parse_limit(intake.query(request))

@@ -1,30 +1,42 @@
 """
-Replies of the REST interface and the resources that only answer an error.
-
-Every answer carries a document: the status document, or the processing-status
-document whose C{error-code} equals the HTTP status (SPEC §2).
+The errors of the REST interface and the one place that turns an exception into an HTTP
+answer (L{error_reply}): its status, Retry-After and text. Also the resources that only
+ever answer an error (unknown paths, over-long URIs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from twisted.python.failure import Failure
 from twisted.web import resource
+from twisted.web.server import Request
 
-from sipxcc.web import render
+from sipxcc.calls.errors import (
+    AgentLimit,
+    CallError,
+    CallInProgress,
+    TooManyCalls,
+    TransferNotPossible,
+)
+from sipxcc.logs import logger
+from sipxcc.web.auth import AuthFailure
+from sipxcc.web.params import BadParameter
+from sipxcc.web.reply import Reply, status_reply
+
+log = logger(__name__)
 
 MAX_URI = 8192
 """Longest request URI (bytes) served; longer ones get 414."""
 
+#: seconds a client is asked to wait (Retry-After) when a call limit refused its call
+LIMIT_RETRY_AFTER = 5
 
-@dataclass
-class Reply:
-    """An HTTP answer: status, body and extra headers."""
-
-    code: int
-    body: bytes
-    content_type: bytes = render.XML_TYPE
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+#: how each refusal of the call layer is answered: HTTP status, Retry-After (or None)
+CALL_ERRORS: dict[type[CallError], tuple[int, int | None]] = {
+    CallInProgress: (409, None),
+    TransferNotPossible: (409, None),
+    TooManyCalls: (503, LIMIT_RETRY_AFTER),
+    AgentLimit: (429, LIMIT_RETRY_AFTER),
+}
 
 
 class ApiError(Exception):
@@ -36,33 +48,31 @@ class ApiError(Exception):
         self.headers = list(headers)
 
 
-def wants_json(request) -> bool:
-    """C{Accept: application/json} selects JSON; everything else gets XML."""
-    accept = request.getHeader(b"accept") or b""
-    return b"application/json" in accept.lower()
+def _retry_after(seconds: int | None) -> list[tuple[bytes, bytes]]:
+    return [] if seconds is None else [(b"retry-after", b"%d" % seconds)]
 
 
-def status_reply(request, code: int, text: str, headers=()) -> Reply:
-    """The processing-status document as a reply, in the format the client accepts."""
-    if wants_json(request):
-        return Reply(code, render.processing_status_json(code, text), render.JSON_TYPE,
-                     list(headers))
-    return Reply(code, render.processing_status_xml(code, text), render.XML_TYPE,
-                 list(headers))
-
-
-def send(request, reply: Reply) -> None:
-    """Write C{reply} and finish the request."""
-    request.setResponseCode(reply.code)
-    request.setHeader(b"content-type", reply.content_type)
-    request.setHeader(b"cache-control", b"no-store")
-    for name, value in reply.headers:
-        # addRawHeader: a 401 carries one WWW-Authenticate line per scheme.
-        request.responseHeaders.addRawHeader(name, value)
-    request.setHeader(b"content-length", b"%d" % len(reply.body))
-    if request.method != b"HEAD":
-        request.write(reply.body)
-    request.finish()
+def error_reply(request: Request, failure: Failure) -> Reply:
+    """
+    The answer to a request that raised: the status, headers and text each known error
+    stands for; anything else is a fault of ours, logged and answered 500 with a generic
+    text (never a traceback).
+    """
+    error = failure.value
+    if isinstance(error, AuthFailure):
+        headers = [(b"www-authenticate", c) for c in error.challenges]
+        return status_reply(request, error.code, str(error),
+                            headers + _retry_after(error.retry_after))
+    if isinstance(error, BadParameter):
+        return status_reply(request, 400, str(error))
+    if isinstance(error, ApiError):
+        return status_reply(request, error.code, str(error), error.headers)
+    if isinstance(error, CallError):
+        code, retry = CALL_ERRORS.get(type(error), (500, None))
+        return status_reply(request, code, str(error), _retry_after(retry))
+    log.failure("unexpected error answering {method} {path}", failure,
+                method=request.method, path=request.path)
+    return status_reply(request, 500, "Internal error")
 
 
 class ErrorResource(resource.Resource):
@@ -75,7 +85,7 @@ class ErrorResource(resource.Resource):
         self.code = code
         self.text = text
 
-    def render(self, request):
+    def render(self, request: Request) -> bytes:
         reply = status_reply(request, self.code, self.text)
         request.setResponseCode(reply.code)
         request.setHeader(b"content-type", reply.content_type)
@@ -93,15 +103,15 @@ class PathResource(resource.Resource):
     the processing-status document. As the root it also refuses over-long URIs (414).
     """
 
-    def getChildWithDefault(self, path, request):
+    def getChildWithDefault(self, path: bytes, request: Request) -> resource.IResource:
         if len(request.uri) > MAX_URI:
             return URI_TOO_LONG
         return super().getChildWithDefault(path, request)
 
-    def getChild(self, path, request):
+    def getChild(self, path: bytes, request: Request) -> resource.IResource:
         return NOT_FOUND
 
-    def render(self, request):
+    def render(self, request: Request) -> bytes:
         if len(request.uri) > MAX_URI:
             return URI_TOO_LONG.render(request)
         return NOT_FOUND.render(request)

@@ -206,7 +206,11 @@ def parse_limit(query: Query) -> int:
 
 @dataclass(frozen=True)
 class CallParameters:
-    """Everything a POST asks for, validated; C{calling}/C{called}/C{target} are addr-specs."""
+    """
+    Everything a POST asks for, validated; C{calling}/C{called}/C{target} are addr-specs.
+    Every field named as one of L{sipxcc.calls.call.CallRequest}'s becomes that field of
+    the call (C{CallRequest.wanted_by}); C{agent} is the name the directory resolves.
+    """
 
     agent: str
     calling: str
@@ -238,7 +242,7 @@ def check_callback_events(value: str) -> frozenset[str]:
 def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
                           domain: str, default_timeout: int, default_cache_time: int,
                           callback_hosts: tuple[str, ...]) -> CallParameters:
-    """Validate a POST's path users and parameters (SPEC §2 table)."""
+    """Validate a POST's path users and query parameters, each against its own rule."""
     calling = addr_spec(check_user("callingUser", calling_user), domain)
     called = addr_spec(check_user("calledUser", called_user), domain)
     agent = parse_agent(query, calling_user)

@@ -7,5 +7,5 @@ def pytest_collection_modifyitems(items):
     slots = [i for i, item in enumerate(items) if str(item.path).startswith(here)]
     ordered = sorted((items[i] for i in slots), key=lambda item: (str(item.path),
                                                                   item.location[1]))
-    for slot, item in zip(slots, ordered):
+    for slot, item in zip(slots, ordered, strict=False):
         items[slot] = item

@@ -53,7 +53,7 @@ class Setup:
         self.phone_factory = phone_factory
         sip_port, self.proxy_port = free_ports(2)
         self.ports = {user: port for user, port in zip(("user1", "user2", "user3", "user4"),
-                                                       free_ports(4))}
+                                                       free_ports(4), strict=False)}
         self.proxy = kamailio_factory(
             {user: f"sip:{user}@127.0.0.1:{port}" for user, port in self.ports.items()},
             f"127.0.0.1:{sip_port}", port=self.proxy_port)

@@ -57,7 +57,7 @@ def test_the_proxys_certificate_and_name_are_verified(tmp_path, pki):
                         sip_proxy=f"sip:127.0.0.1:{port};transport=tls;lr")
     with Daemon(path) as daemon:
         refused = [("rogue", None), ("other_name", None), ("good", "AES128-SHA")]
-        for (name, ciphers), called in zip(refused, ("user2", "user3", "user4")):
+        for (name, ciphers), called in zip(refused, ("user2", "user3", "user4"), strict=False):
             proxy = TLSServer(*pki[name], ciphers=ciphers, port=port)
             try:
                 location = place_call(daemon, "user1", called)

@@ -12,7 +12,7 @@ from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls
 from sipxcc.calls.registry import WATCHDOG_GRACE, CallRegistry
 from sipxcc.calls.relay import SessionFace
 from sipxcc.calls.sdp import SessionDescription
-from sipxcc.sip.timers import SLACK
+from sipxcc.timers import SLACK
 from tests.unit import test_invite_flow as inv
 from tests.unit.sipfakes import answer
 from tests.unit.test_call_control import ControlReactor

@@ -25,10 +25,7 @@ BASE = (b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branc
 def use(message):
     """Touch every lazily parsed field the way the upper layers do."""
     message.to_bytes()
-    message.cseq
-    message.from_tag
-    message.to_tag
-    message.top_via
+    _ = (message.cseq, message.from_tag, message.to_tag, message.top_via)
     for name in ("Contact", "Route", "Record-Route"):
         for value in message.headers.values(name):
             try:

@@ -1,4 +1,4 @@
-"""sipxcc.config: the INI file of SPEC §1 and its one-line errors."""
+"""sipxcc.config: the INI file and its one-line errors."""
 
 import ipaddress
 import os

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipxcc.calls.leg import from_address, sip_uri
+from sipxcc.calls.context import from_address, sip_uri
 from sipxcc.sip.framing import parse_datagram
 from sipxcc.sip.headers import Headers
 from sipxcc.sip.message import Request, Response

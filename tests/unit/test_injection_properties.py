@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from twisted.web.resource import getChildForRequest  # noqa: E402
 
+from sipxcc.calls.context import FlowContext  # noqa: E402
 from sipxcc.calls.invite import InviteFlow  # noqa: E402
-from sipxcc.calls.leg import FlowContext  # noqa: E402
 from sipxcc.calls.refer import ReferFlow  # noqa: E402
 from sipxcc.calls.registry import CallRegistry  # noqa: E402
 from sipxcc.sip.framing import parse_datagram  # noqa: E402

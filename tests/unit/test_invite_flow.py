@@ -7,9 +7,9 @@ import hashlib
 import pytest
 
 from sipxcc.calls.call import CallRequest
+from sipxcc.calls.context import FlowContext
 from sipxcc.calls.errors import TransferNotPossible
 from sipxcc.calls.invite import InviteFlow
-from sipxcc.calls.leg import FlowContext
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.calls.sdp import SessionDescription
 from sipxcc.sip.uri import URI

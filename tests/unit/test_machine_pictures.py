@@ -24,13 +24,14 @@ def test_every_picture_is_committed_and_current():
     assert stale == [], "run python docs/machines/render.py and commit the pictures"
 
 
-def test_the_registry_names_each_table_once_and_holds_the_transaction_machines():
+def test_the_registry_names_each_table_once_and_holds_every_machine():
     render = load_render()
     names = [name for name, _ in render.TABLES]
     assert len(names) == len(set(names))
     assert all(isinstance(table, Table) for _, table in render.TABLES)
     assert {"invite-client-transaction", "non-invite-client-transaction",
-            "invite-server-transaction", "non-invite-server-transaction"} <= set(names)
+            "invite-server-transaction", "non-invite-server-transaction",
+            "refer-flow", "invite-flow", "invite-leg"} <= set(names)
 
 
 def test_a_changed_table_makes_its_picture_stale(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from sipxcc.calls.call import CallRequest
-from sipxcc.calls.leg import FlowContext
+from sipxcc.calls.context import FlowContext
 from sipxcc.calls.refer import ReferFlow
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.sip.uri import URI

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from sipxcc.sip.timers import SLACK, FixedDelayTimers
 from sipxcc.sip.transport import TransportLayer
 from sipxcc.sip.useragent import UASettings, UserAgent
+from sipxcc.timers import SLACK, FixedDelayTimers
 from tests.unit.sipfakes import FakeNetwork, answer
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from sipxcc.sip.message import SIPParseError
-from sipxcc.sip.timers import SLACK
 from sipxcc.sip.uri import URI
+from sipxcc.timers import SLACK
 from tests.unit.sipfakes import FakeNetwork
 from tests.unit.test_sip_cancel import incoming_invite
 

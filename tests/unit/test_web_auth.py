@@ -1,4 +1,4 @@
-"""Who may do what (SPEC §3): trusted peers, Basic over TLS, Digest, agents, throttling."""
+"""Who may do what: trusted peers, Basic over TLS, Digest, agents, throttling."""
 
 from __future__ import annotations
 

@@ -1,0 +1,139 @@
+"""What the flows share: their context, the first INVITE sipX expects, status recording."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.python.failure import Failure
+
+from sipxcc.calls.call import Call
+from sipxcc.calls.clock import Clock
+from sipxcc.calls.errors import failure_status
+from sipxcc.calls.sdp import no_media_offer
+from sipxcc.sip.digest import DigestCredentials
+from sipxcc.sip.message import Request, Response, parse_sipfrag
+from sipxcc.sip.uri import URI, Address, build_sip_uri, quote
+from sipxcc.sip.useragent import UserAgent
+from sipxcc.timers import Timers
+from sipxcc.users import User
+
+ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY"
+
+
+@dataclass(frozen=True)
+class FlowContext:
+    """
+    What every flow needs: the user agent, the clock, our SIP identity, and the flows'
+    timers (fixed delays share one reactor timer each; see sipxcc.timers), made on
+    the clock unless given.
+    """
+
+    ua: UserAgent
+    clock: Clock
+    domain: str
+    address: str
+    timers: Timers = field(default=None)  # type: ignore[assignment]  # made in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.timers is None:
+            object.__setattr__(self, "timers", Timers(self.clock))
+
+
+def credentials_for(user: User) -> DigestCredentials | None:
+    """The agent's SIP credentials: its passtoken is the MD5 HA1 (sipX's credential store)."""
+    if not user.passtoken:
+        return None
+    return DigestCredentials(user.user_name, {"MD5": user.passtoken})
+
+
+def sip_uri(addr_spec: str, **parts: Any) -> str:
+    """
+    The SIP URI of C{user@host[:port]}, built part by part and checked against the
+    RFC 3261 grammar (C{params}/C{headers} are %-escaped); raises UnsafeValue otherwise.
+    """
+    scheme = "sip"
+    if addr_spec.startswith(("sip:", "sips:")):
+        scheme, _, addr_spec = addr_spec.partition(":")
+    return str(build_sip_uri(addr_spec, scheme=scheme, **parts))
+
+
+def quoted(text: str) -> str:
+    """A quoted-string with C{"} and C{\\} escaped (RFC 3261 §25.1 quoted-pair)."""
+    return quote(text)
+
+
+def from_address(user: User) -> str:
+    """Our From: the agent's identity, with its display name as a quoted-string."""
+    return str(Address(user.display_name or None, URI.parse(sip_uri(user.identity))))
+
+
+def first_invite(ctx: FlowContext, call: Call, to: str, *, forwarding_allowed: bool,
+                 subject: str | None = None, auto_answer: bool = False, body: bytes | None = None,
+                 call_id: str | None = None) -> Request:
+    """
+    The INVITE sipX expects from a call controller: the URI parameters that keep sipX
+    from sending it to voicemail (and, unless allowed, from forwarding it), the agent's
+    identity in From, and a no-media offer unless C{body} is given.
+    """
+    request = call.request
+    params: dict[str, str | None] = {"sipx-noroute": "Voicemail"}
+    if not forwarding_allowed:
+        params["sipx-userforward"] = "false"
+    headers = [("Allow", ALLOW), ("Accept", "application/sdp")]
+    if subject:
+        headers.append(("Subject", subject))
+    if auto_answer:
+        headers += [("Call-Info", f"<sip:{ctx.domain}>;answer-after=0"),
+                    ("Alert-Info", f"<sip:{ctx.domain}>;info=alert-autoanswer"),
+                    ("Answer-Mode", "Auto")]  # RFC 5373
+    if body is None:
+        body = no_media_offer(ctx.address, random.randrange(1, 2**31), 1)
+    if body:
+        headers.append(("Content-Type", "application/sdp"))
+    return ctx.ua.new_request("INVITE", sip_uri(to, params=params), from_address(request.agent),
+                              f"<{sip_uri(to)}>", headers, body, call_id=call_id)
+
+
+def now_ms(clock: Clock) -> int:
+    return int(clock.seconds() * 1000)
+
+
+def record_response(ctx: FlowContext, call: Call, response: Response,
+                    method: str = "INVITE") -> None:
+    # a parsed response always has a Call-ID (framing refuses one without)
+    call.record(now_ms(ctx.clock), response.call_id, method,  # type: ignore[arg-type]
+                response.first_line)
+
+
+def record_failure(ctx: FlowContext, call: Call, call_id: str, method: str,
+                   failure: Failure) -> tuple[int, str]:
+    """
+    A request that got no final response of its own (timeout, transport) is recorded as
+    if it had; a fault of ours is logged instead. Returns the status and reason it stands
+    for (L{failure_status}).
+    """
+    status, reason, ours = failure_status(failure, method, call.id)
+    if not ours:
+        call.record(now_ms(ctx.clock), call_id, method, f"SIP/2.0 {status} {reason}")
+    return status, reason
+
+
+def record_sipfrag(ctx: FlowContext, call: Call, call_id: str,
+                   body: bytes) -> tuple[int, str] | None:
+    """Record a NOTIFY's sipfrag status line; returns the parsed (status, reason) or None."""
+    frag = parse_sipfrag(body)
+    if frag is not None:
+        status, reason, line = frag
+        call.record(now_ms(ctx.clock), call_id, "NOTIFY", line)
+        return status, reason
+    text = body.decode("utf-8", "replace").strip().splitlines()
+    if text:
+        call.record(now_ms(ctx.clock), call_id, "NOTIFY", text[0])
+    return None
+
+
+def reason_header(status: int, text: str) -> tuple[str, str]:
+    """RFC 3326 Reason for a BYE (e.g. a busy transfer target: cause=486)."""
+    return ("Reason", f"SIP;cause={status};text={quoted(text)}")
