@@ -27,18 +27,17 @@ class FlowContext:
     """
     What every flow needs: the user agent, the clock, our SIP identity, and the flows'
     timers (fixed delays share one reactor timer each; see sipxcc.timers), made on
-    the clock unless given.
+    the clock.
     """
 
     ua: UserAgent
     clock: Clock
     domain: str
     address: str
-    timers: Timers = field(default=None)  # type: ignore[assignment]  # made in __post_init__
+    timers: Timers = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.timers is None:
-            object.__setattr__(self, "timers", Timers(self.clock))
+        object.__setattr__(self, "timers", Timers(self.clock))  # frozen: set once, here
 
 
 def credentials_for(user: User) -> DigestCredentials | None:

@@ -497,9 +497,9 @@ class TransportLayer:
             if creator is None:  # never TLS without verifying the peer: fail like a refusal
                 log.error("no SIP over TLS to {host}:{port}: no client TLS options",
                           host=target.host, port=target.port)
-                refused = ConnectError("no client TLS options")  # type: ignore[no-untyped-call]  # Twisted's, untyped
+                refused = ConnectError("no client TLS options")
                 self.reactor.callLater(0, factory.clientConnectionFailed, None,
-                                       Failure(refused))  # type: ignore[no-untyped-call]  # Twisted's, untyped
+                                       Failure(refused))
                 return proto
             self.reactor.connectSSL(target.host, target.port, factory, creator, timeout=10)
         else:
