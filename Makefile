@@ -62,6 +62,7 @@ test-debian:
 test: export SIPXCC_NO_SKIP := 1
 test: deps venv
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory mypy
 	$(MAKE) --no-print-directory test-venv
 	$(MAKE) --no-print-directory test-debian
 
