@@ -117,6 +117,12 @@ def via_internal_listener(request: http.Request) -> bool:
     return getattr(getattr(request, "site", None), "internal", False) is True
 
 
+def client_host(request: http.Request) -> str:
+    """The address of the connection's peer (no header counts), or "" if it has none."""
+    host: str = getattr(request.getClientAddress(), "host", None) or ""
+    return host
+
+
 def _shown(raw: bytes) -> str:
     """A header value fit for the log: bounded, non-printable characters escaped."""
     text = raw[:64].decode("utf-8", "backslashreplace")
@@ -383,7 +389,7 @@ class Authenticator:
                 return self.internal(request)
             except AuthFailure:
                 return None  # authenticate() answers it, and logs why
-        host = getattr(request.getClientAddress(), "host", None) or ""
+        host = client_host(request)
         # Trust comes from the TLS connection's peer address only, never from a header.
         if host and request.isSecure() and self._trusted_host(host):
             return TRUSTED
@@ -398,7 +404,7 @@ class Authenticator:
         grammar), repeated or unknown C{sipx-user}. The header is read here only, so
         on every other listener it is ignored.
         """
-        host = getattr(request.getClientAddress(), "host", None) or ""
+        host = client_host(request)
         if not (host and self._trusted_host(host)):
             raise AuthFailure(403, "Only trusted hosts may use this port")
         values = request.requestHeaders.getRawHeaders(SIPX_USER)
@@ -422,11 +428,11 @@ class Authenticator:
             except AuthFailure as failure:
                 shown = ", ".join(_shown(value) for value in
                                   request.requestHeaders.getRawHeaders(SIPX_USER) or ())
-                host = getattr(request.getClientAddress(), "host", None) or ""
+                host = client_host(request)
                 log.warn("internal listener: refused a request from {host}: {why} "
                          "(sipx-user: {shown})", host=host, why=str(failure), shown=shown)
                 return defer.fail(failure)
-        address = getattr(request.getClientAddress(), "host", None) or ""
+        address = client_host(request)
         secure = bool(request.isSecure())
         if secure and address and self._trusted_host(address):
             return defer.succeed(TRUSTED)

@@ -12,7 +12,7 @@ from sipxcc.config import Config
 from sipxcc.logs import logger
 from sipxcc.timers import FixedDelayTimers
 from sipxcc.users import UserDirectory
-from sipxcc.web.auth import Authenticator
+from sipxcc.web.auth import Authenticator, client_host
 from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import ErrorResource, PathResource
 from sipxcc.web.idempotency import Idempotency, MemoryStore
@@ -113,7 +113,7 @@ class InternalSite(LimitedSite):
 
     def getResourceFor(self, request: server.Request) -> resource.IResource:
         request.site = self
-        host = getattr(request.getClientAddress(), "host", None) or ""
+        host = client_host(request)
         if not (host and self._config.is_trusted(host)):
             if self.refusals.should_log(host):
                 log.warn("internal listener: refusing requests from {host}: not in "
