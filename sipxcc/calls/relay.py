@@ -120,6 +120,19 @@ def _gone(leg: Leg, request: Request, txn: ServerTransaction) -> None:
     txn.respond(481, "Call/Transaction Does Not Exist")
 
 
+def _stop_awaiting_ack(leg: Leg) -> Leg | None:
+    """Stop retransmitting the 2xx we relayed to C{leg}; the peer whose 2xx that was, or
+    None if we were not waiting for C{leg}'s ACK."""
+    if leg.awaiting_ack is None:
+        return None
+    peer, timer = leg.awaiting_ack
+    leg.awaiting_ack = None
+    if timer.active():
+        timer.cancel()
+    peer_leg: Leg = peer
+    return peer_leg
+
+
 class Relay:
     """
     Relays in-dialog requests between paired legs (B2BUA style): a request from one leg
@@ -273,12 +286,9 @@ class Relay:
 
     def _ack(self, leg: Leg, ack: Request) -> None:
         """The ACK for a 2xx we relayed: ACK the peer's 2xx, with the answer if it has one."""
-        if leg.awaiting_ack is None:
+        peer = _stop_awaiting_ack(leg)
+        if peer is None:
             return
-        peer, timer = leg.awaiting_ack
-        leg.awaiting_ack = None
-        if timer.active():
-            timer.cancel()
         if peer.over or peer.dialog is None:
             return
         if is_sdp(ack):
@@ -296,10 +306,6 @@ class Relay:
         if txn is not None and not txn.final_sent:
             txn.respond(487, "Request Terminated")
         leg.received_invite = None
-        if leg.awaiting_ack is not None:
-            peer, timer = leg.awaiting_ack
-            leg.awaiting_ack = None
-            if timer.active():
-                timer.cancel()
-            if peer.up:
-                peer.dialog.ack()
+        peer = _stop_awaiting_ack(leg)
+        if peer is not None and peer.up:
+            peer.dialog.ack()
