@@ -62,6 +62,7 @@ test-debian:
 test: export SIPXCC_NO_SKIP := 1
 test: deps venv
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory mypy
 	$(MAKE) --no-print-directory test-venv
 	$(MAKE) --no-print-directory test-debian
 
@@ -71,7 +72,7 @@ demo: deps venv
 	$(VENV)/bin/python -m tests.integration.demo
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis .demo
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis .demo
 	rm -f twisted/plugins/dropin.cache
 	find sipxcc tests twisted -name __pycache__ -type d -prune -exec rm -rf {} +
 

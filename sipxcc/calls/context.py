@@ -19,7 +19,10 @@ from sipxcc.sip.useragent import UserAgent
 from sipxcc.timers import Timers
 from sipxcc.users import User
 
-ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY"
+INVITE_ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY"
+"""The Allow header of the INVITEs we send (RFC 3261 §20.5): the methods we offer the
+phone in the call's dialog. What the user agent answers OPTIONS with (and 405/501) is
+L{sipxcc.sip.useragent.ALLOW}, which adds INFO and UPDATE."""
 
 
 @dataclass(frozen=True)
@@ -27,18 +30,17 @@ class FlowContext:
     """
     What every flow needs: the user agent, the clock, our SIP identity, and the flows'
     timers (fixed delays share one reactor timer each; see sipxcc.timers), made on
-    the clock unless given.
+    the clock.
     """
 
     ua: UserAgent
     clock: Clock
     domain: str
     address: str
-    timers: Timers = field(default=None)  # type: ignore[assignment]  # made in __post_init__
+    timers: Timers = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.timers is None:
-            object.__setattr__(self, "timers", Timers(self.clock))
+        object.__setattr__(self, "timers", Timers(self.clock))  # frozen: set once, here
 
 
 def credentials_for(user: User) -> DigestCredentials | None:
@@ -59,11 +61,6 @@ def sip_uri(addr_spec: str, **parts: Any) -> str:
     return str(build_sip_uri(addr_spec, scheme=scheme, **parts))
 
 
-def quoted(text: str) -> str:
-    """A quoted-string with C{"} and C{\\} escaped (RFC 3261 §25.1 quoted-pair)."""
-    return quote(text)
-
-
 def from_address(user: User) -> str:
     """Our From: the agent's identity, with its display name as a quoted-string."""
     return str(Address(user.display_name or None, URI.parse(sip_uri(user.identity))))
@@ -81,7 +78,7 @@ def first_invite(ctx: FlowContext, call: Call, to: str, *, forwarding_allowed: b
     params: dict[str, str | None] = {"sipx-noroute": "Voicemail"}
     if not forwarding_allowed:
         params["sipx-userforward"] = "false"
-    headers = [("Allow", ALLOW), ("Accept", "application/sdp")]
+    headers = [("Allow", INVITE_ALLOW), ("Accept", "application/sdp")]
     if subject:
         headers.append(("Subject", subject))
     if auto_answer:
@@ -136,4 +133,4 @@ def record_sipfrag(ctx: FlowContext, call: Call, call_id: str,
 
 def reason_header(status: int, text: str) -> tuple[str, str]:
     """RFC 3326 Reason for a BYE (e.g. a busy transfer target: cause=486)."""
-    return ("Reason", f"SIP;cause={status};text={quoted(text)}")
+    return ("Reason", f"SIP;cause={status};text={quote(text)}")

@@ -184,6 +184,16 @@ def _ignore(*args: object) -> None:
     """What a terminated transaction calls instead of its TU."""
 
 
+def _response_event(status: int, invite: bool) -> Event:
+    """What a response with C{status} is to a transaction (an INVITE one tells 2xx from
+    3xx-6xx, §17.1.1.2 and §17.2.1)."""
+    if status < 200:
+        return PROVISIONAL
+    if not invite:
+        return FINAL
+    return SUCCESS if status < 300 else FAILURE
+
+
 def _reliable(target: Target) -> bool:
     return target.transport != "UDP"
 
@@ -282,14 +292,7 @@ class ClientTransaction(_Transaction):
         self._start_timer("B", 64 * T1, give_up)
 
     def receive(self, response: Response) -> None:
-        status = response.status
-        if status < 200:
-            event = PROVISIONAL
-        elif not self.invite:
-            event = FINAL
-        else:
-            event = SUCCESS if status < 300 else FAILURE
-        self._fire(event, response)
+        self._fire(_response_event(response.status, self.invite), response)
 
     def transport_error(self, reason: object) -> None:
         """The transport could not deliver (§17.1.4), or the stream closed (§18.4)."""
@@ -434,14 +437,7 @@ class ServerTransaction(_Transaction):
 
     def send_response(self, response: Response) -> None:
         """Send a response the TU built: the table says whether and what follows."""
-        status = response.status
-        if status < 200:
-            event = PROVISIONAL
-        elif not self.invite:
-            event = FINAL
-        else:
-            event = SUCCESS if status < 300 else FAILURE
-        self._fire(event, response)
+        self._fire(_response_event(response.status, self.invite), response)
 
     def receive_retransmission(self, request: Request) -> None:
         """The peer sent the request again, or (INVITE) the ACK of our non-2xx answer."""

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.web import server
+from twisted.web import resource, server
 
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.config import Config
 from sipxcc.logs import logger
 from sipxcc.timers import FixedDelayTimers
 from sipxcc.users import UserDirectory
-from sipxcc.web.auth import Authenticator
+from sipxcc.web.auth import Authenticator, client_host
 from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import ErrorResource, PathResource
 from sipxcc.web.idempotency import Idempotency, MemoryStore
@@ -51,10 +51,12 @@ class LimitedSite(server.Site):
     their request deadlines share one timer queue.
     """
 
-    protocol = LimitedChannel
+    # an HTTP/1.1 channel of ours instead of Twisted's HTTP/1.1-or-2 factory
+    protocol = LimitedChannel  # type: ignore[assignment]
 
-    def __init__(self, root, reactor, limits: ConnectionLimits | None = None):
-        super().__init__(root, reactor=reactor)
+    def __init__(self, root: resource.IResource, reactor: IReactorTime,
+                 limits: ConnectionLimits | None = None):
+        super().__init__(root, reactor=reactor)  # type: ignore[no-untyped-call]  # Twisted's, untyped
         self.clock = reactor
         self.limits = limits or ConnectionLimits()
         self.deadlines = FixedDelayTimers(reactor, REQUEST_DEADLINE)
@@ -103,25 +105,28 @@ class InternalSite(LimitedSite):
 
     internal = True
 
-    def __init__(self, root, reactor, config: Config, limits: ConnectionLimits | None = None):
+    def __init__(self, root: resource.IResource, reactor: IReactorTime, config: Config,
+                 limits: ConnectionLimits | None = None):
         super().__init__(root, reactor, limits)
         self._config = config
         self.refusals = RefusalLog(reactor)
 
-    def getResourceFor(self, request):
+    def getResourceFor(self, request: server.Request) -> resource.IResource:
         request.site = self
-        host = getattr(request.getClientAddress(), "host", None) or ""
+        host = client_host(request)
         if not (host and self._config.is_trusted(host)):
             if self.refusals.should_log(host):
                 log.warn("internal listener: refusing requests from {host}: not in "
                          "http.trusted (logged once per {interval:.0f} s)", host=host,
                          interval=REFUSAL_LOG_INTERVAL)
             return NOT_TRUSTED
-        return super().getResourceFor(request)
+        found: resource.IResource = super().getResourceFor(  # type: ignore[no-untyped-call]  # Twisted's, untyped
+            request)
+        return found
 
 
 def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
-               reactor: IReactorTime) -> server.Site:
+               reactor: IReactorTime) -> LimitedSite:
     """The Site that both listeners serve."""
     root = PathResource()
     root.putChild(b"health", Health())
