@@ -26,6 +26,7 @@ from sipxcc.calls.context import (
 )
 from sipxcc.calls.errors import TransferNotPossible, failure_status
 from sipxcc.calls.leg import Leg, LegEvent, LegState
+from sipxcc.calls.reasons import NO_ANSWER, ending_reason
 from sipxcc.calls.relay import CONTENT_TYPE_SDP, Relay, SessionFace, is_sdp
 from sipxcc.statemachine import Table, Transition
 
@@ -176,7 +177,7 @@ class InviteFlow:
             lambda response: self._final(leg, response, answered),
             lambda failure: self._invite_failed(leg, failure))
         leg.timer = self.ctx.timers.call_later(timeout or self.call.request.timeout,
-                                               self._cancel, leg)
+                                               self._ring_timeout, leg)
 
     def _progress(self, leg: Leg, response: Any) -> None:
         record_response(self.ctx, self.call, response)
@@ -257,7 +258,16 @@ class InviteFlow:
         if leg.over:
             return
         leg.step(LegEvent.REJECTED)
+        if leg.no_answer and status in (408, 487):
+            self._leg_failed(leg, *NO_ANSWER)
+            return
         self._leg_failed(leg, status, reason)
+
+    def _ring_timeout(self, leg: Leg) -> None:
+        """The leg rang for the whole ring time: CANCEL it, and tell the others 'no
+        answer' rather than the 487 our own CANCEL brings back."""
+        leg.no_answer = True
+        self._cancel(leg)
 
     def _cancel(self, leg: Leg) -> None:
         """Ring timeout or teardown: CANCEL (§9.1), and stop waiting after CANCEL_LIMIT."""
@@ -414,9 +424,11 @@ class InviteFlow:
         """DELETE, replacement, watchdog or shutdown: CANCEL what rings, BYE what is up."""
         self._fire(Event.HANGUP, [reason_header(200, why)], self._ending())
 
-    def _leg_failed(self, leg: Leg, status: int, reason: str) -> None:
-        """C{leg}'s INVITE did not give a usable call: what that means depends on who."""
-        headers = [reason_header(status, reason)]
+    def _leg_failed(self, leg: Leg, status: int, reason: str, q850: int | None = None) -> None:
+        """C{leg}'s INVITE did not give a usable call: what that means depends on who.
+        The legs still up are told why, SIP and Q.850 cause (busy, declined, not found,
+        no answer: what the calling user's phone shows or plays)."""
+        headers = [ending_reason(status, reason, q850)]
         if leg is self.target:
             self._fire(Event.TARGET_FAILED, leg, headers)
         else:
