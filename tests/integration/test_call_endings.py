@@ -1,0 +1,34 @@
+"""
+What the calling user's phone is told when the called user is busy, in both modes, end
+to end (the daemon, Kamailio with digest auth, sipp phones): the BYE that ends its leg
+carries RFC 3326 Reason with the SIP cause and the Q.850 cause (17, user busy), which a
+phone or gateway turns into a busy tone.
+"""
+
+from __future__ import annotations
+
+from tests.integration.e2e import curl, status_lines, wait_for
+
+BUSY = 'Reason: SIP;cause=486;text="Busy Here", Q.850;cause=17'
+
+
+def test_invite_mode_busy_callee_ends_the_callers_leg_with_q850_user_busy(setup):
+    s = setup()
+    a = s.phone("user1", "phone_answer")
+    b = s.phone("user2", "caller_busy")
+    code, body = curl("-X", "POST", s.url("/callcontroller/user1/user2?sipMethod=INVITE"))
+    assert code == 200, body
+    assert b.wait(20) == 0, b.errors()
+    assert a.wait(20) == 0, a.errors()
+    assert BUSY in a.received("BYE")[0]
+
+
+def test_refer_mode_busy_sipfrag_ends_the_callers_leg_with_q850_user_busy(setup):
+    s = setup()
+    a = s.phone("user1", "refer_busy")
+    code, body = curl("-X", "POST", s.url("/callcontroller/user1/user2"))
+    assert code == 200, body
+    assert a.wait(20) == 0, a.errors()
+    assert BUSY in a.received("BYE")[0]
+    lines = wait_for(lambda: status_lines(curl(s.url("/callcontroller/user1/user2"))[1]))
+    assert ("NOTIFY", "SIP/2.0 486 Busy Here") in lines
