@@ -20,6 +20,7 @@ from sipxcc.calls.context import (
     FlowContext,
     credentials_for,
     first_invite,
+    now_ms,
     reason_header,
     record_failure,
     record_response,
@@ -135,6 +136,7 @@ class InviteFlow:
         self.callee: Leg | None = None
         self.target: Leg | None = None
         self.connected_once = False
+        self.limit_timer: Any = None  # timeLimit, once connected
         self.outcome = "failed"
         self.relay = Relay(ctx.clock, self._peer_of, self._frozen, self._bye_received,
                            self._leg_lost, self._leg_unresponsive)
@@ -335,6 +337,17 @@ class InviteFlow:
         callee.dialog.ack(answer, [CONTENT_TYPE_SDP])
         self.connected_once = True
         self.call.set_state("connected")
+        limit = self.call.request.time_limit
+        if limit:
+            self.limit_timer = self.ctx.timers.call_later(limit, self._time_up, limit)
+
+    def _time_up(self, limit: int) -> None:
+        """C{timeLimit} seconds after the call was connected: both legs are hung up, and
+        the status document says why (a line on the calling user's dialog)."""
+        self.limit_timer = None
+        self.call.record(now_ms(self.ctx.clock), self.caller.call_id, "BYE",
+                         f"Time limit of {limit} s reached")
+        self._fire(Event.HANGUP, [reason_header(200, "Time limit reached")], "ended")
 
     def transfer(self, target: str, timeout: int | None = None) -> None:
         """Replace the calling side by C{target} (addr-spec); only while connected. The
@@ -478,6 +491,9 @@ class InviteFlow:
     def _finish(self) -> None:
         for leg in self.legs:
             self._stop_timer(leg)
+        if self.limit_timer is not None and self.limit_timer.active():
+            self.limit_timer.cancel()
+        self.limit_timer = None
         self.call.finish("failed" if self.outcome == "failed" else "ended")
         self.on_end(self.call)
         self.relay.detach()  # it holds our bound methods: let go (no cycle outlives the call)

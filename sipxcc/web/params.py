@@ -23,6 +23,8 @@ TRANSFER = "transfer"
 
 MAX_TIMEOUT = 86400
 """Largest accepted C{timeout} (seconds a phone may ring): one day."""
+MAX_TIME_LIMIT = 86400
+"""Largest accepted C{timeLimit} (seconds a connected INVITE-mode call may last): one day."""
 MAX_RESULT_CACHE_TIME = 86400
 """Largest accepted C{resultCacheTime}: one day."""
 MAX_SUBJECT = 256
@@ -226,6 +228,20 @@ class CallParameters:
     auto_answer: bool
     status_callback: str | None
     status_callback_events: frozenset[str] | None = None
+    time_limit: int | None = None
+
+
+def parse_time_limit(query: Query, method: str) -> int | None:
+    """C{timeLimit}: seconds (1..L{MAX_TIME_LIMIT}) the connected call may last; INVITE
+    mode only (in REFER mode the phones talk to each other without us)."""
+    value = query.get("timeLimit")
+    if value is None:
+        return None
+    limit = parse_integer("timeLimit", value, 1, MAX_TIME_LIMIT)
+    if method != INVITE:
+        raise BadParameter("timeLimit", text="Bad parameter timeLimit: it needs "
+                           "sipMethod=INVITE (in REFER mode the call is not ours to end)")
+    return limit
 
 
 def check_callback_events(value: str) -> frozenset[str]:
@@ -270,6 +286,7 @@ def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
         status_callback=check_callback(callback, callback_hosts) if callback else None,
         status_callback_events=(check_callback_events(callback_events)
                                 if callback_events is not None else None),
+        time_limit=parse_time_limit(query, method),
     )
 
 
