@@ -5,13 +5,15 @@ user answers after longer than its timeout. linphonec (liblinphone's ``nortp_tim
 ends a call that receives no RTP for that long unless the stream is inactive; the
 callee is a baresip phone answering late. Kamailio with digest auth is the proxy.
 
-The RTP timeout is set to 10 s and the callee answers after 15 s: the same situation
+A refusal by the callee reaches the linphone caller as a BYE with the SIP and Q.850
+causes. The RTP timeout is set to 10 s and the callee answers after 15 s: the same situation
 as linphone's default 30 s against a 40-s ring, in less time.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -65,3 +67,27 @@ def test_a_linphone_caller_survives_a_ring_longer_than_its_rtp_timeout(tmp_path,
         assert wait_for(lambda: call_state(daemon, location) in ("ended", "failed"),
                         timeout=15)
         assert call_state(daemon, location) == "ended"
+
+
+def test_a_linphone_caller_is_told_why_when_the_baresip_callee_refuses(tmp_path,
+                                                                       kamailio_factory):
+    caller = LinphonePhone("user1", tmp_path)
+    sip_port, proxy_port = free_ports(2)
+    proxy_uri = f"sip:127.0.0.1:{proxy_port};lr"
+    callee = BaresipPhone("user2", "pass2", tmp_path, proxy=proxy_uri, sip_port=free_port(41),
+                          auto_answer=False)
+    kamailio_factory({"user1": caller.contact, "user2": callee.contact},
+                     f"127.0.0.1:{sip_port}", port=proxy_port)
+    daemon = Daemon(write_config(tmp_path, sip_port=sip_port, sip_proxy=proxy_uri))
+    with caller, callee, daemon:
+        code, body = curl("-X", "POST", "-w", "\n%header{location}\n%{http_code}",
+                          daemon.https_url + "/callcontroller/user1/user2?sipMethod=INVITE")
+        body, _, location = body.rpartition("\n")
+        assert code == 200, body
+        callee.wait_for("CALL_INCOMING", timeout=15)
+        callee.hangup()  # baresip refuses a ringing call
+        assert wait_for(lambda: call_state(daemon, location) == "failed", timeout=15)
+        [bye] = wait_for(lambda: caller.received("BYE"), timeout=10)
+        reason = re.search(r"^Reason: *(.*?)\r?$", bye, re.M | re.I).group(1)
+        # baresip refuses with "486 Rejected": user busy, Q.850 cause 17
+        assert reason.startswith("SIP;cause=486;") and reason.endswith(", Q.850;cause=17"), reason
