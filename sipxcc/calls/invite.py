@@ -21,6 +21,7 @@ from sipxcc.calls.context import (
     credentials_for,
     first_invite,
     now_ms,
+    presented_address,
     reason_header,
     record_failure,
     record_response,
@@ -294,7 +295,8 @@ class InviteFlow:
         self.call.set_state("ringing")
         self.callee = self._new_leg("B")
         invite = first_invite(self.ctx, self.call, self.call.request.called,
-                              forwarding_allowed=False, body=b"")
+                              forwarding_allowed=False, body=b"",
+                              from_=presented_address(self.call.request))
         self._send_invite(self.callee, invite, Event.CALLEE_ANSWERED)
 
     def _offer_to_caller(self, offer: bytes) -> None:
