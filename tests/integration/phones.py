@@ -1,4 +1,7 @@
-"""Real SIP phones for integration tests and the demo: baresip, headless.
+"""Real SIP phones for integration tests and the demo: baresip and linphonec, headless.
+
+``LinphonePhone`` (at the end) drives Debian's linphonec on its console, answering every
+call at once, as a second phone implementation with its own RTP timeout rule.
 
 ``BaresipPhone(user, password, workdir, proxy=..., sip_port=...)`` writes a baresip
 configuration into its own directory and runs ``baresip -f DIR``: no sound card (a 440 Hz
