@@ -50,3 +50,16 @@ def test_over_tcp_the_bye_goes_on_the_transport_the_200_came_on(setup):
     ours = [re.findall(r"^Via: *SIP/2\.0/(\w+) ", m, re.M | re.I)[-1] for m in (invite, bye)]
     assert ours == ["TCP", "TCP"]
     assert BUSY in bye
+
+
+def test_time_limit_hangs_up_both_phones_with_a_reason(setup):
+    s = setup()
+    a = s.phone("user1", "im_caller")
+    b = s.phone("user2", "invite_b")
+    code, body = curl("-X", "POST", s.url("/callcontroller/user1/user2?sipMethod=INVITE"
+                                          "&timeLimit=2"))
+    assert code == 200, body
+    assert a.wait(20) == 0, a.errors()
+    assert b.wait(20) == 0, b.errors()
+    for phone in (a, b):
+        assert 'Reason: SIP;cause=200;text="Time limit reached"' in phone.received("BYE")[0]
