@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.python.failure import Failure
 
-from sipxcc.calls.call import Call
+from sipxcc.calls.call import Call, CallRequest
 from sipxcc.calls.clock import Clock
 from sipxcc.calls.errors import failure_status
 from sipxcc.calls.sdp import no_media_offer
@@ -66,9 +66,22 @@ def from_address(user: User) -> str:
     return str(Address(user.display_name or None, URI.parse(sip_uri(user.identity))))
 
 
+def presented_address(request: CallRequest) -> str:
+    """What the called user is shown in INVITE mode: C{callerId}/C{callerIdName} where
+    given (validated against the agent's and the calling user's identity by the web
+    layer), else the agent's identity and display name."""
+    if request.caller_id is None and request.caller_id_name is None:
+        return from_address(request.agent)
+    uri = URI.parse(sip_uri(request.caller_id or request.agent.identity))
+    name = request.caller_id_name
+    if name is None and request.caller_id in (None, request.agent.identity):
+        name = request.agent.display_name
+    return str(Address(name or None, uri))
+
+
 def first_invite(ctx: FlowContext, call: Call, to: str, *, forwarding_allowed: bool,
                  subject: str | None = None, auto_answer: bool = False, body: bytes | None = None,
-                 call_id: str | None = None) -> Request:
+                 call_id: str | None = None, from_: str | None = None) -> Request:
     """
     The INVITE sipX expects from a call controller: the URI parameters that keep sipX
     from sending it to voicemail (and, unless allowed, from forwarding it), the agent's
@@ -89,7 +102,8 @@ def first_invite(ctx: FlowContext, call: Call, to: str, *, forwarding_allowed: b
         body = no_media_offer(ctx.address, random.randrange(1, 2**31), 1)
     if body:
         headers.append(("Content-Type", "application/sdp"))
-    return ctx.ua.new_request("INVITE", sip_uri(to, params=params), from_address(request.agent),
+    return ctx.ua.new_request("INVITE", sip_uri(to, params=params),
+                              from_ or from_address(request.agent),
                               f"<{sip_uri(to)}>", headers, body, call_id=call_id)
 
 

@@ -221,11 +221,18 @@ def no_media_offer(address: str, session_id: int, version: int) -> bytes:
 
 
 def black_hole_offer(session_id: int, version: int, origin_address: str = "0.0.0.0") -> bytes:
-    """RFC 3725 §5 flow IV, step 1: one audio codec, non-zero port, c=IN IP4 0.0.0.0."""
+    """
+    RFC 3725 §5 flow IV, step 1: one audio codec, non-zero port, c=IN IP4 0.0.0.0, and
+    C{a=inactive} (RFC 3264 §5.1): the calling user is parked there for as long as the
+    called user rings (up to the ring time, minutes), and a phone that ends a call after
+    some seconds without RTP (linphone's nortp_timeout, baresip's rtp_timeout) only does so
+    for a stream it expects to receive on; an inactive stream expects nothing.
+    """
     return SessionDescription([
         ("v", "0"),
         ("o", f"sipxcc {session_id} {version} IN {_addr_type(origin_address)} "
               f"{origin_address}"),
         ("s", "-"), ("c", "IN IP4 0.0.0.0"), ("t", "0 0"),
         ("m", f"audio {NO_MEDIA_PORT} RTP/AVP 0"), ("a", "rtpmap:0 PCMU/8000"),
+        ("a", "inactive"),
     ]).to_bytes()

@@ -23,10 +23,13 @@ TRANSFER = "transfer"
 
 MAX_TIMEOUT = 86400
 """Largest accepted C{timeout} (seconds a phone may ring): one day."""
+MAX_TIME_LIMIT = 86400
+"""Largest accepted C{timeLimit} (seconds a connected INVITE-mode call may last): one day."""
 MAX_RESULT_CACHE_TIME = 86400
 """Largest accepted C{resultCacheTime}: one day."""
 MAX_SUBJECT = 256
 MAX_CONFPIN = 32
+MAX_CALLER_ID_NAME = 64
 MAX_USER = 128
 MAX_CALLBACK_URL = 2048
 DEFAULT_LIST_LIMIT = 50
@@ -226,6 +229,49 @@ class CallParameters:
     auto_answer: bool
     status_callback: str | None
     status_callback_events: frozenset[str] | None = None
+    time_limit: int | None = None
+    caller_id: str | None = None
+    caller_id_name: str | None = None
+
+
+def parse_caller_id(query: Query, *, agent: str, calling: str, domain: str,
+                    method: str) -> tuple[str | None, str | None]:
+    """
+    C{callerId} and C{callerIdName}: the identity the called user is shown in INVITE mode
+    (From of the INVITE to it). C{callerId} may only be the agent's own identity or the
+    calling user's (as a user name of the domain or a C{user@host}): an agent presents no
+    one else. C{callerIdName} is printable text of at most L{MAX_CALLER_ID_NAME}
+    characters; it becomes a quoted display name.
+    """
+    caller_id, name = query.get("callerId"), query.get("callerIdName")
+    if caller_id is None and name is None:
+        return None, None
+    if method != INVITE:
+        which = "callerId" if caller_id is not None else "callerIdName"
+        raise BadParameter(which, text=f"Bad parameter {which}: it needs sipMethod=INVITE "
+                           "(in REFER mode the calling user's phone calls the called user)")
+    if caller_id is not None:
+        caller_id = addr_spec(check_user("callerId", caller_id), domain)
+        if caller_id not in (addr_spec(agent, domain), calling):
+            raise BadParameter("callerId", text=f"Bad parameter callerId = {_shown(caller_id)}"
+                               ": only the agent's or the calling user's identity")
+    if name is not None and (not name or len(name) > MAX_CALLER_ID_NAME
+                             or not name.isprintable()):
+        raise BadParameter("callerIdName", _shown(name))
+    return caller_id, name
+
+
+def parse_time_limit(query: Query, method: str) -> int | None:
+    """C{timeLimit}: seconds (1..L{MAX_TIME_LIMIT}) the connected call may last; INVITE
+    mode only (in REFER mode the phones talk to each other without us)."""
+    value = query.get("timeLimit")
+    if value is None:
+        return None
+    limit = parse_integer("timeLimit", value, 1, MAX_TIME_LIMIT)
+    if method != INVITE:
+        raise BadParameter("timeLimit", text="Bad parameter timeLimit: it needs "
+                           "sipMethod=INVITE (in REFER mode the call is not ours to end)")
+    return limit
 
 
 def check_callback_events(value: str) -> frozenset[str]:
@@ -260,6 +306,8 @@ def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
     confpin = query.get("confpin")
     callback = query.get("statusCallback")
     callback_events = query.get("statusCallbackEvent")
+    caller_id, caller_id_name = parse_caller_id(query, agent=agent, calling=calling,
+                                                domain=domain, method=method)
     return CallParameters(
         agent=agent, calling=calling, called=called, method=method, action=action,
         target=target, timeout=timeout, result_cache_time=cache_time,
@@ -270,6 +318,8 @@ def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
         status_callback=check_callback(callback, callback_hosts) if callback else None,
         status_callback_events=(check_callback_events(callback_events)
                                 if callback_events is not None else None),
+        time_limit=parse_time_limit(query, method),
+        caller_id=caller_id, caller_id_name=caller_id_name,
     )
 
 

@@ -14,7 +14,7 @@ from tests.unit.webfakes import WebRequest
 ROOT = Path(__file__).resolve().parents[2]
 PARAMETERS = ("agent", "sipMethod", "action", "target", "timeout", "resultCacheTime",
               "subject", "isForwardingAllowed", "confpin", "autoAnswer", "statusCallback",
-              "statusCallbackEvent")
+              "statusCallbackEvent", "timeLimit", "callerId", "callerIdName")
 
 
 def spec() -> dict:
