@@ -18,6 +18,7 @@ from sipxcc.web.errors import ErrorResource, PathResource
 from sipxcc.web.idempotency import Idempotency, MemoryStore
 from sipxcc.web.limits import IDLE_TIMEOUT, REQUEST_DEADLINE, ConnectionLimits, LimitedChannel
 from sipxcc.web.openapi import OpenAPIResource, ReadOnlyResource
+from sipxcc.web.page import install_page
 from sipxcc.web.stream import install_streams
 
 REQUEST_TIMEOUT = IDLE_TIMEOUT
@@ -137,6 +138,7 @@ def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
                                                  config.calls.idempotency_ttl))
     install(root, context)
     streams = install_streams(root, context, reactor)
+    install_page(root, context)
     site = LimitedSite(root, reactor, ConnectionLimits(is_trusted=config.is_trusted))
     site.streams = streams
     site.displayTracebacks = False
