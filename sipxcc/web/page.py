@@ -28,7 +28,8 @@ CSP = (b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'
 
 #: the static files served, and their types
 STATIC_TYPES = {"app.js": b"text/javascript; charset=utf-8",
-                "app.css": b"text/css; charset=utf-8"}
+                "app.css": b"text/css; charset=utf-8",
+                "icon.svg": b"image/svg+xml"}
 
 HTML_TYPE = b"text/html; charset=utf-8"
 

@@ -10,6 +10,11 @@ let current = null;        // the id of the call this page placed last
 
 function $(id) { return document.getElementById(id); }
 
+// Absolute URLs on the page's origin: the page may have been opened with credentials in
+// its URL (https://user:pin@host/), and fetch() refuses URLs that carry them; the browser
+// sends the credentials it cached for this origin by itself.
+function here(path) { return new URL(path, window.location.origin).href; }
+
 function remember(data) {
   let list = events.get(data.call);
   if (!list) {
@@ -46,7 +51,7 @@ function showCurrent() {
 }
 
 async function refreshRecent() {
-  const answer = await fetch("/calls?limit=10", {headers: {Accept: "application/json"}});
+  const answer = await fetch(here("/calls?limit=10"), {headers: {Accept: "application/json"}});
   if (!answer.ok) return;
   const rows = (await answer.json()).calls.map((call) => {
     const row = document.createElement("tr");
@@ -63,7 +68,7 @@ async function refreshRecent() {
 }
 
 function follow() {
-  const source = new EventSource("/events");
+  const source = new EventSource(here("/events"));
   source.onopen = () => { $("live").textContent = "live"; $("live").className = "on"; };
   source.onerror = () => { $("live").textContent = "reconnecting…"; $("live").className = "off"; };
   for (const kind of KINDS) {
@@ -88,7 +93,7 @@ async function place(event) {
   result.className = "";
   result.textContent = "placing…";
   try {
-    const answer = await fetch(url, {method: "POST", headers: {Accept: "application/json"}});
+    const answer = await fetch(here(url), {method: "POST", headers: {Accept: "application/json"}});
     const body = await answer.json().catch(() => ({}));
     const location = answer.headers.get("Location") || "";
     if (!answer.ok) {
