@@ -6,9 +6,13 @@ curl -N as the client reading the event stream as a person would.
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import subprocess
+import threading
 
 from tests.integration.e2e import curl, wait_for
+from tests.integration.test_bounds import BusyPhone, failed, post, start_daemon
 
 UNTRUSTED = ("--interface", "127.0.0.2")  # not in http.trusted: credentials count
 NAMED = ("initiated", "ringing", "answered", "transferring", "connected")
@@ -148,3 +152,76 @@ def test_all_events_show_a_user_its_own_calls_live(setup):
     assert {d["call"] for _, _, d in events} == {call_id}
     assert [i for i, _, _ in events] == [f"{call_id}:{n}" for n in range(1, len(events) + 1)]
     assert events[-1][1] == "completed"
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+class LongRinging:
+    """A BusyPhone's socket whose 180s carry a long reason phrase (more bytes per event)."""
+
+    REASON = b"SIP/2.0 180 Ringing " + b"r" * 400 + b"\r\n"
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    def sendto(self, data: bytes, peer) -> int:
+        return self._sock.sendto(data.replace(b"SIP/2.0 180 Ringing\r\n", self.REASON), peer)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+def test_a_reader_that_never_reads_is_dropped_while_others_are_served(tmp_path):
+    # the daemon's kernel send buffer grows to 4 MiB on loopback: send it more than that
+    calls, ringing = 60, 100
+    phone = BusyPhone(ringing=ringing)
+    phone.sock = LongRinging(phone.sock)
+    with phone:
+        daemon = start_daemon(tmp_path, phone, calls_max_calls_per_agent=calls)
+        slow = None
+        try:
+            # a client that takes its TLS handshake and then reads nothing, with a small
+            # receive window so that what is sent to it piles up on the daemon's side
+            raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            raw.connect(("127.0.0.1", daemon.config.http.https))
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            slow = context.wrap_socket(raw)
+            slow.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            fast = stream(daemon.https_url + "/events", max_time=90)
+            assert fast.stdout.readline().startswith("retry:")
+            lines: list[str] = []  # the reader that reads, reading all the time
+            reading = threading.Thread(target=lambda: lines.extend(iter(fast.stdout.readline, "")),
+                                       daemon=True)
+            reading.start()
+            before = rss_kib(daemon.process.pid)
+            placed = [post(daemon, f"/callcontroller/user1/40{n}") for n in range(calls)]
+            wait_for(lambda: all(failed(daemon, call) for call in placed), timeout=60)
+            wait_for(lambda: "dropping a live event stream" in daemon.log_text(), timeout=20)
+            wait_for(lambda: sum(kind == "failed" and "state" in data
+                                 for _, kind, data in parse("".join(lines))) == calls,
+                     timeout=30)
+            stop(fast)
+            reading.join(10)
+            text = "".join(lines)
+            grown = rss_kib(daemon.process.pid) - before
+        finally:
+            if slow is not None:
+                slow.close()
+            daemon.stop()
+    by_call: dict[str, list[int]] = {}
+    for _, _, data in parse(text):
+        by_call.setdefault(data["call"], []).append(data["seq"])
+    # the reader that reads got every event of every call (UDP may lose a 180 on the way
+    # to the daemon: the numbers are what the daemon recorded), without a gap
+    assert len(by_call) == calls
+    assert all(seqs == list(range(1, len(seqs) + 1)) for seqs in by_call.values())
+    assert len(text.encode()) > 2 * 1024 * 1024  # the slow reader missed megabytes
+    # what the slow reader was sent stays within its budget: far less than all it missed
+    assert grown < 20_000, f"the daemon grew by {grown} KiB"
+    print(f"daemon RSS grew {grown} KiB over {sum(map(len, by_call.values()))} events")
