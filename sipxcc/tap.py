@@ -29,6 +29,7 @@ from sipxcc.sip.uri import URI
 from sipxcc.tls import TLSError, client_options, server_context_factory
 from sipxcc.users import DirectoryError, UserDirectory
 from sipxcc.web.site import build_internal_site, build_site
+from sipxcc.web.stream import StreamsService
 
 DEFAULT_CONFIG = "/etc/sipxcc/sipxcc.ini"
 
@@ -208,6 +209,7 @@ def build_service(config: Config, reactor) -> MultiService:
         raise
     for port in bound:
         ListeningPortService(port).setServiceParent(top)
+    StreamsService(site.streams).setServiceParent(top)  # stopped first: ends live streams
     if config.http.http:
         where = _host_port(config.http.address, config.http.http)
         StartupWarningService([PLAIN_HTTP_WARNING.format(where=where)]).setServiceParent(top)

@@ -24,7 +24,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import task
+from twisted.application.service import Service
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Request
 
@@ -60,6 +61,12 @@ MAX_LAST_EVENT_ID = 200
 
 TRUSTED_KEY = ""
 """The per-user count the trusted hosts share."""
+
+SHUTDOWN_GRACE = 0.5
+"""Seconds the open streams' connections get to flush their end when the daemon stops."""
+
+MAX_RESUME_CALLS = 10_000
+"""Most calls a resumed C{/events} stream looks through for the one it names."""
 
 
 class StreamLimit(ApiError):
@@ -226,7 +233,7 @@ class Stream:
 
     def drop(self) -> None:
         """Close the connection at once (the reader is too slow to flush to)."""
-        transport = getattr(self.request.channel, "transport", None)
+        transport = getattr(self.request.channel, "transport", None)  # before close()
         self.close(finish=False)
         abort = getattr(transport, "abortConnection", None)
         if abort is not None:
@@ -301,7 +308,7 @@ class EventStreams:
         """On C{/events}: the rest of the call C{Last-Event-ID} names, then every event
         of the visible calls placed after it that are still retained."""
         owner = None if stream.principal.trusted else stream.principal.identity
-        placed = list(reversed(self.registry.calls_of(owner, self.registry_limit())))
+        placed = list(reversed(self.registry.calls_of(owner, MAX_RESUME_CALLS)))
         ids = [c.id for c in placed]
         if call_id not in ids:
             return
@@ -309,9 +316,6 @@ class EventStreams:
             if stream.closed:
                 return
             stream.replay(call, after if call.id == call_id else 0)
-
-    def registry_limit(self) -> int:
-        return 10_000
 
     def _start(self) -> None:
         if self._unsubscribe is None:
@@ -339,10 +343,24 @@ class EventStreams:
             else:
                 self.per_user.pop(stream.key, None)
 
-    def stop(self) -> None:
-        """Shutting down: end every stream, stop the heartbeat and the subscription."""
+    def shutdown(self) -> defer.Deferred[None]:
+        """The daemon stops: end every stream as HTTP says (its last chunk), close its
+        connection, and give the connections L{SHUTDOWN_GRACE} seconds to flush (the
+        reactor cuts whatever is left open when it stops)."""
+        open_ = list(self.streams)
+        self.stop(close_connections=True)
+        if not open_:
+            return defer.succeed(None)
+        log.info("stopping: ended {count} live event streams", count=len(open_))
+        return task.deferLater(self.clock, SHUTDOWN_GRACE, lambda: None)
+
+    def stop(self, close_connections: bool = False) -> None:
+        """End every stream, stop the heartbeat and the subscription."""
         for stream in list(self.streams):
+            transport = getattr(stream.request.channel, "transport", None)
             stream.close()
+            if close_connections and transport is not None:
+                transport.loseConnection()
         if self._beat is not None and self._beat.running:
             self._beat.stop()
         self._beat = None
@@ -385,6 +403,17 @@ class CallEventsResource(EventsResource):
         if call is None or not principal.may_see(call):
             raise ApiError(404, CALL_NOT_FOUND)
         return call
+
+
+class StreamsService(Service):
+    """Ends the open event streams first when the daemon stops (see L{EventStreams.shutdown})."""
+
+    def __init__(self, streams: EventStreams):
+        self.streams = streams
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        return self.streams.shutdown()
 
 
 def install_streams(root: Any, context: WebContext, clock: IReactorTime) -> EventStreams:

@@ -6,6 +6,7 @@ curl -N as the client reading the event stream as a person would.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import ssl
 import subprocess
@@ -225,3 +226,16 @@ def test_a_reader_that_never_reads_is_dropped_while_others_are_served(tmp_path):
     # what the slow reader was sent stays within its budget: far less than all it missed
     assert grown < 20_000, f"the daemon grew by {grown} KiB"
     print(f"daemon RSS grew {grown} KiB over {sum(map(len, by_call.values()))} events")
+
+
+def test_stopping_the_daemon_ends_the_open_streams(setup):
+    s = setup()
+    readers = [stream(s.url("/events"), *UNTRUSTED, "-u", "user1:123"),
+               stream(s.url("/events"))]
+    for reader in readers:
+        assert reader.stdout.readline().startswith("retry:")
+    assert s.daemon.stop() == -signal.SIGTERM  # twistd re-raises the signal that stopped it
+    assert "Main loop terminated." in s.daemon.log_text()
+    for reader in readers:
+        reader.communicate(timeout=20)
+        assert reader.returncode == 0  # the stream ended as HTTP says, not cut off

@@ -255,3 +255,23 @@ def test_other_methods_are_405(web, method):
     request.prepath = []
     request.render(getChildForRequest(web.root, request))
     assert request.responseCode == 405
+
+
+def test_shutdown_ends_the_streams_closes_their_connections_and_gives_them_a_grace(web):
+    from sipxcc.web.stream import SHUTDOWN_GRACE, StreamsService
+    requests = [web.stream("/events", basic("user1")), web.stream("/events", client=TRUSTED)]
+    service = StreamsService(web.streams)
+    service.startService()
+    done = []
+    service.stopService().addCallback(done.append)
+    assert all(r.finished and r.channel.transport.aborted for r in requests)
+    assert not done
+    web.clock.advance(SHUTDOWN_GRACE)
+    assert done == [None] and len(web.streams) == 0
+
+
+def test_shutdown_without_streams_does_not_wait(web):
+    from sipxcc.web.stream import StreamsService
+    done = []
+    StreamsService(web.streams).stopService().addCallback(done.append)
+    assert done == [None]
