@@ -63,6 +63,8 @@ class HTTPConfig:
     trusted: tuple[IPNetwork, ...]
     internal: int = 0
     internal_address: str = "127.0.0.1"
+    max_streams: int = 100
+    max_streams_per_user: int = 4
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,10 @@ KEYS: tuple[Key, ...] = (
         "internal plain-HTTP port for sipXconfig's redirector, trusted hosts only (0 disables)"),
     Key("http", "internal_address", _ip_address, "127.0.0.1",
         "address the internal listener binds"),
+    Key("http", "max_streams", _int_range(1, 100_000), "100",
+        "live event streams open at once; beyond → 503"),
+    Key("http", "max_streams_per_user", _int_range(1, 10_000), "4",
+        "live event streams per user (trusted hosts share one count); beyond → 429"),
     Key("tls", "certificate", _text, None, "PEM certificate file", is_path=True),
     Key("tls", "key", _text, None, "PEM private key file", is_path=True),
     Key("tls", "ca_file", _text, None, "PEM CA certificates that sign the SIP proxy's "

@@ -33,6 +33,7 @@ from sipxcc.sip.uri import URI
 from sipxcc.tls import TLSError, client_options, server_context_factory
 from sipxcc.users import DirectoryError, UserDirectory
 from sipxcc.web.site import build_internal_site, build_site
+from sipxcc.web.stream import StreamsService
 
 DEFAULT_CONFIG = "/etc/sipxcc/sipxcc.ini"
 
@@ -216,6 +217,9 @@ def build_service(config: Config, reactor: Any) -> MultiService:
         raise
     for port in bound:
         ListeningPortService(port).setServiceParent(top)  # type: ignore[no-untyped-call]  # Twisted's, untyped
+    assert site.streams is not None  # build_site installs them
+    # stopped first: ends live streams
+    StreamsService(site.streams).setServiceParent(top)  # type: ignore[no-untyped-call]  # Twisted's, untyped
     if config.http.http:
         where = host_port(config.http.address, config.http.http)
         warning = StartupWarningService([PLAIN_HTTP_WARNING.format(where=where)])

@@ -81,7 +81,7 @@ class ApiResource(resource.Resource):
                 reply = self.handle(request, principal)
             except Exception:
                 reply = self._failed(Failure(), request)
-            send(request, reply)
+            self.respond(request, reply)
             return server.NOT_DONE_YET
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
@@ -92,10 +92,13 @@ class ApiResource(resource.Resource):
         d.addErrback(lambda failure: log.failure("could not answer a request", failure))
         return server.NOT_DONE_YET
 
-    @staticmethod
-    def _send_unless_gone(reply: Reply, request: Request, gone: list[Failure]) -> None:
+    def _send_unless_gone(self, reply: Reply, request: Request, gone: list[Failure]) -> None:
         if not gone:
-            send(request, reply)
+            self.respond(request, reply)
+
+    def respond(self, request: Request, reply: Reply) -> None:
+        """Write C{reply} (a streaming resource may have answered already)."""
+        send(request, reply)
 
     def handle(self, request: Request, principal: Principal) -> Reply:
         raise NotImplementedError
@@ -190,6 +193,14 @@ class CallsResource(ApiResource):
     """C{/calls}: the requester's calls, newest first; C{/calls/{id}}: one call."""
 
     allowed = (b"DELETE", b"GET")
+    events: resource.Resource | None = None  # /calls/{id}/events (sipxcc.web.stream)
+
+    def render(self, request: Request) -> int:
+        path = request.postpath or []
+        if self.events is not None and len(path) == 2 and path[1] == b"events":
+            status: int = self.events.render(request)
+            return status
+        return super().render(request)
 
     def allowed_for(self, request: Request) -> tuple[bytes, ...]:
         path = request.postpath

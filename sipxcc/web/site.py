@@ -18,6 +18,8 @@ from sipxcc.web.errors import ErrorResource, PathResource
 from sipxcc.web.idempotency import Idempotency, MemoryStore
 from sipxcc.web.limits import IDLE_TIMEOUT, REQUEST_DEADLINE, ConnectionLimits, LimitedChannel
 from sipxcc.web.openapi import OpenAPIResource, ReadOnlyResource
+from sipxcc.web.page import install_page
+from sipxcc.web.stream import EventStreams, install_streams
 
 REQUEST_TIMEOUT = IDLE_TIMEOUT
 """Seconds an idle HTTP connection is kept open (see sipxcc.web.limits for the rest)."""
@@ -60,9 +62,12 @@ class LimitedSite(server.Site):
         self.clock = reactor
         self.limits = limits or ConnectionLimits()
         self.deadlines = FixedDelayTimers(reactor, REQUEST_DEADLINE)
+        self.streams: EventStreams | None = None  # ended on shutdown
 
     def stopFactory(self) -> None:
         self.deadlines.stop()
+        if self.streams is not None:
+            self.streams.stop()
         super().stopFactory()
 
 
@@ -137,7 +142,10 @@ def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
                          idempotency=Idempotency(MemoryStore(reactor), reactor,
                                                  config.calls.idempotency_ttl))
     install(root, context)
+    streams = install_streams(root, context, reactor)
+    install_page(root, context)
     site = LimitedSite(root, reactor, ConnectionLimits(is_trusted=config.is_trusted))
+    site.streams = streams
     site.displayTracebacks = False
     site.timeOut = REQUEST_TIMEOUT
     return site
