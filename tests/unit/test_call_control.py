@@ -256,7 +256,8 @@ def test_the_event_document_names_the_call_and_its_parties():
     call.flow.end()
     assert posted == [
         {"id": call.id, "sequence": 1, "event": "ringing", "state": "ringing",
-         "mode": "INVITE", "calling": "user1@sipx.test", "called": "user2@sipx.test", "timestamp": 1000, "call-id": "cid-1",
+         "mode": "INVITE", "calling": "user1@sipx.test", "called": "user2@sipx.test",
+         "timestamp": 1000, "call-id": "cid-1",
          "method": "INVITE", "status-line": "SIP/2.0 180 Ringing"},
         {"id": call.id, "sequence": 2, "event": "completed", "state": "ended",
          "mode": "INVITE", "calling": "user1@sipx.test", "called": "user2@sipx.test",

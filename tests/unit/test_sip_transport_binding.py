@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from OpenSSL import SSL
-from twisted.internet import defer
+from twisted.internet import defer, ssl
 from twisted.internet.address import IPv4Address
-from twisted.internet import ssl
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -163,7 +162,8 @@ def test_outgoing_tcp_and_tls_connect_to_the_target_with_a_timeout():
     failed = []
     layer.send(b"two", Target("TLS", "192.0.2.1", 5081), failed.append)
     reactor.advance(0)
-    assert reactor.sslClients == [] and len(failed) == 1  # never TLS without options that verify the peer
+    # never TLS without options that verify the peer: the send fails
+    assert reactor.sslClients == [] and len(failed) == 1
     layer.client_tls = creator = ssl.optionsForClientTLS("proxy.sipx.test")
     layer.send(b"two", Target("TLS", "192.0.2.1", 5081))
     [(host, port, factory, context, timeout, _)] = reactor.sslClients
