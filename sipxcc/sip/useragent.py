@@ -240,7 +240,7 @@ class UserAgent:
 
     def _receive_response(self, response: Response, source: Source | None = None) -> None:
         if response.status < 300 and response.cseq[1] == "INVITE":
-            response.from_tag, response.to_tag  # a dialog needs both: parse (or reject) now
+            _ = response.from_tag, response.to_tag  # a dialog needs both: parse or reject now
         txn = self.transactions.match_response(response)
         if txn is not None:
             self.response_source = source  # read by OutgoingRequest before it answers a 401/407
