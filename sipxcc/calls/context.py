@@ -12,10 +12,9 @@ from sipxcc.calls.call import Call, CallRequest
 from sipxcc.calls.clock import Clock
 from sipxcc.calls.errors import failure_status
 from sipxcc.calls.sdp import no_media_offer
-from sipxcc.sip.digest import DigestCredentials
 from sipxcc.sip.message import Request, Response, parse_sipfrag
 from sipxcc.sip.uri import URI, Address, build_sip_uri, quote
-from sipxcc.sip.useragent import UserAgent
+from sipxcc.sip.useragent import DigestCredentials, UserAgent
 from sipxcc.timers import Timers
 from sipxcc.users import User
 

@@ -17,11 +17,9 @@ from twisted.python.failure import Failure
 from sipxcc.calls.clock import Clock
 from sipxcc.calls.leg import Leg
 from sipxcc.calls.sdp import Origin, SessionDescription, black_hole_offer
-from sipxcc.sip.dialog import TARGET_REFRESH
 from sipxcc.sip.message import Request, Response
-from sipxcc.sip.outgoing import RequestFailed
-from sipxcc.sip.transaction import ServerTransaction
 from sipxcc.sip.uri import quote
+from sipxcc.sip.useragent import TARGET_REFRESH, RequestFailed, ServerTransaction
 
 log = Logger()
 

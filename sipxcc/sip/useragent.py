@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 from sipxcc.hosts import host_port, is_ip
 from sipxcc.logs import logger
+from sipxcc.sip.dialog import TARGET_REFRESH as TARGET_REFRESH  # the flows' interface
 from sipxcc.sip.dialog import Dialog, DialogId
-from sipxcc.sip.digest import DigestCredentials
+from sipxcc.sip.digest import DigestCredentials as DigestCredentials  # the flows' interface
 from sipxcc.sip.message import Request, Response, make_branch, make_call_id, make_tag, response_to
 from sipxcc.sip.outgoing import OutgoingRequest
 from sipxcc.sip.outgoing import RequestFailed as RequestFailed  # the flows' interface
-from sipxcc.sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
+from sipxcc.sip.transaction import ClientTransaction, TransactionLayer
+from sipxcc.sip.transaction import ServerTransaction as ServerTransaction  # the flows' interface
 from sipxcc.sip.transport import UDP_MTU_LIMIT, Source, Target, TransportLayer
 from sipxcc.sip.uri import URI
 from sipxcc.timers import Clock, TimerHandle, Timers
