@@ -63,6 +63,7 @@ class HTTPConfig:
     trusted: tuple[IPNetwork, ...]
     internal: int = 0
     internal_address: str = "127.0.0.1"
+    metrics: frozenset[str] = frozenset({"trusted", "agents"})  # who may GET /metrics
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,15 @@ def _ports(value: str) -> tuple[int, ...]:
     return ports
 
 
+def _metrics_access(value: str) -> frozenset[str]:
+    words = frozenset(_words(value.lower().replace(",", " ")))
+    if words == {"off"}:
+        return frozenset()
+    if not words or not words <= {"trusted", "agents"}:
+        raise _Invalid(f"{value!r}: expected off, or any of trusted, agents")
+    return words
+
+
 def _user_names(value: str) -> frozenset[str]:
     return frozenset(_words(value))
 
@@ -285,6 +295,8 @@ KEYS: tuple[Key, ...] = (
         "internal plain-HTTP port for sipXconfig's redirector, trusted hosts only (0 disables)"),
     Key("http", "internal_address", _ip_address, "127.0.0.1",
         "address the internal listener binds"),
+    Key("http", "metrics", _metrics_access, "trusted agents",
+        "who may GET /metrics: off, or any of trusted (hosts) and agents (users.agents)"),
     Key("tls", "certificate", _text, None, "PEM certificate file", is_path=True),
     Key("tls", "key", _text, None, "PEM private key file", is_path=True),
     Key("tls", "ca_file", _text, None, "PEM CA certificates that sign the SIP proxy's "

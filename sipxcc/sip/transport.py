@@ -28,6 +28,7 @@ from sipxcc.logs import logger
 from sipxcc.sip.framing import MAX_HEAD, StreamParser, parse_datagram
 from sipxcc.sip.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_HOST, ConnectionLimits
 from sipxcc.sip.message import MAX_MESSAGE, SIPParseError
+from sipxcc.sip.stats import NO_STATS, SipStats
 
 log = logger(__name__)
 
@@ -310,6 +311,7 @@ class TransportLayer:
         self.dropped = 0
         self.on_connection_lost: Callable[[Target], None] | None = None
         self.proxy_host: str | None = None
+        self.stats: SipStats = NO_STATS  # counts what is sent and received
 
     def set_proxy(self, host: str) -> None:
         """The proxy's host: its connections are exempt from the per-address cap (a name
@@ -363,6 +365,7 @@ class TransportLayer:
     # Receiving
 
     def deliver(self, message, source: Source) -> None:
+        self.stats.received(message)
         try:
             self.on_message(message, source)
         except SIPParseError as error:  # a header parsed lazily turned out malformed
@@ -392,6 +395,7 @@ class TransportLayer:
         Send C{data} to C{target}; over C{connection} when given and still open (§18.2.2).
         Asynchronous failures (a TCP connection that cannot be made) go to C{on_error}.
         """
+        self.stats.sent(data)
         if not is_ip(target.host):
             self._resolve_then_send(data, target, on_error, connection)
             return

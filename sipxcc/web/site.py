@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import server
@@ -17,6 +18,7 @@ from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import ErrorResource, PathResource
 from sipxcc.web.idempotency import Idempotency, MemoryStore
 from sipxcc.web.limits import IDLE_TIMEOUT, REQUEST_DEADLINE, ConnectionLimits, LimitedChannel
+from sipxcc.web.metrics import Metrics, MetricsResource
 from sipxcc.web.openapi import OpenAPIResource, ReadOnlyResource
 
 REQUEST_TIMEOUT = IDLE_TIMEOUT
@@ -58,6 +60,14 @@ class LimitedSite(server.Site):
         self.clock = reactor
         self.limits = limits or ConnectionLimits()
         self.deadlines = FixedDelayTimers(reactor, REQUEST_DEADLINE)
+        self.on_request: Callable[[server.Request], None] | None = None  # metrics
+        self.access_log = True  # False: log() only reports to on_request
+
+    def log(self, request: server.Request) -> None:
+        if self.on_request is not None:
+            self.on_request(request)
+        if self.access_log:
+            super().log(request)
 
     def stopFactory(self) -> None:
         self.deadlines.stop()
@@ -121,8 +131,9 @@ class InternalSite(LimitedSite):
 
 
 def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
-               reactor: IReactorTime) -> server.Site:
-    """The Site that both listeners serve."""
+               reactor: IReactorTime, metrics: Metrics | None = None) -> server.Site:
+    """The Site that both listeners serve; with C{metrics}, counting its requests and
+    serving C{/metrics} (unless C{http.metrics} is off)."""
     root = PathResource()
     root.putChild(b"health", Health())
     root.putChild(b"openapi.json", OpenAPIResource())
@@ -133,6 +144,10 @@ def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
                                                  config.calls.idempotency_ttl))
     install(root, context)
     site = LimitedSite(root, reactor, ConnectionLimits(is_trusted=config.is_trusted))
+    if metrics is not None:
+        site.on_request = metrics.http_request
+        if config.http.metrics:
+            root.putChild(b"metrics", MetricsResource(context, metrics, config.http.metrics))
     site.displayTracebacks = False
     site.timeOut = REQUEST_TIMEOUT
     return site
@@ -142,6 +157,7 @@ def build_internal_site(site: LimitedSite, config: Config,
                         reactor: IReactorTime) -> InternalSite:
     """The internal listener's Site: C{site}'s resource tree and connection limits."""
     internal = InternalSite(site.resource, reactor, config, site.limits)
+    internal.on_request = site.on_request
     internal.displayTracebacks = False
     internal.timeOut = REQUEST_TIMEOUT
     return internal
