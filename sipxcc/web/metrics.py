@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from twisted.web.server import Request
 
 from sipxcc.calls import events as names
@@ -40,6 +40,8 @@ METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "REFER", "NOTIFY", "OPTIONS", "INFO
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
 #: the first path segments counted by name; anything else is C{other}
 ROUTES = ("callcontroller", "calls", "health", "metrics", "openapi.json", "events")
+#: what generate_latest writes, the text format 0.0.4, on every prometheus_client version
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 #: calls followed at once for the answer/connect times (more than calls.max_calls allows)
 MAX_TRACKED = 1_000_000
 #: seconds: the buckets of both call time histograms
@@ -245,7 +247,7 @@ class MetricsResource(ApiResource):
     def handle(self, request: Request, principal: Principal) -> Reply:
         if not self.may_read(principal):
             raise AuthFailure(403, "Not allowed to read the metrics")
-        reply = Reply(200, self.metrics.render(), CONTENT_TYPE_LATEST.encode("ascii"))
+        reply = Reply(200, self.metrics.render(), CONTENT_TYPE)
         reply.headers.append((b"cache-control", b"no-store"))
         return reply
 
