@@ -186,7 +186,8 @@ def build_service(config: Config, reactor) -> MultiService:
     metrics.follow(control.registry)
     metrics.follow_callbacks(control.callbacks)
     control.transport.stats = metrics.sip  # the UA, made at listen(), takes it from there
-    CallLog(reactor).follow(control.registry)
+    if log_enabled(LogLevel.info):  # the lines are info: below it, no work per call
+        CallLog(reactor).follow(control.registry)
     site = build_site(config, directory, control.registry, reactor, metrics)
     if not log_enabled(LogLevel.info):
         site.access_log = False  # the access log is info-level chatter
