@@ -9,8 +9,8 @@ What is counted, and where:
   - calls in progress and retained, webhook deliveries and failures: read from the
     registry and the status callback sender when scraped (nothing to do per call);
   - SIP requests and responses sent and received, retransmissions and transaction
-    timeouts: the SIP layer's L{sipxcc.sip.stats.SipStats} sink, a dict of counter
-    children bound once, so a message costs one dict lookup and one increment;
+    timeouts: the SIP layer's L{sipxcc.sip.stats.SipStats} sink, plain integers indexed
+    through dicts built once, so a message costs one dict lookup and one increment;
   - HTTP requests by route and status, and authentication failures (401, 403): the Site's
     request log hook;
   - event streams open: L{Metrics.streams_open}, a gauge the event stream code moves.
@@ -39,7 +39,8 @@ METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "REFER", "NOTIFY", "OPTIONS", "INFO
 #: response classes: 1xx .. 6xx; anything else is C{other}
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
 #: the first path segments counted by name; anything else is C{other}
-ROUTES = ("callcontroller", "calls", "health", "metrics", "openapi.json", "events")
+ROUTES = ("callcontroller", "calls", "health", "metrics", "openapi.json", "events",
+          "sipxconfig")
 #: what generate_latest writes, the text format 0.0.4, on every prometheus_client version
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 #: calls followed at once for the answer/connect times (more than calls.max_calls allows)
@@ -59,57 +60,83 @@ class _Tracked:
 
 
 class SipCounters:
-    """The L{sipxcc.sip.stats.SipStats} sink: counter children bound once per label value."""
+    """
+    The L{sipxcc.sip.stats.SipStats} sink. On the path of every SIP message a Prometheus
+    counter's C{inc()} (a lock, a check) costs more than the rest of the hook, so the
+    counts are plain integers in a list, each label set's index looked up in a dict built
+    once; L{collect} turns them into counters when scraped.
+    """
 
     def __init__(self, registry: CollectorRegistry):
-        requests = Counter("sipxcc_sip_requests", "SIP requests, by direction and method",
-                           ("direction", "method"), registry=registry)
-        responses = Counter("sipxcc_sip_responses", "SIP responses, by direction and class",
-                            ("direction", "class"), registry=registry)
-        self._sent: dict[bytes, Callable[[], None]] = {}
+        self.labels: list[tuple[str, str, str]] = []  # (metric, direction, method or class)
+        self._sent: dict[bytes, int] = {}
         for method in METHODS:
-            self._sent[method.encode()] = requests.labels("sent", method).inc
+            self._sent[method.encode()] = self._slot("requests", "sent", method)
         for cls in CLASSES:
-            self._sent[b"SIP/2.0 " + cls[0].encode()] = responses.labels("sent", cls).inc
-        self._sent_other_request = requests.labels("sent", "other").inc
-        self._sent_other_response = responses.labels("sent", "other").inc
-        self._received_requests = {m: requests.labels("received", m).inc for m in METHODS}
-        self._received_other_request = requests.labels("received", "other").inc
-        self._received_responses = [responses.labels("received", c).inc for c in CLASSES]
-        self._received_other_response = responses.labels("received", "other").inc
-        self.retransmitted = Counter("sipxcc_sip_retransmissions",
-                                     "SIP requests and responses sent again (RFC 3261 §17)",
-                                     registry=registry).inc
-        self._timeouts = Counter("sipxcc_sip_transaction_timeouts",
-                                 "client transactions without a final response (Timer B/F)",
-                                 ("method",), registry=registry)
-        self._timeout_children = {m: self._timeouts.labels(m).inc for m in METHODS}
+            self._sent[b"SIP/2.0 " + cls[0].encode()] = self._slot("responses", "sent", cls)
+        self._sent_other_request = self._slot("requests", "sent", "other")
+        self._sent_other_response = self._slot("responses", "sent", "other")
+        self._received_requests = {m: self._slot("requests", "received", m) for m in METHODS}
+        self._received_other_request = self._slot("requests", "received", "other")
+        self._received_responses = [self._slot("responses", "received", c) for c in CLASSES]
+        self._received_other_response = self._slot("responses", "received", "other")
+        self._retransmissions = self._slot("retransmissions", "", "")
+        self._timeouts = {m: self._slot("timeouts", "", m) for m in METHODS}
+        self._timeouts_other = self._slot("timeouts", "", "other")
+        self.counts = [0] * len(self.labels)
+        registry.register(self)
+
+    def _slot(self, metric: str, direction: str, what: str) -> int:
+        self.labels.append((metric, direction, what))
+        return len(self.labels) - 1
 
     def sent(self, data: bytes) -> None:
         if data[:4] == b"SIP/":
-            inc = self._sent.get(data[:9], self._sent_other_response)
+            index = self._sent.get(data[:9], self._sent_other_response)
         else:
-            space = data.find(b" ", 0, 16)
-            inc = self._sent.get(data[:space], self._sent_other_request)
-        inc()
+            space = data.find(b" ", 0, 16)  # -1: no method we know is that long
+            index = self._sent.get(data[:space], self._sent_other_request) if space > 0 \
+                else self._sent_other_request
+        self.counts[index] += 1
 
     def received(self, message: object) -> None:
         method = getattr(message, "method", None)
         if method is not None:
-            self._received_requests.get(method, self._received_other_request)()
+            self.counts[self._received_requests.get(method, self._received_other_request)] += 1
             return
         index = getattr(message, "status", 0) // 100 - 1
-        if 0 <= index < 6:
-            self._received_responses[index]()
-        else:
-            self._received_other_response()
+        self.counts[self._received_responses[index] if 0 <= index < 6
+                    else self._received_other_response] += 1
+
+    def retransmitted(self) -> None:
+        self.counts[self._retransmissions] += 1
 
     def timed_out(self, method: str) -> None:
-        inc = self._timeout_children.get(method)
-        if inc is None:
-            self._timeouts.labels("other").inc()
-        else:
-            inc()
+        self.counts[self._timeouts.get(method, self._timeouts_other)] += 1
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        requests = CounterMetricFamily("sipxcc_sip_requests", "SIP requests, by direction "
+                                       "and method", labels=("direction", "method"))
+        responses = CounterMetricFamily("sipxcc_sip_responses", "SIP responses, by "
+                                        "direction and class", labels=("direction", "class"))
+        timeouts = CounterMetricFamily("sipxcc_sip_transaction_timeouts", "client "
+                                       "transactions without a final response (Timer B/F)",
+                                       labels=("method",))
+        retransmissions = 0
+        for (metric, direction, what), count in zip(self.labels, self.counts, strict=True):
+            if metric == "requests":
+                requests.add_metric((direction, what), count)
+            elif metric == "responses":
+                responses.add_metric((direction, what), count)
+            elif metric == "timeouts":
+                timeouts.add_metric((what,), count)
+            else:
+                retransmissions = count
+        yield requests
+        yield responses
+        yield CounterMetricFamily("sipxcc_sip_retransmissions", "SIP requests and responses "
+                                  "sent again (RFC 3261 section 17)", retransmissions)
+        yield timeouts
 
 
 class _Snapshot:
@@ -153,6 +180,8 @@ class Metrics:
         #: event streams (server-sent events) open now: the stream code calls inc()/dec()
         self.streams_open = Gauge("sipxcc_event_streams_open", "event streams open",
                                   registry=registry)
+        self._placed_children: dict[str, Callable[[], None]] = {}
+        self._finished_children: dict[tuple[str, str], Callable[[], None]] = {}
         self.max_tracked = max_tracked
         self.tracked: dict[str, _Tracked] = {}
         self._calls: Callable[[], tuple[int, int]] | None = None
@@ -176,12 +205,19 @@ class Metrics:
         """A call's event (a registry subscriber)."""
         tracked = self.tracked.get(call.id)
         if event.seq == 1:
-            self._placed.labels(call.mode).inc()
+            inc = self._placed_children.get(call.mode)
+            if inc is None:
+                inc = self._placed_children[call.mode] = self._placed.labels(call.mode).inc
+            inc()
             if event.status is not None and len(self.tracked) < self.max_tracked:
                 tracked = self.tracked[call.id] = _Tracked()
         if event.status is None:
             self.tracked.pop(call.id, None)
-            self._finished.labels(call.mode, call.state).inc()
+            key = (call.mode, call.state)  # a few modes and outcomes: bound children
+            inc = self._finished_children.get(key)
+            if inc is None:
+                inc = self._finished_children[key] = self._finished.labels(*key).inc
+            inc()
             return
         if tracked is None:
             return
@@ -198,6 +234,8 @@ class Metrics:
     def http_request(self, request: Request) -> None:
         """A request was answered (the Site's log hook)."""
         code = int(request.code or 0)
+        if not 100 <= code <= 599:
+            code = 0
         if code in (401, 403):
             self._auth_failures()
         segments = request.prepath or request.postpath
@@ -205,8 +243,6 @@ class Metrics:
         route = first if first in ROUTES else "other"
         inc = self._http_children.get((route, code))
         if inc is None:
-            if not 100 <= code <= 599:
-                code = 0
             inc = self._http_children[(route, code)] = self._http.labels(route, str(code)).inc
         inc()
 

@@ -171,12 +171,13 @@ def test_retransmissions_and_a_timeout_are_counted():
 def test_an_unknown_method_and_a_strange_status_count_as_other():
     metrics = Metrics(Clock())
     metrics.sip.sent(b"FOO sip:x SIP/2.0\r\n\r\n")
+    metrics.sip.sent(b"AVERYLONGMETHODNAMEINDEED sip:x SIP/2.0\r\n\r\n")
     metrics.sip.sent(b"SIP/2.0 999 Odd\r\n\r\n")
 
     class Odd:
         status = 999
     metrics.sip.received(Odd())
-    assert value(metrics, "sipxcc_sip_requests_total", direction="sent", method="other") == 1
+    assert value(metrics, "sipxcc_sip_requests_total", direction="sent", method="other") == 2
     assert value(metrics, "sipxcc_sip_responses_total", direction="sent",
                  **{"class": "other"}) == 1
     assert value(metrics, "sipxcc_sip_responses_total", direction="received",
@@ -286,3 +287,18 @@ def test_a_bad_http_metrics_value_names_the_key(tmp_path, text):
     with pytest.raises(ConfigError) as caught:
         load_config(str(path))
     assert "http.metrics" in str(caught.value)
+
+
+def test_http_labels_are_a_fixed_set_whatever_the_paths_and_codes():
+    metrics = Metrics(Clock())
+
+    class Answered:
+        def __init__(self, path: bytes, code: int):
+            self.prepath, self.postpath, self.code = [path], [], code
+    for n in range(2000):
+        metrics.http_request(Answered(b"random%d" % n, 1000 + n))
+    metrics.http_request(Answered(b"calls", 200))
+    http = {labels for (name, labels) in samples(metrics)
+            if name == "sipxcc_http_requests_total"}
+    assert http == {(("code", "0"), ("route", "other")), (("code", "200"), ("route", "calls"))}
+    assert value(metrics, "sipxcc_http_requests_total", route="other", code="0") == 2000
