@@ -302,3 +302,16 @@ def test_http_labels_are_a_fixed_set_whatever_the_paths_and_codes():
             if name == "sipxcc_http_requests_total"}
     assert http == {(("code", "0"), ("route", "other")), (("code", "200"), ("route", "calls"))}
     assert value(metrics, "sipxcc_http_requests_total", route="other", code="0") == 2000
+
+
+def test_webhook_deliveries_and_failures_are_read_from_the_sender_when_scraped():
+    metrics = Metrics(Clock())
+
+    class Sender:
+        delivered, failed, dropped = 0, 0, 0
+    sender = Sender()
+    metrics.follow_callbacks(sender)
+    sender.delivered, sender.failed, sender.dropped = 5, 3, 1
+    assert value(metrics, "sipxcc_webhook_deliveries_total") == 5
+    assert value(metrics, "sipxcc_webhook_failures_total") == 3
+    assert value(metrics, "sipxcc_webhook_dropped_total") == 1
