@@ -23,6 +23,7 @@ from twisted.python import usage
 
 from sipxcc import __version__
 from sipxcc.calls.callbacks import SecretError, read_secret
+from sipxcc.calls.calllog import CallLog
 from sipxcc.calls.control import CallControl
 from sipxcc.config import KEYS, Config, ConfigError, load_config
 from sipxcc.hosts import host_port
@@ -32,6 +33,7 @@ from sipxcc.logs import set_level as set_log_level
 from sipxcc.sip.uri import URI
 from sipxcc.tls import TLSError, client_options, server_context_factory
 from sipxcc.users import DirectoryError, UserDirectory
+from sipxcc.web.metrics import Metrics
 from sipxcc.web.site import build_internal_site, build_site
 from sipxcc.web.stream import StreamsService
 
@@ -189,9 +191,15 @@ def build_service(config: Config, reactor: Any) -> MultiService:
         # The operator edits the config file's key, so name both (and the directory file).
         raise DirectoryError(f"{config.source}: users.directory: {error}") from None
     control = _build_call_control(config, reactor)
-    site = build_site(config, directory, control.registry, reactor)
+    metrics = Metrics(reactor)
+    metrics.follow(control.registry)
+    metrics.follow_callbacks(control.callbacks)
+    control.transport.stats = metrics.sip  # the UA, made at listen(), takes it from there
+    if log_enabled(LogLevel.info):  # the lines are info: below it, no work per call
+        CallLog(reactor).follow(control.registry)
+    site = build_site(config, directory, control.registry, reactor, metrics)
     if not log_enabled(LogLevel.info):
-        site.log = lambda request: None  # type: ignore[method-assign]  # the access log is info-level chatter
+        site.access_log = False  # the access log is info-level chatter
 
     top = MultiService()
     DirectoryPollerService(directory).setServiceParent(top)  # type: ignore[no-untyped-call]  # Twisted's, untyped
@@ -208,7 +216,7 @@ def build_service(config: Config, reactor: Any) -> MultiService:
         if config.http.internal:
             internal = build_internal_site(site, config, reactor)
             if not log_enabled(LogLevel.info):
-                internal.log = lambda request: None  # type: ignore[method-assign]  # as site.log
+                internal.access_log = False
             bound.append(_listen(config, "http.internal", lambda: reactor.listenTCP(
                 config.http.internal, internal, interface=config.http.internal_address)))
     except BaseException:

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from sipxcc.sip.headers import MAGIC_COOKIE
 from sipxcc.sip.message import Request, Response, make_tag, response_to
+from sipxcc.sip.stats import NO_STATS, SipStats
 from sipxcc.sip.transport import Source, Target
 from sipxcc.statemachine import Action, Table, Transition, bind
 from sipxcc.timers import TimerHandle, Timers
@@ -313,11 +314,13 @@ class ClientTransaction(_Transaction):
     # Actions (named in the tables)
 
     def retransmit(self, _: object = None) -> None:
+        self.layer.stats.retransmitted()
         self._send(self.data)
         self.interval = self.interval * 2 if self.invite else min(self.interval * 2, T2)
         self._start_timer("A", self.interval, TIMER_A if self.invite else TIMER_E)
 
     def time_out(self, _: object = None) -> None:
+        self.layer.stats.timed_out(self.method)
         failed = self.on_failure
         self.terminate()
         failed(Timeout(f"no final response to {self.method}"))
@@ -498,6 +501,7 @@ class ServerTransaction(_Transaction):
             self._start_wait("J", 64 * T1, TIMER_J)
 
     def retransmit_final(self, _: object = None) -> None:
+        self.layer.stats.retransmitted()
         self.resend_last()
         self.interval = min(self.interval * 2, T2)
         self._start_timer("G", self.interval, TIMER_G)
@@ -531,6 +535,7 @@ class AnswerRetransmission:
             self.on_no_ack()
             return
         if not txn.reliable:
+            txn.layer.stats.retransmitted()
             txn.resend_last()
         interval = min(interval * 2, T2)
         self.timer = self.timers.call_later(interval, self._due, interval)
@@ -568,6 +573,7 @@ class TransactionLayer:
         self.response_route = response_route
         self.clients: dict[tuple[object, ...], ClientTransaction] = {}
         self.servers: dict[tuple[object, ...], ServerTransaction] = {}
+        self.stats: SipStats = NO_STATS  # counts retransmissions and timeouts
 
     def client(self, request: Request, target: Target, on_response: Callable[[Response], None],
                on_failure: Callable[[Exception], None],

@@ -35,6 +35,7 @@ from sipxcc.logs import logger
 from sipxcc.sip.framing import MAX_HEAD, StreamParser, parse_datagram
 from sipxcc.sip.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_HOST, ConnectionLimits
 from sipxcc.sip.message import MAX_MESSAGE, Request, Response, SIPParseError
+from sipxcc.sip.stats import NO_STATS, SipStats
 
 log = logger(__name__)
 
@@ -352,6 +353,7 @@ class TransportLayer:
         self.dropped = 0
         self.on_connection_lost: Callable[[Target], None] | None = None
         self.proxy_host: str | None = None
+        self.stats: SipStats = NO_STATS  # counts what is sent and received
 
     def set_proxy(self, host: str) -> None:
         """The proxy's host: its connections are exempt from the per-address cap (a name
@@ -410,6 +412,7 @@ class TransportLayer:
 
     def deliver(self, message: Message, source: Source) -> None:
         assert self.on_message is not None, "the user agent sets on_message before start()"
+        self.stats.received(message)
         try:
             self.on_message(message, source)
         except SIPParseError as error:  # a header parsed lazily turned out malformed
@@ -440,6 +443,7 @@ class TransportLayer:
         Send C{data} to C{target}; over C{connection} when given and still open (§18.2.2).
         Asynchronous failures (a TCP connection that cannot be made) go to C{on_error}.
         """
+        self.stats.sent(data)
         if not is_ip(target.host):
             self._resolve_then_send(data, target, on_error, connection)
             return

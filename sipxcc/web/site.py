@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.config import Config
@@ -17,6 +18,7 @@ from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import ErrorResource, PathResource
 from sipxcc.web.idempotency import Idempotency, MemoryStore
 from sipxcc.web.limits import IDLE_TIMEOUT, REQUEST_DEADLINE, ConnectionLimits, LimitedChannel
+from sipxcc.web.metrics import Metrics, MetricsResource
 from sipxcc.web.openapi import OpenAPIResource, ReadOnlyResource
 from sipxcc.web.page import install_page
 from sipxcc.web.stream import EventStreams, install_streams
@@ -63,6 +65,14 @@ class LimitedSite(server.Site):
         self.limits = limits or ConnectionLimits()
         self.deadlines = FixedDelayTimers(reactor, REQUEST_DEADLINE)
         self.streams: EventStreams | None = None  # ended on shutdown
+        self.on_request: Callable[[http.Request], None] | None = None  # metrics
+        self.access_log = True  # False: log() only reports to on_request
+
+    def log(self, request: http.Request) -> None:
+        if self.on_request is not None:
+            self.on_request(request)
+        if self.access_log:
+            super().log(request)
 
     def stopFactory(self) -> None:
         self.deadlines.stop()
@@ -131,8 +141,9 @@ class InternalSite(LimitedSite):
 
 
 def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
-               reactor: IReactorTime) -> LimitedSite:
-    """The Site that both listeners serve."""
+               reactor: IReactorTime, metrics: Metrics | None = None) -> LimitedSite:
+    """The Site that both listeners serve; with C{metrics}, counting its requests and
+    serving C{/metrics} (unless C{http.metrics} is off)."""
     root = PathResource()
     root.putChild(b"health", Health())
     root.putChild(b"openapi.json", OpenAPIResource())
@@ -146,6 +157,11 @@ def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
     install_page(root, context)
     site = LimitedSite(root, reactor, ConnectionLimits(is_trusted=config.is_trusted))
     site.streams = streams
+    if metrics is not None:
+        site.on_request = metrics.http_request
+        metrics.streams_open.set_function(lambda: len(streams))  # read when scraped
+        if config.http.metrics:
+            root.putChild(b"metrics", MetricsResource(context, metrics, config.http.metrics))
     site.displayTracebacks = False
     site.timeOut = REQUEST_TIMEOUT
     return site
@@ -155,6 +171,7 @@ def build_internal_site(site: LimitedSite, config: Config,
                         reactor: IReactorTime) -> InternalSite:
     """The internal listener's Site: C{site}'s resource tree and connection limits."""
     internal = InternalSite(site.resource, reactor, config, site.limits)
+    internal.on_request = site.on_request
     internal.displayTracebacks = False
     internal.timeOut = REQUEST_TIMEOUT
     return internal
