@@ -32,13 +32,13 @@ import contextlib
 import json
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from tests.integration.peers import DOMAIN, LOOPBACK, PeerError, free_port
 
@@ -70,7 +70,57 @@ class RtpSummary:
     sent: int
 
 
-class BaresipPhone:
+class _PhoneProcess:
+    """What both phone drivers share: a C{user} at C{sip_port} on loopback, one process
+    (C{process}) with a reader thread (C{_reader}), a log at C{log_path}; use as a context
+    manager."""
+
+    user: str
+    sip_port: int
+    log_path: Path
+    process: subprocess.Popen | None
+    _reader: threading.Thread | None
+
+    @property
+    def contact(self) -> str:
+        """The URI the proxy relays this user's calls to."""
+        return f"sip:{self.user}@{LOOPBACK}:{self.sip_port}"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _terminate(self) -> None:
+        """SIGTERM the process, then SIGKILL after STOP_TIMEOUT s; wait for it."""
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(STOP_TIMEOUT)
+
+    def _join_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.join(STOP_TIMEOUT)
+
+    def log_text(self) -> str:
+        """The process's log so far (its first MAX_LOG_BYTES), "" if there is none."""
+        with contextlib.suppress(OSError), open(self.log_path, "rb") as log:
+            return log.read(MAX_LOG_BYTES).decode("utf-8", errors="replace")
+        return ""
+
+
+class BaresipPhone(_PhoneProcess):
     """One headless baresip for ``user``@``domain``, sending everything via ``proxy``."""
 
     def __init__(self, user: str, password: str, workdir: Path | str, *,
@@ -97,11 +147,6 @@ class BaresipPhone:
         self._socket: socket.socket | None = None
         self._reader: threading.Thread | None = None
         self._timers: list[threading.Timer] = []
-
-    @property
-    def contact(self) -> str:
-        """The URI the proxy relays this user's calls to."""
-        return f"sip:{self.user}@{LOOPBACK}:{self.sip_port}"
 
     @property
     def aor(self) -> str:
@@ -139,13 +184,6 @@ class BaresipPhone:
                 ";answermode=manual\n")
 
     # -- life cycle ---------------------------------------------------------------------
-
-    def __enter__(self) -> BaresipPhone:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start baresip and connect to its control port (within START_TIMEOUT s)."""
@@ -203,14 +241,8 @@ class BaresipPhone:
                 self._socket.shutdown(socket.SHUT_RDWR)
             self._socket.close()
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT)
-        if self._reader is not None:
-            self._reader.join(STOP_TIMEOUT)
+            self._terminate()
+        self._join_reader()
 
     # -- control ------------------------------------------------------------------------
 
@@ -317,11 +349,6 @@ class BaresipPhone:
                                     f"{timeout} s; it saw {self.event_types()}")
                 self._changed.wait(remaining)
 
-    def log_text(self) -> str:
-        with contextlib.suppress(OSError), open(self.log_path, "rb") as log:
-            return log.read(MAX_LOG_BYTES).decode(errors="replace")
-        return ""
-
     def rtp_summaries(self) -> list[RtpSummary]:
         """One summary per ended call: RTP packets received and sent."""
         return [RtpSummary(int(received), int(sent))
@@ -347,7 +374,7 @@ def linphone_available() -> bool:
     return Path(LINPHONEC).exists()
 
 
-class LinphonePhone:
+class LinphonePhone(_PhoneProcess):
     """
     One headless linphonec (Debian ``linphone-cli``, liblinphone 5.1) answering every call
     at once (``-a``), as a second real phone implementation beside baresip. It does not
@@ -372,10 +399,6 @@ class LinphonePhone:
         self._changed = threading.Condition()
         self._reader: threading.Thread | None = None
 
-    @property
-    def contact(self) -> str:
-        return f"sip:{self.user}@{LOOPBACK}:{self.sip_port}"
-
     def config_text(self) -> str:
         return "\n".join([
             "[sip]", f"sip_port={self.sip_port}", "sip_tcp_port=-1", "sip_tls_port=-1",
@@ -386,13 +409,6 @@ class LinphonePhone:
             "[sound]", "echocancellation=0",
             "[video]", "enabled=0", "capture=0", "display=0",
         ]) + "\n"
-
-    def __enter__(self) -> LinphonePhone:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start linphonec; ready once its prompt appears (within START_TIMEOUT s)."""
@@ -466,25 +482,12 @@ class LinphonePhone:
             try:
                 self.process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                self.process.terminate()
-                try:
-                    self.process.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(STOP_TIMEOUT)
-        if self._reader is not None:
-            self._reader.join(STOP_TIMEOUT)
+                self._terminate()
+        self._join_reader()
         for pipe in (self.process.stdin, self.process.stdout):
             if pipe is not None:
                 with contextlib.suppress(OSError, ValueError):
                     pipe.close()
-
-    def log_text(self) -> str:
-        try:
-            with open(self.log_path, "rb") as log:
-                return log.read(MAX_LOG_BYTES).decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
 
     def sip_messages(self) -> list[tuple[str, str]]:
         """Every SIP message in its log, in order, as ("received" or "sent", text)."""

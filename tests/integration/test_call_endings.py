@@ -14,14 +14,21 @@ from tests.integration.e2e import curl, status_lines, wait_for
 BUSY = 'Reason: SIP;cause=486;text="Busy Here", Q.850;cause=17'
 
 
-def test_invite_mode_busy_callee_ends_the_callers_leg_with_q850_user_busy(setup):
-    s = setup()
+def invite_a_busy_callee(s):
+    """An INVITE-mode call from user1 (answers) to user2 (busy), both sipp scenarios run
+    to their end; user1's phone."""
     a = s.phone("user1", "phone_answer")
     b = s.phone("user2", "caller_busy")
     code, body = curl("-X", "POST", s.url("/callcontroller/user1/user2?sipMethod=INVITE"))
     assert code == 200, body
     assert b.wait(20) == 0, b.errors()
     assert a.wait(20) == 0, a.errors()
+    return a
+
+
+def test_invite_mode_busy_callee_ends_the_callers_leg_with_q850_user_busy(setup):
+    s = setup()
+    a = invite_a_busy_callee(s)
     assert BUSY in a.received("BYE")[0]
 
 
@@ -39,12 +46,7 @@ def test_refer_mode_busy_sipfrag_ends_the_callers_leg_with_q850_user_busy(setup)
 def test_over_tcp_the_bye_goes_on_the_transport_the_200_came_on(setup):
     # XX-10930: the final BYE went out over UDP though the call was set up over TCP
     s = setup(transport="tcp")
-    a = s.phone("user1", "phone_answer")
-    b = s.phone("user2", "caller_busy")
-    code, body = curl("-X", "POST", s.url("/callcontroller/user1/user2?sipMethod=INVITE"))
-    assert code == 200, body
-    assert b.wait(20) == 0, b.errors()
-    assert a.wait(20) == 0, a.errors()
+    a = invite_a_busy_callee(s)
     invite, bye = a.received("INVITE")[0], a.received("BYE")[0]
     # the daemon's own Via is the last one: the transport it sent the request on
     ours = [re.findall(r"^Via: *SIP/2\.0/(\w+) ", m, re.M | re.I)[-1] for m in (invite, bye)]

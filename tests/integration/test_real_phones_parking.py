@@ -37,21 +37,36 @@ def call_state(daemon: Daemon, location: str) -> str:
     return json.loads(body)["state"]
 
 
-def test_a_linphone_caller_survives_a_ring_longer_than_its_rtp_timeout(tmp_path,
-                                                                       kamailio_factory):
-    caller = LinphonePhone("user1", tmp_path, nortp_timeout=NORTP_TIMEOUT)
+def linphone_to_baresip(tmp_path, kamailio_factory, caller: LinphonePhone,
+                        **callee_options) -> tuple[BaresipPhone, Daemon]:
+    """user2 on baresip (C{callee_options}), Kamailio routing user1 to C{caller} and user2
+    to it, and the daemon using that Kamailio: none of them started yet."""
     sip_port, proxy_port = free_ports(2)
     proxy_uri = f"sip:127.0.0.1:{proxy_port};lr"
     callee = BaresipPhone("user2", "pass2", tmp_path, proxy=proxy_uri, sip_port=free_port(41),
-                          answer_delay=ANSWER_AFTER)
+                          **callee_options)
     kamailio_factory({"user1": caller.contact, "user2": callee.contact},
                      f"127.0.0.1:{sip_port}", port=proxy_port)
     daemon = Daemon(write_config(tmp_path, sip_port=sip_port, sip_proxy=proxy_uri))
+    return callee, daemon
+
+
+def place_invite_call(daemon: Daemon) -> str:
+    """POST an INVITE-mode call from user1 to user2; its /calls/{id} location."""
+    code, body = curl("-X", "POST", "-w", "\n%header{location}\n%{http_code}",
+                      daemon.https_url + "/callcontroller/user1/user2?sipMethod=INVITE")
+    body, _, location = body.rpartition("\n")
+    assert code == 200, body
+    return location
+
+
+def test_a_linphone_caller_survives_a_ring_longer_than_its_rtp_timeout(tmp_path,
+                                                                       kamailio_factory):
+    caller = LinphonePhone("user1", tmp_path, nortp_timeout=NORTP_TIMEOUT)
+    callee, daemon = linphone_to_baresip(tmp_path, kamailio_factory, caller,
+                                         answer_delay=ANSWER_AFTER)
     with caller, callee, daemon:
-        code, body = curl("-X", "POST", "-w", "\n%header{location}\n%{http_code}",
-                          daemon.https_url + "/callcontroller/user1/user2?sipMethod=INVITE")
-        body, _, location = body.rpartition("\n")
-        assert code == 200, body
+        location = place_invite_call(daemon)
         callee.wait_for("CALL_INCOMING", timeout=15)
         callee.wait_for("CALL_ESTABLISHED", timeout=ANSWER_AFTER + 10)
         assert wait_for(lambda: call_state(daemon, location) == "connected", timeout=15)
@@ -72,18 +87,10 @@ def test_a_linphone_caller_survives_a_ring_longer_than_its_rtp_timeout(tmp_path,
 def test_a_linphone_caller_is_told_why_when_the_baresip_callee_refuses(tmp_path,
                                                                        kamailio_factory):
     caller = LinphonePhone("user1", tmp_path)
-    sip_port, proxy_port = free_ports(2)
-    proxy_uri = f"sip:127.0.0.1:{proxy_port};lr"
-    callee = BaresipPhone("user2", "pass2", tmp_path, proxy=proxy_uri, sip_port=free_port(41),
-                          auto_answer=False)
-    kamailio_factory({"user1": caller.contact, "user2": callee.contact},
-                     f"127.0.0.1:{sip_port}", port=proxy_port)
-    daemon = Daemon(write_config(tmp_path, sip_port=sip_port, sip_proxy=proxy_uri))
+    callee, daemon = linphone_to_baresip(tmp_path, kamailio_factory, caller,
+                                         auto_answer=False)
     with caller, callee, daemon:
-        code, body = curl("-X", "POST", "-w", "\n%header{location}\n%{http_code}",
-                          daemon.https_url + "/callcontroller/user1/user2?sipMethod=INVITE")
-        body, _, location = body.rpartition("\n")
-        assert code == 200, body
+        location = place_invite_call(daemon)
         callee.wait_for("CALL_INCOMING", timeout=15)
         callee.hangup()  # baresip refuses a ringing call
         assert wait_for(lambda: call_state(daemon, location) == "failed", timeout=15)
