@@ -107,11 +107,15 @@ def addr_spec(user: str, domain: str) -> str:
     return user if "@" in user else f"{user}@{domain}"
 
 
-def check_subject(value: str) -> str:
-    """A Subject header value: printable text only (no CR, LF, NUL, other controls)."""
+def check_subject(value: str) -> str | None:
+    """
+    A Subject header value: printable text only (no CR, LF, NUL, other controls). White
+    space around it is dropped, as a header value's would be on the wire (RFC 3261 §7.3.1);
+    nothing left means no Subject.
+    """
     if len(value) > MAX_SUBJECT or not value.isprintable():
         raise BadParameter("subject", _shown(value))
-    return value
+    return value.strip() or None
 
 
 def check_confpin(value: str) -> str:

@@ -118,3 +118,8 @@ def test_a_refused_user_reference_is_quoted_back(value):
     shown = value if len(value) <= 64 else value[:64] + "..."
     assert error_of(params.check_user, "target", value) == (
         f"Bad parameter target = {shown}")
+
+
+def test_white_space_around_a_subject_is_dropped_and_a_blank_one_is_none():
+    assert params.check_subject("  Sales call ") == "Sales call"
+    assert params.check_subject("   ") is None
