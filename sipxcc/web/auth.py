@@ -209,7 +209,8 @@ def parse_auth_params(text: bytes) -> dict[str, bytes]:
 
 class StrictDigestFactory(guard.DigestCredentialFactory):
     """
-    twisted.web.guard's Digest factory with its gaps closed (twisted-facts §2): our own
+    twisted.web.guard's Digest factory with its gaps closed (its own nonces never expire,
+    it accepts any algorithm and does not bind C{uri} to the request): our own
     expiring nonces, MD5 + qop=auth only, realm and C{uri} checked against the request.
     """
 
