@@ -180,6 +180,30 @@ def test_all_events_resume_after_the_named_event(web):
     assert [i for i, _, _ in request.events()] == [f"{call.id}:2", f"{call.id}:3"]
 
 
+
+@pytest.mark.parametrize("hostile", [
+    b"x" * 201,                      # beyond MAX_LAST_EVENT_ID
+    "\u00e9:1".encode("utf-8"),     # not ASCII
+    b"1:not-a-number",
+])
+def test_an_unreadable_last_event_id_starts_the_stream_over(web, hostile):
+    call = web.registry.calls[0]
+    play(call, LINES[:2])
+    request = web.stream("/events", {**basic("user1"), b"Last-Event-ID": hostile})
+    assert request.responseCode == 200
+    play(call, LINES[2:3])
+    assert [i for i, _, _ in request.events()] == [f"{call.id}:3"]
+
+
+def test_another_users_call_named_in_last_event_id_replays_nothing_of_it(web):
+    web.request(b"POST", "/callcontroller/user2/user3", headers=basic("user2"))
+    mine, theirs = web.registry.calls
+    play(theirs, LINES[:3])
+    request = web.stream("/events", {**basic("user1"),
+                                     b"Last-Event-ID": f"{theirs.id}:0".encode()})
+    play(mine, LINES[:1])
+    assert [i for i, _, _ in request.events()] == [f"{mine.id}:1"]
+
 def test_the_per_user_cap_is_429_and_the_total_503():
     web = Harness()
     web.streams.max_per_user = 2
