@@ -106,18 +106,6 @@ class SessionDescription:
                 return Origin(fields[0], int(fields[1]), int(fields[2]), *fields[3:])
         raise ValueError("SDP has no o= line")
 
-    def with_origin(self, session_id: int | None = None, version: int | None = None,
-                    address: str | None = None) -> SessionDescription:
-        """A copy with the given o= fields replaced (address also sets the address type)."""
-        old = self.origin
-        new = old._replace(
-            session_id=old.session_id if session_id is None else session_id,
-            version=old.version if version is None else version)
-        if address is not None:
-            new = new._replace(addr_type=_addr_type(address), address=address)
-        return SessionDescription(
-            [("o", str(new)) if kind == "o" else (kind, value) for kind, value in self.lines])
-
     @property
     def connection(self) -> str | None:
         """The session-level c= value, e.g. C{"IN IP4 192.0.2.1"}."""
@@ -168,33 +156,6 @@ class SessionDescription:
             if kind == "a" and value in DIRECTIONS:
                 return value
         return "sendrecv"
-
-    def with_direction(self, direction: str) -> SessionDescription:
-        """A copy whose every media section carries C{a=<direction>} (and no other)."""
-        if direction not in DIRECTIONS:
-            raise ValueError(f"unknown SDP direction {direction!r}")
-        lines: list[tuple[str, str]] = []
-        in_media = False
-        for kind, value in self.lines:
-            if kind == "a" and value in DIRECTIONS:
-                continue
-            if kind == "m":
-                if in_media:
-                    lines.append(("a", direction))
-                in_media = True
-            lines.append((kind, value))
-        if in_media:
-            lines.append(("a", direction))
-        return SessionDescription(lines)
-
-    @property
-    def is_hold(self) -> bool:
-        """True for an RFC 3264 §8.4 hold: sendonly/inactive, or c= 0.0.0.0 (RFC 2543)."""
-        if self.direction in ("sendonly", "inactive"):
-            return True
-        connections = [self.connection] + [m.connection for m in self.media]
-        return any(c is not None and c.split()[-1] == "0.0.0.0" for c in connections)
-
 
 def _addr_type(address: str) -> str:
     try:
