@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from sipxcc.timers import Clock
+from sipxcc.web import intake
 from sipxcc.web.errors import ApiError
 from sipxcc.web.reply import Reply
 
@@ -142,9 +143,8 @@ def fingerprint(request: Request) -> bytes:
     resource) and the parameters, in any order.
     """
     digest = hashlib.sha256(b"/".join(request.postpath or ()))
-    for name, values in sorted(request.args.items()):
-        for value in values:
-            digest.update(b"\0%d:%s\0%d:%s" % (len(name), name, len(value), value))
+    for name, value in intake.query(request).pairs():  # the query string, as the handler
+        digest.update(b"\0%d:%s\0%d:%s" % (len(name), name, len(value), value))
     return digest.digest()
 
 

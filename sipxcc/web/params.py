@@ -168,6 +168,11 @@ class Query:
     def __init__(self, args: dict[bytes, list[bytes]]):
         self._args = args
 
+    def pairs(self) -> list[tuple[bytes, bytes]]:
+        """Every (name, value), names sorted, each name's values in the order sent (the
+        first one counts): equal for the same parameters written in another order."""
+        return [(name, value) for name in sorted(self._args) for value in self._args[name]]
+
     def get(self, name: str) -> str | None:
         values = self._args.get(name.encode("ascii"))
         if not values:
