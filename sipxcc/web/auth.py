@@ -29,7 +29,7 @@ from zope.interface import Interface, implementer
 
 from sipxcc.config import Config
 from sipxcc.hosts import client_key
-from sipxcc.logs import logger
+from sipxcc.logs import logger, shown
 from sipxcc.timers import Clock
 from sipxcc.users import User
 from sipxcc.web.params import BadParameter, check_user
@@ -121,13 +121,6 @@ def client_host(request: http.Request) -> str:
     """The address of the connection's peer (no header counts), or "" if it has none."""
     host: str = getattr(request.getClientAddress(), "host", None) or ""
     return host
-
-
-def _shown(raw: bytes) -> str:
-    """A header value fit for the log: bounded, non-printable characters escaped."""
-    text = raw[:64].decode("utf-8", "backslashreplace")
-    shown = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-    return shown + ("..." if len(raw) > 64 else "")
 
 
 class DigestNonces:
@@ -427,11 +420,11 @@ class Authenticator:
             try:
                 return defer.succeed(self.internal(request))
             except AuthFailure as failure:
-                shown = ", ".join(_shown(value) for value in
+                named = ", ".join(shown(value) for value in
                                   request.requestHeaders.getRawHeaders(SIPX_USER) or ())
                 host = client_host(request)
                 log.warn("internal listener: refused a request from {host}: {why} "
-                         "(sipx-user: {shown})", host=host, why=str(failure), shown=shown)
+                         "(sipx-user: {named})", host=host, why=str(failure), named=named)
                 return defer.fail(failure)
         address = client_host(request)
         secure = bool(request.isSecure())

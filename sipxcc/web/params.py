@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sipxcc.calls import events
+from sipxcc.logs import shown
 from sipxcc.sip.uri import is_host
 
 REFER = "REFER"
@@ -57,12 +58,6 @@ class BadParameter(ValueError):
         super().__init__(text)
 
 
-def _shown(value: str) -> str:
-    """A value fit to quote back in an error text: bounded, control characters escaped."""
-    short = value if len(value) <= 64 else value[:64] + "..."
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in short)
-
-
 def _valid_host(host: str) -> bool:
     # RFC 3261 §25.1 host by its grammar: an IPv6 reference is hex digits, colons and
     # dots only, so no zone ID ("%eth0", or "%" and CR LF and a header) gets through.
@@ -89,16 +84,16 @@ def check_user(name: str, value: str) -> str:
     port.
     """
     if not value or len(value) > MAX_USER + 260:
-        raise BadParameter(name, _shown(value))
+        raise BadParameter(name, shown(value))
     user, at, hostport = value.partition("@")
     if len(user) > MAX_USER or not _USER.fullmatch(user) or _ESCAPED_CONTROL.search(user):
-        raise BadParameter(name, _shown(value))
+        raise BadParameter(name, shown(value))
     if at:
         host, port = _split_port(hostport)
         if not _valid_host(host):
-            raise BadParameter(name, _shown(value))
+            raise BadParameter(name, shown(value))
         if port is not None and not (_PORT.fullmatch(port) and 0 < int(port) < 65536):
-            raise BadParameter(name, _shown(value))
+            raise BadParameter(name, shown(value))
     return value
 
 
@@ -114,24 +109,24 @@ def check_subject(value: str) -> str | None:
     nothing left means no Subject.
     """
     if len(value) > MAX_SUBJECT or not value.isprintable():
-        raise BadParameter("subject", _shown(value))
+        raise BadParameter("subject", shown(value))
     return value.strip() or None
 
 
 def check_confpin(value: str) -> str:
     """A conference PIN: digits, C{*} and C{#} only; it becomes a URI header value."""
     if len(value) > MAX_CONFPIN or not _CONFPIN.fullmatch(value):
-        raise BadParameter("confpin", _shown(value))
+        raise BadParameter("confpin", shown(value))
     return value
 
 
 def parse_integer(name: str, value: str, minimum: int, maximum: int) -> int:
     """An integer as Java's C{Integer.parseInt} reads it, within C{[minimum, maximum]}."""
     if not _INTEGER.fullmatch(value):
-        raise BadParameter(name, _shown(value))
+        raise BadParameter(name, shown(value))
     number = int(value)
     if not minimum <= number <= maximum:
-        raise BadParameter(name, _shown(value))
+        raise BadParameter(name, shown(value))
     return number
 
 
@@ -143,15 +138,15 @@ def parse_boolean(value: str | None) -> bool:
 def check_callback(value: str, allowed_hosts: tuple[str, ...]) -> str:
     """An absolute http(s) URL whose host is one the configuration allows."""
     if len(value) > MAX_CALLBACK_URL or not value.isprintable() or " " in value:
-        raise BadParameter("statusCallback", _shown(value))
+        raise BadParameter("statusCallback", shown(value))
     try:
         parts = urlsplit(value)
         host = parts.hostname
         parts.port  # noqa: B018 -- raises ValueError on a bad port
     except ValueError:
-        raise BadParameter("statusCallback", _shown(value)) from None
+        raise BadParameter("statusCallback", shown(value)) from None
     if parts.scheme not in ("http", "https") or not host or parts.username is not None:
-        raise BadParameter("statusCallback", _shown(value))
+        raise BadParameter("statusCallback", shown(value))
     allowed = {h.lower().strip("[]") for h in allowed_hosts}
     if host.lower() not in allowed:
         raise BadParameter("statusCallback", text=f"Bad parameter statusCallback: host {host}"
@@ -198,7 +193,7 @@ def parse_method(query: Query) -> str:
         return REFER
     method = value.upper()
     if method not in (REFER, INVITE):
-        raise BadParameter("sipMethod", _shown(value))
+        raise BadParameter("sipMethod", shown(value))
     return method
 
 
@@ -262,11 +257,11 @@ def parse_caller_id(query: Query, *, agent: str, calling: str, domain: str,
     if caller_id is not None:
         caller_id = addr_spec(check_user("callerId", caller_id), domain)
         if caller_id not in (addr_spec(agent, domain), calling):
-            raise BadParameter("callerId", text=f"Bad parameter callerId = {_shown(caller_id)}"
+            raise BadParameter("callerId", text=f"Bad parameter callerId = {shown(caller_id)}"
                                ": only the agent's or the calling user's identity")
     if name is not None and (not name or len(name) > MAX_CALLER_ID_NAME
                              or not name.isprintable()):
-        raise BadParameter("callerIdName", _shown(name))
+        raise BadParameter("callerIdName", shown(name))
     return caller_id, name
 
 
@@ -286,12 +281,12 @@ def parse_time_limit(query: Query, method: str) -> int | None:
 def check_callback_events(value: str) -> frozenset[str]:
     """C{statusCallbackEvent}: event names (sipxcc.calls.events.NAMES), comma-separated."""
     if len(value) > 256:
-        raise BadParameter("statusCallbackEvent", _shown(value))
+        raise BadParameter("statusCallbackEvent", shown(value))
     try:
         return events.parse_names(value)
     except ValueError:
         raise BadParameter("statusCallbackEvent", text=f"Bad parameter statusCallbackEvent = "
-                           f"{_shown(value)} (known events: {', '.join(events.NAMES)})") from None
+                           f"{shown(value)} (known events: {', '.join(events.NAMES)})") from None
 
 
 def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
@@ -304,7 +299,7 @@ def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
     method = parse_method(query)
     action = query.get("action") or CALL
     if action not in (CALL, TRANSFER):
-        raise BadParameter("action", _shown(action))
+        raise BadParameter("action", shown(action))
     target = query.get("target")
     if target is not None:
         target = addr_spec(check_user("target", target), domain)
