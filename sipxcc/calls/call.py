@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 REFER = "REFER"
 INVITE = "INVITE"
 
+#: the fields of L{CallRequest} the web layer finds in the user directory, not in the query
+DIRECTORY_FIELDS = ("agent", "called_user")
+
 #: status lines a call keeps; beyond them provisional lines (and anything that is not a
 #: final status line) are dropped, so that a far end cannot grow a call without bound
 MAX_EVENTS = 100
@@ -48,17 +51,23 @@ class CallRequest:
     #: INVITE mode: the identity (addr-spec) and display name the called user is shown
     caller_id: str | None = None
     caller_id_name: str | None = None
+    #: the called party's entry in the user directory (None: a number or an outside URI);
+    #: its display name and identity are what the calling user's phone is shown
+    called_user: User | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.agent.identity, self.calling, self.called)
 
     @classmethod
-    def wanted_by(cls, agent: User, wanted: object) -> CallRequest:
-        """The request C{agent} makes with C{wanted}'s values for every other field (the
-        web layer's validated parameters): one definition of the fields, no copy of each."""
-        return cls(agent, **{f.name: getattr(wanted, f.name)
-                             for f in fields(cls) if f.name != "agent"})
+    def wanted_by(cls, agent: User, wanted: object,
+                  called_user: User | None = None) -> CallRequest:
+        """The request C{agent} makes with C{wanted}'s values for every field but the
+        directory's users (the web layer's validated parameters): one definition of the
+        fields, no copy of each. C{called_user} is the called party's directory entry."""
+        return cls(agent, called_user=called_user,
+                   **{f.name: getattr(wanted, f.name) for f in fields(cls)
+                      if f.name not in DIRECTORY_FIELDS})
 
 
 class StatusEvent(NamedTuple):

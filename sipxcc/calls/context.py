@@ -78,19 +78,52 @@ def presented_address(request: CallRequest) -> str:
     return str(Address(name or None, uri))
 
 
+def shown_to_calling_user(request: CallRequest) -> str:
+    """
+    Whom the calling user's phone is shown it is about to be connected to: the called
+    user's display name and identity from the user directory, or, for a number or an
+    outside URI, that URI itself (no display name). Built from validated parts: the
+    identity and the URI by the RFC 3261 grammar (L{sip_uri}), the name as a
+    quoted-string.
+    """
+    user = request.called_user
+    if user is not None:
+        return str(Address(user.display_name or None, URI.parse(sip_uri(user.identity))))
+    return str(Address(None, URI.parse(sip_uri(request.called))))
+
+
+def calling_user_invite(ctx: FlowContext, call: Call, body: bytes | None = None) -> Request:
+    """
+    The INVITE that rings the calling user's phone, in both modes: From names the called
+    party (L{shown_to_calling_user}), which is what phones display (baresip and linphone
+    read From only), and a P-Asserted-Identity (RFC 3325 §9.1) says the same for phones
+    that prefer it. The Digest credentials stay the agent's: the proxy authenticates the
+    agent, whatever From says.
+    """
+    request = call.request
+    shown = shown_to_calling_user(request)
+    return first_invite(ctx, call, request.calling, forwarding_allowed=request.forwarding_allowed,
+                        subject=request.subject, auto_answer=request.auto_answer, body=body,
+                        from_=shown, asserted=shown)
+
+
 def first_invite(ctx: FlowContext, call: Call, to: str, *, forwarding_allowed: bool,
                  subject: str | None = None, auto_answer: bool = False, body: bytes | None = None,
-                 call_id: str | None = None, from_: str | None = None) -> Request:
+                 call_id: str | None = None, from_: str | None = None,
+                 asserted: str | None = None) -> Request:
     """
     The INVITE sipX expects from a call controller: the URI parameters that keep sipX
     from sending it to voicemail (and, unless allowed, from forwarding it), the agent's
-    identity in From, and a no-media offer unless C{body} is given.
+    identity in From unless C{from_} is given (with C{asserted} as P-Asserted-Identity),
+    and a no-media offer unless C{body} is given.
     """
     request = call.request
     params: dict[str, str | None] = {"sipx-noroute": "Voicemail"}
     if not forwarding_allowed:
         params["sipx-userforward"] = "false"
     headers = [("Allow", INVITE_ALLOW), ("Accept", "application/sdp")]
+    if asserted:
+        headers.append(("P-Asserted-Identity", asserted))
     if subject:
         headers.append(("Subject", subject))
     if auto_answer:

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from sipxcc.calls.call import Call, DialogInfo
 from sipxcc.calls.context import (
     FlowContext,
+    calling_user_invite,
     credentials_for,
     first_invite,
     now_ms,
@@ -158,11 +159,7 @@ class InviteFlow:
     # Setting up
 
     def start(self) -> None:
-        request = self.call.request
-        invite = first_invite(self.ctx, self.call, request.calling,
-                              forwarding_allowed=request.forwarding_allowed,
-                              subject=request.subject, auto_answer=request.auto_answer,
-                              body=self.caller.face.black_hole())
+        invite = calling_user_invite(self.ctx, self.call, body=self.caller.face.black_hole())
         self._send_invite(self.caller, invite, Event.CALLER_ANSWERED)
 
     def _new_leg(self, name: str) -> Leg:

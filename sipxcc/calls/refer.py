@@ -15,8 +15,8 @@ from twisted.python.failure import Failure
 from sipxcc.calls.call import Call
 from sipxcc.calls.context import (
     FlowContext,
+    calling_user_invite,
     credentials_for,
-    first_invite,
     reason_header,
     record_failure,
     record_response,
@@ -132,9 +132,7 @@ class ReferFlow:
 
     def start(self) -> None:
         request = self.call.request
-        invite = first_invite(self.ctx, self.call, request.calling,
-                              forwarding_allowed=request.forwarding_allowed,
-                              subject=request.subject, auto_answer=request.auto_answer)
+        invite = calling_user_invite(self.ctx, self.call)
         self.outgoing = self.ctx.ua.invite(invite, credentials_for(request.agent),
                                            self._invite_response)
         self.outgoing.deferred.addCallbacks(self._invite_final, self._invite_failed)

@@ -148,7 +148,7 @@ class CallControllerResource(ApiResource):
             if wanted.action == params.TRANSFER:
                 return self._transfer(request, agent, wanted)
             return self.ok(request, self.context.registry.place(
-                CallRequest.wanted_by(agent, wanted)))
+                CallRequest.wanted_by(agent, wanted, self._called_user(wanted.called))))
         calling = params.addr_spec(params.check_user("callingUser", calling_user),
                                    config.sip.domain)
         called = params.addr_spec(params.check_user("calledUser", called_user),
@@ -176,6 +176,16 @@ class CallControllerResource(ApiResource):
         authorize(principal, agent, calling_user, self.context.directory,
                   self.context.config.users.agents)
         return agent
+
+    def _called_user(self, called: str) -> User | None:
+        """The called party's directory entry: by identity, or, in our domain, by user
+        name or alias; None for a number or URI the directory does not know."""
+        directory = self.context.directory
+        user, _, host = called.partition("@")
+        found = directory.lookup(called)
+        if found is None and host.lower() == self.context.config.sip.domain.lower():
+            found = directory.lookup(user)
+        return found
 
     def _transfer(self, request: Request, agent: User,
                   wanted: params.CallParameters) -> Reply:

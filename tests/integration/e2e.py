@@ -1,10 +1,12 @@
 """
-Helpers for end-to-end tests: curl, the status document, polling, and a Setup of
-Kamailio, sipp phones and the daemon (the `setup` fixture in conftest.py makes one).
+Helpers for end-to-end tests: curl, the status document, polling, a Setup of Kamailio,
+sipp phones and the daemon (the `setup` fixture in conftest.py makes one), and a
+PhoneSetup of Kamailio and the daemon for real phones.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -68,3 +70,42 @@ class Setup:
 
     def url(self, path: str) -> str:
         return self.daemon.https_url + path
+
+
+class PhoneSetup:
+    """
+    Kamailio and the daemon for real phones (tests/integration/phones.py). The ports are
+    chosen first, so that the phones can be made with C{proxy_uri}; C{daemon_for(*phones)}
+    then starts Kamailio routing each phone's user to it and returns the daemon, not yet
+    started (a context manager, like the phones).
+    """
+
+    def __init__(self, tmp_path, kamailio_factory):
+        self.tmp_path = tmp_path
+        self.kamailio_factory = kamailio_factory
+        self.sip_port, self.proxy_port = free_ports(2)
+        self.proxy_uri = f"sip:127.0.0.1:{self.proxy_port};lr"
+        self.proxy = None
+
+    def daemon_for(self, *phones) -> Daemon:
+        self.proxy = self.kamailio_factory({phone.user: phone.contact for phone in phones},
+                                           f"127.0.0.1:{self.sip_port}", port=self.proxy_port)
+        return Daemon(write_config(self.tmp_path, sip_port=self.sip_port,
+                                   sip_proxy=self.proxy_uri))
+
+
+def place_call(daemon: Daemon, calling: str, called: str, query: str = "") -> str:
+    """POST a call from C{calling} to C{called} (C{query}: "?sipMethod=INVITE", ...) as
+    the calling user, from a trusted host; the call's /calls/{id} location."""
+    code, body = curl("-X", "POST", "-w", "\n%header{location}\n%{http_code}",
+                      f"{daemon.https_url}/callcontroller/{calling}/{called}{query}")
+    body, _, location = body.rpartition("\n")
+    assert code == 200, body
+    return location
+
+
+def call_state(daemon: Daemon, location: str) -> str:
+    """The call's state as its status document (JSON) says."""
+    code, body = curl("-H", "Accept: application/json", daemon.https_url + location)
+    assert code == 200, body
+    return json.loads(body)["state"]

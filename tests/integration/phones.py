@@ -10,7 +10,10 @@ G.711 only, every request sent via ``proxy``. With ``register`` it registers the
 its password and ``start()`` waits for the proxy's 200; without, the proxy must route
 ``user@domain`` to ``contact`` itself. The ``ctrl_tcp`` module carries the phone's events
 (ringing, answered, RTP flowing, closed) and our commands (dial, answer, hangup). With
-``auto_answer`` it answers each incoming call after ``answer_delay`` seconds. A call's
+``auto_answer`` it answers each incoming call after ``answer_delay`` seconds; with
+``rtp_timeout`` it hangs up an established call that receives no RTP for that many seconds
+(baresip's own rule; off by default); with ``sip_trace`` (baresip's ``-s``) its log holds
+every SIP message, which ``received()`` and ``sent()`` read back. A call's
 ``CALL_RTPESTAB`` event means RTP from the other side arrived; ``rtp_summaries()`` reads
 the packets each call sent and received from the ``rtcpsummary`` module's line, printed
 when a call that lasted long enough for RTCP ends.
@@ -52,6 +55,8 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 
 _SUMMARY = re.compile(r"EX=BareSip;.*?PR=(\d+);PS=(\d+);")
+# one message of baresip's SIP trace (-s): "#", "UDP a:p -> b:p", the message, in colour
+_TRACE = re.compile(r"\x1b\[36;1m#\n(.*?)\x1b\[;m", re.S)
 
 
 def available() -> bool:
@@ -119,6 +124,20 @@ class _PhoneProcess:
             return log.read(MAX_LOG_BYTES).decode("utf-8", errors="replace")
         return ""
 
+    def sip_messages(self) -> list[tuple[str, str]]:
+        """Every SIP message in its log, in order, as ("received" or "sent", text)."""
+        raise NotImplementedError
+
+    def received(self, start: str) -> list[str]:
+        """The SIP messages it received whose first line starts with C{start}."""
+        return [text for way, text in self.sip_messages()
+                if way == "received" and text.startswith(start)]
+
+    def sent(self, start: str) -> list[str]:
+        """The SIP messages it sent whose first line starts with C{start}."""
+        return [text for way, text in self.sip_messages()
+                if way == "sent" and text.startswith(start)]
+
 
 class BaresipPhone(_PhoneProcess):
     """One headless baresip for ``user``@``domain``, sending everything via ``proxy``."""
@@ -126,8 +145,11 @@ class BaresipPhone(_PhoneProcess):
     def __init__(self, user: str, password: str, workdir: Path | str, *,
                  proxy: str, sip_port: int | None = None, domain: str = DOMAIN,
                  auto_answer: bool = True, answer_delay: float = 0.0, register: bool = False,
-                 ctrl_port: int | None = None, name: str | None = None):
+                 ctrl_port: int | None = None, name: str | None = None,
+                 rtp_timeout: int | None = None, sip_trace: bool = False):
         self.user = user
+        self.rtp_timeout = rtp_timeout
+        self.sip_trace = sip_trace
         self.password = password
         self.domain = domain
         self.proxy = proxy
@@ -174,6 +196,9 @@ class BaresipPhone(_PhoneProcess):
             f"net_interface\t\t{LOOPBACK}",
             "dns_fallback\t\t127.0.0.1:53",
         ]
+        if self.rtp_timeout is not None:
+            # seconds without RTP on an established sendrecv stream before it hangs up
+            lines.append(f"rtp_timeout\t\t{self.rtp_timeout}")
         return "\n".join(lines) + "\n"
 
     def account_text(self) -> str:
@@ -194,7 +219,8 @@ class BaresipPhone(_PhoneProcess):
         (self.dir / "accounts").write_text(self.account_text())
         (self.dir / "contacts").write_text("")
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen([BARESIP, "-f", str(self.dir)], cwd=self.dir,
+            self.process = subprocess.Popen([BARESIP, "-f", str(self.dir),
+                                             *(["-s"] if self.sip_trace else [])], cwd=self.dir,
                                             stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT
@@ -354,6 +380,18 @@ class BaresipPhone(_PhoneProcess):
         return [RtpSummary(int(received), int(sent))
                 for received, sent in _SUMMARY.findall(self.log_text())]
 
+    def sip_messages(self) -> list[tuple[str, str]]:
+        """With C{sip_trace}: every SIP message in its log, in order, as ("received" or
+        "sent", text)."""
+        me = f"{LOOPBACK}:{self.sip_port}"
+        messages: list[tuple[str, str]] = []
+        for block in _TRACE.findall(self.log_text().replace("\r\n", "\n")):
+            route, _, text = block.partition("\n")
+            destination = route.partition(" -> ")[2].strip()
+            way = "received" if destination == me else "sent"
+            messages.append((way, text.strip("\n").replace("\n", "\r\n")))
+        return messages
+
     def wait_for_rtp_summaries(self, count: int, timeout: float = 10.0) -> list[RtpSummary]:
         """At least ``count`` summaries (they are logged when each call ends)."""
         deadline = time.monotonic() + timeout
@@ -378,17 +416,22 @@ class LinphonePhone(_PhoneProcess):
     """
     One headless linphonec (Debian ``linphone-cli``, liblinphone 5.1) answering every call
     at once (``-a``), as a second real phone implementation beside baresip. It does not
-    register: the proxy routes ``user@domain`` to ``contact``. ``nortp_timeout`` is
-    liblinphone's own rule that ends a call after that many seconds without RTP (its
-    default is 30). No sound card: ALSA's null device, whatever it finds.
+    register: the proxy routes ``user@domain`` to ``contact``; with ``proxy`` (a SIP URI)
+    the calls it places itself, such as a transfer a REFER asks for, go through it.
+    ``nortp_timeout`` is liblinphone's own rule that ends a call after that many seconds
+    without RTP (its default is 30). IPv4 only (liblinphone 5.1 otherwise turns IPv6 on
+    once, and offers media on it). No sound card: ALSA's null device, whatever it finds.
 
     ``lines`` is its console output (``Call 1 ... connected.``, ``Call 1 ... ended ...``);
     ``log_text()`` is liblinphone's log, which holds every SIP message it received.
     """
 
     def __init__(self, user: str, workdir: Path | str, *, sip_port: int | None = None,
-                 nortp_timeout: int = 30, name: str | None = None):
+                 nortp_timeout: int = 30, name: str | None = None, proxy: str | None = None,
+                 domain: str = DOMAIN):
         self.user = user
+        self.proxy = proxy
+        self.domain = domain
         self.sip_port = sip_port or free_port(41)
         self.nortp_timeout = nortp_timeout
         self.name = name or user
@@ -400,14 +443,22 @@ class LinphonePhone(_PhoneProcess):
         self._reader: threading.Thread | None = None
 
     def config_text(self) -> str:
+        # with a proxy: an account that never registers, so that the calls it places
+        # itself (a REFER's) go there as user@domain
+        account = [] if self.proxy is None else [
+            "[proxy_0]", f"reg_proxy={self.proxy}", f"reg_route={self.proxy}",
+            f"reg_identity=sip:{self.user}@{self.domain}", "reg_sendregister=0",
+            "publish=0"]
         return "\n".join([
             "[sip]", f"sip_port={self.sip_port}", "sip_tcp_port=-1", "sip_tls_port=-1",
-            "default_proxy=-1", "bind_address=127.0.0.1",
+            f"default_proxy={-1 if self.proxy is None else 0}", "bind_address=127.0.0.1",
+            "use_ipv6=0", "ipv6_migration_done=1",
             "[rtp]", f"audio_rtp_port={self.sip_port + 2}",
             f"nortp_timeout={self.nortp_timeout}",
             "[net]", "ipv6=0",
             "[sound]", "echocancellation=0",
             "[video]", "enabled=0", "capture=0", "display=0",
+            *account,
         ]) + "\n"
 
     def start(self) -> None:
@@ -509,15 +560,6 @@ class LinphonePhone(_PhoneProcess):
             messages.append((direction, "\r\n".join(current)))
         return messages
 
-    def received(self, start: str) -> list[str]:
-        """The SIP messages it received whose first line starts with C{start}."""
-        return [text for way, text in self.sip_messages()
-                if way == "received" and text.startswith(start)]
-
-    def sent(self, start: str) -> list[str]:
-        """The SIP messages it sent whose first line starts with C{start}."""
-        return [text for way, text in self.sip_messages()
-                if way == "sent" and text.startswith(start)]
 
 
 _LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\d{3} ")

@@ -44,8 +44,11 @@ def test_seed_agent_call_and_trusted_query(setup):
                    s.url("/callcontroller/user1/user2?agent=user3"))
     assert code == 200
     assert phone.wait(20) == 0, phone.errors()
+    # the calling user's phone is shown whom it is about to talk to; the proxy
+    # authenticated the agent
     from_ = re.search(r"^From: *(.*?)\r?$", phone.received("INVITE")[0], re.M).group(1)
-    assert from_.startswith('"User Three" <sip:user3@sipx.test>;tag='), from_
+    assert from_.startswith('"User Two" <sip:user2@sipx.test>;tag='), from_
+    assert "authenticated user3" in s.proxy.log_text()
     # from the trusted host: no password
     lines = wait_for(lambda: status_lines(curl(
         s.url("/callcontroller/user1/user2?agent=user3"))[1]))

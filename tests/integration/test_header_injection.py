@@ -74,9 +74,9 @@ def test_a_zone_id_with_crlf_is_refused_and_nothing_reaches_the_proxy(tmp_path, 
 
 
 def test_a_display_name_with_crlf_stays_inside_one_quoted_from(tmp_path, proxy):
-    def evil_display_name(text: str) -> str:
+    def evil_display_name(text: str) -> str:  # the called user's: the calling user sees it
         return text.replace(
-            "<displayName>User One</displayName>",
+            "<displayName>User Two</displayName>",
             '<displayName>Evil&#13;&#10;X-Injected: yes "quoted" back\\slash</displayName>')
 
     with start(tmp_path, proxy, evil_display_name) as daemon:
@@ -85,8 +85,9 @@ def test_a_display_name_with_crlf_stays_inside_one_quoted_from(tmp_path, proxy):
     assert start_line.startswith("INVITE sip:user1@sipx.test;")
     assert [name for name, _ in fields if name.lower() == "x-injected"] == []
     assert [name for name, _ in fields].count("From") == 1
-    assert field(fields, "From").startswith(
-        '"Evil X-Injected: yes \\"quoted\\" back\\\\slash" <sip:user1@sipx.test>;tag=')
+    shown = '"Evil X-Injected: yes \\"quoted\\" back\\\\slash" <sip:user2@sipx.test>'
+    assert field(fields, "From").startswith(shown + ";tag=")
+    assert [value for name, value in fields if name == "P-Asserted-Identity"] == [shown]
 
 
 def test_a_conference_pin_is_escaped_in_the_one_refer_to(tmp_path, proxy):

@@ -109,8 +109,9 @@ def test_invite_mode_connects_both_phones_with_correct_sdp(setup, transport):
     b = s.phone("user2", "invite_b")
     location = post(s)
     found = wait_for(lambda: both_connected(s, location))
+    # local-party: whom each phone is shown (user1 is shown user2, user2 the agent, user1)
     assert [(d["local-party"], d["remote-party"]) for d in found] == [
-        ("sip:user1@sipx.test", "sip:user1@sipx.test"),
+        ("sip:user2@sipx.test", "sip:user1@sipx.test"),
         ("sip:user1@sipx.test", "sip:user2@sipx.test")]
     code, _ = curl("-X", "DELETE", s.url(INVITE_MODE))
     assert code == 200

@@ -45,7 +45,8 @@ DOMAIN = "sipx.test"
 ALWAYS_ONCE = ("Via", "Max-Forwards", "From", "To", "Call-ID", "CSeq", "Contact",
                "Content-Length")
 INVITE_ONCE = (*ALWAYS_ONCE, "Route", "Allow", "Accept")
-INVITE_OPTIONAL = ("Subject", "Content-Type", "Call-Info", "Alert-Info", "Answer-Mode")
+INVITE_OPTIONAL = ("Subject", "Content-Type", "Call-Info", "Alert-Info", "Answer-Mode",
+                   "P-Asserted-Identity")
 REFER_ONCE = (*ALWAYS_ONCE, "Refer-To", "Referred-By")
 BREAKING = ("\r", "\n", "\x00")
 
@@ -145,6 +146,15 @@ def addr_spec(reference: str) -> str:
     return reference if "@" in reference else f"{reference}@{DOMAIN}"
 
 
+def directory_user(directory: UserDirectory, reference: str):
+    """The directory's entry for C{reference}: by identity, or by name in our domain."""
+    user, _, host = addr_spec(reference).partition("@")
+    found = directory.lookup(addr_spec(reference))
+    if found is None and host.lower() == DOMAIN:
+        found = directory.lookup(user)
+    return found
+
+
 def same_target(uri: URI, reference: str) -> None:
     """C{uri} is C{sip:} + the addr-spec asked for, part by part."""
     user, _, hostport = addr_spec(reference).partition("@")
@@ -159,7 +169,10 @@ def same_target(uri: URI, reference: str) -> None:
 
 @settings(max_examples=200, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(calling=user_reference(), called=user_reference(), display=DISPLAY,
+@given(calling=user_reference(),
+       called=st.one_of(st.sampled_from(["user1", "user3", "user3@sipx.test"]),
+                        user_reference()),
+       display=DISPLAY,
        subject=st.one_of(st.none(), mostly(PRINTABLE, HOSTILE)),
        confpin=st.one_of(st.none(), mostly(st.text(st.sampled_from("0123456789*#"),
                                                    min_size=1, max_size=6), HOSTILE)),
@@ -196,11 +209,18 @@ def test_what_reaches_the_proxy_is_what_was_asked(calling, called, display, subj
     assert (method_word, version) == ("INVITE", "SIP/2.0")
     same_target(URI.parse(request_uri), calling)
     same_target(Address.parse(values["To"]).uri, calling)
+    # the calling user's phone is shown the called party: its directory entry, else the
+    # URI asked for; P-Asserted-Identity says the same
     sender = Address.parse(values["From"])
-    agent_user = daemon.directory.lookup(agent or calling)
-    assert sender.display == agent_user.display_name
+    called_user = directory_user(daemon.directory, called)
+    if called_user is None:
+        assert (sender.display, sender.uri) == (None, URI.parse(f"sip:{addr_spec(called)}"))
+    else:
+        assert sender.display == called_user.display_name
+        assert sender.uri == URI.parse(f"sip:{called_user.identity}")
     assert sender.display is None or sender.display.isprintable()
-    assert sender.uri == URI.parse(f"sip:{agent_user.identity}")
+    asserted = Address.parse(values["P-Asserted-Identity"])
+    assert (asserted.display, asserted.uri, asserted.params) == (sender.display, sender.uri, {})
     # white space around a header value is not part of it (RFC 3261 §7.3.1)
     assert values.get("Subject") == ((subject or "").strip() or None)
 
@@ -212,6 +232,12 @@ def test_what_reaches_the_proxy_is_what_was_asked(calling, called, display, subj
     start, fields = head_lines(later[1], strict=True)
     if method == "INVITE":
         values = check_fields(fields, INVITE_ONCE, INVITE_OPTIONAL)
+        assert "P-Asserted-Identity" not in values
+        # the called user is shown the agent
+        sender = Address.parse(values["From"])
+        agent_user = daemon.directory.lookup(agent or calling)
+        assert (sender.display, sender.uri) == (agent_user.display_name,
+                                                URI.parse(f"sip:{agent_user.identity}"))
         same_target(URI.parse(start.split(" ")[1]), called)
         same_target(Address.parse(values["To"]).uri, called)
         return

@@ -94,7 +94,8 @@ def test_happy_path_message_by_message():
     [invite1] = net.sent_messages()
     uri = URI.parse(invite1.uri)
     assert (uri.user, uri.host, uri.params["sipx-noroute"]) == ("user1", "sipx.test", "Voicemail")
-    assert invite1.headers.get("From").startswith('"The Agent" <sip:agent@sipx.test>;tag=')
+    # the calling user is shown the called party (not in the directory here: its URI)
+    assert invite1.headers.get("From").startswith('<sip:user2@sipx.test>;tag=')
     assert invite1.headers.get("Subject") == "Sales"
     offer1 = SessionDescription.parse(invite1.body)
     assert offer1.connection == "IN IP4 0.0.0.0" and len(offer1.media) == 1
@@ -473,14 +474,16 @@ def test_dialogs_document():
     [early] = call.dialogs()
     assert early.state == "Early Dialog"
     assert early.dialog_id == f"{invite1.call_id}:{invite1.from_tag}:{a.tag}"
-    assert (early.local_party, early.remote_party) == ("sip:agent@sipx.test",
+    # local party: whom that phone is shown (the called party, for the calling user)
+    assert (early.local_party, early.remote_party) == ("sip:user2@sipx.test",
                                                       "sip:user1@sipx.test")
     net.deliver(a.ok(A_ANSWER1))
     _, invite2 = net.sent_messages()
     b = FarEnd(invite2)
     net.deliver(answer(invite2, 183, "Session Progress", b.tag))
-    assert [(d.remote_party, d.state) for d in call.dialogs()] == [
-        ("sip:user1@sipx.test", "Confirmed Dialog"), ("sip:user2@sipx.test", "Early Dialog")]
+    assert [(d.local_party, d.remote_party, d.state) for d in call.dialogs()] == [
+        ("sip:user2@sipx.test", "sip:user1@sipx.test", "Confirmed Dialog"),
+        ("sip:agent@sipx.test", "sip:user2@sipx.test", "Early Dialog")]
     net.deliver(b.ok(B_OFFER))
     [reinvite] = net.sent_messages()
     net.deliver(answer(reinvite, 200, "OK", None, [SDP_TYPE], A_ANSWER2))

@@ -62,7 +62,9 @@ def test_first_invite_is_what_sipx_expects():
     assert (uri.user, uri.host) == ("user1", "sipx.test")
     assert uri.params["sipx-noroute"] == "Voicemail"
     assert uri.params["sipx-userforward"] == "false"
-    assert invite.headers.get("From").startswith('"User One" <sip:user1@sipx.test>;tag=')
+    # the calling user is shown the called party (not in the directory here: its URI)
+    assert invite.headers.get("From").startswith('<sip:user2@sipx.test>;tag=')
+    assert invite.headers.get("P-Asserted-Identity") == "<sip:user2@sipx.test>"
     assert invite.headers.get("Route") == "<sip:127.0.0.1:5080;lr>"
     assert invite.headers.get("Contact") == "<sip:callcontroller@127.0.0.1:6050>"
     assert invite.headers.get("Subject") == "Sales"
