@@ -3,9 +3,11 @@ and ports other programs hold (binding them fails as the kernel would)."""
 
 from __future__ import annotations
 
-import struct
-
 from twisted.internet.error import CannotListenError
+
+from tests.rtpwire import Rtp
+
+__all__ = ["FakePort", "FakeUDP", "Rtp"]
 
 
 class FakePort:
@@ -46,16 +48,3 @@ class FakeUDP:
         self.ever.append(bound)
         protocol.transport = bound
         return bound
-
-
-class Rtp:
-    """One RTP packet as the phone reads it (RFC 3550 §5.1)."""
-
-    def __init__(self, datagram: bytes):
-        first, second, self.sequence, self.timestamp, self.ssrc = struct.unpack(
-            "!BBHII", datagram[:12])
-        self.version = first >> 6
-        self.padding, self.extension, self.csrc_count = first & 0x20, first & 0x10, first & 0x0F
-        self.marker = bool(second & 0x80)
-        self.payload_type = second & 0x7F
-        self.payload = datagram[12:]
