@@ -24,6 +24,10 @@ from sipxcc.calls.sdp import content
 from sipxcc.media.ringback import RingbackStream
 from sipxcc.timers import TimerHandle
 
+MAX_EARLY_OFFERS = 8
+"""Early re-INVITEs of A per call at most (the ringback and each new early SDP of B's): a
+called party changing its 183's SDP over and over cannot keep re-INVITEing A's phone."""
+
 
 class EarlySession:
     """
@@ -41,6 +45,12 @@ class EarlySession:
         self.timer: TimerHandle | None = None
         self.ringback_asked = False  # one ringback per call, asked at B's first 180
         self.refused = False         # A refused an early offer: no other is made
+        self.offers = 0              # early re-INVITEs of A so far
+
+    def wants(self, body: bytes) -> bool:
+        """Whether B's early SDP C{body} is to be offered to A: new media, A has refused
+        none, and fewer than L{MAX_EARLY_OFFERS} so far."""
+        return not self.refused and self.offers < MAX_EARLY_OFFERS and self.is_new(body)
 
     def is_new(self, body: bytes) -> bool:
         """C{body} (B's early SDP) differs from the newest early media we know of."""

@@ -27,7 +27,7 @@ from sipxcc.calls.context import (
     record_failure,
     record_response,
 )
-from sipxcc.calls.early import EarlySession
+from sipxcc.calls.early import MAX_EARLY_OFFERS, EarlySession
 from sipxcc.calls.errors import TransferNotPossible, failure_status
 from sipxcc.calls.leg import Leg, LegEvent, LegState
 from sipxcc.calls.reasons import NO_ANSWER, ending_reason
@@ -238,8 +238,9 @@ class InviteFlow:
             SessionDescription.parse(response.body)
         except ValueError as e:
             log.info("call {id}: B's early SDP is unusable: {e}", id=self.call.id, e=e)
+            self._fire(Event.CALLEE_RINGING)
             return
-        if self.early.is_new(response.body) and not self.early.refused:
+        if self.early.wants(response.body):
             self._fire(Event.CALLEE_EARLY_MEDIA, response.body)
 
     def _final(self, leg: Leg, response: Any, answered: Event) -> None:
@@ -368,7 +369,7 @@ class InviteFlow:
         re-INVITE)."""
         early = self.early
         if self.ringback is None or early.ringback_asked or early.refused \
-                or early.heard is not None:
+                or early.heard is not None or early.offers >= MAX_EARLY_OFFERS:
             return
         early.ringback_asked = True
         early.timer = self.ctx.timers.call_later(self.ringback.delay, self._fire,
@@ -384,6 +385,7 @@ class InviteFlow:
             return
         self.early.stream = stream
         self.early.offered = None
+        self.early.offers += 1
         offer = ringback_offer(stream.address, stream.port)
         self._reoffer(self.caller, self.caller.face.present(offer), early=True)
 
@@ -394,6 +396,7 @@ class InviteFlow:
             early.timer.cancel()  # the far end's own tones, rather than ours
         early.timer = None
         early.offered = body
+        early.offers += 1
         self._reoffer(self.caller, self.caller.face.present(body), early=True)
 
     def _early_media_pending(self, body: bytes) -> None:
@@ -440,7 +443,7 @@ class InviteFlow:
             self._callee_answered(callee, response)
         elif early.pending is not None:
             body, early.pending = early.pending, None
-            if early.is_new(body):
+            if early.wants(body):
                 self._fire(Event.CALLEE_EARLY_MEDIA, body)
 
     def _connect_early(self, callee: Leg, response: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sipxcc.calls.call import CallRequest
 from sipxcc.calls.context import FlowContext
+from sipxcc.calls.early import MAX_EARLY_OFFERS
 from sipxcc.calls.invite import InviteFlow
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.calls.sdp import SessionDescription
@@ -48,9 +49,10 @@ class Ringing:
     def sent(self):
         return self.net.sent_messages()
 
-    def b_says(self, status, reason, body=b""):
+    def b_says(self, status, reason, body=b"", tag=None):
         headers = [("Contact", self.b.contact), SDP_TYPE] if body else []
-        self.net.deliver(answer(self.invite2, status, reason, self.b.tag, headers, body))
+        self.net.deliver(answer(self.invite2, status, reason, tag or self.b.tag, headers,
+                                body))
 
     def b_answers(self, body):
         self.net.deliver(self.b.ok(body))
@@ -140,7 +142,7 @@ def test_a_183_with_sdp_re_offers_the_early_media_and_its_200_connects_with_no_s
     assert origin(reinvite.body).version == 2
     r.a_answers(reinvite, A_EARLY_ANSWER)
     assert methods(r.sent()) == ["ACK"]
-    r.b_says(183, "Session Progress", B_EARLY)  # the same again: nothing to do
+    r.b_says(183, "Session Progress", B_EARLY, tag="fork2")  # the same media, another fork
     r.advance(1)
     assert r.sent() == [] and r.udp.attempts == 0  # early media: no ringback of ours
     r.b_answers(B_OFFER)  # the same media, a later o= version
@@ -355,3 +357,28 @@ def test_the_call_freed_by_reference_counting_after_ringback():
         assert flow() is None
     finally:
         gc.enable()
+
+
+def test_a_callee_changing_its_early_media_endlessly_re_invites_the_caller_boundedly():
+    r = Ringing()
+    reinvites = 0
+    for n in range(3 * MAX_EARLY_OFFERS):  # from as many forks (a 1xx repeated is dropped)
+        r.b_says(183, "Session Progress", sdp("bob", 222, n + 1, "10.0.0.2", 5000 + 2 * n),
+                 tag=f"fork{n}")
+        for message in r.sent():
+            if getattr(message, "method", None) == "INVITE":
+                reinvites += 1
+                r.a_answers(message, A_EARLY_ANSWER)
+                r.sent()
+    assert reinvites == MAX_EARLY_OFFERS
+    r.b_answers(B_OTHER)  # B's answer still reaches A
+    [reinvite] = r.sent()
+    assert content(reinvite.body) == content(B_OTHER)
+
+
+def test_a_183_with_unusable_sdp_counts_as_ringing():
+    r = Ringing()
+    r.b_says(183, "Session Progress", b"v=0\r\nnot sdp\r\n")
+    r.advance(1)
+    [reinvite] = r.sent()
+    assert SessionDescription.parse(reinvite.body).direction == "sendonly"  # our tone
