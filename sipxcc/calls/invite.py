@@ -426,6 +426,8 @@ class InviteFlow:
         """A refused the early offer: it keeps what it had (RFC 3261 §14.1) and is offered
         nothing more until B answers; a 481 or 408 means A's dialog is gone."""
         early = self.early
+        log.info("call {id}: A refused the {what} with {status}", id=self.call.id,
+                 what="ringback" if early.offered is None else "early media", status=status)
         if early.offered is None:
             early.close_stream()
         early.offered = early.pending = None
