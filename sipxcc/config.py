@@ -19,6 +19,7 @@ from sipxcc.hosts import is_ip
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+RINGBACK_TONES = ("us", "eu", "uk")  # the cadences of sipxcc.media.tones
 SIP_TRANSPORTS = ("udp", "tcp", "tls")
 
 _HOSTNAME = re.compile(
@@ -103,6 +104,18 @@ class CallsConfig:
 
 
 @dataclass(frozen=True)
+class RingbackConfig:
+    """``[ringback]``: the tone a calling user hears while the called user rings (INVITE
+    mode): at most ``max_streams`` at once (0: none), each from an even UDP port of
+    ``ports`` (low, high), offered after the callee has rung ``delay`` seconds."""
+
+    max_streams: int = 100
+    ports: tuple[int, int] = (24000, 24199)
+    delay: int = 1
+    tone: str = "us"
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     """``[daemon]``: where state (the generated certificate) lives, and the log level."""
 
@@ -121,6 +134,7 @@ class Config:
     users: UsersConfig
     calls: CallsConfig
     daemon: DaemonConfig
+    ringback: RingbackConfig = RingbackConfig()
 
     def is_trusted(self, host: str) -> bool:
         """True if ``host`` (a peer address, maybe ``::ffff:a.b.c.d``) is in http.trusted."""
@@ -246,6 +260,23 @@ def _hosts(value: str) -> tuple[str, ...]:
     return tuple(_domain(word) for word in _words(value))
 
 
+def _port_range(value: str) -> tuple[int, int]:
+    low_text, dash, high_text = value.partition("-")
+    if not dash:
+        raise _Invalid(f"{value!r} is not a port range low-high")
+    low, high = _integer(low_text.strip(), 1024, 65535), _integer(high_text.strip(), 1024, 65535)
+    if high - low < 1:
+        raise _Invalid(f"{value!r}: the range must hold at least two ports (RTP and RTCP)")
+    return low, high
+
+
+def _tone(value: str) -> str:
+    tone = value.lower()
+    if tone not in RINGBACK_TONES:
+        raise _Invalid(f"{value!r} is not one of {', '.join(RINGBACK_TONES)}")
+    return tone
+
+
 def _log_level(value: str) -> str:
     level = value.lower()
     if level == "warning":
@@ -327,6 +358,16 @@ KEYS: tuple[Key, ...] = (
         "seconds an Idempotency-Key is remembered"),
     Key("calls", "callback_secret", _text, None,
         "status callback signing key: a file (absolute path, mode 0600) or the key itself"),
+    Key("ringback", "max_streams", _int_range(0, 10_000), "100",
+        "ringback tones played at once (INVITE mode); beyond, the calling user hears "
+        "silence; 0: never"),
+    Key("ringback", "ports", _port_range, "24000-24199",
+        "UDP ports the ringback streams send from, one even port each"),
+    Key("ringback", "delay", _int_range(0, 60), "1",
+        "seconds the called user rings before the calling user is offered the tone"),
+    Key("ringback", "tone", _tone, "us",
+        "ringback cadence: us (440+480 Hz, 2 s on 4 s off), eu (425 Hz, 1 on 4 off), "
+        "uk (400+450 Hz, 0.4 on 0.2 off 0.4 on 2 off)"),
     Key("daemon", "state_dir", _text, "/var/lib/sipxcc", "generated certificate and state",
         is_path=True),
     Key("daemon", "log_level", _log_level, "info", "debug, info, warn, error or critical"),
@@ -358,6 +399,12 @@ def load_config(path: str, overrides: Mapping[str, str] | None = None) -> Config
         raise ConfigError(f"{path}: calls.result_cache_time: {values['calls.result_cache_time']}"
                           " is above calls.max_result_cache_time "
                           f"({values['calls.max_result_cache_time']})")
+    low, high = values["ringback.ports"]
+    room = len(range(low + low % 2, high, 2))
+    if values["ringback.max_streams"] > room:
+        raise ConfigError(f"{path}: ringback.max_streams: {values['ringback.max_streams']} is "
+                          f"above the {room} streams ringback.ports ({low}-{high}) holds, one "
+                          "even port each")
     if (values["tls.certificate"] is None) != (values["tls.key"] is None):
         missing = "tls.key" if values["tls.key"] is None else "tls.certificate"
         raise ConfigError(f"{path}: {missing}: tls.certificate and tls.key must be set together")
@@ -436,4 +483,5 @@ def _build(source: str, values: Mapping[str, Any]) -> Config:
         users=UsersConfig(**section("users")),
         calls=CallsConfig(**section("calls")),
         daemon=DaemonConfig(**section("daemon")),
+        ringback=RingbackConfig(**section("ringback")),
     )

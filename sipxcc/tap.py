@@ -248,7 +248,8 @@ def _build_call_control(config: Config, reactor: Any) -> CallControl:
                           tls_context=tls_context, calls_config=config.calls,
                           realm=sip.realm, tls_client_context=tls_client,
                           max_connections=sip.max_connections,
-                          max_connections_per_host=sip.max_connections_per_host)
+                          max_connections_per_host=sip.max_connections_per_host,
+                          ringback=config.ringback)
     try:
         control.callbacks.secret = read_secret(config.calls.callback_secret)
     except SecretError as error:

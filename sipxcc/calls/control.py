@@ -14,7 +14,8 @@ from sipxcc.calls.context import FlowContext
 from sipxcc.calls.invite import InviteFlow
 from sipxcc.calls.refer import ReferFlow
 from sipxcc.calls.registry import CallRegistry
-from sipxcc.config import CallsConfig
+from sipxcc.config import CallsConfig, RingbackConfig
+from sipxcc.media.ringback import RingbackStreams
 from sipxcc.sip.transport import TransportLayer
 from sipxcc.sip.useragent import UASettings, UserAgent
 
@@ -31,7 +32,8 @@ class CallControl(Service):
                  max_calls: int = 2000, max_calls_per_agent: int = 10, tls_context: Any = None,
                  shutdown_timeout: float = 5.0, calls_config: CallsConfig | None = None,
                  realm: str | None = None, tls_client_context: Any = None,
-                 max_connections: int = 1000, max_connections_per_host: int = 64):
+                 max_connections: int = 1000, max_connections_per_host: int = 64,
+                 ringback: RingbackConfig | None = None):
         self.reactor = reactor
         self.shutdown_timeout = shutdown_timeout
         self.transport = TransportLayer(reactor, address, port, transports,
@@ -45,6 +47,12 @@ class CallControl(Service):
         self.ua: UserAgent | None = None
         self.domain = domain
         self.address = address
+        # the calling user's ringback tone in INVITE mode: RTP from the SIP address
+        self.ringback: RingbackStreams | None = None
+        if ringback is not None and ringback.max_streams:
+            self.ringback = RingbackStreams(reactor, reactor, address, ringback.ports,
+                                            ringback.max_streams, ringback.tone,
+                                            ringback.delay)
         limits = calls_config or CallsConfig(180, 180, max_calls, max_calls_per_agent, ())
         policy = CallbackPolicy(limits.callback_hosts, limits.callback_ports)
         self.callbacks = StatusCallbacks(reactor, treq_poster(reactor, policy))
@@ -69,7 +77,7 @@ class CallControl(Service):
         return ReferFlow(self.context, call, on_end)
 
     def _invite(self, call: Call, on_end: Callable[[Call], None]) -> InviteFlow:
-        return InviteFlow(self.context, call, on_end)
+        return InviteFlow(self.context, call, on_end, self.ringback)
 
     def stopService(self) -> defer.Deferred[object]:
         super().stopService()  # type: ignore[no-untyped-call]  # Twisted's, untyped
@@ -77,6 +85,8 @@ class CallControl(Service):
 
         def stop_transport(_: object) -> object:
             self.registry.clear()
+            if self.ringback is not None:
+                self.ringback.stop()
             if self.ua is not None:
                 self.ua.stop()
             return self.transport.stop()

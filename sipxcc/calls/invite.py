@@ -1,7 +1,8 @@
 """
 The INVITE flow (sipMethod=INVITE): RFC 3725 §5 flow IV with the controller staying in
 the signalling path. Ring the calling user (A) with a black-hole offer; once A answers,
-call the called user (B) with no SDP; hand B's offer to A in a re-INVITE and A's answer to
+call the called user (B) with no SDP; while B rings, let A hear B's early media or a
+ringback tone (sipxcc.calls.early); hand B's offer to A in a re-INVITE and A's answer to
 B in the ACK; then relay in-dialog requests between them (sipxcc.calls.relay), tear down
 one leg when the other ends, and transfer A's side to a third party (X).
 """
@@ -27,10 +28,13 @@ from sipxcc.calls.context import (
     record_failure,
     record_response,
 )
+from sipxcc.calls.early import MAX_EARLY_OFFERS, EarlySession
 from sipxcc.calls.errors import TransferNotPossible, failure_status
 from sipxcc.calls.leg import Leg, LegEvent, LegState
 from sipxcc.calls.reasons import NO_ANSWER, ending_reason
 from sipxcc.calls.relay import CONTENT_TYPE_SDP, Relay, SessionFace, is_sdp
+from sipxcc.calls.sdp import SessionDescription, ringback_offer, rtp_destination
+from sipxcc.media.ringback import RingbackStreams
 from sipxcc.statemachine import Table, Transition
 
 log = Logger()
@@ -47,7 +51,8 @@ class Phase(enum.Enum):
     """Where an INVITE-mode call is, as a whole (its legs have their own states)."""
 
     CALLING_A = "calling-a"        # INVITE-1 out, A not answered yet
-    CALLING_B = "calling-b"        # A up on the black hole, INVITE-2 out
+    CALLING_B = "calling-b"        # A up (parked, or hearing ringback or early media), B rings
+    EARLY_OFFER = "early-offer"    # B rings; A re-INVITEd to ringback or B's early media
     OFFERING_A = "offering-a"      # B's 200 held un-ACKed, re-INVITE to A with B's offer
     CONNECTED = "connected"        # relaying between caller and callee
     TRANSFERRING = "transferring"  # still relaying A-B, X ringing with B's SDP
@@ -61,7 +66,14 @@ class Event(enum.Enum):
 
     CALLER_RINGING = "1xx from A"
     CALLER_ANSWERED = "2xx from A"
+    CALLEE_RINGING = "1xx from B without SDP"
+    RINGBACK_DUE = "B has rung for the ringback delay"
+    RINGBACK_UNAVAILABLE = "no ringback stream free"
+    CALLEE_EARLY_MEDIA = "1xx from B with SDP new to A"
+    EARLY_ANSWERED = "2xx to our early re-INVITE"
+    EARLY_REFUSED = "our early re-INVITE failed"
     CALLEE_ANSWERED = "2xx from B, with an offer"
+    CALLEE_ANSWERED_AS_EARLY = "2xx from B, offering the early media A answered"
     REOFFER_ANSWERED = "2xx to our re-INVITE"
     REOFFER_REFUSED = "our re-INVITE failed"
     TRANSFER = "transfer requested"
@@ -76,8 +88,8 @@ class Event(enum.Enum):
 
 
 _P, _E, _T = Phase, Event, Transition
-_LIVE = (_P.CALLING_A, _P.CALLING_B, _P.OFFERING_A, _P.CONNECTED, _P.TRANSFERRING,
-         _P.SWAPPING)
+_LIVE = (_P.CALLING_A, _P.CALLING_B, _P.EARLY_OFFER, _P.OFFERING_A, _P.CONNECTED,
+         _P.TRANSFERRING, _P.SWAPPING)
 
 #: Every (phase, event) pair of an INVITE-mode call: a transition, an explicit no-op, or
 #: (absent from both) a refusal, for events that cannot happen then.
@@ -87,7 +99,18 @@ TABLE: Table[Phase, Event] = Table(
     {
         (_P.CALLING_A, _E.CALLER_RINGING): _T(_P.CALLING_A, "_ringing"),
         (_P.CALLING_A, _E.CALLER_ANSWERED): _T(_P.CALLING_B, "_call_callee"),
+        # while B rings (sipxcc.calls.early): one re-INVITE of A at a time
+        (_P.CALLING_B, _E.CALLEE_RINGING): _T(_P.CALLING_B, "_ringback_soon"),
+        (_P.CALLING_B, _E.RINGBACK_DUE): _T(_P.EARLY_OFFER, "_offer_ringback"),
+        (_P.EARLY_OFFER, _E.RINGBACK_UNAVAILABLE): _T(_P.CALLING_B),
+        (_P.CALLING_B, _E.CALLEE_EARLY_MEDIA): _T(_P.EARLY_OFFER, "_offer_early_media"),
+        (_P.EARLY_OFFER, _E.CALLEE_EARLY_MEDIA): _T(_P.EARLY_OFFER, "_early_media_pending"),
+        (_P.EARLY_OFFER, _E.EARLY_ANSWERED): _T(_P.CALLING_B, "_early_answered"),
+        (_P.EARLY_OFFER, _E.EARLY_REFUSED): _T(_P.CALLING_B, "_early_refused"),
+        **{(_P.EARLY_OFFER, e): _T(_P.EARLY_OFFER, "_hold_answer")
+           for e in (_E.CALLEE_ANSWERED, _E.CALLEE_ANSWERED_AS_EARLY)},
         (_P.CALLING_B, _E.CALLEE_ANSWERED): _T(_P.OFFERING_A, "_offer_to_caller"),
+        (_P.CALLING_B, _E.CALLEE_ANSWERED_AS_EARLY): _T(_P.CONNECTED, "_connect_early"),
         (_P.OFFERING_A, _E.REOFFER_ANSWERED): _T(_P.CONNECTED, "_connect"),
         (_P.SWAPPING, _E.REOFFER_ANSWERED): _T(_P.CONNECTED, "_swapped"),
         (_P.OFFERING_A, _E.REOFFER_REFUSED): _T(_P.CLOSING, "_teardown"),
@@ -98,7 +121,8 @@ TABLE: Table[Phase, Event] = Table(
         **{(p, e): _T(_P.CLOSING, "_teardown") for p in _LIVE
            for e in (_E.FAILED, _E.HANGUP, _E.LEG_GONE)},
         **{(p, _E.CALLER_GONE): _T(_P.CLOSING, "_teardown")
-           for p in (_P.CALLING_A, _P.CALLING_B, _P.OFFERING_A, _P.CONNECTED)},
+           for p in (_P.CALLING_A, _P.CALLING_B, _P.EARLY_OFFER, _P.OFFERING_A,
+                     _P.CONNECTED)},
         **{(_P.CLOSING, e): _T(_P.CLOSING, "_check_done")
            for e in (_E.FAILED, _E.TARGET_FAILED, _E.CALLER_GONE, _E.LEG_GONE)},
         (_P.CLOSING, _E.LATE_ANSWER): _T(_P.CLOSING, "_drop_answer"),
@@ -107,11 +131,19 @@ TABLE: Table[Phase, Event] = Table(
     },
     ignores=[
         *((p, _E.CALLER_RINGING) for p in Phase if p is not _P.CALLING_A),
+        # B rings on while A's early re-INVITE is in flight, or while B is cancelled
+        *((p, e) for p in (_P.EARLY_OFFER, _P.CLOSING)
+          for e in (_E.CALLEE_RINGING, _E.RINGBACK_DUE)),
+        (_P.CLOSING, _E.CALLEE_EARLY_MEDIA),
+        # the ringback delay's timer, late (it is cancelled when B answers)
+        *((p, _E.RINGBACK_DUE) for p in (_P.OFFERING_A, _P.CONNECTED, _P.TRANSFERRING,
+                                          _P.SWAPPING)),
         # A leaves while we move B to X anyway
         (_P.TRANSFERRING, _E.CALLER_GONE), (_P.SWAPPING, _E.CALLER_GONE),
         # the answer to a re-INVITE of a phase that is over
         *((p, e) for p in (_P.CONNECTED, _P.TRANSFERRING, _P.CLOSING, _P.ENDED)
           for e in (_E.REOFFER_ANSWERED, _E.REOFFER_REFUSED)),
+        (_P.CLOSING, _E.EARLY_ANSWERED), (_P.CLOSING, _E.EARLY_REFUSED),
         (_P.CLOSING, _E.HANGUP),
         *((p, _E.ALL_OVER) for p in _LIVE),
         # over: what comes late changes nothing (a transfer is refused, though)
@@ -128,10 +160,13 @@ class InviteFlow:
     L{sipxcc.calls.leg.TABLE}. C{caller} is A (X after a transfer), C{callee} is B.
     """
 
-    def __init__(self, ctx: FlowContext, call: Call, on_end: Callable[[Call], None]):
+    def __init__(self, ctx: FlowContext, call: Call, on_end: Callable[[Call], None],
+                 ringback: RingbackStreams | None = None):
         self.ctx = ctx
         self.call = call
         self.on_end = on_end
+        self.ringback = ringback  # None: A hears no ringback tone (early media still)
+        self.early = EarlySession()
         self.phase = Phase.CALLING_A
         self.legs: list[Leg] = []
         self.caller: Leg = self._new_leg("A")
@@ -187,6 +222,23 @@ class InviteFlow:
             leg.early_tag = response.to_tag
         if leg is self.caller:
             self._fire(Event.CALLER_RINGING)
+        elif leg is self.callee and not leg.cancelled:
+            self._callee_progress(response)
+
+    def _callee_progress(self, response: Any) -> None:
+        """B rings: with SDP (RFC 3960: the SDP, not the status code, means early media)
+        A may hear it; without, A may hear our ringback tone."""
+        if not is_sdp(response):
+            self._fire(Event.CALLEE_RINGING)
+            return
+        try:
+            SessionDescription.parse(response.body)
+        except ValueError as e:
+            log.info("call {id}: B's early SDP is unusable: {e}", id=self.call.id, e=e)
+            self._fire(Event.CALLEE_RINGING)
+            return
+        if self.early.wants(response.body):
+            self._fire(Event.CALLEE_EARLY_MEDIA, response.body)
 
     def _final(self, leg: Leg, response: Any, answered: Event) -> None:
         self._stop_timer(leg)
@@ -228,16 +280,21 @@ class InviteFlow:
         self._fire(event, offer)
 
     def _callee_answered(self, callee: Leg, response: Any) -> None:
-        """B must offer in its 2xx; the ACK waits for A's answer (or carries a refusal)."""
+        """B must offer in its 2xx; the ACK waits for A's answer (or carries a refusal):
+        the answer A gave to the same early media, or the one to a re-INVITE."""
         if not callee.needs_answer:
             callee.dialog.ack()
             self._fire(Event.FAILED, [reason_header(488, "Expecting SDP body")], "failed")
             return
-        offer = self._present(self.caller, response.body, "bad SDP offer from B")
-        if offer is None:
+        try:
+            SessionDescription.parse(response.body)
+        except ValueError as e:
+            log.info("call {id}: bad SDP offer from B: {e}", id=self.call.id, e=e)
             self._fire(Event.FAILED, [reason_header(488, "Bad SDP")], "failed")
             return
-        self._fire(Event.CALLEE_ANSWERED, offer)
+        event = (Event.CALLEE_ANSWERED_AS_EARLY if self.early.answers(response.body)
+                 else Event.CALLEE_ANSWERED)
+        self._fire(event, callee, response)
 
     def _present(self, leg: Leg | None, body: bytes | None, what: str) -> bytes | None:
         """C{body} as the next SDP of C{leg}'s session; None (logged) if it is unusable."""
@@ -296,42 +353,150 @@ class InviteFlow:
                               from_=presented_address(self.call.request))
         self._send_invite(self.callee, invite, Event.CALLEE_ANSWERED)
 
-    def _offer_to_caller(self, offer: bytes) -> None:
-        self._reoffer(self.caller, offer)
+    def _offer_to_caller(self, callee: Leg, response: Any) -> None:
+        """B answered with an offer A has not answered yet: re-INVITE A with it."""
+        self.early.stop()
+        self._reoffer(self.caller, self.caller.face.present(response.body))
 
-    def _reoffer(self, leg: Leg, offer: bytes) -> None:
-        """The one re-offer routine: re-INVITE C{leg} with C{offer}; its answer or refusal
-        comes back as REOFFER_ANSWERED / REOFFER_REFUSED."""
+    # While B rings (sipxcc.calls.early)
+
+    def _ringback_soon(self) -> None:
+        """B rings without SDP: unless A hears something already, ask for the ringback
+        tone once B has rung for the pool's delay (so that an answer at once costs no
+        re-INVITE)."""
+        early = self.early
+        if self.ringback is None or early.ringback_asked or early.refused \
+                or early.heard is not None or early.offers >= MAX_EARLY_OFFERS:
+            return
+        early.ringback_asked = True
+        early.timer = self.ctx.timers.call_later(self.ringback.delay, self._fire,
+                                                 Event.RINGBACK_DUE)
+
+    def _offer_ringback(self) -> None:
+        """Re-INVITE A to a ringback stream of ours (sendonly); none free: A stays parked."""
+        self.early.timer = None
+        assert self.ringback is not None
+        stream = self.ringback.open(self.call.request.timeout + CANCEL_LIMIT)
+        if stream is None:
+            self._fire(Event.RINGBACK_UNAVAILABLE)
+            return
+        self.early.stream = stream
+        self.early.offered = None
+        self.early.offers += 1
+        offer = ringback_offer(stream.address, stream.port)
+        self._reoffer(self.caller, self.caller.face.present(offer), early=True)
+
+    def _offer_early_media(self, body: bytes) -> None:
+        """B's 1xx brought SDP: re-INVITE A with that media (in A's own session)."""
+        early = self.early
+        if early.timer is not None and early.timer.active():
+            early.timer.cancel()  # the far end's own tones, rather than ours
+        early.timer = None
+        early.offered = body
+        early.offers += 1
+        self._reoffer(self.caller, self.caller.face.present(body), early=True)
+
+    def _early_media_pending(self, body: bytes) -> None:
+        self.early.pending = body
+
+    def _hold_answer(self, callee: Leg, response: Any) -> None:
+        """B answered while A's early re-INVITE is in flight: B's 2xx waits un-ACKed."""
+        self.early.held = (callee, response)
+
+    def _early_answered(self, caller: Leg, response: Any) -> None:
+        """A took the early offer: it hears our ringback, or B's early media."""
+        early = self.early
+        answer = response.body if is_sdp(response) else None
+        if early.offered is None:
+            target = rtp_destination(answer) if answer is not None else None
+            if early.stream is None or target is None or not early.stream.play(*target):
+                log.info("call {id}: A's answer takes no ringback", id=self.call.id)
+                early.close_stream()
+        else:
+            if answer is not None:
+                early.heard, early.answer = early.offered, answer
+                early.close_stream()  # B's media replaces our tone
+            early.offered = None
+        self._early_next()
+
+    def _early_refused(self, status: int) -> None:
+        """A refused the early offer: it keeps what it had (RFC 3261 §14.1) and is offered
+        nothing more until B answers; a 481 or 408 means A's dialog is gone."""
+        early = self.early
+        log.info("call {id}: A refused the {what} with {status}", id=self.call.id,
+                 what="ringback" if early.offered is None else "early media", status=status)
+        if early.offered is None:
+            early.close_stream()
+        early.offered = early.pending = None
+        early.refused = True
+        if status in (408, 481):  # §12.2.1.2
+            self._leg_gone(self.caller, None)
+            return
+        self._early_next()
+
+    def _early_next(self) -> None:
+        """The early re-INVITE is over: B's held 2xx, else its newer early media, is next."""
+        early = self.early
+        if early.held is not None:
+            (callee, response), early.held = early.held, None
+            self._callee_answered(callee, response)
+        elif early.pending is not None:
+            body, early.pending = early.pending, None
+            if early.wants(body):
+                self._fire(Event.CALLEE_EARLY_MEDIA, body)
+
+    def _connect_early(self, callee: Leg, response: Any) -> None:
+        """B's 2xx offers the media A already hears: A's early answer goes to B in the
+        ACK, A is not re-INVITEd (its session does not change)."""
+        answer = self.early.answer
+        self.early.stop()
+        self._answer_callee(answer)
+
+    # The one re-offer routine
+
+    def _reoffer(self, leg: Leg, offer: bytes, early: bool = False) -> None:
+        """Re-INVITE C{leg} with C{offer}; its answer or refusal comes back as
+        REOFFER_ANSWERED / REOFFER_REFUSED, or, for an C{early} offer to A while B
+        rings, EARLY_ANSWERED / EARLY_REFUSED."""
         reinvite = leg.dialog.request("INVITE", [CONTENT_TYPE_SDP], offer)
         leg.sent_invite = reinvite
-        reinvite.deferred.addCallbacks(lambda response: self._reoffer_answered(leg, response),
-                                       lambda failure: self._reoffer_failed(leg, failure))
+        reinvite.deferred.addCallbacks(
+            lambda response: self._reoffer_answered(leg, response, early),
+            lambda failure: self._reoffer_failed(leg, failure, early))
 
-    def _reoffer_answered(self, leg: Leg, response: Any) -> None:
+    def _reoffer_answered(self, leg: Leg, response: Any, early: bool) -> None:
         leg.sent_invite = None
         if response.status >= 300:
             leg.face.rejected()
-            self._fire(Event.REOFFER_REFUSED,
-                       [reason_header(response.status, response.reason)], "failed")
+            self._reoffer_refused(response.status, response.reason, early)
             return
         leg.dialog.ack()
-        self._fire(Event.REOFFER_ANSWERED, leg, response)
+        self._fire(Event.EARLY_ANSWERED if early else Event.REOFFER_ANSWERED, leg, response)
 
-    def _reoffer_failed(self, leg: Leg, failure: Failure) -> None:
+    def _reoffer_failed(self, leg: Leg, failure: Failure, early: bool) -> None:
         leg.sent_invite = None
         status, reason, _ = failure_status(failure, "re-INVITE", self.call.id)
-        self._fire(Event.REOFFER_REFUSED, [reason_header(status, reason)], "failed")
+        self._reoffer_refused(status, reason, early)
+
+    def _reoffer_refused(self, status: int, reason: str, early: bool) -> None:
+        if early:
+            self._fire(Event.EARLY_REFUSED, status)
+        else:
+            self._fire(Event.REOFFER_REFUSED, [reason_header(status, reason)], "failed")
 
     def _connect(self, caller: Leg, response: Any) -> None:
         """A answered B's offer: B gets the answer in its ACK; the call is connected."""
+        self._answer_callee(response.body if is_sdp(response) else None)
+
+    def _answer_callee(self, body: bytes | None) -> None:
+        """A's answer (C{body}) to B's offer goes to B in the ACK: connected."""
         callee = self.callee
         assert callee is not None
-        answer = self._present(callee, response.body if is_sdp(response) else None,
-                               "bad SDP answer from A")
+        answer = self._present(callee, body, "bad SDP answer from A")
         if answer is None:
             self._fire(Event.FAILED, [reason_header(488, "Expecting SDP answer")], "failed")
             return
-        caller.remote_sdp = response.body
+        self.caller.remote_sdp = body
         callee.needs_answer = False
         callee.dialog.ack(answer, [CONTENT_TYPE_SDP])
         self.connected_once = True
@@ -448,6 +613,7 @@ class InviteFlow:
 
     def _teardown(self, headers: Headers, outcome: str) -> None:
         self.outcome = outcome
+        self.early.stop()
         for leg in list(self.legs):
             self._close(leg, *headers)
         self._check_done()
@@ -488,6 +654,7 @@ class InviteFlow:
             self._fire(Event.ALL_OVER)
 
     def _finish(self) -> None:
+        self.early.stop()
         for leg in self.legs:
             self._stop_timer(leg)
         if self.limit_timer is not None and self.limit_timer.active():

@@ -197,3 +197,56 @@ def black_hole_offer(session_id: int, version: int, origin_address: str = "0.0.0
         ("m", f"audio {NO_MEDIA_PORT} RTP/AVP 0"), ("a", "rtpmap:0 PCMU/8000"),
         ("a", "inactive"),
     ]).to_bytes()
+
+
+def ringback_offer(address: str, port: int) -> bytes:
+    """
+    The offer that moves the parked calling user to sipxcc's ringback tone: PCMU and PCMA
+    from C{address}:C{port}, C{a=sendonly} (RFC 3264 §5.1: we only send; the phone answers
+    recvonly). Its o= line is the leg's own (L{sipxcc.calls.relay.SessionFace.present}).
+    """
+    addr = f"IN {_addr_type(address)} {address}"
+    return SessionDescription([
+        ("v", "0"), ("o", f"sipxcc 0 0 {addr}"), ("s", "-"), ("c", addr), ("t", "0 0"),
+        ("m", f"audio {port} RTP/AVP 0 8"), ("a", "rtpmap:0 PCMU/8000"),
+        ("a", "rtpmap:8 PCMA/8000"), ("a", "ptime:20"), ("a", "sendonly"),
+    ]).to_bytes()
+
+
+def content(body: bytes) -> list[tuple[str, str]] | None:
+    """C{body}'s lines but the o= line: what two descriptions must share to describe the
+    same media (RFC 3264 §8: the version says whether it changed; we compare, whoever's
+    origin it had). None if C{body} is not usable SDP."""
+    try:
+        lines = SessionDescription.parse(body).lines
+    except ValueError:
+        return None
+    return [line for line in lines if line[0] != "o"]
+
+
+def rtp_destination(answer: bytes, payload_types: tuple[int, ...] = (0, 8)
+                    ) -> tuple[str, int, int] | None:
+    """
+    Where an answer to L{ringback_offer} asks us to send, and in which payload type: the
+    first audio section's address (its own c=, else the session's), port and first format
+    among C{payload_types}. None when it takes nothing from us: port 0 (refused, RFC 3264
+    §6), a direction other than recvonly or sendrecv, no such format, no usable address.
+    """
+    try:
+        sdp = SessionDescription.parse(answer)
+        sections = sdp.media
+    except ValueError:
+        return None
+    audio = next((m for m in sections if m.type == "audio"), None)
+    if audio is None or audio.port == 0:
+        return None
+    if (audio.direction or sdp.direction) not in ("recvonly", "sendrecv"):
+        return None
+    fields = (audio.connection or sdp.connection or "").split()
+    if len(fields) != 3 or fields[0] != "IN" or fields[1] not in ("IP4", "IP6"):
+        return None
+    chosen = next((int(f) for f in audio.formats if f.isdigit() and int(f) in payload_types),
+                  None)
+    if chosen is None:
+        return None
+    return fields[2].split("/")[0], audio.port, chosen

@@ -87,11 +87,15 @@ class PhoneSetup:
         self.proxy_uri = f"sip:127.0.0.1:{self.proxy_port};lr"
         self.proxy = None
 
-    def daemon_for(self, *phones) -> Daemon:
-        self.proxy = self.kamailio_factory({phone.user: phone.contact for phone in phones},
-                                           f"127.0.0.1:{self.sip_port}", port=self.proxy_port)
+    def daemon_for(self, *phones, routes: dict[str, str] | None = None,
+                   **config: object) -> Daemon:
+        """C{routes}: more users Kamailio routes (user -> contact); C{config}: overrides
+        of the daemon's config (write_config's C{section_key=value})."""
+        contacts = {phone.user: phone.contact for phone in phones} | (routes or {})
+        self.proxy = self.kamailio_factory(contacts, f"127.0.0.1:{self.sip_port}",
+                                           port=self.proxy_port)
         return Daemon(write_config(self.tmp_path, sip_port=self.sip_port,
-                                   sip_proxy=self.proxy_uri))
+                                   sip_proxy=self.proxy_uri, **config))
 
 
 def place_call(daemon: Daemon, calling: str, called: str, query: str = "") -> str:

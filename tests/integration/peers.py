@@ -8,6 +8,7 @@ context managers that always stop their process on exit.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import re
@@ -412,6 +413,13 @@ class SippPhone:
         return [message for direction, message in _split_trace(self.messages())
                 if direction == "sent" and message.startswith(first_line)]
 
+    def times(self, direction: str, first_line: str = "") -> list[float]:
+        """When (epoch seconds, from sipp's trace) each message C{direction} ("sent" or
+        "received") whose first line starts with C{first_line} went or came."""
+        return [datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+                for stamp, way, line in _TRACE_TIMES.findall(self.messages())
+                if way == direction and line.startswith(first_line)]
+
     def errors(self) -> str:
         """sipp's error log (unexpected messages, failed checks)."""
         return _read(self.error_path)
@@ -438,6 +446,11 @@ def _read(path: Path) -> str:
 _TRACE_HEADER = re.compile(
     r"^-{20,} [^\n]*\r?\n(?:UDP|TCP|TLS|SCTP) message (sent|received)[^\n]*\r?\n\r?\n",
     re.M)
+
+
+_TRACE_TIMES = re.compile(
+    r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\r?\n"
+    r"(?:UDP|TCP|TLS|SCTP) message (sent|received)[^\n]*\r?\n\r?\n([^\r\n]*)", re.M)
 
 
 def _split_trace(trace: str) -> list[tuple[str, str]]:

@@ -237,7 +237,9 @@ def test_caller_refusing_the_offer_tears_down_both(setup):
 
 
 def test_delete_while_the_callee_rings_cancels_it_and_byes_the_caller(setup):
-    s = setup()
+    # A stays parked (no ringback: phone_answer takes no re-INVITE); the DELETE while A
+    # hears the ringback tone is test_early_media.py's
+    s = setup(ringback_max_streams=0)
     a = s.phone("user1", "phone_answer")
     b = s.phone("user2", "caller_no_answer")
     location = post(s)

@@ -1,6 +1,7 @@
 """
-INVITE mode with real phones that enforce an RTP timeout, at their real settings: the
-calling user's phone is parked (no media) while the called user rings, and must still
+INVITE mode with real phones that enforce an RTP timeout, at their real settings: without
+the ringback tone (``ringback.max_streams = 0``, or every stream in use) the calling
+user's phone is parked (no media) while the called user rings, and must still
 be there when the called user answers 40 s later. linphonec ends a call that receives no
 RTP for ``nortp_timeout`` seconds (30, its default) unless the stream is inactive;
 baresip is set to ``rtp_timeout`` 30. The callee is a baresip phone that answers 40 s
@@ -67,7 +68,7 @@ def test_a_linphone_caller_with_its_30_s_rtp_timeout_survives_a_40_s_ring(tmp_pa
     bench = PhoneSetup(tmp_path, kamailio_factory)
     caller = LinphonePhone("user1", tmp_path, nortp_timeout=RTP_TIMEOUT)
     callee = late_callee(tmp_path, bench)
-    with caller, callee, bench.daemon_for(caller, callee) as daemon:
+    with caller, callee, bench.daemon_for(caller, callee, ringback_max_streams=0) as daemon:
         location = place_call(daemon, "user1", "user2", "?sipMethod=INVITE")
         parked_then_connected(daemon, caller, callee, location)
         assert not caller.said(r"ended")
@@ -81,7 +82,7 @@ def test_a_baresip_caller_with_its_30_s_rtp_timeout_survives_a_40_s_ring(tmp_pat
     caller = BaresipPhone("user1", "pass1", tmp_path, proxy=bench.proxy_uri,
                           sip_port=free_port(41), rtp_timeout=RTP_TIMEOUT, sip_trace=True)
     callee = late_callee(tmp_path, bench)
-    with caller, callee, bench.daemon_for(caller, callee) as daemon:
+    with caller, callee, bench.daemon_for(caller, callee, ringback_max_streams=0) as daemon:
         location = place_call(daemon, "user1", "user2", "?sipMethod=INVITE")
         parked_then_connected(daemon, caller, callee, location)
         # and they hear each other (headless linphonec sends no RTP: no sound card)
@@ -97,7 +98,7 @@ def test_a_linphone_caller_is_told_why_when_the_baresip_callee_refuses(tmp_path,
     caller = LinphonePhone("user1", tmp_path)
     callee = BaresipPhone("user2", "pass2", tmp_path, proxy=bench.proxy_uri,
                           sip_port=free_port(41), auto_answer=False)
-    with caller, callee, bench.daemon_for(caller, callee) as daemon:
+    with caller, callee, bench.daemon_for(caller, callee, ringback_max_streams=0) as daemon:
         location = place_call(daemon, "user1", "user2", "?sipMethod=INVITE")
         callee.wait_for("CALL_INCOMING", timeout=15)
         callee.hangup()  # baresip refuses a ringing call

@@ -1,4 +1,4 @@
-"""The calls.* keys that bound retention and status callbacks."""
+"""The calls.* keys that bound retention and status callbacks, and the ringback keys."""
 
 import textwrap
 
@@ -51,6 +51,41 @@ def test_the_bounds_can_be_set(tmp_path):
 ])
 def test_bad_bounds_stop_start_up_with_one_line(tmp_path, extra, problem):
     path = write(tmp_path, "[calls]\n" + extra + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert problem in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_ringback_keys_have_documented_defaults_and_can_be_set(tmp_path):
+    ringback = load_config(write(tmp_path)).ringback
+    assert (ringback.max_streams, ringback.ports) == (100, (24000, 24199))
+    assert (ringback.delay, ringback.tone) == (1, "us")
+    ringback = load_config(write(tmp_path, """
+        [ringback]
+        max_streams = 0
+        ports = 40000 - 40009
+        delay = 0
+        tone = EU
+        """)).ringback
+    assert (ringback.max_streams, ringback.ports, ringback.delay, ringback.tone) == \
+        (0, (40000, 40009), 0, "eu")
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ("ports = 24000", "ringback.ports: '24000' is not a port range low-high"),
+    ("ports = 24000-24000", "ringback.ports: '24000-24000': the range must hold at least two"),
+    ("ports = 24010-24000", "ringback.ports: '24010-24000': the range must hold at least two"),
+    ("ports = 80-200", "ringback.ports: 80 is out of range 1024..65535"),
+    ("ports = 24000-65536", "ringback.ports: 65536 is out of range 1024..65535"),
+    ("ports = a-b", "ringback.ports: 'a' is not an integer"),
+    ("tone = mars", "ringback.tone: 'mars' is not one of us, eu, uk"),
+    ("delay = 61", "ringback.delay: 61 is out of range 0..60"),
+    ("max_streams = -1", "ringback.max_streams: -1 is out of range 0..10000"),
+    ("ports = 24000-24009\nmax_streams = 6",
+     "ringback.max_streams: 6 is above the 5 streams ringback.ports (24000-24009) holds"),
+])
+def test_bad_ringback_keys_stop_start_up_with_one_line(tmp_path, extra, problem):
+    path = write(tmp_path, "[ringback]\n" + extra + "\n")
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert problem in str(caught.value) and "\n" not in str(caught.value)

@@ -11,7 +11,8 @@ from sipxcc.statemachine import InvalidTransition
 from tests.unit.tablewalk import IGNORE, assert_pair, pair_id, pairs
 
 P, E = Phase, Event
-LIVE = [P.CALLING_A, P.CALLING_B, P.OFFERING_A, P.CONNECTED, P.TRANSFERRING, P.SWAPPING]
+LIVE = [P.CALLING_A, P.CALLING_B, P.EARLY_OFFER, P.OFFERING_A, P.CONNECTED, P.TRANSFERRING,
+        P.SWAPPING]
 TEARDOWN = (P.CLOSING, "_teardown")
 
 #: RFC 3725 flow IV with a transfer, written out by hand: (phase, event) -> (target,
@@ -20,6 +21,23 @@ EXPECTED: dict[tuple[Phase, Event], tuple[Phase, str] | str] = {
     (P.CALLING_A, E.CALLER_RINGING): (P.CALLING_A, "_ringing"),
     (P.CALLING_A, E.CALLER_ANSWERED): (P.CALLING_B, "_call_callee"),
     (P.CALLING_B, E.CALLEE_ANSWERED): (P.OFFERING_A, "_offer_to_caller"),
+    # while B rings: ringback or B's early media for A, one re-INVITE of A at a time
+    (P.CALLING_B, E.CALLEE_RINGING): (P.CALLING_B, "_ringback_soon"),
+    (P.CALLING_B, E.RINGBACK_DUE): (P.EARLY_OFFER, "_offer_ringback"),
+    (P.EARLY_OFFER, E.RINGBACK_UNAVAILABLE): (P.CALLING_B, None),
+    (P.CALLING_B, E.CALLEE_EARLY_MEDIA): (P.EARLY_OFFER, "_offer_early_media"),
+    (P.EARLY_OFFER, E.CALLEE_EARLY_MEDIA): (P.EARLY_OFFER, "_early_media_pending"),
+    (P.EARLY_OFFER, E.EARLY_ANSWERED): (P.CALLING_B, "_early_answered"),
+    (P.EARLY_OFFER, E.EARLY_REFUSED): (P.CALLING_B, "_early_refused"),
+    (P.EARLY_OFFER, E.CALLEE_ANSWERED): (P.EARLY_OFFER, "_hold_answer"),
+    (P.EARLY_OFFER, E.CALLEE_ANSWERED_AS_EARLY): (P.EARLY_OFFER, "_hold_answer"),
+    (P.CALLING_B, E.CALLEE_ANSWERED_AS_EARLY): (P.CONNECTED, "_connect_early"),
+    (P.EARLY_OFFER, E.CALLEE_RINGING): IGNORE,
+    (P.EARLY_OFFER, E.RINGBACK_DUE): IGNORE,
+    **{(P.CLOSING, e): IGNORE for e in (E.CALLEE_RINGING, E.CALLEE_EARLY_MEDIA, E.RINGBACK_DUE,
+                                        E.EARLY_ANSWERED, E.EARLY_REFUSED)},
+    **{(p, E.RINGBACK_DUE): IGNORE for p in (P.OFFERING_A, P.CONNECTED, P.TRANSFERRING,
+                                             P.SWAPPING)},
     (P.OFFERING_A, E.REOFFER_ANSWERED): (P.CONNECTED, "_connect"),
     (P.OFFERING_A, E.REOFFER_REFUSED): TEARDOWN,
     (P.CONNECTED, E.TRANSFER): (P.TRANSFERRING, "_call_target"),
@@ -28,8 +46,8 @@ EXPECTED: dict[tuple[Phase, Event], tuple[Phase, str] | str] = {
     (P.SWAPPING, E.REOFFER_ANSWERED): (P.CONNECTED, "_swapped"),
     (P.SWAPPING, E.REOFFER_REFUSED): TEARDOWN,
     **{(p, e): TEARDOWN for p in LIVE for e in (E.FAILED, E.HANGUP, E.LEG_GONE)},
-    **{(p, E.CALLER_GONE): TEARDOWN for p in (P.CALLING_A, P.CALLING_B, P.OFFERING_A,
-                                               P.CONNECTED)},
+    **{(p, E.CALLER_GONE): TEARDOWN for p in (P.CALLING_A, P.CALLING_B, P.EARLY_OFFER,
+                                               P.OFFERING_A, P.CONNECTED)},
     (P.TRANSFERRING, E.CALLER_GONE): IGNORE,
     (P.SWAPPING, E.CALLER_GONE): IGNORE,
     **{(p, E.CALLER_RINGING): IGNORE for p in Phase if p is not P.CALLING_A},
@@ -54,7 +72,8 @@ def test_every_flow_pair_is_the_expected_transition_no_op_or_refusal(phase, even
 
 
 def test_every_flow_action_is_a_method_and_every_phase_is_reachable():
-    assert all(callable(getattr(InviteFlow, t.action)) for t in TABLE.transitions.values())
+    assert all(callable(getattr(InviteFlow, t.action)) for t in TABLE.transitions.values()
+               if t.action is not None)
     reached, todo = {TABLE.initial}, [TABLE.initial]
     while todo:
         phase = todo.pop()
@@ -67,6 +86,13 @@ def test_every_flow_action_is_a_method_and_every_phase_is_reachable():
 
 def test_a_transfer_is_refused_unless_connected():
     assert [p for p in Phase if TABLE.allows(p, E.TRANSFER)] == [P.CONNECTED]
+
+
+def test_the_calling_user_is_re_invited_early_only_while_the_called_user_rings():
+    """An early offer to A starts only from CALLING_B (B rings, nothing in flight)."""
+    starts = {source for (source, event), t in TABLE.transitions.items()
+              if t.target is P.EARLY_OFFER and source is not P.EARLY_OFFER}
+    assert starts == {P.CALLING_B}
 
 
 L, V = LegState, LegEvent

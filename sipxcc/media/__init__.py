@@ -1,0 +1,1 @@
+"""Media the daemon sends itself: the ringback tone (sipxcc is otherwise signalling-only)."""
