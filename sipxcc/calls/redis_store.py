@@ -1,0 +1,353 @@
+"""
+The call registry shared by several nodes through Redis. Each node keeps the calls it
+places (their SIP side) in its own L{CallRegistry}; Redis holds every call's record, its
+status lines and the cluster-wide limits, so that any node can answer GET for any call.
+
+Keys (C{P} is the prefix, C{sipxcc:} by default):
+
+ - C{P call:<id>}: a hash, the call's record (owner, calling, called, mode, state,
+   ended, created, node), expiring C{result_cache_time} seconds after the call ended;
+ - C{P lines:<id>}: a list, the call's status lines in order (same expiry);
+ - C{P key:<owner> <calling> <called>}: the id of the latest call for that key;
+ - C{P active}, C{P active:<owner>}: sets of the slots of the calls in progress (the limits);
+ - C{P busy:<owner> <calling> <called>}: the slot and mode of the call in progress for a key;
+ - C{P slots:<node>}: a hash, slot -> owner and key, of the node's calls in progress
+   (what is released when the node is lost);
+ - C{P recent}, C{P recent:<owner>}: sorted sets of call ids by creation time (GET /calls).
+
+No PIN, passtoken or callback secret is ever written: only the user identity, the
+calling and called users, the mode and the status lines.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections import deque
+from typing import Any, NamedTuple
+
+from twisted.internet import defer
+
+from sipxcc.calls.call import Call, CallRequest, StatusEvent
+from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls
+from sipxcc.calls.hub import CallEvent
+from sipxcc.calls.registry import CallRegistry
+from sipxcc.calls.resp import RegistryUnavailable
+from sipxcc.logs import logger
+
+log = logger(__name__)
+
+#: status-line writes kept while Redis is unreachable; beyond, the oldest are dropped
+MAX_BUFFERED_WRITES = 50_000
+#: entries kept in each "recent calls" index (older ones are trimmed)
+MAX_RECENT = 100_000
+
+# KEYS: active, active:owner, busy:key, slots:node
+# ARGV: slot, owner, method, max_calls, max_per_agent, slot record
+ACQUIRE = """
+local replacing = 0
+local busy = redis.call('GET', KEYS[3])
+local previous = ''
+if busy then
+  local sep = string.find(busy, ' ', 1, true)
+  local pslot, pmode = string.sub(busy, 1, sep - 1), string.sub(busy, sep + 1)
+  if redis.call('SISMEMBER', KEYS[1], pslot) == 1 then
+    if pmode == 'INVITE' or ARGV[3] == 'INVITE' then return {'in_progress', ''} end
+    replacing = 1
+    previous = pslot
+  end
+end
+if redis.call('SCARD', KEYS[1]) - replacing >= tonumber(ARGV[4]) then
+  return {'too_many', ''}
+end
+if redis.call('SCARD', KEYS[2]) - replacing >= tonumber(ARGV[5]) then
+  return {'agent_limit', ''}
+end
+if replacing == 1 then
+  redis.call('SREM', KEYS[1], previous)
+  redis.call('SREM', KEYS[2], previous)
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
+return {'ok', previous}
+"""
+
+# KEYS: active, active:owner, busy:key, slots:node;  ARGV: slot
+RELEASE = """
+redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+local busy = redis.call('GET', KEYS[3])
+if busy and string.sub(busy, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ' ' then
+  redis.call('DEL', KEYS[3])
+end
+return 1
+"""
+
+
+class StoredCall(NamedTuple):
+    """A call as Redis holds it: what any node shows for it."""
+
+    id: str
+    owner: str
+    calling: str
+    called: str
+    mode: str
+    state: str
+    ended: bool
+    created: float
+    node: str
+    events: list[StatusEvent]
+
+
+def _all(ds: list[defer.Deferred[Any]]) -> defer.Deferred[list[Any]]:
+    """Every reply of a pipeline, or the first failure itself (not wrapped)."""
+    d = defer.gatherResults(ds, consumeErrors=True)
+    d.addErrback(lambda f: f.value.subFailure if f.check(defer.FirstError) else f)
+    return d
+
+
+def _text(value: bytes | None) -> str:
+    return "" if value is None else value.decode("utf-8")
+
+
+class RedisCallStore:
+    """
+    Places calls through the local L{CallRegistry} once Redis granted the cluster-wide
+    limits, and keeps every call's record and status lines in Redis. Status lines are
+    queued as they arrive and written once per reactor turn, in one pipeline; the SIP
+    side never waits on Redis. While Redis is unreachable L{place} and the reads fail
+    with L{RegistryUnavailable}, and up to C{max_buffered} writes wait for it (the
+    oldest beyond are dropped, counted in C{dropped} and logged).
+    """
+
+    def __init__(self, clock: Any, registry: CallRegistry, redis: Any, node_id: str, *,
+                 max_calls: int, max_calls_per_agent: int, prefix: str = "sipxcc:",
+                 max_buffered: int = MAX_BUFFERED_WRITES):
+        self.clock = clock
+        self.registry = registry
+        self.redis = redis
+        self.node_id = node_id
+        self.prefix = prefix
+        self.max_calls = max_calls
+        self.max_calls_per_agent = max_calls_per_agent
+        self.max_buffered = max_buffered
+        self.buffer: deque[tuple[bytes | str | int | float, ...]] = deque()
+        self.dropped = 0
+        self._flush_scheduled = False
+        self._slots: dict[str, str] = {}  # call id -> its limit slot
+        self._unsubscribe = registry.subscribe(self._event)
+
+    # --- keys -------------------------------------------------------------------------------
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    @staticmethod
+    def _keytext(key: tuple[str, str, str]) -> str:
+        return " ".join(key)
+
+    def _limit_keys(self, owner: str, key: tuple[str, str, str]) -> tuple[str, ...]:
+        return (self._k("active"), self._k("active", owner),
+                self._k("busy", self._keytext(key)), self._k("slots", self.node_id))
+
+    # --- placing ----------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def place(self, request: CallRequest) -> Any:
+        """Start a call once Redis granted the limits and holds its record; fires with
+        the L{Call} (fails with a L{sipxcc.calls.errors.CallError} or
+        L{RegistryUnavailable})."""
+        owner = request.agent.identity
+        slot = secrets.token_urlsafe(9)
+        keys = self._limit_keys(owner, request.key)
+        record = json.dumps([owner, *request.key])
+        verdict, _previous = yield self.redis.execute(
+            "EVAL", ACQUIRE, len(keys), *keys, slot, owner, request.method,
+            self.max_calls, self.max_calls_per_agent, record)
+        verdict = _text(verdict)
+        if verdict == "in_progress":
+            raise CallInProgress(f"Call in progress for {request.calling} to {request.called}")
+        if verdict == "too_many":
+            raise TooManyCalls("Too many calls in progress")
+        if verdict == "agent_limit":
+            raise AgentLimit(f"Too many calls in progress for {owner}")
+        try:
+            call = self.registry.place(request)
+        except Exception:
+            self._write(self._release_command(owner, request.key, slot))
+            raise
+        self._slots[call.id] = slot
+        writes = [
+            ("HSET", self._k("call", call.id), "owner", owner, "calling", request.calling,
+             "called", request.called, "mode", request.method, "state", call.state,
+             "ended", int(call.ended), "created", repr(call.created), "node", self.node_id),
+            ("SET", self._k("key", self._keytext(call.key)), call.id),
+            ("ZADD", self._k("recent"), repr(call.created), call.id),
+            ("ZADD", self._k("recent", owner), repr(call.created), call.id),
+            ("ZREMRANGEBYRANK", self._k("recent"), 0, -MAX_RECENT - 1),
+            ("ZREMRANGEBYRANK", self._k("recent", owner), 0, -MAX_RECENT - 1),
+        ]
+        # the record goes before any status line the flow queued while starting
+        self.buffer.extendleft(reversed(writes))
+        yield self._flush()
+        return call
+
+    def _release_command(self, owner: str, key: tuple[str, str, str], slot: str
+                         ) -> tuple[bytes | str | int | float, ...]:
+        keys = self._limit_keys(owner, key)
+        return ("EVAL", RELEASE, len(keys), *keys, slot)
+
+    # --- status lines, batched --------------------------------------------------------------
+    def _event(self, call: Call, event: CallEvent) -> None:
+        lines = self._k("lines", call.id)
+        status = event.status
+        if status is not None:
+            self._write(("RPUSH", lines, json.dumps(list(status))))
+            self._write(("HSET", self._k("call", call.id), "state", call.state))
+            return
+        ttl = max(1, self.registry.cache_time(call))
+        record = self._k("call", call.id)
+        self._write(("HSET", record, "state", call.state, "ended", 1))
+        for name in (record, lines):
+            self._write(("EXPIRE", name, ttl))
+        self._write(("EXPIRE", self._k("key", self._keytext(call.key)), ttl))
+        slot = self._slots.pop(call.id, None)
+        if slot is not None:
+            self._write(self._release_command(call.owner, call.key, slot))
+
+    def _write(self, command: tuple[bytes | str | int | float, ...]) -> None:
+        if len(self.buffer) >= self.max_buffered:
+            self.buffer.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warn("Redis write buffer full ({bound}): {dropped} writes dropped so far",
+                         bound=self.max_buffered, dropped=self.dropped)
+        self.buffer.append(command)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.clock.callLater(0, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_scheduled = False
+        self._flush().addErrback(lambda _: None)
+
+    def _flush(self) -> defer.Deferred[Any]:
+        """Send every queued write in one pipeline; kept queued while Redis is down."""
+        if not self.buffer:
+            return defer.succeed(None)
+        if not self.redis.up:
+            return defer.fail(RegistryUnavailable("Redis is not connected"))
+        commands, self.buffer = list(self.buffer), deque()
+        return _all(self.redis.pipeline(commands))
+
+    def resume(self) -> None:
+        """Redis is reachable again: write what waited."""
+        self._flush().addErrback(lambda _: None)
+
+    # --- reading ----------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def get(self, call_id: str) -> Any:
+        """Fires with the L{StoredCall} of C{call_id}, or None."""
+        fields, lines = yield _all(self.redis.pipeline([
+            ("HGETALL", self._k("call", call_id)),
+            ("LRANGE", self._k("lines", call_id), 0, -1)]))
+        return self._stored(call_id, fields, lines)
+
+    def _stored(self, call_id: str, fields: list[bytes], lines: list[bytes]
+                ) -> StoredCall | None:
+        if not fields:
+            return None
+        record = {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields), 2)}
+        return StoredCall(call_id, record["owner"], record["calling"], record["called"],
+                          record["mode"], record["state"], record["ended"] == "1",
+                          float(record["created"]), record["node"],
+                          [StatusEvent(*json.loads(line)) for line in lines])
+
+    @defer.inlineCallbacks
+    def lookup(self, key: tuple[str, str, str]) -> Any:
+        """Fires with the latest L{StoredCall} for (agent, calling, called), or None."""
+        call_id = yield self.redis.execute("GET", self._k("key", self._keytext(key)))
+        if call_id is None:
+            return None
+        found = yield self.get(_text(call_id))
+        return found
+
+    @defer.inlineCallbacks
+    def calls_of(self, owner: str | None, limit: int) -> Any:
+        """Fires with up to C{limit} L{StoredCall}s of C{owner} (None: all), newest first."""
+        if limit <= 0:
+            return []
+        index = self._k("recent") if owner is None else self._k("recent", owner)
+        ids = yield self.redis.execute("ZREVRANGE", index, 0, limit - 1)
+        ids = [_text(i) for i in ids]
+        commands: list[tuple[bytes | str | int | float, ...]] = []
+        for call_id in ids:
+            commands.append(("HGETALL", self._k("call", call_id)))
+            commands.append(("LRANGE", self._k("lines", call_id), 0, -1))
+        replies = yield _all(self.redis.pipeline(commands))
+        found, gone = [], []
+        for n, call_id in enumerate(ids):
+            stored = self._stored(call_id, replies[2 * n], replies[2 * n + 1])
+            if stored is None:
+                gone.append(call_id)
+            else:
+                found.append(stored)
+        if gone:  # expired records: drop them from the indexes
+            self._write(("ZREM", self._k("recent"), *gone))
+            if owner is not None:
+                self._write(("ZREM", index, *gone))
+        return found
+
+    def local(self, call_id: str) -> Call | None:
+        """The call if this node owns it (its SIP side is here)."""
+        return self.registry.get(call_id)
+
+    def hangup(self, call_id: str) -> None:
+        """End a call this node owns, if it is still in progress."""
+        call = self.registry.get(call_id)
+        if call is not None:
+            self.registry.hangup(call)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+
+def stored_from_call(call: Call, node: str = "") -> StoredCall:
+    """The L{StoredCall} view of an in-memory call (the memory backend's answer)."""
+    return StoredCall(call.id, call.owner, call.request.calling, call.request.called,
+                      call.mode, call.state, call.ended, call.created, node, call.events)
+
+
+class MemoryAsyncStore:
+    """The in-memory L{CallRegistry} behind the same Deferred-returning methods as
+    L{RedisCallStore} (what the registry contract tests compare)."""
+
+    def __init__(self, registry: CallRegistry):
+        self.registry = registry
+
+    def place(self, request: CallRequest) -> defer.Deferred[Call]:
+        return defer.maybeDeferred(self.registry.place, request)
+
+    def get(self, call_id: str) -> defer.Deferred[StoredCall | None]:
+        call = self.registry.get(call_id)
+        return defer.succeed(None if call is None else stored_from_call(call))
+
+    def lookup(self, key: tuple[str, str, str]) -> defer.Deferred[StoredCall | None]:
+        call = self.registry.lookup(key)
+        return defer.succeed(None if call is None else stored_from_call(call))
+
+    def calls_of(self, owner: str | None, limit: int) -> defer.Deferred[list[StoredCall]]:
+        return defer.succeed([stored_from_call(c) for c in self.registry.calls_of(owner, limit)])
+
+    def hangup(self, call_id: str) -> None:
+        call = self.registry.get(call_id)
+        if call is not None:
+            self.registry.hangup(call)
+
+    def close(self) -> None:
+        pass
+
+
+#: what the stores have in common, for type checks
+AsyncStore = RedisCallStore | MemoryAsyncStore

@@ -1,0 +1,287 @@
+"""
+The call registry's contract, against both backends: the in-memory registry and the one
+shared through a real redis-server. Same requests, same answers: calls found by id and
+by key, listed newest first, the limits (cluster-wide for Redis), the one-call-in-
+progress rule, release when a call ends, and a finished call forgotten after its result
+cache time.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+
+from sipxcc.calls.call import CallRequest
+from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls
+from sipxcc.calls.redis_store import MemoryAsyncStore, RedisCallStore
+from sipxcc.calls.registry import CallRegistry
+from sipxcc.calls.resp import RedisConnection, RegistryUnavailable
+from sipxcc.users import User
+from tests.integration.redisserver import RedisServer
+
+USER1 = User("user1@sipx.test", "user1", ("201",), None, None, None)
+USER3 = User("user3@sipx.test", "user3", ("203",), None, None, None)
+
+
+class FakeFlow:
+    """A flow that rings, records one status line, and ends when hung up."""
+
+    def __init__(self, call, on_end):
+        self.call, self.on_end = call, on_end
+
+    def start(self):
+        self.call.set_state("ringing")
+        self.call.record(int(time.time() * 1000), "sip-call-id", "INVITE",
+                         "SIP/2.0 180 Ringing")
+
+    def hangup(self, why="hangup"):
+        if not self.call.ended:
+            self.call.record(int(time.time() * 1000), "sip-call-id", "BYE",
+                             "SIP/2.0 200 OK")
+            self.call.finish("ended")
+            self.on_end(self.call)
+
+
+def req(agent=USER1, calling="user1@sipx.test", called="user2@sipx.test", **kw):
+    return CallRequest(agent, calling, called, **kw)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _blocking(d):
+    return pytest_twisted.blockon(d)
+
+
+class Node:
+    """One node's store (and, for Redis, its connection)."""
+
+    def __init__(self, store, registry, connection=None):
+        self.store, self.registry, self.connection = store, registry, connection
+
+    def close(self):
+        self.store.close()
+        self.registry.clear()
+        if self.connection is not None:
+            self.connection.stop()
+
+
+@defer.inlineCallbacks
+def _connect(url):
+    connection = RedisConnection(reactor, url)
+    connection.start()
+    yield connection.when_up()
+    return connection
+
+
+@defer.inlineCallbacks
+def make_node(backend, redis_server, name="a", max_calls=4, per_agent=2):
+    registry = CallRegistry(reactor, {"REFER": FakeFlow, "INVITE": FakeFlow},
+                            max_calls, per_agent)
+    if backend == "memory":
+        return Node(MemoryAsyncStore(registry), registry)
+    connection = yield _connect(redis_server.url)
+    store = RedisCallStore(reactor, registry, connection, name, max_calls=max_calls,
+                           max_calls_per_agent=per_agent)
+    return Node(store, registry, connection)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request, redis_server):
+    if request.param == "redis":
+        flush = _blocking(_connect(redis_server.url))
+        _blocking(flush.execute("FLUSHALL"))
+        flush.stop()
+    return request.param
+
+
+@pytest.fixture
+def nodes(backend, redis_server):
+    made = []
+
+    def make(**kw):
+        d = make_node(backend, redis_server, **kw)
+        d.addCallback(lambda node: made.append(node) or node)
+        return d
+    yield make
+    for node in made:
+        node.close()
+
+
+@defer.inlineCallbacks
+def _raises(d, kind):
+    with pytest.raises(kind):
+        yield d
+
+
+def _settle():
+    """Let queued writes reach Redis: one reactor turn and a round trip."""
+    return task.deferLater(reactor, 0.05, lambda: None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_placed_call_is_found_by_id_and_key_with_its_status_lines(nodes):
+    node = yield nodes()
+    call = (yield node.store.place(req()))
+    found = (yield node.store.get(call.id))
+    assert (found.id, found.owner, found.calling, found.called, found.mode) == (
+        call.id, "user1@sipx.test", "user1@sipx.test", "user2@sipx.test", "REFER")
+    yield _settle()
+    found = (yield node.store.get(call.id))
+    assert found.state == "ringing" and not found.ended
+    assert [e.status_line for e in found.events] == ["SIP/2.0 180 Ringing"]
+    by_key = (yield node.store.lookup(call.key))
+    assert by_key.id == call.id
+    assert (yield node.store.get("no-such-call")) is None
+
+
+@pytest_twisted.inlineCallbacks
+def test_calls_are_listed_newest_first_per_owner(nodes):
+    node = yield nodes(max_calls=10, per_agent=5)
+    first = (yield node.store.place(req(called="user2@sipx.test")))
+    second = (yield node.store.place(req(called="user4@sipx.test")))
+    other = (yield node.store.place(req(agent=USER3, calling="user3@sipx.test")))
+    assert [c.id for c in (yield node.store.calls_of("user1@sipx.test", 10))] == [
+        second.id, first.id]
+    assert [c.id for c in (yield node.store.calls_of(None, 2))] == [other.id, second.id]
+    assert (yield node.store.calls_of(None, 0)) == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_agent_limit_and_the_total_limit_refuse_and_are_released(nodes):
+    node = yield nodes(max_calls=3, per_agent=2)
+    a = (yield node.store.place(req(called="u2@sipx.test")))
+    (yield node.store.place(req(called="u4@sipx.test")))
+    yield _raises(node.store.place(req(called="u5@sipx.test")), AgentLimit)
+    (yield node.store.place(req(agent=USER3, calling="user3@sipx.test")))
+    yield _raises(node.store.place(req(agent=USER3, calling="user3@sipx.test",
+                                 called="u6@sipx.test")), TooManyCalls)
+    node.store.hangup(a.id)
+    yield _settle()
+    again = (yield node.store.place(req(called="u5@sipx.test")))
+    assert (yield node.store.get(again.id)).state == "ringing"
+
+
+@pytest_twisted.inlineCallbacks
+def test_one_invite_call_in_progress_per_key(nodes):
+    node = yield nodes()
+    first = (yield node.store.place(req(method="INVITE")))
+    yield _raises(node.store.place(req(method="INVITE")), CallInProgress)
+    yield _raises(node.store.place(req()), CallInProgress)
+    node.store.hangup(first.id)
+    yield _settle()
+    second = (yield node.store.place(req(method="INVITE")))
+    assert (yield node.store.lookup(second.key)).id == second.id
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_refer_call_replaces_the_one_in_progress_for_its_key(nodes):
+    node = yield nodes(per_agent=1)
+    first = (yield node.store.place(req()))
+    second = (yield node.store.place(req()))  # within the agent limit of 1: replaced
+    yield _settle()
+    assert (yield node.store.get(first.id)).ended
+    assert (yield node.store.lookup(req().key)).id == second.id
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_finished_call_is_forgotten_after_its_result_cache_time(nodes):
+    node = yield nodes()
+    call = (yield node.store.place(req(result_cache_time=1)))
+    node.store.hangup(call.id)
+    yield _settle()
+    found = (yield node.store.get(call.id))
+    assert found.ended and found.state == "ended"
+    assert [e.status_line for e in found.events][-1] == "SIP/2.0 200 OK"
+    deadline = time.monotonic() + 10
+    while (yield node.store.get(call.id)) is not None:
+        assert time.monotonic() < deadline, "the finished call was never forgotten"
+        (yield task.deferLater(reactor, 0.1, lambda: None))
+    assert (yield node.store.lookup(call.key)) is None
+    assert call.id not in [c.id for c in (yield node.store.calls_of(None, 10))]
+
+
+# --- Redis only: what two nodes share ---------------------------------------------------
+
+
+@pytest.fixture
+def redis_nodes(redis_server):
+    flush = _blocking(_connect(redis_server.url))
+    _blocking(flush.execute("FLUSHALL"))
+    flush.stop()
+    made = []
+
+    def make(name, **kw):
+        d = make_node("redis", redis_server, name=name, **kw)
+        d.addCallback(lambda node: made.append(node) or node)
+        return d
+    yield make
+    for node in made:
+        node.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_call_placed_on_one_node_is_found_on_the_other_at_once(redis_nodes):
+    a = yield redis_nodes("a")
+    b = yield redis_nodes("b")
+    call = (yield a.store.place(req()))
+    found = (yield b.store.get(call.id))
+    assert found is not None and found.node == "a" and found.owner == "user1@sipx.test"
+    assert (yield b.store.lookup(call.key)).id == call.id
+    assert b.store.local(call.id) is None and a.store.local(call.id) is call
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_limits_hold_across_nodes_and_are_released_by_either(redis_nodes):
+    a = yield redis_nodes("a", max_calls=3, per_agent=2)
+    b = yield redis_nodes("b", max_calls=3, per_agent=2)
+    first = (yield a.store.place(req(called="u2@sipx.test")))
+    (yield b.store.place(req(called="u4@sipx.test")))
+    yield _raises(b.store.place(req(called="u5@sipx.test")), AgentLimit)
+    yield _raises(a.store.place(req(called="u5@sipx.test")), AgentLimit)
+    (yield b.store.place(req(agent=USER3, calling="user3@sipx.test")))
+    yield _raises(a.store.place(req(agent=USER3, calling="user3@sipx.test",
+                              called="u6@sipx.test")), TooManyCalls)
+    a.store.hangup(first.id)
+    yield _settle()
+    (yield b.store.place(req(called="u5@sipx.test")))
+
+
+@pytest_twisted.inlineCallbacks
+def test_limits_are_atomic_under_concurrent_places_on_two_nodes(redis_nodes):
+    a = yield redis_nodes("a", max_calls=100, per_agent=5)
+    b = yield redis_nodes("b", max_calls=100, per_agent=5)
+    ds = [node.store.place(req(called=f"u{n}{node.store.node_id}@sipx.test"))
+          for n in range(20) for node in (a, b)]
+    results = (yield defer.DeferredList(ds, consumeErrors=True))
+    placed = [r for ok, r in results if ok]
+    refused = [r for ok, r in results if not ok]
+    assert len(placed) == 5
+    assert all(f.check(AgentLimit) for f in refused)
+
+
+@pytest_twisted.inlineCallbacks
+def test_without_redis_placing_fails_as_unavailable_and_no_call_is_placed(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    node = yield make_node("redis", server)
+    try:
+        server.stop()
+        deadline = time.monotonic() + 10
+        while node.connection.up:
+            assert time.monotonic() < deadline, "the lost connection went unnoticed"
+            (yield task.deferLater(reactor, 0.05, lambda: None))
+        yield _raises(node.store.place(req()), RegistryUnavailable)
+        yield _raises(node.store.get("x"), RegistryUnavailable)
+        assert node.registry.active_count == 0
+    finally:
+        node.close()
+        server.stop()
