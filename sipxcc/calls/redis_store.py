@@ -87,6 +87,42 @@ return 1
 """
 
 
+# A lost (or restarted) node's calls in progress: release their limits and mark them
+# ended with a reason. KEYS: slots:node, nodes; ARGV: prefix, node, reason
+LOST = """
+local slots = redis.call('HGETALL', KEYS[1])
+local p = ARGV[1]
+local count = 0
+for i = 1, #slots, 2 do
+  local slot = slots[i]
+  local info = cjson.decode(slots[i + 1])
+  local owner, busykey = info[1], p .. 'busy:' .. info[2] .. ' ' .. info[3] .. ' ' .. info[4]
+  redis.call('SREM', p .. 'active', slot)
+  redis.call('SREM', p .. 'active:' .. owner, slot)
+  local busy = redis.call('GET', busykey)
+  if busy and string.sub(busy, 1, string.len(slot) + 1) == slot .. ' ' then
+    redis.call('DEL', busykey)
+  end
+  local id, ttl = info[5], info[6]
+  if id and redis.call('HGET', p .. 'call:' .. id, 'ended') == '0' then
+    redis.call('HSET', p .. 'call:' .. id, 'state', 'ended', 'ended', '1',
+               'reason', ARGV[3])
+    redis.call('EXPIRE', p .. 'call:' .. id, ttl)
+    redis.call('EXPIRE', p .. 'lines:' .. id, ttl)
+    redis.call('EXPIRE', p .. 'key:' .. info[2] .. ' ' .. info[3] .. ' ' .. info[4], ttl)
+    count = count + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+if ARGV[3] ~= 'restart' then redis.call('SREM', KEYS[2], ARGV[2]) end
+return count
+"""
+
+#: seconds between heartbeats; a node is lost when its heartbeat is older than HEARTBEAT_TTL
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_TTL = 6.0
+
+
 class StoredCall(NamedTuple):
     """A call as Redis holds it: what any node shows for it."""
 
@@ -100,6 +136,8 @@ class StoredCall(NamedTuple):
     created: float
     node: str
     events: list[StatusEvent]
+    #: why the call ended without its owner: "node lost", "restart" (else "")
+    reason: str = ""
 
 
 def _all(ds: list[defer.Deferred[Any]]) -> defer.Deferred[list[Any]]:
@@ -139,6 +177,20 @@ class RedisCallStore:
         self._flush_scheduled = False
         self._slots: dict[str, str] = {}  # call id -> its limit slot
         self._unsubscribe = registry.subscribe(self._event)
+        redis.on_state = self._connection_changed
+
+    def _connection_changed(self, up: bool) -> None:
+        if up:
+            if self.buffer:
+                log.info("Redis is back: writing {count} buffered writes",
+                         count=len(self.buffer))
+            self.resume()
+
+    def health(self) -> dict[str, Any]:
+        """What /health reports of the registry."""
+        return {"backend": "redis", "node": self.node_id,
+                "state": "up" if self.redis.up else "down",
+                "buffered_writes": len(self.buffer), "dropped_writes": self.dropped}
 
     # --- keys -------------------------------------------------------------------------------
     def _k(self, *parts: str) -> str:
@@ -178,7 +230,10 @@ class RedisCallStore:
             self._write(self._release_command(owner, request.key, slot))
             raise
         self._slots[call.id] = slot
+        ttl = max(1, self.registry.cache_time(call))
         writes = [
+            ("HSET", self._k("slots", self.node_id), slot, json.dumps(
+                [owner, *request.key, call.id, ttl])),
             ("HSET", self._k("call", call.id), "owner", owner, "calling", request.calling,
              "called", request.called, "mode", request.method, "state", call.state,
              "ended", int(call.ended), "created", repr(call.created), "node", self.node_id),
@@ -262,7 +317,8 @@ class RedisCallStore:
         return StoredCall(call_id, record["owner"], record["calling"], record["called"],
                           record["mode"], record["state"], record["ended"] == "1",
                           float(record["created"]), record["node"],
-                          [StatusEvent(*json.loads(line)) for line in lines])
+                          [StatusEvent(*json.loads(line)) for line in lines],
+                          record.get("reason", ""))
 
     @defer.inlineCallbacks
     def lookup(self, key: tuple[str, str, str]) -> Any:
@@ -309,8 +365,59 @@ class RedisCallStore:
         if call is not None:
             self.registry.hangup(call)
 
+    # --- node liveness ---------------------------------------------------------------------
+    def start(self, interval: float = HEARTBEAT_INTERVAL, ttl: float = HEARTBEAT_TTL
+              ) -> defer.Deferred[Any]:
+        """Mark this node's calls left from an earlier run ended ("restart"), then beat
+        every C{interval} seconds (the heartbeat lasts C{ttl}) and look for lost nodes."""
+        self.heartbeat_interval, self.heartbeat_ttl = interval, ttl
+        d = self.sweep_node(self.node_id, "restart")
+        d.addCallback(lambda _: self._beat())
+        return d
+
+    def _beat(self) -> defer.Deferred[Any]:
+        self._beating = self.clock.callLater(self.heartbeat_interval, self._beat)
+        if not self.redis.up:
+            return defer.succeed(None)
+        ds = self.redis.pipeline([
+            ("SET", self._k("node", self.node_id), repr(self.clock.seconds()), "PX",
+             int(self.heartbeat_ttl * 1000)),
+            ("SADD", self._k("nodes"), self.node_id)])
+        d = _all(ds)
+        d.addCallback(lambda _: self.sweep_lost())
+        d.addErrback(lambda f: log.warn("heartbeat failed: {error}", error=f.value))
+        return d
+
+    @defer.inlineCallbacks
+    def sweep_lost(self) -> Any:
+        """End the calls of every node whose heartbeat expired ("node lost"); fires with
+        how many calls that ended."""
+        nodes = yield self.redis.execute("SMEMBERS", self._k("nodes"))
+        others = [_text(n) for n in nodes if _text(n) != self.node_id]
+        if not others:
+            return 0
+        alive = yield _all(self.redis.pipeline(
+            [("EXISTS", self._k("node", n)) for n in others]))
+        ended = 0
+        for node, up in zip(others, alive, strict=True):
+            if not up:
+                count = yield self.sweep_node(node, "node lost")
+                if count:
+                    log.warn("node {node} lost: {count} of its calls marked ended",
+                             node=node, count=count)
+                ended += count
+        return ended
+
+    def sweep_node(self, node: str, reason: str) -> defer.Deferred[Any]:
+        """Release the limits of C{node}'s calls in progress and mark them ended."""
+        return self.redis.execute("EVAL", LOST, 2, self._k("slots", node), self._k("nodes"),
+                                  self.prefix, node, reason)
+
     def close(self) -> None:
         self._unsubscribe()
+        beating = getattr(self, "_beating", None)
+        if beating is not None and beating.active():
+            beating.cancel()
 
 
 def stored_from_call(call: Call, node: str = "") -> StoredCall:

@@ -285,3 +285,104 @@ def test_without_redis_placing_fails_as_unavailable_and_no_call_is_placed(tmp_pa
     finally:
         node.close()
         server.stop()
+
+
+# --- node liveness -----------------------------------------------------------------------
+
+
+@defer.inlineCallbacks
+def _eventually(check, what, timeout=10.0):
+    """Poll C{check()} (a Deferred of a truth value) until true, within C{timeout}."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if (yield check()):
+            return
+        assert time.monotonic() < deadline, what
+        yield task.deferLater(reactor, 0.05, lambda: None)
+
+
+def _killed(node):
+    """What kill -9 leaves: no hang-up, no more writes or heartbeats from the node."""
+    node.store.close()
+    node.connection.stop()
+    node.registry.clear()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_lost_nodes_calls_end_as_node_lost_and_free_their_limits(redis_nodes):
+    a = yield redis_nodes("a", per_agent=1)
+    b = yield redis_nodes("b", per_agent=1)
+    yield a.store.start(interval=0.1, ttl=0.4)
+    yield b.store.start(interval=0.1, ttl=0.4)
+    call = yield a.store.place(req())
+    yield _settle()
+    yield _raises(b.store.place(req(called="u9@sipx.test")), AgentLimit)
+    assert not (yield b.store.get(call.id)).ended
+    _killed(a)
+
+    def ended():
+        return b.store.get(call.id).addCallback(lambda c: c.ended)
+    yield _eventually(ended, "the lost node's call was never marked ended")
+    found = yield b.store.get(call.id)
+    assert (found.state, found.reason) == ("ended", "node lost")
+    placed = yield b.store.place(req(called="u9@sipx.test"))
+    assert b.store.local(placed.id) is placed
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_node_restarted_with_its_id_ends_its_earlier_calls_first(redis_nodes):
+    a = yield redis_nodes("a", per_agent=1)
+    call = yield a.store.place(req(method="INVITE"))
+    yield _settle()
+    _killed(a)
+    again = yield redis_nodes("a", per_agent=1)
+    yield again.store.start(interval=0.1, ttl=0.4)
+    found = yield again.store.get(call.id)
+    assert (found.state, found.ended, found.reason) == ("ended", True, "restart")
+    yield again.store.place(req(method="INVITE"))  # the key and the agent slot are free
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_live_node_is_not_taken_for_lost(redis_nodes):
+    a = yield redis_nodes("a")
+    b = yield redis_nodes("b")
+    yield a.store.start(interval=0.1, ttl=0.4)
+    yield b.store.start(interval=0.1, ttl=0.4)
+    call = yield a.store.place(req())
+    yield task.deferLater(reactor, 1.0, lambda: None)  # several heartbeat lifetimes
+    assert (yield b.store.sweep_lost()) == 0
+    assert not (yield b.store.get(call.id)).ended
+
+
+# --- Redis going away and coming back --------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_status_lines_wait_for_redis_within_the_bound_and_are_written_in_order(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    node = yield make_node("redis", server)
+    node.store.max_buffered = 4
+    try:
+        call = yield node.store.place(req())
+        yield _settle()
+        server.stop()
+        yield _eventually(lambda: defer.succeed(not node.connection.up),
+                          "the lost connection went unnoticed")
+        assert node.store.health()["state"] == "down"
+        for n in range(6):  # each line is one buffered write, the state another
+            call.record(n, "sip-call-id", "INVITE", f"SIP/2.0 18{n} Line {n}")
+        yield task.deferLater(reactor, 0, lambda: None)
+        assert (len(node.store.buffer), node.store.dropped) == (4, 8)
+        server.start()
+        yield _eventually(lambda: defer.succeed(node.connection.up and not node.store.buffer),
+                          "the buffered writes never reached Redis")
+        lines = yield node.connection.execute("LRANGE", f"sipxcc:lines:{call.id}", 0, -1)
+        assert [line.decode() for line in lines] == [
+            '[4, "sip-call-id", "INVITE", "SIP/2.0 184 Line 4"]',
+            '[5, "sip-call-id", "INVITE", "SIP/2.0 185 Line 5"]']
+        assert node.store.health() == {"backend": "redis", "node": "a", "state": "up",
+                                       "buffered_writes": 0, "dropped_writes": 8}
+    finally:
+        node.close()
+        server.stop()
