@@ -173,6 +173,10 @@ def build_service(config: Config, reactor) -> MultiService:
     reported as a StartupError before twistd redirects output or daemonizes.
     """
     set_log_level(config.daemon.log_level)
+    if config.registry.backend != "memory":
+        # sipxcc.calls.redis_store is ready; the web layer still reads calls synchronously
+        raise StartupError(f"{config.source}: registry.backend: {config.registry.backend!r} "
+                           "is not served by this version's web layer yet; use memory")
     directory = UserDirectory(config.users.directory, reactor)
     try:
         directory.load()
