@@ -177,6 +177,7 @@ class RedisCallStore:
         self._flush_scheduled = False
         self._slots: dict[str, str] = {}  # call id -> its limit slot
         self._unsubscribe = registry.subscribe(self._event)
+        self.router: Any = None  # a CommandRouter, to reach calls owned by other nodes
         redis.on_state = self._connection_changed
 
     def _connection_changed(self, up: bool) -> None:
@@ -364,6 +365,39 @@ class RedisCallStore:
         call = self.registry.get(call_id)
         if call is not None:
             self.registry.hangup(call)
+
+    @defer.inlineCallbacks
+    def end(self, call_id: str) -> Any:
+        """Hang up C{call_id} wherever it is owned (sent to its owner through
+        C{self.router}); fires with False if no node knows the call."""
+        result = yield self._on_owner(call_id, "hangup")
+        return result
+
+    @defer.inlineCallbacks
+    def transfer(self, call_id: str, target: str, timeout: int | None = None) -> Any:
+        """Transfer an INVITE-mode call wherever it is owned; False if unknown."""
+        result = yield self._on_owner(call_id, "transfer", target, timeout)
+        return result
+
+    @defer.inlineCallbacks
+    def _on_owner(self, call_id: str, op: str, target: str | None = None,
+                  timeout: int | None = None) -> Any:
+        call = self.registry.get(call_id)
+        if call is not None:
+            if op == "hangup":
+                self.registry.hangup(call)
+            else:
+                self.registry.transfer(call, target or "", timeout)
+            return True
+        stored = yield self.get(call_id)
+        if stored is None:
+            return False
+        if stored.ended and op == "hangup":
+            return True
+        if self.router is None:
+            raise RegistryUnavailable("no command route to other nodes")
+        yield self.router.send(stored.node, op, call_id, target, timeout)
+        return True
 
     # --- node liveness ---------------------------------------------------------------------
     def start(self, interval: float = HEARTBEAT_INTERVAL, ttl: float = HEARTBEAT_TTL

@@ -272,3 +272,87 @@ class RedisConnection(protocol.ReconnectingClientFactory):
             return [defer.fail(RegistryUnavailable("Redis is not connected"))
                     for _ in commands]
         return self.connection.pipeline(commands)
+
+
+class SubscriberProtocol(protocol.Protocol):
+    """A connection in publish/subscribe mode: SUBSCRIBEs to C{channels} once connected
+    (after AUTH, if a password is set), then hands each message to
+    C{on_message(channel, data)}. Input is bounded as for commands."""
+
+    def __init__(self, channels: tuple[str, ...], password: str | None,
+                 on_message: Callable[[bytes, bytes], None]):
+        self.channels = channels
+        self.password = password
+        self.on_message = on_message
+        self.buffer = b""
+
+    def connectionMade(self) -> None:
+        commands: list[tuple[bytes | str | int | float, ...]] = []
+        if self.password:
+            commands.append(("AUTH", self.password))
+        commands.append(("SUBSCRIBE", *self.channels))
+        assert self.transport is not None
+        self.transport.write(b"".join(encode(c) for c in commands))
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        pos = 0
+        try:
+            while pos < len(self.buffer):
+                try:
+                    value, pos = _parse(self.buffer, pos)
+                except _Incomplete:
+                    break
+                if isinstance(value, RedisError):
+                    raise ProtocolError(f"subscription refused: {value}")
+                if isinstance(value, list) and len(value) == 3 and value[0] == b"message":
+                    try:
+                        self.on_message(value[1], value[2])
+                    except Exception:
+                        log.failure("a Redis message handler failed")
+        except (ProtocolError, ValueError) as exc:
+            log.error("Redis subscription: {error}; closing", error=exc)
+            self.buffer = b""
+            assert self.transport is not None
+            self.transport.loseConnection()
+            return
+        self.buffer = self.buffer[pos:]
+
+
+class RedisSubscription(protocol.ReconnectingClientFactory):
+    """Stays subscribed to C{channels}, reconnecting with back-off like
+    L{RedisConnection}."""
+
+    maxDelay = 5.0
+    initialDelay = 0.2
+    factor = 2.0
+
+    def __init__(self, reactor: Any, url: str, channels: tuple[str, ...],
+                 on_message: Callable[[bytes, bytes], None], password: str | None = None):
+        self.reactor = reactor
+        self.clock = reactor
+        self.host, self.port, self.tls, url_password, _ = parse_url(url)
+        self.password = password if password is not None else url_password
+        self.channels = channels
+        self.on_message = on_message
+        self.connection: SubscriberProtocol | None = None
+
+    def start(self) -> None:
+        if self.tls:
+            from twisted.internet import ssl
+            self.reactor.connectSSL(self.host, self.port, self,
+                                    ssl.optionsForClientTLS(self.host))
+        else:
+            self.reactor.connectTCP(self.host, self.port, self, timeout=5)
+
+    def stop(self) -> None:
+        self.stopTrying()
+        if self.connection is not None and self.connection.transport is not None:
+            self.connection.transport.loseConnection()
+
+    def buildProtocol(self, addr: Any) -> SubscriberProtocol:
+        self.resetDelay()
+        p = SubscriberProtocol(self.channels, self.password, self.on_message)
+        p.factory = self  # type: ignore[assignment]
+        self.connection = p
+        return p

@@ -15,10 +15,16 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 
 from sipxcc.calls.call import CallRequest
-from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls
+from sipxcc.calls.errors import (
+    AgentLimit,
+    CallInProgress,
+    TooManyCalls,
+    TransferNotPossible,
+)
+from sipxcc.calls.redis_commands import CommandRouter, OwnerTimeout, OwnerUnavailable
 from sipxcc.calls.redis_store import MemoryAsyncStore, RedisCallStore
 from sipxcc.calls.registry import CallRegistry
-from sipxcc.calls.resp import RedisConnection, RegistryUnavailable
+from sipxcc.calls.resp import RedisConnection, RedisSubscription, RegistryUnavailable
 from sipxcc.users import User
 from tests.integration.redisserver import RedisServer
 
@@ -36,6 +42,9 @@ class FakeFlow:
         self.call.set_state("ringing")
         self.call.record(int(time.time() * 1000), "sip-call-id", "INVITE",
                          "SIP/2.0 180 Ringing")
+
+    def transfer(self, target, timeout=None):
+        self.transferred = (target, timeout)
 
     def hangup(self, why="hangup"):
         if not self.call.ended:
@@ -62,12 +71,15 @@ def _blocking(d):
 
 
 class Node:
-    """One node's store (and, for Redis, its connection)."""
+    """One node's store (and, for Redis, its connection and command subscription)."""
 
-    def __init__(self, store, registry, connection=None):
+    def __init__(self, store, registry, connection=None, subscription=None):
         self.store, self.registry, self.connection = store, registry, connection
+        self.subscription = subscription
 
     def close(self):
+        if self.subscription is not None:
+            self.subscription.stop()
         self.store.close()
         self.registry.clear()
         if self.connection is not None:
@@ -91,7 +103,24 @@ def make_node(backend, redis_server, name="a", max_calls=4, per_agent=2):
     connection = yield _connect(redis_server.url)
     store = RedisCallStore(reactor, registry, connection, name, max_calls=max_calls,
                            max_calls_per_agent=per_agent)
-    return Node(store, registry, connection)
+    router = store.router = CommandRouter(reactor, connection, registry, name, timeout=2.0)
+    subscription = RedisSubscription(reactor, redis_server.url, router.channels,
+                                     router.on_message)
+    subscription.start()
+    yield _subscribed(connection, router.channels)
+    return Node(store, registry, connection, subscription)
+
+
+@defer.inlineCallbacks
+def _subscribed(connection, channels):
+    """Wait until the node listens on its channels (PUBSUB NUMSUB)."""
+    deadline = time.monotonic() + 10
+    while True:
+        counts = yield connection.execute("PUBSUB", "NUMSUB", *channels)
+        if all(counts[1::2]):
+            return
+        assert time.monotonic() < deadline, "the node never subscribed"
+        yield task.deferLater(reactor, 0.02, lambda: None)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -386,3 +415,53 @@ def test_status_lines_wait_for_redis_within_the_bound_and_are_written_in_order(t
     finally:
         node.close()
         server.stop()
+
+
+# --- commands for a call owned by another node -----------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_delete_on_the_other_node_is_run_by_the_owner(redis_nodes):
+    a = yield redis_nodes("a")
+    b = yield redis_nodes("b")
+    call = yield a.store.place(req())
+    assert (yield b.store.end(call.id)) is True
+    assert call.ended and call.state == "ended"  # the owner's SIP side hung up
+    yield _settle()
+    assert (yield b.store.get(call.id)).ended
+    assert (yield b.store.end("no-such-call")) is False
+
+
+@pytest_twisted.inlineCallbacks
+def test_transfer_on_the_other_node_reaches_the_owners_flow_and_its_refusal_comes_back(
+        redis_nodes):
+    a = yield redis_nodes("a")
+    b = yield redis_nodes("b")
+    invite = yield a.store.place(req(method="INVITE"))
+    assert (yield b.store.transfer(invite.id, "user4@sipx.test", 30)) is True
+    assert invite.flow.transferred == ("user4@sipx.test", 30)
+    refer = yield a.store.place(req(called="user9@sipx.test"))
+    yield _raises(b.store.transfer(refer.id, "user4@sipx.test"), TransferNotPossible)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_command_for_a_dead_owner_fails_at_once_or_after_the_timeout(redis_nodes):
+    a = yield redis_nodes("a")
+    b = yield redis_nodes("b")
+    call = yield a.store.place(req())
+    yield _settle()
+    a.subscription.stop()  # the owner no longer listens: nobody receives the command
+    yield _eventually(lambda: a.connection.execute("PUBSUB", "NUMSUB", "sipxcc:cmd:a")
+                      .addCallback(lambda counts: counts[1] == 0), "still subscribed")
+    yield _raises(b.store.end(call.id), OwnerUnavailable)
+    b.store.router.timeout = 0.2
+    # a subscriber that never answers (a stalled owner): the asker gives up in time
+    stalled = RedisSubscription(reactor, f"redis://127.0.0.1:{b.connection.port}/0",
+                                ("sipxcc:cmd:a",), lambda channel, data: None)
+    stalled.start()
+    try:
+        yield _subscribed(b.connection, ("sipxcc:cmd:a",))
+        yield _raises(b.store.end(call.id), OwnerTimeout)
+        assert not b.store.router.pending
+    finally:
+        stalled.stop()
