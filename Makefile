@@ -10,7 +10,7 @@ APT_PACKAGES := sip-tester kamailio curl wrk python3-twisted python3-lxml python
 	python3-service-identity python3-treq python3-cryptography python3-pytest \
 	python3-pytest-twisted python3-hypothesis python3-automat debhelper dh-python python3-all \
 	python3-setuptools pybuild-plugin-pyproject lintian dpkg-dev devscripts systemd python3-venv \
-	python3-pytest-timeout baresip-core
+	python3-pytest-timeout baresip-core redis-server
 
 # Debian's own python3 and pytest, with nothing of ours but the source tree on the path
 # (and the switches that make a skip a failure, see tests/conftest.py).
