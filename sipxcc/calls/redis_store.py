@@ -215,7 +215,7 @@ class RedisCallStore:
         slot = secrets.token_urlsafe(9)
         keys = self._limit_keys(owner, request.key)
         record = json.dumps([owner, *request.key])
-        verdict, _previous = yield self.redis.execute(
+        verdict, previous = yield self.redis.execute(
             "EVAL", ACQUIRE, len(keys), *keys, slot, owner, request.method,
             self.max_calls, self.max_calls_per_agent, record)
         verdict = _text(verdict)
@@ -225,6 +225,8 @@ class RedisCallStore:
             raise TooManyCalls("Too many calls in progress")
         if verdict == "agent_limit":
             raise AgentLimit(f"Too many calls in progress for {owner}")
+        if previous:  # a REFER call replaces the one in progress for its key
+            yield self._replace_remote(request.key)
         try:
             call = self.registry.place(request)
         except Exception:
@@ -246,8 +248,28 @@ class RedisCallStore:
         ]
         # the record goes before any status line the flow queued while starting
         self.buffer.extendleft(reversed(writes))
-        yield self._flush()
+        try:
+            yield self._flush()
+        except Exception:
+            # Redis went away between the limits and the record: no call without a record
+            self.registry.hangup(call)
+            raise
         return call
+
+    @defer.inlineCallbacks
+    def _replace_remote(self, key: tuple[str, str, str]) -> Any:
+        """Hang up the call in progress for C{key} if another node owns it (this node's
+        own registry replaces a local one itself)."""
+        previous_id = yield self.redis.execute("GET", self._k("key", self._keytext(key)))
+        if previous_id is None or self.registry.get(_text(previous_id)) is not None:
+            return
+        stored = yield self.get(_text(previous_id))
+        if stored is None or stored.ended or self.router is None:
+            return
+        sent = self.router.send(stored.node, "hangup", stored.id)
+        sent.addErrback(lambda f: log.warn("could not hang up replaced call {id} on "
+                                           "{node}: {error}", id=stored.id,
+                                           node=stored.node, error=f.value))
 
     def _release_command(self, owner: str, key: tuple[str, str, str], slot: str
                          ) -> tuple[bytes | str | int | float, ...]:

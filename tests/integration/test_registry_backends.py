@@ -465,3 +465,16 @@ def test_a_command_for_a_dead_owner_fails_at_once_or_after_the_timeout(redis_nod
         assert not b.store.router.pending
     finally:
         stalled.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_refer_call_on_one_node_replaces_the_one_in_progress_on_the_other(redis_nodes):
+    a = yield redis_nodes("a", per_agent=1)
+    b = yield redis_nodes("b", per_agent=1)
+    first = yield a.store.place(req())
+    second = yield b.store.place(req())  # within the agent limit of 1: the first is replaced
+    yield _eventually(lambda: defer.succeed(first.ended), "the replaced call was not ended")
+    yield _settle()
+    assert (yield b.store.get(first.id)).ended
+    assert (yield a.store.lookup(req().key)).id == second.id
+    assert not (yield a.store.get(second.id)).ended
