@@ -428,8 +428,16 @@ class RedisCallStore:
         every C{interval} seconds (the heartbeat lasts C{ttl}) and look for lost nodes."""
         self.heartbeat_interval, self.heartbeat_ttl = interval, ttl
         d = self.sweep_node(self.node_id, "restart")
-        d.addCallback(lambda _: self._beat())
+        d.addCallbacks(lambda _: self._beat(), self._start_later)
         return d
+
+    def _start_later(self, failure: Any) -> None:
+        """Redis was not reachable at start: try the restart sweep again shortly."""
+        log.warn("could not mark this node's earlier calls ended ({error}); retrying",
+                 error=failure.value)
+        self._beating = self.clock.callLater(
+            self.heartbeat_interval,
+            lambda: self.start(self.heartbeat_interval, self.heartbeat_ttl))
 
     def _beat(self) -> defer.Deferred[Any]:
         self._beating = self.clock.callLater(self.heartbeat_interval, self._beat)

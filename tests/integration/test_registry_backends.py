@@ -478,3 +478,22 @@ def test_a_refer_call_on_one_node_replaces_the_one_in_progress_on_the_other(redi
     assert (yield b.store.get(first.id)).ended
     assert (yield a.store.lookup(req().key)).id == second.id
     assert not (yield a.store.get(second.id)).ended
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_node_started_while_redis_is_down_beats_once_it_is_back(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    node = yield make_node("redis", server)
+    try:
+        server.stop()
+        yield _eventually(lambda: defer.succeed(not node.connection.up),
+                          "the lost connection went unnoticed")
+        node.store.start(interval=0.1, ttl=0.4)  # fails now, retried
+        server.start()
+        yield _eventually(lambda: defer.succeed(node.connection.up), "never reconnected")
+        yield _eventually(lambda: node.connection.execute("EXISTS", "sipxcc:node:a"),
+                          "no heartbeat after Redis came back")
+    finally:
+        node.close()
+        server.stop()
