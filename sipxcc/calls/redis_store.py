@@ -248,6 +248,8 @@ class RedisCallStore:
         ]
         # the record goes before any status line the flow queued while starting
         self.buffer.extendleft(reversed(writes))
+        if call.ended:  # ended while starting, before its slot was known to _event
+            self._write(self._release_command(owner, request.key, self._slots.pop(call.id)))
         try:
             yield self._flush()
         except Exception:
@@ -317,7 +319,16 @@ class RedisCallStore:
         if not self.redis.up:
             return defer.fail(RegistryUnavailable("Redis is not connected"))
         commands, self.buffer = list(self.buffer), deque()
-        return _all(self.redis.pipeline(commands))
+        d = _all(self.redis.pipeline(commands))
+
+        def lost(failure: Any) -> Any:
+            if failure.check(RegistryUnavailable):  # in flight when the connection broke
+                self.dropped += len(commands)
+                log.warn("{count} Redis writes lost with the connection ({dropped} dropped "
+                         "so far)", count=len(commands), dropped=self.dropped)
+            return failure
+        d.addErrback(lost)
+        return d
 
     def resume(self) -> None:
         """Redis is reachable again: write what waited."""

@@ -54,6 +54,16 @@ class FakeFlow:
             self.on_end(self.call)
 
 
+class FailingFlow(FakeFlow):
+    """A flow whose call fails while it starts (the proxy refused at once)."""
+
+    def start(self):
+        self.call.record(int(time.time() * 1000), "sip-call-id", "INVITE",
+                         "SIP/2.0 403 Forbidden")
+        self.call.finish("failed")
+        self.on_end(self.call)
+
+
 def req(agent=USER1, calling="user1@sipx.test", called="user2@sipx.test", **kw):
     return CallRequest(agent, calling, called, **kw)
 
@@ -219,6 +229,20 @@ def test_a_refer_call_replaces_the_one_in_progress_for_its_key(nodes):
     yield _settle()
     assert (yield node.store.get(first.id)).ended
     assert (yield node.store.lookup(req().key)).id == second.id
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_call_that_fails_while_starting_frees_its_limits(nodes):
+    node = yield nodes(per_agent=1)
+    node.registry.flows["REFER"] = FailingFlow
+    failed = yield node.store.place(req())
+    yield _settle()
+    found = yield node.store.get(failed.id)
+    assert (found.state, found.ended) == ("failed", True)
+    assert [e.status_line for e in found.events] == ["SIP/2.0 403 Forbidden"]
+    node.registry.flows["REFER"] = FakeFlow
+    placed = yield node.store.place(req(called="u7@sipx.test"))  # the agent's slot is free
+    assert not placed.ended
 
 
 @pytest_twisted.inlineCallbacks
