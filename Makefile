@@ -10,7 +10,8 @@ APT_PACKAGES := sip-tester kamailio curl wrk python3-twisted python3-lxml python
 	python3-service-identity python3-treq python3-cryptography python3-pytest \
 	python3-pytest-twisted python3-hypothesis python3-automat debhelper dh-python python3-all \
 	python3-setuptools pybuild-plugin-pyproject lintian dpkg-dev devscripts systemd python3-venv \
-	python3-pytest-timeout baresip-core redis-server
+	python3-pytest-timeout baresip-core linphone-cli chromium chromium-driver \
+	python3-prometheus-client redis-server
 
 # Debian's own python3 and pytest, with nothing of ours but the source tree on the path
 # (and the switches that make a skip a failure, see tests/conftest.py).
@@ -62,6 +63,7 @@ test-debian:
 test: export SIPXCC_NO_SKIP := 1
 test: deps venv
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory mypy
 	$(MAKE) --no-print-directory test-venv
 	$(MAKE) --no-print-directory test-debian
 
@@ -71,7 +73,7 @@ demo: deps venv
 	$(VENV)/bin/python -m tests.integration.demo
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis .demo
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis .demo
 	rm -f twisted/plugins/dropin.cache
 	find sipxcc tests twisted -name __pycache__ -type d -prune -exec rm -rf {} +
 

@@ -15,7 +15,7 @@ import argparse
 import time
 
 from sipxcc.calls.call import CallRequest
-from sipxcc.calls.leg import FlowContext
+from sipxcc.calls.context import FlowContext
 from sipxcc.calls.refer import ReferFlow
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.users import User

@@ -169,7 +169,7 @@ def write_bench_users(path: Path, count: int, domain: str) -> None:
 
 
 def sippy_scenarios(directory: Path) -> tuple[Path, Path]:
-    """The two sippy scenario fixes (perf-anchor-sippy.md §2): returns (uas, uac) paths.
+    """The two sippy scenario fixes (sippy 2.5.0 needs both): returns (uas, uac) paths.
 
     UAS: sipp's built-in ``uas`` with a lower-case ``;transport=udp`` Contact (sippy 2.5.0
     rejects ``UDP``). UAC "tolerant": built-in ``uac`` with INVITE transaction tracking,

@@ -25,7 +25,7 @@ from bench.steps import SIPPY_VENV, StepResult, sippy_step, sipxcc_step
 WORK_DIR = PROJECT_ROOT / "build" / "bench" / "runs"
 RESULTS_DIR = BENCH_DIR / "results"
 CLEAN_FAILURE_SHARE = 0.001     # issue 7: at most 0.1 % failed calls
-REFERENCE_RATE = 150            # perf-anchor-sippy.md: sippy's reference rate below its knee
+REFERENCE_RATE = 150            # sippy's reference rate, below its knee on this machine
 INVITE_REFER_GOAL = 1.5         # INVITE-mode CPU per call at most 1.5 x REFER's
 MODES = ("refer", "invite")
 

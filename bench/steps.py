@@ -4,7 +4,7 @@ sipxcc: wrk POSTs click-to-calls over keep-alive HTTPS from 127.0.0.1 (a trusted
 ``sip.proxy`` points straight at a sipp UAS playing the calling phone of a REFER call
 (scenarios/calling_phone.xml) or both phones of an INVITE-mode call, one sipp call per
 leg (scenarios/invite_phone.xml). sippy: sipp's tolerant ``uac`` -> ``b2bua_simple`` ->
-sipp's ``uas`` (perf-anchor-sippy.md). The system under test runs on core 0, the load
+sipp's ``uas``. The system under test runs on core 0, the load
 tools on core 1; CPU and memory come from /proc, success and retransmissions from sipp.
 """
 
@@ -238,7 +238,7 @@ def _start_profiler(pid: int, workdir: Path, seconds: float) -> subprocess.Popen
 
 
 def sippy_step(rate: int, count: int, workdir: Path) -> StepResult:
-    """perf-anchor-sippy.md's step.sh: tolerant sipp UAC -> b2bua_simple -> sipp UAS."""
+    """One sippy step: tolerant sipp UAC -> b2bua_simple -> sipp UAS."""
     from bench.harness import sippy_scenarios
 
     workdir = workdir.resolve()

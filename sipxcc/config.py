@@ -63,6 +63,9 @@ class HTTPConfig:
     trusted: tuple[IPNetwork, ...]
     internal: int = 0
     internal_address: str = "127.0.0.1"
+    max_streams: int = 100
+    max_streams_per_user: int = 4
+    metrics: frozenset[str] = frozenset({"trusted", "agents"})  # who may GET /metrics
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,15 @@ def _ports(value: str) -> tuple[int, ...]:
     return ports
 
 
+def _metrics_access(value: str) -> frozenset[str]:
+    words = frozenset(_words(value.lower().replace(",", " ")))
+    if words == {"off"}:
+        return frozenset()
+    if not words or not words <= {"trusted", "agents"}:
+        raise _Invalid(f"{value!r}: expected off, or any of trusted, agents")
+    return words
+
+
 def _user_names(value: str) -> frozenset[str]:
     return frozenset(_words(value))
 
@@ -321,6 +333,12 @@ KEYS: tuple[Key, ...] = (
         "internal plain-HTTP port for sipXconfig's redirector, trusted hosts only (0 disables)"),
     Key("http", "internal_address", _ip_address, "127.0.0.1",
         "address the internal listener binds"),
+    Key("http", "max_streams", _int_range(1, 100_000), "100",
+        "live event streams open at once; beyond → 503"),
+    Key("http", "max_streams_per_user", _int_range(1, 10_000), "4",
+        "live event streams per user (trusted hosts share one count); beyond → 429"),
+    Key("http", "metrics", _metrics_access, "trusted agents",
+        "who may GET /metrics: off, or any of trusted (hosts) and agents (users.agents)"),
     Key("tls", "certificate", _text, None, "PEM certificate file", is_path=True),
     Key("tls", "key", _text, None, "PEM private key file", is_path=True),
     Key("tls", "ca_file", _text, None, "PEM CA certificates that sign the SIP proxy's "

@@ -30,3 +30,15 @@ def set_level(name: str) -> None:
 def enabled(level: LogLevel) -> bool:
     """Whether an event at C{level} would be published (to skip building costly ones)."""
     return bool(level >= _predicate.defaultLogLevel)
+
+
+def shown(text: str | bytes, limit: int = 64) -> str:
+    """Text from outside (a parameter, a header) fit to quote in a log line or an error:
+    at most C{limit} characters, then C{...}; anything not printable as C{\\xNN}."""
+    if isinstance(text, bytes):
+        cut = text[:limit].decode("utf-8", "backslashreplace")
+        more = len(text) > limit
+    else:
+        cut, more = text[:limit], len(text) > limit
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in cut) + (
+        "..." if more else "")

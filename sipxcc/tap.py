@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import gc
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, NoReturn
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import LogLevel
@@ -20,15 +23,19 @@ from twisted.python import usage
 
 from sipxcc import __version__
 from sipxcc.calls.callbacks import SecretError, read_secret
+from sipxcc.calls.calllog import CallLog
 from sipxcc.calls.control import CallControl
 from sipxcc.config import KEYS, Config, ConfigError, load_config
+from sipxcc.hosts import host_port
 from sipxcc.logs import enabled as log_enabled
 from sipxcc.logs import logger
 from sipxcc.logs import set_level as set_log_level
 from sipxcc.sip.uri import URI
 from sipxcc.tls import TLSError, client_options, server_context_factory
 from sipxcc.users import DirectoryError, UserDirectory
+from sipxcc.web.metrics import Metrics
 from sipxcc.web.site import build_internal_site, build_site
+from sipxcc.web.stream import StreamsService
 
 DEFAULT_CONFIG = "/etc/sipxcc/sipxcc.ini"
 
@@ -75,9 +82,10 @@ class ListeningPortService(Service):
     def __init__(self, port: IListeningPort):
         self.port = port
 
-    def stopService(self):
-        super().stopService()
-        return self.port.stopListening()
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()  # type: ignore[no-untyped-call]  # Twisted's, untyped
+        stopped: Deferred[None] | None = self.port.stopListening()
+        return stopped
 
 
 class DirectoryPollerService(Service):
@@ -87,12 +95,12 @@ class DirectoryPollerService(Service):
         self.directory = directory
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # Twisted's, untyped
         self.directory.start()
 
-    def stopService(self):
+    def stopService(self) -> None:
         self.directory.stop()
-        return super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # Twisted's, untyped
 
 
 class StartupWarningService(Service):
@@ -102,7 +110,7 @@ class StartupWarningService(Service):
         self.warnings = warnings
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # Twisted's, untyped
         for text in self.warnings:
             log.warn("{text}", text=text)
 
@@ -127,7 +135,7 @@ def makeService(options: Options) -> MultiService:
     return service
 
 
-def stop_once_on_signals(reactor) -> None:
+def stop_once_on_signals(reactor: Any) -> None:
     """Let only the first of SIGINT, SIGTERM and SIGBREAK stop ``reactor``.
 
     Twisted's handlers each schedule ``reactor.stop()``; a second signal while shutting
@@ -142,8 +150,11 @@ def stop_once_on_signals(reactor) -> None:
             setattr(reactor, name, _first_signal_only(original, received))
 
 
-def _first_signal_only(original, received: list[int]):
-    def handler(number: int, frame=None) -> None:
+SignalHandler = Callable[[int, FrameType | None], None]
+
+
+def _first_signal_only(original: SignalHandler, received: list[int]) -> SignalHandler:
+    def handler(number: int, frame: FrameType | None = None) -> None:
         if received:
             log.info("signal {number} while shutting down: ignored", number=number)
             return
@@ -166,7 +177,7 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
-def build_service(config: Config, reactor) -> MultiService:
+def build_service(config: Config, reactor: Any) -> MultiService:
     """The service tree for ``config``: user directory poller and the web listeners.
 
     The listeners are bound here, not when the service starts, so that a port in use is
@@ -184,13 +195,19 @@ def build_service(config: Config, reactor) -> MultiService:
         # The operator edits the config file's key, so name both (and the directory file).
         raise DirectoryError(f"{config.source}: users.directory: {error}") from None
     control = _build_call_control(config, reactor)
-    site = build_site(config, directory, control.registry, reactor)
+    metrics = Metrics(reactor)
+    metrics.follow(control.registry)
+    metrics.follow_callbacks(control.callbacks)
+    control.transport.stats = metrics.sip  # the UA, made at listen(), takes it from there
+    if log_enabled(LogLevel.info):  # the lines are info: below it, no work per call
+        CallLog(reactor).follow(control.registry)
+    site = build_site(config, directory, control.registry, reactor, metrics)
     if not log_enabled(LogLevel.info):
-        site.log = lambda request: None  # the access log is info-level chatter
+        site.access_log = False  # the access log is info-level chatter
 
     top = MultiService()
-    DirectoryPollerService(directory).setServiceParent(top)
-    control.setServiceParent(top)
+    DirectoryPollerService(directory).setServiceParent(top)  # type: ignore[no-untyped-call]  # Twisted's, untyped
+    control.setServiceParent(top)  # type: ignore[no-untyped-call]  # Twisted's, untyped
     bound: list[IListeningPort] = []
     try:
         if config.http.https:
@@ -203,7 +220,7 @@ def build_service(config: Config, reactor) -> MultiService:
         if config.http.internal:
             internal = build_internal_site(site, config, reactor)
             if not log_enabled(LogLevel.info):
-                internal.log = lambda request: None
+                internal.access_log = False
             bound.append(_listen(config, "http.internal", lambda: reactor.listenTCP(
                 config.http.internal, internal, interface=config.http.internal_address)))
     except BaseException:
@@ -211,14 +228,18 @@ def build_service(config: Config, reactor) -> MultiService:
             port.stopListening()
         raise
     for port in bound:
-        ListeningPortService(port).setServiceParent(top)
+        ListeningPortService(port).setServiceParent(top)  # type: ignore[no-untyped-call]  # Twisted's, untyped
+    assert site.streams is not None  # build_site installs them
+    # stopped first: ends live streams
+    StreamsService(site.streams).setServiceParent(top)  # type: ignore[no-untyped-call]  # Twisted's, untyped
     if config.http.http:
-        where = _host_port(config.http.address, config.http.http)
-        StartupWarningService([PLAIN_HTTP_WARNING.format(where=where)]).setServiceParent(top)
+        where = host_port(config.http.address, config.http.http)
+        warning = StartupWarningService([PLAIN_HTTP_WARNING.format(where=where)])
+        warning.setServiceParent(top)  # type: ignore[no-untyped-call]  # Twisted's, untyped
     return top
 
 
-def _build_call_control(config: Config, reactor) -> CallControl:
+def _build_call_control(config: Config, reactor: Any) -> CallControl:
     """The SIP stack and the CallRegistry, its SIP ports already bound."""
     sip = config.sip
     tls_context = server_context_factory(config) if "tls" in sip.transports else None
@@ -243,11 +264,11 @@ def _build_call_control(config: Config, reactor) -> CallControl:
     except CannotListenError as error:
         reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
         raise StartupError(f"{config.source}: sip.port: cannot listen on "
-                           f"{_host_port(sip.address, sip.port)}: {reason}") from None
+                           f"{host_port(sip.address, sip.port)}: {reason}") from None
     return control
 
 
-def _listen(config: Config, dotted: str, listen) -> IListeningPort:
+def _listen(config: Config, dotted: str, listen: Callable[[], IListeningPort]) -> IListeningPort:
     try:
         return listen()
     except CannotListenError as error:
@@ -257,10 +278,7 @@ def _listen(config: Config, dotted: str, listen) -> IListeningPort:
         reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
         raise StartupError(
             f"{config.source}: {dotted}: cannot listen on "
-            f"{_host_port(address, port)}: {reason}"
+            f"{host_port(address, port)}: {reason}"
         ) from None
 
-
-def _host_port(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 

@@ -43,6 +43,11 @@ class CallRequest:
     status_callback: str | None = None
     #: the event names (sipxcc.calls.events) to send to C{status_callback}; None: all
     status_callback_events: frozenset[str] | None = None
+    #: INVITE mode: seconds the connected call may last before both legs are hung up
+    time_limit: int | None = None
+    #: INVITE mode: the identity (addr-spec) and display name the called user is shown
+    caller_id: str | None = None
+    caller_id_name: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:

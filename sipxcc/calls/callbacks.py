@@ -20,21 +20,30 @@ import json
 import os
 import stat
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IResolutionReceiver
+from twisted.internet.interfaces import IResolutionReceiver, IStreamClientEndpoint
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from sipxcc.calls.events import EventNamer
+from sipxcc.hosts import ip_address
 from sipxcc.logs import logger
+from sipxcc.timers import Clock
+
+if TYPE_CHECKING:
+    from sipxcc.calls.call import Call, StatusEvent
 
 log = logger(__name__)
+
+Poster = Callable[[str, bytes, dict[bytes, bytes]], "defer.Deferred[int] | int"]
+"""C{post(url, body, headers)}: delivers one document, gives its HTTP status."""
 
 #: seconds to wait before each retry of one event; then it is given up
 BACKOFF = (1, 2, 4, 8, 16)
@@ -102,9 +111,9 @@ class CallbackPolicy:
         to use an internal address, list that address itself.
     """
 
-    def __init__(self, hosts, ports=(80, 443)):
+    def __init__(self, hosts: Iterable[str], ports: Iterable[int] = (80, 443)):
         self.hosts = frozenset(h.lower().strip("[]").rstrip(".") for h in hosts)
-        self.addresses = frozenset(a for a in map(_address, self.hosts) if a is not None)
+        self.addresses = frozenset(a for a in map(ip_address, self.hosts) if a is not None)
         self.ports = frozenset(ports)
 
     def target(self, url: str) -> tuple[str, int]:
@@ -128,26 +137,16 @@ class CallbackPolicy:
     def choose(self, host: str, resolved: list[str]) -> str:
         """The first of C{host}'s C{resolved} addresses it may connect to."""
         for text in resolved:
-            address = _address(text)
+            address = ip_address(text)
             if address is None:
                 continue
-            if address in self.addresses or (_address(host) is None and _public(address)):
+            if address in self.addresses or (ip_address(host) is None and _public(address)):
                 return str(address)
         raise CallbackRefused(f"{host} resolves to no allowed address "
                               f"({', '.join(resolved) or 'none'})")
 
 
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _public(address) -> bool:
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return address.is_global and not address.is_multicast
 
 
@@ -155,23 +154,23 @@ def _public(address) -> bool:
 class _Addresses:
     """Collects one host name resolution into a Deferred list of address strings."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.found: list[str] = []
-        self.done = defer.Deferred()
+        self.done: defer.Deferred[list[str]] = defer.Deferred()
 
-    def resolutionBegan(self, resolution) -> None:
+    def resolutionBegan(self, resolution: object) -> None:
         pass
 
-    def addressResolved(self, address) -> None:
+    def addressResolved(self, address: Any) -> None:
         self.found.append(address.host)
 
     def resolutionComplete(self) -> None:
         self.done.callback(self.found)
 
 
-def resolve(reactor, host: str, timeout: float) -> defer.Deferred:
+def resolve(reactor: Any, host: str, timeout: float) -> defer.Deferred[list[str]]:
     """C{host}'s addresses (an address resolves to itself), within C{timeout} seconds."""
-    if _address(host) is not None:
+    if ip_address(host) is not None:
         return defer.succeed([host])
     receiver = _Addresses()
     reactor.nameResolver.resolveHostName(receiver, host, 0)
@@ -183,51 +182,59 @@ class _PinnedEndpoints:
     """Connects to one already checked address whatever the URL's host resolves to now;
     TLS is still verified against the URL's host name."""
 
-    def __init__(self, reactor, address: str, timeout: float):
+    def __init__(self, reactor: Any, address: str, timeout: float):
         self.reactor = reactor
         self.address = address
         self.timeout = timeout
         self.tls = BrowserLikePolicyForHTTPS()
 
-    def endpointForURI(self, uri):
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
         kind = TCP6ClientEndpoint if ":" in self.address else TCP4ClientEndpoint
-        endpoint = kind(self.reactor, self.address, uri.port, timeout=self.timeout)
+        endpoint: IStreamClientEndpoint = kind(self.reactor, self.address, uri.port,
+                                               timeout=self.timeout)
         if uri.scheme == b"https":
             endpoint = wrapClientTLS(self.tls.creatorForNetloc(uri.host, uri.port), endpoint)
         return endpoint
 
 
-def treq_poster(reactor, policy: CallbackPolicy, timeout: float = 5.0) -> Callable:
+def treq_poster(reactor: Any, policy: CallbackPolicy, timeout: float = 5.0) -> Poster:
     """
-    A C{post(url, body) -> Deferred[int status]} built on treq with our reactor: the
+    A C{post(url, body) -> Deferred[int status]} built on treq with our reactor (its
+    connections and its C{timeout} both): the
     URL checked against C{policy}, its host resolved once and the address checked, the
     connection made to that address, redirects never followed (a 3xx is returned as is).
     """
     from treq.client import HTTPClient
 
-    def post(url: str, body: bytes, headers: dict[bytes, bytes] | None = None):
+    def post(url: str, body: bytes,
+             headers: dict[bytes, bytes] | None = None) -> defer.Deferred[int]:
         host, _ = policy.target(url)
         d = resolve(reactor, host, timeout)
-        d.addCallback(lambda addresses: send(url, body, policy.choose(host, addresses),
-                                             headers or {}))
-        return d
+        return d.addCallback(lambda addresses: send(url, body, policy.choose(host, addresses),
+                                                    headers or {}))
 
-    def send(url: str, body: bytes, address: str, extra: dict[bytes, bytes]):
+    def send(url: str, body: bytes, address: str,
+             extra: dict[bytes, bytes]) -> defer.Deferred[int]:
         agent = Agent.usingEndpointFactory(reactor, _PinnedEndpoints(reactor, address, timeout))
-        headers = {b"Content-Type": [b"application/json"]}
+        headers: dict[bytes | str, list[bytes | str]] = {b"Content-Type": [b"application/json"]}
         headers.update((name, [value]) for name, value in extra.items())
-        d = HTTPClient(agent).post(url, data=body, headers=headers,
-                                   timeout=timeout, allow_redirects=False)
+        d = HTTPClient(agent).post(url, data=body, headers=headers, timeout=timeout,
+                                   allow_redirects=False, reactor=reactor)
         return d.addCallback(drain)
 
-    def drain(response):
-        return response.content().addCallback(lambda _: response.code)
+    def drain(response: Any) -> defer.Deferred[int]:
+        code: int = response.code
+        content: defer.Deferred[bytes] = response.content()
+        return content.addCallback(lambda _: code)
     return post
 
 
-def event_document(call, event, sequence: int = 0, name: str | None = None) -> dict:
-    doc = {"id": call.id, "sequence": sequence, "event": name, "state": call.state,
-           "mode": call.mode, "calling": call.request.calling, "called": call.request.called}
+def event_document(call: Call, event: StatusEvent | None, sequence: int = 0,
+                   name: str | None = None) -> dict[str, object]:
+    """The JSON document of one status event (None: the end of the call)."""
+    doc: dict[str, object] = {
+        "id": call.id, "sequence": sequence, "event": name, "state": call.state,
+        "mode": call.mode, "calling": call.request.calling, "called": call.request.called}
     if event is None:
         doc["ended"] = True
     else:
@@ -266,20 +273,20 @@ class _Queue:
         self._attempt(self.waiting.popleft(), 0)
 
     def _attempt(self, body: bytes, tries: int) -> None:
-        headers = {}
+        headers: dict[bytes, bytes] = {}
         if self.sender.secret is not None:
             now = int(self.sender.clock.seconds())
             headers[SIGNATURE_HEADER] = signature(self.sender.secret, now, body)
         d = defer.maybeDeferred(self.sender.post, self.url, body, headers)
 
-        def done(status):
+        def done(status: int) -> None:
             if 200 <= status < 300:
                 self.sender.delivered += 1
                 self._next()
             else:  # a redirect too: it is not followed
                 failed(f"HTTP {status}")
 
-        def failed(reason):
+        def failed(reason: Failure | str) -> None:
             self.sender.failed += 1
             if isinstance(reason, Failure) and reason.check(CallbackRefused):
                 log.warn("status callback to {url} refused: {reason}; the call's events "
@@ -290,15 +297,19 @@ class _Queue:
                 self.busy = False
             elif tries >= len(BACKOFF):
                 log.warn("status callback to {url} given up: {reason}", url=self.url,
-                         reason=getattr(reason, "getErrorMessage", lambda: reason)())
+                         reason=_why(reason))
                 self.sender.dropped += 1
                 self._next()
             else:
                 log.debug("status callback to {url} failed ({reason}); retry in {delay} s",
                           url=self.url, delay=BACKOFF[tries],
-                          reason=getattr(reason, "getErrorMessage", lambda: reason)())
+                          reason=_why(reason))
                 self.sender.clock.callLater(BACKOFF[tries], self._attempt, body, tries + 1)
         d.addCallbacks(done, failed)
+
+
+def _why(reason: Failure | str) -> str:
+    return reason.getErrorMessage() if isinstance(reason, Failure) else reason
 
 
 class StatusCallbacks:
@@ -307,7 +318,7 @@ class StatusCallbacks:
     C{post(url, body, headers)} delivers one document; C{secret} (bytes or None) signs them.
     """
 
-    def __init__(self, clock, post: Callable, secret: bytes | None = None):
+    def __init__(self, clock: Clock, post: Poster, secret: bytes | None = None):
         self.clock = clock
         self.post = post
         self.secret = secret
@@ -315,7 +326,7 @@ class StatusCallbacks:
         self.dropped = 0
         self.failed = 0  # attempts that did not deliver (each retried or dropped)
 
-    def attach(self, call) -> None:
+    def attach(self, call: Call) -> None:
         url = call.request.status_callback
         if not url:
             return
@@ -323,7 +334,7 @@ class StatusCallbacks:
         namer = EventNamer()
         wanted = call.request.status_callback_events  # None: every event
 
-        def listener(call, event):
+        def listener(call: Call, event: StatusEvent | None) -> None:
             name = namer.name(event, call.state)
             if wanted is not None and name not in wanted:
                 return

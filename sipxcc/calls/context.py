@@ -8,18 +8,20 @@ from typing import Any
 
 from twisted.python.failure import Failure
 
-from sipxcc.calls.call import Call
+from sipxcc.calls.call import Call, CallRequest
 from sipxcc.calls.clock import Clock
 from sipxcc.calls.errors import failure_status
 from sipxcc.calls.sdp import no_media_offer
-from sipxcc.sip.digest import DigestCredentials
 from sipxcc.sip.message import Request, Response, parse_sipfrag
 from sipxcc.sip.uri import URI, Address, build_sip_uri, quote
-from sipxcc.sip.useragent import UserAgent
+from sipxcc.sip.useragent import DigestCredentials, UserAgent
 from sipxcc.timers import Timers
 from sipxcc.users import User
 
-ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY"
+INVITE_ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY"
+"""The Allow header of the INVITEs we send (RFC 3261 §20.5): the methods we offer the
+phone in the call's dialog. What the user agent answers OPTIONS with (and 405/501) is
+L{sipxcc.sip.useragent.ALLOW}, which adds INFO and UPDATE."""
 
 
 @dataclass(frozen=True)
@@ -27,18 +29,17 @@ class FlowContext:
     """
     What every flow needs: the user agent, the clock, our SIP identity, and the flows'
     timers (fixed delays share one reactor timer each; see sipxcc.timers), made on
-    the clock unless given.
+    the clock.
     """
 
     ua: UserAgent
     clock: Clock
     domain: str
     address: str
-    timers: Timers = field(default=None)  # type: ignore[assignment]  # made in __post_init__
+    timers: Timers = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.timers is None:
-            object.__setattr__(self, "timers", Timers(self.clock))
+        object.__setattr__(self, "timers", Timers(self.clock))  # frozen: set once, here
 
 
 def credentials_for(user: User) -> DigestCredentials | None:
@@ -59,19 +60,27 @@ def sip_uri(addr_spec: str, **parts: Any) -> str:
     return str(build_sip_uri(addr_spec, scheme=scheme, **parts))
 
 
-def quoted(text: str) -> str:
-    """A quoted-string with C{"} and C{\\} escaped (RFC 3261 §25.1 quoted-pair)."""
-    return quote(text)
-
-
 def from_address(user: User) -> str:
     """Our From: the agent's identity, with its display name as a quoted-string."""
     return str(Address(user.display_name or None, URI.parse(sip_uri(user.identity))))
 
 
+def presented_address(request: CallRequest) -> str:
+    """What the called user is shown in INVITE mode: C{callerId}/C{callerIdName} where
+    given (validated against the agent's and the calling user's identity by the web
+    layer), else the agent's identity and display name."""
+    if request.caller_id is None and request.caller_id_name is None:
+        return from_address(request.agent)
+    uri = URI.parse(sip_uri(request.caller_id or request.agent.identity))
+    name = request.caller_id_name
+    if name is None and request.caller_id in (None, request.agent.identity):
+        name = request.agent.display_name
+    return str(Address(name or None, uri))
+
+
 def first_invite(ctx: FlowContext, call: Call, to: str, *, forwarding_allowed: bool,
                  subject: str | None = None, auto_answer: bool = False, body: bytes | None = None,
-                 call_id: str | None = None) -> Request:
+                 call_id: str | None = None, from_: str | None = None) -> Request:
     """
     The INVITE sipX expects from a call controller: the URI parameters that keep sipX
     from sending it to voicemail (and, unless allowed, from forwarding it), the agent's
@@ -81,7 +90,7 @@ def first_invite(ctx: FlowContext, call: Call, to: str, *, forwarding_allowed: b
     params: dict[str, str | None] = {"sipx-noroute": "Voicemail"}
     if not forwarding_allowed:
         params["sipx-userforward"] = "false"
-    headers = [("Allow", ALLOW), ("Accept", "application/sdp")]
+    headers = [("Allow", INVITE_ALLOW), ("Accept", "application/sdp")]
     if subject:
         headers.append(("Subject", subject))
     if auto_answer:
@@ -92,7 +101,8 @@ def first_invite(ctx: FlowContext, call: Call, to: str, *, forwarding_allowed: b
         body = no_media_offer(ctx.address, random.randrange(1, 2**31), 1)
     if body:
         headers.append(("Content-Type", "application/sdp"))
-    return ctx.ua.new_request("INVITE", sip_uri(to, params=params), from_address(request.agent),
+    return ctx.ua.new_request("INVITE", sip_uri(to, params=params),
+                              from_ or from_address(request.agent),
                               f"<{sip_uri(to)}>", headers, body, call_id=call_id)
 
 
@@ -136,4 +146,4 @@ def record_sipfrag(ctx: FlowContext, call: Call, call_id: str,
 
 def reason_header(status: int, text: str) -> tuple[str, str]:
     """RFC 3326 Reason for a BYE (e.g. a busy transfer target: cause=486)."""
-    return ("Reason", f"SIP;cause={status};text={quoted(text)}")
+    return ("Reason", f"SIP;cause={status};text={quote(text)}")

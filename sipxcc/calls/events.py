@@ -6,6 +6,11 @@ place that maps a status line (the method it answers and its status code) to a n
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sipxcc.calls.call import StatusEvent
+
 INITIATED = "initiated"
 RINGING = "ringing"
 ANSWERED = "answered"
@@ -33,18 +38,18 @@ class EventNamer:
       - anything else keeps the previous name (initiated at first).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.first_call_id: str | None = None
         self.last = INITIATED
 
-    def name(self, event, state: str) -> str:
+    def name(self, event: StatusEvent | None, state: str) -> str:
         """The name of C{event} (a StatusEvent, or None for the end of a call in C{state})."""
         if event is None:
             return FAILED if state == "failed" else COMPLETED
         self.last = self._classify(event) or self.last
         return self.last
 
-    def _classify(self, event) -> str | None:
+    def _classify(self, event: StatusEvent) -> str | None:
         code = _code(event.status_line)
         if code is None or code in (401, 407):  # a challenge: the request is sent again
             return None

@@ -20,12 +20,15 @@ from sipxcc.calls.context import (
     FlowContext,
     credentials_for,
     first_invite,
+    now_ms,
+    presented_address,
     reason_header,
     record_failure,
     record_response,
 )
 from sipxcc.calls.errors import TransferNotPossible, failure_status
 from sipxcc.calls.leg import Leg, LegEvent, LegState
+from sipxcc.calls.reasons import NO_ANSWER, ending_reason
 from sipxcc.calls.relay import CONTENT_TYPE_SDP, Relay, SessionFace, is_sdp
 from sipxcc.statemachine import Table, Transition
 
@@ -134,6 +137,7 @@ class InviteFlow:
         self.callee: Leg | None = None
         self.target: Leg | None = None
         self.connected_once = False
+        self.limit_timer: Any = None  # timeLimit, once connected
         self.outcome = "failed"
         self.relay = Relay(ctx.clock, self._peer_of, self._frozen, self._bye_received,
                            self._leg_lost, self._leg_unresponsive)
@@ -176,7 +180,7 @@ class InviteFlow:
             lambda response: self._final(leg, response, answered),
             lambda failure: self._invite_failed(leg, failure))
         leg.timer = self.ctx.timers.call_later(timeout or self.call.request.timeout,
-                                               self._cancel, leg)
+                                               self._ring_timeout, leg)
 
     def _progress(self, leg: Leg, response: Any) -> None:
         record_response(self.ctx, self.call, response)
@@ -257,7 +261,16 @@ class InviteFlow:
         if leg.over:
             return
         leg.step(LegEvent.REJECTED)
+        if leg.no_answer and status in (408, 487):
+            self._leg_failed(leg, *NO_ANSWER)
+            return
         self._leg_failed(leg, status, reason)
+
+    def _ring_timeout(self, leg: Leg) -> None:
+        """The leg rang for the whole ring time: CANCEL it, and tell the others 'no
+        answer' rather than the 487 our own CANCEL brings back."""
+        leg.no_answer = True
+        self._cancel(leg)
 
     def _cancel(self, leg: Leg) -> None:
         """Ring timeout or teardown: CANCEL (§9.1), and stop waiting after CANCEL_LIMIT."""
@@ -282,7 +295,8 @@ class InviteFlow:
         self.call.set_state("ringing")
         self.callee = self._new_leg("B")
         invite = first_invite(self.ctx, self.call, self.call.request.called,
-                              forwarding_allowed=False, body=b"")
+                              forwarding_allowed=False, body=b"",
+                              from_=presented_address(self.call.request))
         self._send_invite(self.callee, invite, Event.CALLEE_ANSWERED)
 
     def _offer_to_caller(self, offer: bytes) -> None:
@@ -325,6 +339,17 @@ class InviteFlow:
         callee.dialog.ack(answer, [CONTENT_TYPE_SDP])
         self.connected_once = True
         self.call.set_state("connected")
+        limit = self.call.request.time_limit
+        if limit:
+            self.limit_timer = self.ctx.timers.call_later(limit, self._time_up, limit)
+
+    def _time_up(self, limit: int) -> None:
+        """C{timeLimit} seconds after the call was connected: both legs are hung up, and
+        the status document says why (a line on the calling user's dialog)."""
+        self.limit_timer = None
+        self.call.record(now_ms(self.ctx.clock), self.caller.call_id, "BYE",
+                         f"Time limit of {limit} s reached")
+        self._fire(Event.HANGUP, [reason_header(200, "Time limit reached")], "ended")
 
     def transfer(self, target: str, timeout: int | None = None) -> None:
         """Replace the calling side by C{target} (addr-spec); only while connected. The
@@ -414,9 +439,11 @@ class InviteFlow:
         """DELETE, replacement, watchdog or shutdown: CANCEL what rings, BYE what is up."""
         self._fire(Event.HANGUP, [reason_header(200, why)], self._ending())
 
-    def _leg_failed(self, leg: Leg, status: int, reason: str) -> None:
-        """C{leg}'s INVITE did not give a usable call: what that means depends on who."""
-        headers = [reason_header(status, reason)]
+    def _leg_failed(self, leg: Leg, status: int, reason: str, q850: int | None = None) -> None:
+        """C{leg}'s INVITE did not give a usable call: what that means depends on who.
+        The legs still up are told why, SIP and Q.850 cause (busy, declined, not found,
+        no answer: what the calling user's phone shows or plays)."""
+        headers = [ending_reason(status, reason, q850)]
         if leg is self.target:
             self._fire(Event.TARGET_FAILED, leg, headers)
         else:
@@ -466,6 +493,9 @@ class InviteFlow:
     def _finish(self) -> None:
         for leg in self.legs:
             self._stop_timer(leg)
+        if self.limit_timer is not None and self.limit_timer.active():
+            self.limit_timer.cancel()
+        self.limit_timer = None
         self.call.finish("failed" if self.outcome == "failed" else "ended")
         self.on_end(self.call)
         self.relay.detach()  # it holds our bound methods: let go (no cycle outlives the call)

@@ -93,6 +93,7 @@ class Leg:
         self.received_invite: Any = None  # a server transaction for an INVITE it sent us
         self.awaiting_ack: Any = None  # (peer, timer): we relayed a 2xx; peer waits for ACK
         self.timer: Any = None         # ring timeout or CANCEL guard
+        self.no_answer = False         # CANCELled because it rang for the whole ring time
 
     def step(self, event: LegEvent) -> bool:
         """Take C{event}; False when the table ignores it in this state."""

@@ -23,6 +23,7 @@ from sipxcc.calls.context import (
     record_sipfrag,
     sip_uri,
 )
+from sipxcc.calls.reasons import ending_reason
 from sipxcc.logs import logger
 from sipxcc.statemachine import Table, Transition
 
@@ -193,7 +194,7 @@ class ReferFlow:
             if status < 300:
                 self._fire(Event.TRANSFER_OVER, ("Reason", 'SIP;cause=200;text="Call transferred"'))
             else:
-                self._fire(Event.TRANSFER_OVER, reason_header(status, reason))
+                self._fire(Event.TRANSFER_OVER, ending_reason(status, reason))
         elif sub_state.startswith("terminated"):
             self._fire(Event.TRANSFER_OVER,
                        ("Reason", 'SIP;cause=200;text="Subscription terminated"'))

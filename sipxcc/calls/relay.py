@@ -12,12 +12,14 @@ import random
 from collections.abc import Callable
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from sipxcc.calls.clock import Clock
 from sipxcc.calls.leg import Leg
 from sipxcc.calls.sdp import Origin, SessionDescription, black_hole_offer
-from sipxcc.sip.dialog import TARGET_REFRESH
-from sipxcc.sip.outgoing import RequestFailed
+from sipxcc.sip.message import Request, Response
 from sipxcc.sip.uri import quote
+from sipxcc.sip.useragent import TARGET_REFRESH, RequestFailed, ServerTransaction
 
 log = Logger()
 
@@ -34,12 +36,12 @@ RESPONSE_HEADERS = frozenset(("content-type", "content-disposition", "content-en
                               "allow"))
 
 
-def is_sdp(message) -> bool:
+def is_sdp(message: Request | Response) -> bool:
     content_type = message.headers.get("Content-Type") or ""
     return bool(message.body) and content_type.split(";")[0].strip().lower() == SDP_TYPE
 
 
-def _end_to_end(message, names: frozenset) -> list[tuple[str, str]]:
+def _end_to_end(message: Request | Response, names: frozenset[str]) -> list[tuple[str, str]]:
     return [(name, value) for name, value in message.headers.items() if name.lower() in names]
 
 
@@ -104,7 +106,7 @@ class SessionFace:
         return self.present(SessionDescription(lines).to_bytes())
 
 
-def _no_peer(leg) -> None:
+def _no_peer(leg: Leg) -> None:
     return None
 
 
@@ -112,8 +114,21 @@ def _not_frozen() -> bool:
     return False
 
 
-def _gone(leg, request, txn) -> None:
+def _gone(leg: Leg, request: Request, txn: ServerTransaction) -> None:
     txn.respond(481, "Call/Transaction Does Not Exist")
+
+
+def _stop_awaiting_ack(leg: Leg) -> Leg | None:
+    """Stop retransmitting the 2xx we relayed to C{leg}; the peer whose 2xx that was, or
+    None if we were not waiting for C{leg}'s ACK."""
+    if leg.awaiting_ack is None:
+        return None
+    peer, timer = leg.awaiting_ack
+    leg.awaiting_ack = None
+    if timer.active():
+        timer.cancel()
+    peer_leg: Leg = peer
+    return peer_leg
 
 
 class Relay:
@@ -130,8 +145,10 @@ class Relay:
       on_no_ack(leg)                  the leg never ACKed a 2xx we relayed (§13.3.1.4)
     """
 
-    def __init__(self, clock, peer_of: Callable, frozen: Callable, on_bye: Callable,
-                 on_lost: Callable, on_no_ack: Callable):
+    def __init__(self, clock: Clock, peer_of: Callable[[Leg], Leg | None],
+                 frozen: Callable[[], bool],
+                 on_bye: Callable[[Leg, Request, ServerTransaction], None],
+                 on_lost: Callable[[Leg], None], on_no_ack: Callable[[Leg], None]):
         self.clock = clock
         self.peer_of = peer_of
         self.frozen = frozen
@@ -149,7 +166,7 @@ class Relay:
     def attach(self, leg: Leg) -> None:
         leg.dialog.on_request = lambda request, txn: self.receive(leg, request, txn)
 
-    def receive(self, leg: Leg, request, txn) -> None:
+    def receive(self, leg: Leg, request: Request, txn: ServerTransaction | None) -> None:
         method = request.method
         if txn is None:
             self._ack(leg, request)
@@ -170,7 +187,7 @@ class Relay:
             else:
                 self._forward(leg, peer, request, txn)
 
-    def _answer_alone(self, leg: Leg, request, txn) -> None:
+    def _answer_alone(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
         """No one to relay to yet: answer what we can, ask to retry what we cannot."""
         if request.method in ("OPTIONS", "INFO"):
             txn.respond(200, "OK")
@@ -179,7 +196,7 @@ class Relay:
         else:
             txn.respond(403, "Forbidden", [("Warning", '399 sipxcc "Call not connected"')])
 
-    def _forward(self, leg: Leg, peer: Leg, request, txn) -> None:
+    def _forward(self, leg: Leg, peer: Leg, request: Request, txn: ServerTransaction) -> None:
         method = request.method
         body = request.body
         if is_sdp(request):
@@ -200,7 +217,8 @@ class Relay:
             lambda response: self._forward_response(leg, peer, request, txn, response),
             lambda failure: self._forward_failed(leg, peer, request, txn, failure))
 
-    def _forward_response(self, leg: Leg, peer: Leg, request, txn, response) -> None:
+    def _forward_response(self, leg: Leg, peer: Leg, request: Request, txn: ServerTransaction,
+                          response: Response) -> None:
         method = request.method
         success = 200 <= response.status < 300
         if method == "INVITE":
@@ -221,7 +239,8 @@ class Relay:
             self.on_lost(peer)
 
     @staticmethod
-    def _sessions_answered(leg: Leg, peer: Leg, request, response, success: bool) -> bytes:
+    def _sessions_answered(leg: Leg, peer: Leg, request: Request, response: Response,
+                           success: bool) -> bytes:
         """What a relayed offer's answer means for both sessions; the body to pass on."""
         if is_sdp(request):
             if success:
@@ -238,7 +257,8 @@ class Relay:
                 log.info("relaying unparseable SDP from leg {leg}", leg=peer.name)
         return body
 
-    def _forward_failed(self, leg: Leg, peer: Leg, request, txn, failure) -> None:
+    def _forward_failed(self, leg: Leg, peer: Leg, request: Request, txn: ServerTransaction,
+                        failure: Failure) -> None:
         if request.method == "INVITE":
             leg.received_invite = None
             peer.sent_invite = None
@@ -252,7 +272,7 @@ class Relay:
             txn.respond(500, "Server Internal Error")
         self.on_lost(peer)
 
-    def _await_ack(self, leg: Leg, peer: Leg, txn) -> None:
+    def _await_ack(self, leg: Leg, peer: Leg, txn: ServerTransaction) -> None:
         """§13.3.1.4: the 2xx we relayed is ours to retransmit until the sender ACKs it."""
 
         def no_ack() -> None:
@@ -262,14 +282,11 @@ class Relay:
 
         leg.awaiting_ack = (peer, txn.retransmit_until_ack(no_ack))
 
-    def _ack(self, leg: Leg, ack) -> None:
+    def _ack(self, leg: Leg, ack: Request) -> None:
         """The ACK for a 2xx we relayed: ACK the peer's 2xx, with the answer if it has one."""
-        if leg.awaiting_ack is None:
+        peer = _stop_awaiting_ack(leg)
+        if peer is None:
             return
-        peer, timer = leg.awaiting_ack
-        leg.awaiting_ack = None
-        if timer.active():
-            timer.cancel()
         if peer.over or peer.dialog is None:
             return
         if is_sdp(ack):
@@ -287,10 +304,6 @@ class Relay:
         if txn is not None and not txn.final_sent:
             txn.respond(487, "Request Terminated")
         leg.received_invite = None
-        if leg.awaiting_ack is not None:
-            peer, timer = leg.awaiting_ack
-            leg.awaiting_ack = None
-            if timer.active():
-                timer.cancel()
-            if peer.up:
-                peer.dialog.ack()
+        peer = _stop_awaiting_ack(leg)
+        if peer is not None and peer.up:
+            peer.dialog.ack()

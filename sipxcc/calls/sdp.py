@@ -106,18 +106,6 @@ class SessionDescription:
                 return Origin(fields[0], int(fields[1]), int(fields[2]), *fields[3:])
         raise ValueError("SDP has no o= line")
 
-    def with_origin(self, session_id: int | None = None, version: int | None = None,
-                    address: str | None = None) -> SessionDescription:
-        """A copy with the given o= fields replaced (address also sets the address type)."""
-        old = self.origin
-        new = old._replace(
-            session_id=old.session_id if session_id is None else session_id,
-            version=old.version if version is None else version)
-        if address is not None:
-            new = new._replace(addr_type=_addr_type(address), address=address)
-        return SessionDescription(
-            [("o", str(new)) if kind == "o" else (kind, value) for kind, value in self.lines])
-
     @property
     def connection(self) -> str | None:
         """The session-level c= value, e.g. C{"IN IP4 192.0.2.1"}."""
@@ -169,33 +157,6 @@ class SessionDescription:
                 return value
         return "sendrecv"
 
-    def with_direction(self, direction: str) -> SessionDescription:
-        """A copy whose every media section carries C{a=<direction>} (and no other)."""
-        if direction not in DIRECTIONS:
-            raise ValueError(f"unknown SDP direction {direction!r}")
-        lines: list[tuple[str, str]] = []
-        in_media = False
-        for kind, value in self.lines:
-            if kind == "a" and value in DIRECTIONS:
-                continue
-            if kind == "m":
-                if in_media:
-                    lines.append(("a", direction))
-                in_media = True
-            lines.append((kind, value))
-        if in_media:
-            lines.append(("a", direction))
-        return SessionDescription(lines)
-
-    @property
-    def is_hold(self) -> bool:
-        """True for an RFC 3264 §8.4 hold: sendonly/inactive, or c= 0.0.0.0 (RFC 2543)."""
-        if self.direction in ("sendonly", "inactive"):
-            return True
-        connections = [self.connection] + [m.connection for m in self.media]
-        return any(c is not None and c.split()[-1] == "0.0.0.0" for c in connections)
-
-
 def _addr_type(address: str) -> str:
     try:
         ip = ipaddress.ip_address(address)
@@ -221,11 +182,18 @@ def no_media_offer(address: str, session_id: int, version: int) -> bytes:
 
 
 def black_hole_offer(session_id: int, version: int, origin_address: str = "0.0.0.0") -> bytes:
-    """RFC 3725 §5 flow IV, step 1: one audio codec, non-zero port, c=IN IP4 0.0.0.0."""
+    """
+    RFC 3725 §5 flow IV, step 1: one audio codec, non-zero port, c=IN IP4 0.0.0.0, and
+    C{a=inactive} (RFC 3264 §5.1): the calling user is parked there for as long as the
+    called user rings (up to the ring time, minutes), and a phone that ends a call after
+    some seconds without RTP (linphone's nortp_timeout, baresip's rtp_timeout) only does so
+    for a stream it expects to receive on; an inactive stream expects nothing.
+    """
     return SessionDescription([
         ("v", "0"),
         ("o", f"sipxcc {session_id} {version} IN {_addr_type(origin_address)} "
               f"{origin_address}"),
         ("s", "-"), ("c", "IN IP4 0.0.0.0"), ("t", "0 0"),
         ("m", f"audio {NO_MEDIA_PORT} RTP/AVP 0"), ("a", "rtpmap:0 PCMU/8000"),
+        ("a", "inactive"),
     ]).to_bytes()

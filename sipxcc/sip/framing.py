@@ -86,47 +86,59 @@ def _validate(message: Request | Response) -> None:
     for key, _, _ in message.headers._fields:
         if key in counts:
             counts[key] += 1
-    is_request = message.is_request
-    complete = all(counts[k] for k in _SINGLE) and counts["via"]
-    partial = None
-    if is_request and complete:
-        try:
-            message.top_via
-            partial = message
-        except SIPParseError:
-            pass
+    partial = _answerable(message, counts)
     try:
-        for key in _SINGLE:
-            if counts[key] != 1:
-                raise SIPParseError(f"{'missing' if not counts[key] else 'repeated'} {key}")
-        if not counts["via"]:
-            raise SIPParseError("missing Via")
+        _check_counts(counts)
         if message.version != "SIP/2.0":
             raise SIPParseError(f"unsupported version {message.version}", status=505)
-        message.top_via
+        _ = message.top_via  # parsed now: raises SIPParseError if malformed
         seq, method = message.cseq
         if isinstance(message, Request):
-            # a response's From/To are parsed when (rarely) needed: a transaction matches it
-            # by Via branch and CSeq alone (§17.1.3)
-            message.from_address
-            message.to_address
-            if method != message.method:
-                raise SIPParseError(f"CSeq method {method} does not match {message.method}")
-            uri = message.uri
-            # no ?headers in a SIP Request-URI (§19.1.5); a '?' before the '@' is in the user
-            headers_at = uri.find("?", max(uri.rfind("@"), 0))
-            if not _REQUEST_URI.match(uri) or (
-                    headers_at >= 0 and uri[:4].lower() in ("sip:", "sips")):
-                raise SIPParseError(f"bad Request-URI: {message.uri[:80]!r}")
-            if counts["max-forwards"]:
-                hops = message.headers.get("Max-Forwards") or ""
-                if not hops.isdigit() or not hops.isascii() or int(hops) > 255:
-                    raise SIPParseError(f"bad Max-Forwards: {hops[:20]!r}")
+            _validate_request(message, method, counts["max-forwards"] > 0)
         elif message.status < 100:
             raise SIPParseError(f"bad status code {message.status}")
     except SIPParseError as e:
         e.partial = partial
         raise
+
+
+def _answerable(message: Request | Response, counts: dict[str, int]) -> Request | None:
+    """The request, if it has what a 400 answer to it needs (the single headers and a
+    parseable top Via); else None."""
+    if not isinstance(message, Request) or not counts["via"] \
+            or not all(counts[k] for k in _SINGLE):
+        return None
+    try:
+        _ = message.top_via  # parsed now: raises SIPParseError if malformed
+    except SIPParseError:
+        return None
+    return message
+
+
+def _check_counts(counts: dict[str, int]) -> None:
+    for key in _SINGLE:
+        if counts[key] != 1:
+            raise SIPParseError(f"{'missing' if not counts[key] else 'repeated'} {key}")
+    if not counts["via"]:
+        raise SIPParseError("missing Via")
+
+
+def _validate_request(message: Request, method: str, has_max_forwards: bool) -> None:
+    # a response's From/To are parsed when (rarely) needed: a transaction matches it
+    # by Via branch and CSeq alone (§17.1.3)
+    _ = message.from_address, message.to_address  # parsed now, or SIPParseError
+    if method != message.method:
+        raise SIPParseError(f"CSeq method {method} does not match {message.method}")
+    uri = message.uri
+    # no ?headers in a SIP Request-URI (§19.1.5); a '?' before the '@' is in the user
+    headers_at = uri.find("?", max(uri.rfind("@"), 0))
+    if not _REQUEST_URI.match(uri) or (
+            headers_at >= 0 and uri[:4].lower() in ("sip:", "sips")):
+        raise SIPParseError(f"bad Request-URI: {message.uri[:80]!r}")
+    if has_max_forwards:
+        hops = message.headers.get("Max-Forwards") or ""
+        if not hops.isdigit() or not hops.isascii() or int(hops) > 255:
+            raise SIPParseError(f"bad Max-Forwards: {hops[:20]!r}")
 
 
 def _find_head_end(data: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:

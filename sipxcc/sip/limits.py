@@ -10,8 +10,7 @@ closed as soon as it is accepted; refusals are counted and logged at most once a
 
 from __future__ import annotations
 
-import ipaddress
-
+from sipxcc.hosts import client_key, ip_address
 from sipxcc.logs import logger
 from sipxcc.timers import Clock
 
@@ -28,26 +27,6 @@ REFUSAL_LOG_INTERVAL = 60.0
 
 MAX_PROXY_ADDRESSES = 16
 """Addresses remembered as the proxy's (its host name may resolve to a new one later)."""
-
-
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0].strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def client_key(host: str) -> str:
-    """The address C{host} is counted under: itself (IPv4), its /64 (IPv6)."""
-    address = _address(host)
-    if address is None:
-        return host
-    if address.version == 6:
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
 
 
 class ConnectionLimits:
@@ -76,12 +55,12 @@ class ConnectionLimits:
 
     def add_proxy(self, host: str) -> None:
         """Treat connections from C{host} (an IP address) as the proxy's."""
-        address = _address(host)
+        address = ip_address(host)
         if address is not None and len(self.proxies) < MAX_PROXY_ADDRESSES:
             self.proxies.add(str(address))
 
     def is_proxy(self, host: str) -> bool:
-        address = _address(host)
+        address = ip_address(host)
         return address is not None and str(address) in self.proxies
 
     def admit(self, host: str, transport: str = "TCP") -> tuple[str, bool] | None:

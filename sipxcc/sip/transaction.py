@@ -18,6 +18,7 @@ from typing import Protocol
 
 from sipxcc.sip.headers import MAGIC_COOKIE
 from sipxcc.sip.message import Request, Response, make_tag, response_to
+from sipxcc.sip.stats import NO_STATS, SipStats
 from sipxcc.sip.transport import Source, Target
 from sipxcc.statemachine import Action, Table, Transition, bind
 from sipxcc.timers import TimerHandle, Timers
@@ -184,6 +185,16 @@ def _ignore(*args: object) -> None:
     """What a terminated transaction calls instead of its TU."""
 
 
+def _response_event(status: int, invite: bool) -> Event:
+    """What a response with C{status} is to a transaction (an INVITE one tells 2xx from
+    3xx-6xx, §17.1.1.2 and §17.2.1)."""
+    if status < 200:
+        return PROVISIONAL
+    if not invite:
+        return FINAL
+    return SUCCESS if status < 300 else FAILURE
+
+
 def _reliable(target: Target) -> bool:
     return target.transport != "UDP"
 
@@ -282,14 +293,7 @@ class ClientTransaction(_Transaction):
         self._start_timer("B", 64 * T1, give_up)
 
     def receive(self, response: Response) -> None:
-        status = response.status
-        if status < 200:
-            event = PROVISIONAL
-        elif not self.invite:
-            event = FINAL
-        else:
-            event = SUCCESS if status < 300 else FAILURE
-        self._fire(event, response)
+        self._fire(_response_event(response.status, self.invite), response)
 
     def transport_error(self, reason: object) -> None:
         """The transport could not deliver (§17.1.4), or the stream closed (§18.4)."""
@@ -310,11 +314,13 @@ class ClientTransaction(_Transaction):
     # Actions (named in the tables)
 
     def retransmit(self, _: object = None) -> None:
+        self.layer.stats.retransmitted()
         self._send(self.data)
         self.interval = self.interval * 2 if self.invite else min(self.interval * 2, T2)
         self._start_timer("A", self.interval, TIMER_A if self.invite else TIMER_E)
 
     def time_out(self, _: object = None) -> None:
+        self.layer.stats.timed_out(self.method)
         failed = self.on_failure
         self.terminate()
         failed(Timeout(f"no final response to {self.method}"))
@@ -434,14 +440,7 @@ class ServerTransaction(_Transaction):
 
     def send_response(self, response: Response) -> None:
         """Send a response the TU built: the table says whether and what follows."""
-        status = response.status
-        if status < 200:
-            event = PROVISIONAL
-        elif not self.invite:
-            event = FINAL
-        else:
-            event = SUCCESS if status < 300 else FAILURE
-        self._fire(event, response)
+        self._fire(_response_event(response.status, self.invite), response)
 
     def receive_retransmission(self, request: Request) -> None:
         """The peer sent the request again, or (INVITE) the ACK of our non-2xx answer."""
@@ -502,6 +501,7 @@ class ServerTransaction(_Transaction):
             self._start_wait("J", 64 * T1, TIMER_J)
 
     def retransmit_final(self, _: object = None) -> None:
+        self.layer.stats.retransmitted()
         self.resend_last()
         self.interval = min(self.interval * 2, T2)
         self._start_timer("G", self.interval, TIMER_G)
@@ -535,6 +535,7 @@ class AnswerRetransmission:
             self.on_no_ack()
             return
         if not txn.reliable:
+            txn.layer.stats.retransmitted()
             txn.resend_last()
         interval = min(interval * 2, T2)
         self.timer = self.timers.call_later(interval, self._due, interval)
@@ -572,6 +573,7 @@ class TransactionLayer:
         self.response_route = response_route
         self.clients: dict[tuple[object, ...], ClientTransaction] = {}
         self.servers: dict[tuple[object, ...], ServerTransaction] = {}
+        self.stats: SipStats = NO_STATS  # counts retransmissions and timeouts
 
     def client(self, request: Request, target: Target, on_response: Callable[[Response], None],
                on_failure: Callable[[Exception], None],

@@ -14,12 +14,19 @@ The layer above sees only C{on_message(message, source)} and C{send(data, target
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol, cast
 
 from twisted.internet import protocol
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError, ConnectError
-from twisted.internet.interfaces import IHandshakeListener, IPushProducer
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHandshakeListener,
+    IListeningPort,
+    IPushProducer,
+)
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -27,9 +34,28 @@ from sipxcc.hosts import is_ip
 from sipxcc.logs import logger
 from sipxcc.sip.framing import MAX_HEAD, StreamParser, parse_datagram
 from sipxcc.sip.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_HOST, ConnectionLimits
-from sipxcc.sip.message import MAX_MESSAGE, SIPParseError
+from sipxcc.sip.message import MAX_MESSAGE, Request, Response, SIPParseError
+from sipxcc.sip.stats import NO_STATS, SipStats
 
 log = logger(__name__)
+
+Message = Request | Response
+
+ErrorCallback = Callable[[BaseException], object]
+"""Told why a message could not be sent (a refused connection, a socket error)."""
+
+
+class _StreamTransport(Protocol):
+    """What a connected TCP or TLS transport offers us: Twisted's ITCPTransport, IConsumer
+    and IPushProducer together (tcp.Connection and TLSMemoryBIOProtocol both are)."""
+
+    def write(self, data: bytes) -> None: ...
+    def getPeer(self) -> Any: ...
+    def loseConnection(self) -> None: ...
+    def registerProducer(self, producer: object, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
 
 UDP_MTU_LIMIT = 1300  # RFC 3261 §18.1.1: larger requests go over a congestion-controlled transport
 
@@ -69,10 +95,13 @@ class SIPDatagramProtocol(protocol.DatagramProtocol):
 
     def startProtocol(self) -> None:
         # the socket itself where there is one: udp.Port.write re-validates every address
-        sock = getattr(self.transport, "socket", None)
-        self.sendto = sock.sendto if sock is not None else self.transport.write
+        transport = self.transport
+        assert transport is not None  # startProtocol follows the transport being set
+        sock = getattr(transport, "socket", None)
+        self.sendto: Callable[[bytes, tuple[str, int]], object] = (
+            sock.sendto if sock is not None else transport.write)
 
-    def datagramReceived(self, data: bytes, addr) -> None:
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
         if data.strip(b"\r\n") == b"":
             return  # RFC 5626 keep-alive
         source = Source("UDP", addr[0], addr[1], None)
@@ -104,24 +133,33 @@ class SIPStreamProtocol(protocol.Protocol):
         self.layer = layer
         self.transport_name = transport_name
         self.peer: tuple[str, int] | None = None
-        self.idle = None
-        self.deadline = None
-        self.abort = None
-        self.pending: list[tuple[bytes, Callable | None]] = []
+        self.idle: IDelayedCall | None = None
+        self.deadline: IDelayedCall | None = None
+        self.abort: IDelayedCall | None = None
+        self.pending: list[tuple[bytes, ErrorCallback | None]] = []
         self.connected_ok = False
         self.parser = StreamParser(self._message, layer.max_size, on_invalid=self._invalid,
                                    on_ping=self._pong, max_head=layer.max_head)
 
+    @property
+    def stream(self) -> _StreamTransport:
+        """The connected transport (only used between connectionMade and connectionLost)."""
+        transport = self.transport
+        assert transport is not None, "not connected"
+        # the reactor connects us to a tcp.Connection or a TLSMemoryBIOProtocol only: both
+        # are consumers and push producers as well as transports
+        return cast(_StreamTransport, transport)
+
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
+        peer = self.stream.getPeer()
         self.peer = (peer.host, peer.port)
         self.connected_ok = True
         self.layer.connection_made(self)
         for data, _ in self.pending:
-            self.transport.write(data)
+            self.stream.write(data)
         self.pending = []
         if self.flow_control_from_start:
-            self.transport.registerProducer(self, True)
+            self.stream.registerProducer(self, True)
         self.touch()
         if self.admitted is not None:  # incoming: the first message is due from now on
             self._start_deadline()
@@ -158,17 +196,17 @@ class SIPStreamProtocol(protocol.Protocol):
         """Close now; abort if what is still queued is not taken within L{ABORT_GRACE}."""
         if self.abort is None:
             self.abort = self.layer.reactor.callLater(ABORT_GRACE, self._abort)
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        self.stream.unregisterProducer()
+        self.stream.loseConnection()
 
     # IPushProducer: the transport's write buffer is full, or has drained
 
     def pauseProducing(self) -> None:
-        self.transport.pauseProducing()  # read no more from the peer
+        self.stream.pauseProducing()  # read no more from the peer
 
     def resumeProducing(self) -> None:
         if self.abort is None:
-            self.transport.resumeProducing()
+            self.stream.resumeProducing()
 
     def stopProducing(self) -> None:
         pass  # connectionLost follows
@@ -204,29 +242,29 @@ class SIPStreamProtocol(protocol.Protocol):
         self.layer.parse_failed(error, self._source())
 
     def _pong(self) -> None:
-        self.transport.write(b"\r\n")  # RFC 5626 §4.4.1: CRLFCRLF ping gets a CRLF pong
+        self.stream.write(b"\r\n")  # RFC 5626 §4.4.1: CRLFCRLF ping gets a CRLF pong
 
     def _source(self) -> Source:
         host, port = self.peer or ("", 0)
         return Source(self.transport_name, host, port, self)
 
-    def _message(self, message) -> None:
+    def _message(self, message: Message) -> None:
         self.layer.deliver(message, self._source())
 
-    def send(self, data: bytes, on_error: Callable | None = None) -> None:
+    def send(self, data: bytes, on_error: ErrorCallback | None = None) -> None:
         if self.connected_ok:
-            self.transport.write(data)
+            self.stream.write(data)
             self.touch()
         else:
             self.pending.append((data, on_error))
 
-    def connect_failed(self, reason) -> None:
+    def connect_failed(self, reason: Failure) -> None:
         pending, self.pending = self.pending, []
         for _, on_error in pending:
             if on_error is not None:
                 on_error(reason)
 
-    def connectionLost(self, reason=None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if self.idle is not None and self.idle.active():
             self.idle.cancel()
         self.idle = None
@@ -246,7 +284,7 @@ class _StreamFactory(protocol.Factory):
         self.layer = layer
         self.transport_name = transport_name
 
-    def buildProtocol(self, addr):
+    def buildProtocol(self, addr: IAddress | None) -> SIPStreamProtocol | None:
         host = getattr(addr, "host", None) or ""
         admitted = self.layer.limits.admit(host, self.transport_name)
         if admitted is None:
@@ -259,7 +297,9 @@ class _StreamFactory(protocol.Factory):
 class _TLSStreamFactory(TLSMemoryBIOFactory):
     """TLS around L{_StreamFactory}: a refused connection is closed before any handshake."""
 
-    def buildProtocol(self, addr):
+    # WrappingFactory promises a protocol, Factory allows None: None refuses the connection
+    def buildProtocol(  # type: ignore[override]
+            self, addr: IAddress | None) -> TLSMemoryBIOProtocol | None:
         inner = self.wrappedFactory.buildProtocol(addr)
         if inner is None:
             return None
@@ -270,10 +310,10 @@ class _OutgoingFactory(protocol.ClientFactory):
     def __init__(self, proto: SIPStreamProtocol):
         self.proto = proto
 
-    def buildProtocol(self, addr):
+    def buildProtocol(self, addr: IAddress | None) -> SIPStreamProtocol:
         return self.proto
 
-    def clientConnectionFailed(self, connector, reason) -> None:
+    def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
         self.proto.layer.connection_lost(self.proto)
         self.proto.connect_failed(reason)
 
@@ -284,8 +324,11 @@ class TransportLayer:
     C{on_message(message, source)}; unparseable ones to C{on_bad_message(error, source)}.
     """
 
-    def __init__(self, reactor, address: str, port: int, transports=("udp", "tcp"),
-                 on_message=None, on_bad_message=None, tls_context=None,
+    def __init__(self, reactor: Any, address: str, port: int,
+                 transports: tuple[str, ...] | list[str] = ("udp", "tcp"),
+                 on_message: Callable[[Message, Source], object] | None = None,
+                 on_bad_message: Callable[[SIPParseError, Source], object] | None = None,
+                 tls_context: Any = None,
                  idle_timeout: float = IDLE_TIMEOUT, max_size: int = MAX_MESSAGE,
                  max_connections: int = MAX_CONNECTIONS,
                  max_connections_per_host: int = MAX_CONNECTIONS_PER_HOST,
@@ -305,11 +348,12 @@ class TransportLayer:
         self.deadline_closed = 0
         self.connections: dict[tuple[str, str, int], SIPStreamProtocol] = {}
         self.resolved: dict[str, tuple[str, float]] = {}
-        self.ports: list = []
-        self.udp = None
+        self.ports: list[IListeningPort] = []
+        self.udp: SIPDatagramProtocol | None = None
         self.dropped = 0
         self.on_connection_lost: Callable[[Target], None] | None = None
         self.proxy_host: str | None = None
+        self.stats: SipStats = NO_STATS  # counts what is sent and received
 
     def set_proxy(self, host: str) -> None:
         """The proxy's host: its connections are exempt from the per-address cap (a name
@@ -340,29 +384,35 @@ class TransportLayer:
     def _bind(self, port: int) -> None:
         if "udp" in self.transports:
             self.udp = SIPDatagramProtocol(self)
-            self.ports.append(self.reactor.listenUDP(port, self.udp, interface=self.address,
-                                                     maxPacketSize=self.max_size))
-            port = self.ports[-1].getHost().port
+            udp: IListeningPort = self.reactor.listenUDP(port, self.udp,
+                                                         interface=self.address,
+                                                         maxPacketSize=self.max_size)
+            self.ports.append(udp)
+            port = udp.getHost().port  # type: ignore[attr-defined]  # an IPv4/IPv6Address
         if "tcp" in self.transports:
-            self.ports.append(self.reactor.listenTCP(port, _StreamFactory(self, "TCP"),
-                                                     interface=self.address))
-            port = self.ports[-1].getHost().port
+            tcp: IListeningPort = self.reactor.listenTCP(port, _StreamFactory(self, "TCP"),
+                                                         interface=self.address)
+            self.ports.append(tcp)
+            port = tcp.getHost().port  # type: ignore[attr-defined]  # an IPv4/IPv6Address
         self.port = port
         if "tls" in self.transports and self.tls_context is not None:
             # SIP over TLS on the next port, as 5061 follows 5060 (RFC 3261 §19.1.2)
             factory = _TLSStreamFactory(self.tls_context, False, _StreamFactory(self, "TLS"))
             self.ports.append(self.reactor.listenTCP(port + 1, factory, interface=self.address))
 
-    def stop(self):
+    def stop(self) -> Deferred[list[object]]:
         for conn in list(self.connections.values()):
-            conn.transport.loseConnection()
+            if conn.transport is not None:
+                conn.transport.loseConnection()
         from twisted.internet.defer import gatherResults, maybeDeferred
         ports, self.ports = self.ports, []
         return gatherResults([maybeDeferred(p.stopListening) for p in ports])
 
     # Receiving
 
-    def deliver(self, message, source: Source) -> None:
+    def deliver(self, message: Message, source: Source) -> None:
+        assert self.on_message is not None, "the user agent sets on_message before start()"
+        self.stats.received(message)
         try:
             self.on_message(message, source)
         except SIPParseError as error:  # a header parsed lazily turned out malformed
@@ -374,6 +424,7 @@ class TransportLayer:
             self.on_bad_message(error, source)
 
     def connection_made(self, proto: SIPStreamProtocol) -> None:
+        assert proto.peer is not None  # set by connectionMade
         self.connections[(proto.transport_name, proto.peer[0], proto.peer[1])] = proto
 
     def connection_lost(self, proto: SIPStreamProtocol) -> None:
@@ -386,12 +437,13 @@ class TransportLayer:
 
     # Sending
 
-    def send(self, data: bytes, target: Target, on_error: Callable | None = None,
+    def send(self, data: bytes, target: Target, on_error: ErrorCallback | None = None,
              connection: object | None = None) -> None:
         """
         Send C{data} to C{target}; over C{connection} when given and still open (§18.2.2).
         Asynchronous failures (a TCP connection that cannot be made) go to C{on_error}.
         """
+        self.stats.sent(data)
         if not is_ip(target.host):
             self._resolve_then_send(data, target, on_error, connection)
             return
@@ -418,7 +470,8 @@ class TransportLayer:
             proto = self._connect(target)
         proto.send(data, on_error)
 
-    def _resolve_then_send(self, data: bytes, target: Target, on_error, connection) -> None:
+    def _resolve_then_send(self, data: bytes, target: Target, on_error: ErrorCallback | None,
+                           connection: object | None) -> None:
         """A host name (RFC 3263 reduced to an A/AAAA lookup), cached for a minute."""
         cached = self.resolved.get(target.host)
         now = self.reactor.seconds()
@@ -432,9 +485,9 @@ class TransportLayer:
                 self.limits.add_proxy(address)
             self.send(data, target._replace(host=address), on_error, connection)
 
-        def failed(reason) -> None:
+        def failed(reason: Failure) -> None:
             if on_error is not None:
-                on_error(reason.value)
+                on_error(reason.value or RuntimeError("name resolution failed"))
         self.reactor.resolve(target.host).addCallbacks(resolved, failed)
 
     def _connect(self, target: Target) -> SIPStreamProtocol:
@@ -448,8 +501,9 @@ class TransportLayer:
             if creator is None:  # never TLS without verifying the peer: fail like a refusal
                 log.error("no SIP over TLS to {host}:{port}: no client TLS options",
                           host=target.host, port=target.port)
+                refused = ConnectError("no client TLS options")
                 self.reactor.callLater(0, factory.clientConnectionFailed, None,
-                                       Failure(ConnectError("no client TLS options")))
+                                       Failure(refused))
                 return proto
             self.reactor.connectSSL(target.host, target.port, factory, creator, timeout=10)
         else:
@@ -457,9 +511,9 @@ class TransportLayer:
         return proto
 
     #: the daemon's L{sipxcc.tls.client_options}: the proxy's certificate and name verified
-    client_tls = None
+    client_tls: Any = None
 
-    def tls_client_context(self):
+    def tls_client_context(self) -> Any:
         """Options for outgoing SIP over TLS; None means no outgoing TLS at all."""
         return self.client_tls
 
@@ -478,9 +532,9 @@ class _TLSClientProtocol(SIPStreamProtocol):
 
     def handshakeCompleted(self) -> None:
         self.handshake_done = True
-        self.transport.registerProducer(self, True)
+        self.stream.registerProducer(self, True)
 
-    def connectionLost(self, reason=None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if not self.handshake_done:
             value = getattr(reason, "value", reason)
             why = " ".join(str(value).split())[:300] or type(value).__name__

@@ -193,6 +193,35 @@ def format_params(params: dict[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 
+def _split_userinfo(rest: str, text: str) -> tuple[str | None, str | None, str]:
+    """(user, password, what follows the '@') of a SIP URI after its scheme; the user
+    and password are None when absent."""
+    at = rest.find("@")
+    if at >= 0 and rest.find("@", at + 1) >= 0:
+        # A second, unescaped '@' is illegal but common in ?Replaces=callid@host:
+        # the userinfo ends at the last '@' before the headers.
+        query = rest.find("?")
+        before = rest.rfind("@", 0, query) if query >= 0 else -1
+        at = before if before >= 0 else at
+    if at < 0:
+        return None, None, rest
+    user, colon, password = rest[:at].partition(":")
+    if not user:
+        raise SIPParseError(f"empty user part in URI: {text[:60]!r}")
+    return user, password if colon else None, rest[at + 1:]
+
+
+def _parse_uri_headers(query: str, text: str) -> dict[str, str]:
+    """The C{?name=value&...} headers of a SIP URI (RFC 3261 §19.1.1)."""
+    headers: dict[str, str] = {}
+    for field in query.split("&"):
+        name, eq, value = field.partition("=")
+        if not name or not eq:
+            raise SIPParseError(f"bad URI header {field!r} in {text[:60]!r}")
+        headers[name] = value
+    return headers
+
+
 class URI:
     """
     A sip:, sips: or tel: URI (RFC 3261 §19.1.1, RFC 3966); other schemes are kept opaque.
@@ -252,29 +281,11 @@ class URI:
 
     @classmethod
     def _parse_sip(cls, scheme: str, rest: str, text: str) -> URI:
-        user = password = None
-        at = rest.find("@")
-        if at >= 0 and rest.find("@", at + 1) >= 0:
-            # A second, unescaped '@' is illegal but common in ?Replaces=callid@host:
-            # the userinfo ends at the last '@' before the headers.
-            query = rest.find("?")
-            before = rest.rfind("@", 0, query) if query >= 0 else -1
-            at = before if before >= 0 else at
-        if at >= 0:
-            user, colon, password = rest[:at].partition(":")
-            if not colon:
-                password = None
-            if not user:
-                raise SIPParseError(f"empty user part in URI: {text[:60]!r}")
-            rest = rest[at + 1:]
+        user, password, rest = _split_userinfo(rest, text)
         query = rest.find("?")
         headers: dict[str, str] = {}
         if query >= 0:
-            for field in rest[query + 1:].split("&"):
-                name, eq, value = field.partition("=")
-                if not name or not eq:
-                    raise SIPParseError(f"bad URI header {field!r} in {text[:60]!r}")
-                headers[name] = value
+            headers = _parse_uri_headers(rest[query + 1:], text)
             rest = rest[:query]
         hostport, semi, param_text = rest.partition(";")
         hp = _HOSTPORT.match(hostport)

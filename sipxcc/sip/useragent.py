@@ -13,12 +13,15 @@ from dataclasses import dataclass
 
 from sipxcc.hosts import host_port, is_ip
 from sipxcc.logs import logger
+from sipxcc.sip.dialog import TARGET_REFRESH as TARGET_REFRESH  # the flows' interface
 from sipxcc.sip.dialog import Dialog, DialogId
-from sipxcc.sip.digest import DigestCredentials
+from sipxcc.sip.digest import DigestCredentials as DigestCredentials  # the flows' interface
 from sipxcc.sip.message import Request, Response, make_branch, make_call_id, make_tag, response_to
 from sipxcc.sip.outgoing import OutgoingRequest
 from sipxcc.sip.outgoing import RequestFailed as RequestFailed  # the flows' interface
-from sipxcc.sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
+from sipxcc.sip.stats import SipStats
+from sipxcc.sip.transaction import ClientTransaction, TransactionLayer
+from sipxcc.sip.transaction import ServerTransaction as ServerTransaction  # the flows' interface
 from sipxcc.sip.transport import UDP_MTU_LIMIT, Source, Target, TransportLayer
 from sipxcc.sip.uri import URI
 from sipxcc.timers import Clock, TimerHandle, Timers
@@ -84,6 +87,7 @@ class UserAgent:
         self.settings = settings
         self.timers = Timers(clock)
         self.transactions = TransactionLayer(self.timers, transport, self.response_route)
+        self.transactions.stats = transport.stats  # the sink given to the transport, if any
         self.dialogs: dict[DialogId, Dialog] = {}
         self.proxy = URI.parse(settings.proxy)
         self.proxy_target = uri_target(self.proxy)
@@ -160,6 +164,11 @@ class UserAgent:
     def call_later(self, delay: float, function: Callable[[], None]) -> TimerHandle:
         """Run C{function} after C{delay} seconds, on the UA's shared timer queues."""
         return self.timers.call_later(delay, function)
+
+    def set_stats(self, stats: SipStats) -> None:
+        """Report every message sent and received, retransmission and timeout to C{stats}."""
+        self.transport.stats = stats
+        self.transactions.stats = stats
 
     def send_bytes(self, data: bytes, target: Target) -> None:
         """Send an already built message (an ACK of a 2xx, again) to C{target}."""
@@ -240,7 +249,7 @@ class UserAgent:
 
     def _receive_response(self, response: Response, source: Source | None = None) -> None:
         if response.status < 300 and response.cseq[1] == "INVITE":
-            response.from_tag, response.to_tag  # a dialog needs both: parse (or reject) now
+            _ = response.from_tag, response.to_tag  # a dialog needs both: parse or reject now
         txn = self.transactions.match_response(response)
         if txn is not None:
             self.response_source = source  # read by OutgoingRequest before it answers a 401/407

@@ -15,17 +15,23 @@ import hmac
 import re
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 from twisted.cred import credentials, error
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer
-from twisted.web import guard
+from twisted.python.failure import Failure
+from twisted.web import guard, http
 from zope.interface import Interface, implementer
 
-from sipxcc.logs import logger
-from sipxcc.web.limits import client_key
+from sipxcc.config import Config
+from sipxcc.hosts import client_key
+from sipxcc.logs import logger, shown
+from sipxcc.timers import Clock
+from sipxcc.users import User
 from sipxcc.web.params import BadParameter, check_user
 
 NONCE_LIFETIME = 300.0
@@ -53,6 +59,19 @@ def md5_hex(text: bytes) -> bytes:
     return hashlib.md5(text).hexdigest().encode("ascii")
 
 
+class Directory(Protocol):
+    """What authentication uses of the user directory (L{sipxcc.users.UserDirectory})."""
+
+    def lookup(self, name: str) -> User | None: ...
+
+
+class Owned(Protocol):
+    """A call, live or finished: whose it is."""
+
+    @property
+    def owner(self) -> str: ...
+
+
 class AuthFailure(Exception):
     """A request that may not proceed: C{code} 401, 403 or 429 and what to tell the client."""
 
@@ -76,14 +95,14 @@ class IAgent(Interface):
 class Principal:
     """The requester: a trusted peer (any agent, sees every call) or an authenticated user."""
 
-    user: object | None
+    user: User | None
     trusted: bool = False
 
     @property
     def identity(self) -> str | None:
         return None if self.user is None else self.user.identity
 
-    def may_see(self, call) -> bool:
+    def may_see(self, call: Owned) -> bool:
         return self.trusted or call.owner == self.identity
 
 
@@ -93,22 +112,21 @@ SIPX_USER = b"sipx-user"
 """The header by which sipXconfig's redirector names the portal user it authenticated."""
 
 
-def via_internal_listener(request) -> bool:
+def via_internal_listener(request: http.Request) -> bool:
     """Whether C{request} came in on the internal listener (its Site says C{internal})."""
     return getattr(getattr(request, "site", None), "internal", False) is True
 
 
-def _shown(raw: bytes) -> str:
-    """A header value fit for the log: bounded, non-printable characters escaped."""
-    text = raw[:64].decode("utf-8", "backslashreplace")
-    shown = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-    return shown + ("..." if len(raw) > 64 else "")
+def client_host(request: http.Request) -> str:
+    """The address of the connection's peer (no header counts), or "" if it has none."""
+    host: str = getattr(request.getClientAddress(), "host", None) or ""
+    return host
 
 
 class DigestNonces:
     """Server-issued nonces with their issue time and the nonce counts already accepted."""
 
-    def __init__(self, clock, lifetime: float = NONCE_LIFETIME, capacity: int = MAX_NONCES):
+    def __init__(self, clock: Clock, lifetime: float = NONCE_LIFETIME, capacity: int = MAX_NONCES):
         self._clock = clock
         self._lifetime = lifetime
         self._capacity = capacity
@@ -142,12 +160,13 @@ class DigestNonces:
 class PinDigestCredentials(credentials.DigestedCredentials):
     """Digest credentials checked against a stored HA1 in constant time (RFC 7616 §3.4.1)."""
 
-    def __init__(self, username, method, realm, fields, nonces: DigestNonces, fresh: bool):
-        super().__init__(username, method, realm, fields)
+    def __init__(self, username: bytes, method: bytes, realm: bytes, fields: dict[str, bytes],
+                 nonces: DigestNonces, fresh: bool):
+        super().__init__(username, method, realm, fields)  # type: ignore[no-untyped-call]  # Twisted's, untyped
         self._nonces = nonces
         self._fresh = fresh
 
-    def checkPassword(self, password):
+    def checkPassword(self, password: bytes) -> bool:
         raise NotImplementedError("only stored HA1 values are supported")
 
     def checkHash(self, digestHash: bytes) -> bool:
@@ -183,20 +202,21 @@ def parse_auth_params(text: bytes) -> dict[str, bytes]:
 
 class StrictDigestFactory(guard.DigestCredentialFactory):
     """
-    twisted.web.guard's Digest factory with its gaps closed (twisted-facts §2): our own
+    twisted.web.guard's Digest factory with its gaps closed (its own nonces never expire,
+    it accepts any algorithm and does not bind C{uri} to the request): our own
     expiring nonces, MD5 + qop=auth only, realm and C{uri} checked against the request.
     """
 
     def __init__(self, realm: str, nonces: DigestNonces):
-        super().__init__(b"md5", realm.encode("utf-8"))
+        super().__init__(b"md5", realm.encode("utf-8"))  # type: ignore[no-untyped-call]  # Twisted's, untyped
         self.realm = realm.encode("utf-8")
         self.nonces = nonces
 
-    def getChallenge(self, request) -> dict[str, bytes]:
+    def getChallenge(self, request: http.Request) -> dict[str, bytes]:
         return {"realm": self.realm, "qop": b"auth", "algorithm": b"MD5",
                 "nonce": self.nonces.issue()}
 
-    def challenge_header(self, request, stale: bool | None = None) -> bytes:
+    def challenge_header(self, request: http.Request, stale: bool | None = None) -> bytes:
         params = self.getChallenge(request)
         parts = [b'realm="%s"' % params["realm"], b'qop="auth"', b"algorithm=MD5",
                  b'nonce="%s"' % params["nonce"]]
@@ -204,7 +224,7 @@ class StrictDigestFactory(guard.DigestCredentialFactory):
             parts.append(b"stale=true" if stale else b"stale=false")
         return b"Digest " + b", ".join(parts)
 
-    def decode(self, response: bytes, request) -> PinDigestCredentials:
+    def decode(self, response: bytes, request: http.Request) -> PinDigestCredentials:
         fields = parse_auth_params(response)
         for name in ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce"):
             if not fields.get(name):
@@ -228,14 +248,15 @@ class PintokenChecker:
 
     credentialInterfaces = (credentials.IUsernameDigestHash, credentials.IUsernamePassword)
 
-    def __init__(self, directory, realm: str):
+    def __init__(self, directory: Directory, realm: str):
         self._directory = directory
         self._realm = realm.encode("utf-8")
 
-    def requestAvatarId(self, creds):
+    # our avatar ids are identities (str), which twisted.cred passes through untouched
+    def requestAvatarId(self, creds: Any) -> defer.Deferred[str]:  # type: ignore[override]
         return defer.maybeDeferred(self._check, creds)
 
-    def _check(self, creds) -> str:
+    def _check(self, creds: Any) -> str:
         try:
             name = creds.username.decode("utf-8")
         except UnicodeDecodeError:
@@ -250,7 +271,7 @@ class PintokenChecker:
                             + creds.password)
             good = hmac.compare_digest(given, pintoken)
         else:
-            good = creds.checkHash(pintoken)
+            good = bool(creds.checkHash(pintoken))
         if not good:
             raise error.UnauthorizedLogin("wrong PIN")
         return user.identity
@@ -260,10 +281,11 @@ class PintokenChecker:
 class AgentRealm:
     """Maps an authenticated identity to its L{IAgent} avatar, the directory's user."""
 
-    def __init__(self, directory):
+    def __init__(self, directory: Directory):
         self._directory = directory
 
-    def requestAvatar(self, avatarId, mind, *interfaces):
+    def requestAvatar(self, avatarId: str, mind: object,  # type: ignore[override]  # str ids
+                      *interfaces: Any) -> tuple[Any, User, Callable[[], None]]:
         if IAgent not in interfaces:
             raise NotImplementedError("only IAgent avatars")
         user = self._directory.lookup(avatarId)
@@ -279,7 +301,7 @@ class FailureThrottle:
     once as the blocking of a C{what}. Memory is bounded by C{max_hosts} keys.
     """
 
-    def __init__(self, clock, limit: int = FAILURE_LIMIT, window: float = FAILURE_WINDOW,
+    def __init__(self, clock: Clock, limit: int = FAILURE_LIMIT, window: float = FAILURE_WINDOW,
                  block: float = BLOCK_TIME, max_hosts: int = MAX_TRACKED_HOSTS,
                  what: str = "client"):
         self._clock = clock
@@ -314,7 +336,7 @@ class FailureThrottle:
         self._failures[host] = recent
         self._trim(self._failures)
 
-    def _trim(self, table: OrderedDict) -> None:
+    def _trim(self, table: OrderedDict[str, Any]) -> None:
         while len(table) > self._max_hosts:
             table.popitem(last=False)
 
@@ -325,7 +347,8 @@ class Authenticator:
     L{Principal} or fails with L{AuthFailure}.
     """
 
-    def __init__(self, config, directory, clock, nonce_lifetime: float = NONCE_LIFETIME):
+    def __init__(self, config: Config, directory: Directory, clock: Clock,
+                 nonce_lifetime: float = NONCE_LIFETIME):
         self._config = config
         realm = config.sip.realm
         self._portal = Portal(AgentRealm(directory), [PintokenChecker(directory, realm)])
@@ -350,7 +373,7 @@ class Authenticator:
             known = self._trust[host] = self._config.is_trusted(host)
         return known
 
-    def trusted(self, request) -> Principal | None:
+    def trusted(self, request: http.Request) -> Principal | None:
         """
         The principal when it is known without checking credentials (no I/O, no wait): a
         trusted peer over HTTPS, or on the internal listener the L{internal} identity.
@@ -360,13 +383,13 @@ class Authenticator:
                 return self.internal(request)
             except AuthFailure:
                 return None  # authenticate() answers it, and logs why
-        host = getattr(request.getClientAddress(), "host", None) or ""
+        host = client_host(request)
         # Trust comes from the TLS connection's peer address only, never from a header.
         if host and request.isSecure() and self._trusted_host(host):
             return TRUSTED
         return None
 
-    def internal(self, request) -> Principal:
+    def internal(self, request: http.Request) -> Principal:
         """
         Who a request on the internal listener comes from. Only trusted hosts may use that
         listener; C{sipx-user} names the user sipXconfig authenticated, who then gets
@@ -375,7 +398,7 @@ class Authenticator:
         grammar), repeated or unknown C{sipx-user}. The header is read here only, so
         on every other listener it is ignored.
         """
-        host = getattr(request.getClientAddress(), "host", None) or ""
+        host = client_host(request)
         if not (host and self._trusted_host(host)):
             raise AuthFailure(403, "Only trusted hosts may use this port")
         values = request.requestHeaders.getRawHeaders(SIPX_USER)
@@ -392,18 +415,18 @@ class Authenticator:
             raise AuthFailure(403, "Unknown sipx-user")
         return Principal(user)
 
-    def authenticate(self, request) -> defer.Deferred:
+    def authenticate(self, request: http.Request) -> defer.Deferred[Principal]:
         if via_internal_listener(request):
             try:
                 return defer.succeed(self.internal(request))
             except AuthFailure as failure:
-                shown = ", ".join(_shown(value) for value in
+                named = ", ".join(shown(value) for value in
                                   request.requestHeaders.getRawHeaders(SIPX_USER) or ())
-                host = getattr(request.getClientAddress(), "host", None) or ""
+                host = client_host(request)
                 log.warn("internal listener: refused a request from {host}: {why} "
-                         "(sipx-user: {shown})", host=host, why=str(failure), shown=shown)
+                         "(sipx-user: {named})", host=host, why=str(failure), named=named)
                 return defer.fail(failure)
-        address = getattr(request.getClientAddress(), "host", None) or ""
+        address = client_host(request)
         secure = bool(request.isSecure())
         if secure and address and self._trusted_host(address):
             return defer.succeed(TRUSTED)
@@ -433,11 +456,12 @@ class Authenticator:
             return defer.fail(AuthFailure(429, "Too many authentication failures for this "
                                           "account", retry_after=retry))
         d = self._portal.login(creds, None, IAgent)
-        d.addCallbacks(lambda result: Principal(result[1]),
-                       lambda failure: self._login_failed(failure, request, host, creds))
-        return d
+        return d.addCallbacks(
+            lambda result: Principal(cast(User, result[1])),  # AgentRealm's avatar
+            lambda failure: self._login_failed(failure, request, host, creds))
 
-    def _login_failed(self, failure, request, host: str, creds):
+    def _login_failed(self, failure: Failure, request: http.Request, host: str,
+                      creds: Any) -> Principal:
         if failure.check(StaleNonce):
             failure.trap(StaleNonce)
             raise self._challenge(request, "Authentication required", stale=True)
@@ -449,7 +473,7 @@ class Authenticator:
         raise self._failed(request, host, f"{failure.getErrorMessage()} (user {user!r})",
                            stale=False)
 
-    def _account(self, creds) -> str | None:
+    def _account(self, creds: Any) -> str | None:
         """The identity of the directory user the credentials name, None if there is none."""
         try:
             name = creds.username.decode("utf-8")
@@ -458,19 +482,20 @@ class Authenticator:
         user = self._directory.lookup(name)
         return None if user is None else user.identity
 
-    def _failed(self, request, host: str, why: str, stale: bool) -> AuthFailure:
+    def _failed(self, request: http.Request, host: str, why: str, stale: bool) -> AuthFailure:
         log.info("authentication failed from {host}: {why}", host=host, why=why)
         self.throttle.failed(host)
         return self._challenge(request, "Authentication failed", stale=stale)
 
-    def _challenge(self, request, text: str, stale: bool | None = None) -> AuthFailure:
+    def _challenge(self, request: http.Request, text: str,
+                   stale: bool | None = None) -> AuthFailure:
         challenges = [self.digest.challenge_header(request, stale)]
         if request.isSecure():
             challenges.append(b'Basic realm="%s"' % self.digest.realm)
         return AuthFailure(401, text, tuple(challenges))
 
 
-def same_user(directory, user, name: str) -> bool:
+def same_user(directory: Directory, user: User, name: str) -> bool:
     """Whether C{name} (user name, alias, identity or addr-spec) refers to C{user}."""
     if name == user.identity or name in user.names:
         return True
@@ -478,7 +503,8 @@ def same_user(directory, user, name: str) -> bool:
     return other is not None and other.identity == user.identity
 
 
-def authorize(principal: Principal, agent, calling_user: str, directory, agents) -> None:
+def authorize(principal: Principal, agent: User, calling_user: str, directory: Directory,
+              agents: Iterable[str]) -> None:
     """
     The authenticated user must be the agent, and may act for another calling
     user only when listed in C{users.agents}. Trusted peers may act as anyone.
@@ -486,6 +512,7 @@ def authorize(principal: Principal, agent, calling_user: str, directory, agents)
     if principal.trusted:
         return
     user = principal.user
+    assert user is not None  # a principal that is not trusted is a user
     if user.identity != agent.identity:
         raise AuthFailure(403, f"{user.user_name} may not act as agent {agent.user_name}")
     if same_user(directory, user, calling_user):

@@ -26,6 +26,7 @@ from sipxcc.users import User, UserDirectory
 from sipxcc.web import intake, params, render
 from sipxcc.web.auth import Authenticator, Principal, authorize
 from sipxcc.web.errors import ApiError, PathResource, error_reply
+from sipxcc.web.idempotency import Idempotency
 from sipxcc.web.reply import Reply, send, status_reply, wants_json
 
 log = logger(__name__)
@@ -44,7 +45,7 @@ class WebContext:
     registry: CallStore
     auth: Authenticator
     cache: render.StatusCache = field(default_factory=render.StatusCache)
-    idempotency: object = None  # sipxcc.web.idempotency.Idempotency: Idempotency-Key on POST
+    idempotency: Idempotency | None = None  # Idempotency-Key on POST
 
 
 class ApiResource(resource.Resource):
@@ -54,7 +55,7 @@ class ApiResource(resource.Resource):
     allowed: tuple[bytes, ...] = ()
 
     def __init__(self, context: WebContext):
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's, untyped
         self.context = context
 
     def allowed_for(self, request: Request) -> tuple[bytes, ...]:
@@ -80,21 +81,24 @@ class ApiResource(resource.Resource):
                 reply = self.handle(request, principal)
             except Exception:
                 reply = self._failed(Failure(), request)
-            send(request, reply)
+            self.respond(request, reply)
             return server.NOT_DONE_YET
         gone: list[Failure] = []
         request.notifyFinish().addErrback(gone.append)
-        d = defer.maybeDeferred(self.context.auth.authenticate, request)
-        d.addCallback(lambda principal: self.handle(request, principal))
+        authenticated = defer.maybeDeferred(self.context.auth.authenticate, request)
+        d = authenticated.addCallback(lambda principal: self.handle(request, principal))
         d.addErrback(self._failed, request)
         d.addCallback(self._send_unless_gone, request, gone)
         d.addErrback(lambda failure: log.failure("could not answer a request", failure))
         return server.NOT_DONE_YET
 
-    @staticmethod
-    def _send_unless_gone(reply: Reply, request: Request, gone: list[Failure]) -> None:
+    def _send_unless_gone(self, reply: Reply, request: Request, gone: list[Failure]) -> None:
         if not gone:
-            send(request, reply)
+            self.respond(request, reply)
+
+    def respond(self, request: Request, reply: Reply) -> None:
+        """Write C{reply} (a streaming resource may have answered already)."""
+        send(request, reply)
 
     def handle(self, request: Request, principal: Principal) -> Reply:
         raise NotImplementedError
@@ -120,8 +124,10 @@ class CallControllerResource(ApiResource):
 
     def handle(self, request: Request, principal: Principal) -> Reply:
         if request.method == b"POST" and self.context.idempotency is not None:
-            return self.context.idempotency.run(request, principal,
-                                                lambda: self._handle(request, principal))
+            reply = self.context.idempotency.run(request, principal,
+                                                 lambda: self._handle(request, principal))
+            assert isinstance(reply, Reply)  # _handle answers at once, so run does too
+            return reply
         return self._handle(request, principal)
 
     def _handle(self, request: Request, principal: Principal) -> Reply:
@@ -187,6 +193,14 @@ class CallsResource(ApiResource):
     """C{/calls}: the requester's calls, newest first; C{/calls/{id}}: one call."""
 
     allowed = (b"DELETE", b"GET")
+    events: resource.Resource | None = None  # /calls/{id}/events (sipxcc.web.stream)
+
+    def render(self, request: Request) -> int:
+        path = request.postpath or []
+        if self.events is not None and len(path) == 2 and path[1] == b"events":
+            status: int = self.events.render(request)
+            return status
+        return super().render(request)
 
     def allowed_for(self, request: Request) -> tuple[bytes, ...]:
         path = request.postpath

@@ -81,7 +81,7 @@ class ErrorResource(resource.Resource):
     isLeaf = True
 
     def __init__(self, code: int, text: str):
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's, untyped
         self.code = code
         self.text = text
 
@@ -103,10 +103,14 @@ class PathResource(resource.Resource):
     the processing-status document. As the root it also refuses over-long URIs (414).
     """
 
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's, untyped
+
     def getChildWithDefault(self, path: bytes, request: Request) -> resource.IResource:
         if len(request.uri) > MAX_URI:
             return URI_TOO_LONG
-        return super().getChildWithDefault(path, request)
+        child: resource.IResource = super().getChildWithDefault(path, request)  # type: ignore[no-untyped-call]  # Twisted's, untyped
+        return child
 
     def getChild(self, path: bytes, request: Request) -> resource.IResource:
         return NOT_FOUND

@@ -17,12 +17,24 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
+from twisted.web.server import Request
 
-from sipxcc.web.errors import ApiError, Reply
+from sipxcc.timers import Clock
+from sipxcc.web import intake
+from sipxcc.web.errors import ApiError
+from sipxcc.web.reply import Reply
+
+if TYPE_CHECKING:
+    from sipxcc.web.auth import Principal
+
+Answer = Reply | defer.Deferred[Reply]
+"""What a request's handler gives: its reply, now or later."""
 
 HEADER = b"idempotency-key"
 REPLAYED = b"idempotent-replayed"
@@ -61,7 +73,8 @@ class MemoryStore:
     user: beyond either bound the oldest key (of that user, or of all) is forgotten.
     """
 
-    def __init__(self, clock, max_keys: int = MAX_KEYS, max_per_user: int = MAX_KEYS_PER_USER):
+    def __init__(self, clock: Clock, max_keys: int = MAX_KEYS,
+                 max_per_user: int = MAX_KEYS_PER_USER):
         self.clock = clock
         self.max_keys = max_keys
         self.max_per_user = max_per_user
@@ -124,32 +137,33 @@ def check_key(value: bytes | None) -> str | None:
     return value.decode("ascii")
 
 
-def fingerprint(request) -> bytes:
+def fingerprint(request: Request) -> bytes:
     """
     What makes two POSTs the same request: the users in the path (under either URL of the
     resource) and the parameters, in any order.
     """
-    digest = hashlib.sha256(b"/".join(request.postpath))
-    for name, values in sorted(request.args.items()):
-        for value in values:
-            digest.update(b"\0%d:%s\0%d:%s" % (len(name), name, len(value), value))
+    digest = hashlib.sha256(b"/".join(request.postpath or ()))
+    for name, value in intake.query(request).pairs():  # the query string, as the handler
+        digest.update(b"\0%d:%s\0%d:%s" % (len(name), name, len(value), value))
     return digest.digest()
 
 
 class Idempotency:
     """Runs POSTs that carry an C{Idempotency-Key} at most once per key (module docstring)."""
 
-    def __init__(self, store: IdempotencyStore, clock, ttl: float):
+    def __init__(self, store: IdempotencyStore, clock: Clock, ttl: float):
         self.store = store
         self.clock = clock
         self.ttl = ttl
 
-    def run(self, request, principal, handle):
+    def run(self, request: Request, principal: Principal,
+            handle: Callable[[], Answer]) -> Answer:
         """C{handle()} (a L{Reply} or a Deferred of one), or the remembered answer."""
         key = check_key(request.getHeader(HEADER))
         if key is None:
             return handle()
         scope = TRUSTED_SCOPE if principal.trusted else principal.identity
+        assert scope is not None  # a principal that is not trusted is a user
         mark = fingerprint(request)
         entry = self.store.get(scope, key)
         if entry is not None:
@@ -163,14 +177,14 @@ class Idempotency:
                          [*reply.headers, (REPLAYED, b"true")])
         self.store.put(scope, key, Entry(mark, None, self.clock.seconds() + self.ttl))
 
-        def done(reply):
+        def done(reply: Reply) -> Reply:
             if isinstance(reply, Reply) and 200 <= reply.code < 300:
                 self.store.put(scope, key, Entry(mark, reply, self.clock.seconds() + self.ttl))
             else:
                 self.store.delete(scope, key)
             return reply
 
-        def failed(failure):
+        def failed(failure: Failure) -> Failure:
             self.store.delete(scope, key)
             return failure
         try:

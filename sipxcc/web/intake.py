@@ -18,6 +18,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from twisted.web.http import parse_qs
+from twisted.web.server import Request
 
 from sipxcc.web.errors import ApiError
 from sipxcc.web.params import Query
@@ -28,7 +29,7 @@ BODY_REFUSED = "Parameters go in the query string; a request body is not accepte
 CROSS_ORIGIN = "Cross-origin request refused"
 
 
-def query(request) -> Query:
+def query(request: Request) -> Query:
     """
     The request's parameters, from the query string of its URI and nothing else (parsed
     as twisted.web parses it into C{request.args} before it adds the body's fields).
@@ -37,19 +38,19 @@ def query(request) -> Query:
     return Query(parse_qs(text, 1))
 
 
-def body_size(request) -> int:
+def body_size(request: Request) -> int:
     """Bytes of request body received (the channel already bounds it)."""
     content = getattr(request, "content", None)
     if content is None:
         return 0
     position = content.tell()
     content.seek(0, 2)
-    size = content.tell()
+    size: int = content.tell()
     content.seek(position)
     return size
 
 
-def refuse_body(request) -> None:
+def refuse_body(request: Request) -> None:
     """L{ApiError} 415 if the request carries a body."""
     if body_size(request):
         raise ApiError(415, BODY_REFUSED)
@@ -66,7 +67,7 @@ def _origin_triple(scheme: str, netloc: str) -> tuple[str, str, int] | None:
     return scheme, host.lower(), port or DEFAULT_PORTS[scheme]
 
 
-def own_origin(request) -> tuple[str, str, int] | None:
+def own_origin(request: Request) -> tuple[str, str, int] | None:
     """The origin this request was addressed to: its scheme and C{Host}."""
     host = request.getHeader(b"host")
     if not host:
@@ -84,7 +85,7 @@ def origin_of(value: bytes) -> tuple[str, str, int] | None:
     return _origin_triple(scheme, rest)
 
 
-def refuse_cross_origin(request) -> None:
+def refuse_cross_origin(request: Request) -> None:
     """L{ApiError} 403 if a browser sends this state-changing request for another origin."""
     if request.method not in STATE_CHANGING:
         return

@@ -17,12 +17,16 @@ C{Connection: close}.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 
+from twisted.internet.interfaces import IDelayedCall, ITransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 
+from sipxcc.hosts import client_key
+from sipxcc.timers import TimerHandle
 from sipxcc.web import render
 
 log = Logger()
@@ -44,10 +48,6 @@ MAX_CONNECTION_LIFETIME = 300.0
 """Seconds after which a connection's next response carries C{Connection: close} (an idle
 one is closed after L{IDLE_TIMEOUT} anyway)."""
 
-IPV6_PREFIX = 64
-"""IPv6 clients are counted per network of this prefix length: one host usually holds a
-whole /64 and can use any address in it."""
-
 REQUEST_DEADLINE = 10.0
 """Seconds from a request's first byte (or from connecting) until its body is complete."""
 
@@ -67,22 +67,6 @@ MAX_HEAD_SIZE = 16384
 """Largest request line plus headers, in bytes."""
 
 _CLOSE = b"Connection: close\r\nContent-Length: 0\r\n\r\n"
-
-
-def client_key(host: str) -> str:
-    """
-    The unit a client is counted in: an IPv4 address as it is (also when written
-    C{::ffff:a.b.c.d}), an IPv6 address as its /64 network; anything else as it is.
-    """
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
-    return str(address)
 
 
 class ConnectionLimits:
@@ -141,7 +125,7 @@ class ConnectionLimits:
             self.by_host.pop(key, None)
 
 
-def _peer_host(transport) -> str:
+def _peer_host(transport: ITransport) -> str:
     peer = transport.getPeer()
     return getattr(peer, "host", None) or str(peer)
 
@@ -159,22 +143,28 @@ class LimitedChannel(http.HTTPChannel):
     _admitted_host: str | None = None
     _opened: float | None = None
     _requests_seen = 0
-    _deadline = None
-    _abort_call = None
+    _deadline: TimerHandle | None = None
+    _abort_call: IDelayedCall | None = None
     _closing = False
     _in_request = False
     _body_bytes = 0
     _reading_body = False
 
+    @property
+    def _transport(self) -> ITransport:
+        transport = self.transport
+        assert transport is not None, "not connected"
+        return transport
+
     def connectionMade(self) -> None:
-        host = _peer_host(self.transport)
+        host = _peer_host(self._transport)
         limits = getattr(getattr(self, "factory", None), "limits", None)
         key = limits.admit(host) if limits is not None else None
         if limits is not None and key is None:
             self._closing = True
             log.info("refusing an HTTP connection from {host}: connection limit reached",
                      host=host)
-            self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
+            self._transport.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
                                  + _CLOSE)
             self._close()
             return
@@ -183,7 +173,7 @@ class LimitedChannel(http.HTTPChannel):
             self._admitted_host = key
         clock = getattr(getattr(self, "factory", None), "clock", None)
         self._opened = clock.seconds() if clock is not None else None
-        super().connectionMade()
+        super().connectionMade()  # type: ignore[no-untyped-call]  # Twisted's, untyped
         self._start_deadline()
 
     def dataReceived(self, data: bytes) -> None:
@@ -196,7 +186,7 @@ class LimitedChannel(http.HTTPChannel):
             if self._body_bytes > MAX_BODY + MAX_HEAD_SIZE:  # chunked: framing included
                 self._refuse(413, b"Payload Too Large")
                 return
-        super().dataReceived(data)
+        super().dataReceived(data)  # type: ignore[no-untyped-call]  # Twisted's, untyped
 
     def allHeadersReceived(self) -> None:
         if self.length is not None and self.length > MAX_BODY:
@@ -204,12 +194,13 @@ class LimitedChannel(http.HTTPChannel):
             return
         self._reading_body = True
         self._body_bytes = 0
-        super().allHeadersReceived()
+        super().allHeadersReceived()  # type: ignore[no-untyped-call]  # Twisted's, untyped
 
-    def checkPersistence(self, request, version) -> bool:
+    def checkPersistence(self, request: http.Request, version: bytes) -> bool:
         """Keep alive as HTTP/1.1 says, unless this connection served its share or is old."""
         self._requests_seen += 1
-        persistent = super().checkPersistence(request, version)
+        persistent: bool = super().checkPersistence(  # type: ignore[no-untyped-call]  # Twisted's, untyped
+            request, version)
         if persistent and (self._requests_seen >= MAX_REQUESTS_PER_CONNECTION
                            or self._too_old()):
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
@@ -219,13 +210,14 @@ class LimitedChannel(http.HTTPChannel):
     def _too_old(self) -> bool:
         if self._opened is None:
             return False
-        return self.factory.clock.seconds() - self._opened >= MAX_CONNECTION_LIFETIME
+        elapsed: float = self.factory.clock.seconds() - self._opened
+        return elapsed >= MAX_CONNECTION_LIFETIME
 
     def allContentReceived(self) -> None:
         self._in_request = False
         self._reading_body = False
         self._cancel_deadline()
-        super().allContentReceived()
+        super().allContentReceived()  # type: ignore[no-untyped-call]  # Twisted's, untyped
 
     def lineLengthExceeded(self, line: bytes) -> None:
         method = line.split(b" ", 1)[0]
@@ -235,14 +227,14 @@ class LimitedChannel(http.HTTPChannel):
         else:
             self._refuse(431, b"Request Header Fields Too Large")
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         if self._admitted_host is not None:
             self._limits.release(self._admitted_host)
             self._admitted_host = None
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]  # Twisted's, untyped
 
     def _start_deadline(self) -> None:
         self._in_request = True
@@ -251,7 +243,8 @@ class LimitedChannel(http.HTTPChannel):
             if deadlines is not None:  # the Site's shared queue: no reactor call per request
                 self._deadline = deadlines.call_later(self._too_slow)
             else:
-                self._deadline = self.callLater(REQUEST_DEADLINE, self._too_slow)
+                self._deadline = self.callLater(  # type: ignore[no-untyped-call]  # Twisted's, untyped
+                    REQUEST_DEADLINE, self._too_slow)
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -272,17 +265,18 @@ class LimitedChannel(http.HTTPChannel):
         self._closing = True
         self._cancel_deadline()
         if body:
-            self.transport.write(b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: %s\r\n"
+            self._transport.write(b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: %s\r\n"
                                  b"Content-Length: %d\r\n\r\n%s"
                                  % (code, reason, render.XML_TYPE, len(body), body))
         else:
-            self.transport.write(b"HTTP/1.1 %d %s\r\n" % (code, reason) + _CLOSE)
+            self._transport.write(b"HTTP/1.1 %d %s\r\n" % (code, reason) + _CLOSE)
         self._close()
 
     def _close(self) -> None:
         """Close after flushing; abort if the peer does not let us (e.g. no TLS handshake)."""
-        self.transport.loseConnection()
-        self._abort_call = self.callLater(ABORT_GRACE, self._abort)
+        self._transport.loseConnection()
+        self._abort_call = self.callLater(  # type: ignore[no-untyped-call]  # Twisted's, untyped
+            ABORT_GRACE, self._abort)
 
     def _abort(self) -> None:
         self._abort_call = None

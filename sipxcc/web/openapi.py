@@ -24,9 +24,13 @@ class ReadOnlyResource(resource.Resource):
 
     isLeaf = True
 
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's, untyped
+
     def render(self, request: server.Request) -> bytes:
         if request.method in (b"GET", b"HEAD"):
-            return super().render(request)
+            body: bytes = super().render(request)  # type: ignore[no-untyped-call]  # Twisted's, untyped
+            return body
         request.setResponseCode(405)
         request.setHeader(b"Allow", b"GET, HEAD")
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sipxcc.calls import events
+from sipxcc.logs import shown
 from sipxcc.sip.uri import is_host
 
 REFER = "REFER"
@@ -23,10 +24,13 @@ TRANSFER = "transfer"
 
 MAX_TIMEOUT = 86400
 """Largest accepted C{timeout} (seconds a phone may ring): one day."""
+MAX_TIME_LIMIT = 86400
+"""Largest accepted C{timeLimit} (seconds a connected INVITE-mode call may last): one day."""
 MAX_RESULT_CACHE_TIME = 86400
 """Largest accepted C{resultCacheTime}: one day."""
 MAX_SUBJECT = 256
 MAX_CONFPIN = 32
+MAX_CALLER_ID_NAME = 64
 MAX_USER = 128
 MAX_CALLBACK_URL = 2048
 DEFAULT_LIST_LIMIT = 50
@@ -52,12 +56,6 @@ class BadParameter(ValueError):
         if text is None:
             text = f"Bad parameter {name}" if value is None else f"Bad parameter {name} = {value}"
         super().__init__(text)
-
-
-def _shown(value: str) -> str:
-    """A value fit to quote back in an error text: bounded, control characters escaped."""
-    short = value if len(value) <= 64 else value[:64] + "..."
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in short)
 
 
 def _valid_host(host: str) -> bool:
@@ -86,16 +84,16 @@ def check_user(name: str, value: str) -> str:
     port.
     """
     if not value or len(value) > MAX_USER + 260:
-        raise BadParameter(name, _shown(value))
+        raise BadParameter(name, shown(value))
     user, at, hostport = value.partition("@")
     if len(user) > MAX_USER or not _USER.fullmatch(user) or _ESCAPED_CONTROL.search(user):
-        raise BadParameter(name, _shown(value))
+        raise BadParameter(name, shown(value))
     if at:
         host, port = _split_port(hostport)
         if not _valid_host(host):
-            raise BadParameter(name, _shown(value))
+            raise BadParameter(name, shown(value))
         if port is not None and not (_PORT.fullmatch(port) and 0 < int(port) < 65536):
-            raise BadParameter(name, _shown(value))
+            raise BadParameter(name, shown(value))
     return value
 
 
@@ -104,27 +102,31 @@ def addr_spec(user: str, domain: str) -> str:
     return user if "@" in user else f"{user}@{domain}"
 
 
-def check_subject(value: str) -> str:
-    """A Subject header value: printable text only (no CR, LF, NUL, other controls)."""
+def check_subject(value: str) -> str | None:
+    """
+    A Subject header value: printable text only (no CR, LF, NUL, other controls). White
+    space around it is dropped, as a header value's would be on the wire (RFC 3261 §7.3.1);
+    nothing left means no Subject.
+    """
     if len(value) > MAX_SUBJECT or not value.isprintable():
-        raise BadParameter("subject", _shown(value))
-    return value
+        raise BadParameter("subject", shown(value))
+    return value.strip() or None
 
 
 def check_confpin(value: str) -> str:
     """A conference PIN: digits, C{*} and C{#} only; it becomes a URI header value."""
     if len(value) > MAX_CONFPIN or not _CONFPIN.fullmatch(value):
-        raise BadParameter("confpin", _shown(value))
+        raise BadParameter("confpin", shown(value))
     return value
 
 
 def parse_integer(name: str, value: str, minimum: int, maximum: int) -> int:
     """An integer as Java's C{Integer.parseInt} reads it, within C{[minimum, maximum]}."""
     if not _INTEGER.fullmatch(value):
-        raise BadParameter(name, _shown(value))
+        raise BadParameter(name, shown(value))
     number = int(value)
     if not minimum <= number <= maximum:
-        raise BadParameter(name, _shown(value))
+        raise BadParameter(name, shown(value))
     return number
 
 
@@ -136,15 +138,15 @@ def parse_boolean(value: str | None) -> bool:
 def check_callback(value: str, allowed_hosts: tuple[str, ...]) -> str:
     """An absolute http(s) URL whose host is one the configuration allows."""
     if len(value) > MAX_CALLBACK_URL or not value.isprintable() or " " in value:
-        raise BadParameter("statusCallback", _shown(value))
+        raise BadParameter("statusCallback", shown(value))
     try:
         parts = urlsplit(value)
         host = parts.hostname
         parts.port  # noqa: B018 -- raises ValueError on a bad port
     except ValueError:
-        raise BadParameter("statusCallback", _shown(value)) from None
+        raise BadParameter("statusCallback", shown(value)) from None
     if parts.scheme not in ("http", "https") or not host or parts.username is not None:
-        raise BadParameter("statusCallback", _shown(value))
+        raise BadParameter("statusCallback", shown(value))
     allowed = {h.lower().strip("[]") for h in allowed_hosts}
     if host.lower() not in allowed:
         raise BadParameter("statusCallback", text=f"Bad parameter statusCallback: host {host}"
@@ -160,6 +162,11 @@ class Query:
 
     def __init__(self, args: dict[bytes, list[bytes]]):
         self._args = args
+
+    def pairs(self) -> list[tuple[bytes, bytes]]:
+        """Every (name, value), names sorted, each name's values in the order sent (the
+        first one counts): equal for the same parameters written in another order."""
+        return [(name, value) for name in sorted(self._args) for value in self._args[name]]
 
     def get(self, name: str) -> str | None:
         values = self._args.get(name.encode("ascii"))
@@ -186,7 +193,7 @@ def parse_method(query: Query) -> str:
         return REFER
     method = value.upper()
     if method not in (REFER, INVITE):
-        raise BadParameter("sipMethod", _shown(value))
+        raise BadParameter("sipMethod", shown(value))
     return method
 
 
@@ -226,17 +233,60 @@ class CallParameters:
     auto_answer: bool
     status_callback: str | None
     status_callback_events: frozenset[str] | None = None
+    time_limit: int | None = None
+    caller_id: str | None = None
+    caller_id_name: str | None = None
+
+
+def parse_caller_id(query: Query, *, agent: str, calling: str, domain: str,
+                    method: str) -> tuple[str | None, str | None]:
+    """
+    C{callerId} and C{callerIdName}: the identity the called user is shown in INVITE mode
+    (From of the INVITE to it). C{callerId} may only be the agent's own identity or the
+    calling user's (as a user name of the domain or a C{user@host}): an agent presents no
+    one else. C{callerIdName} is printable text of at most L{MAX_CALLER_ID_NAME}
+    characters; it becomes a quoted display name.
+    """
+    caller_id, name = query.get("callerId"), query.get("callerIdName")
+    if caller_id is None and name is None:
+        return None, None
+    if method != INVITE:
+        which = "callerId" if caller_id is not None else "callerIdName"
+        raise BadParameter(which, text=f"Bad parameter {which}: it needs sipMethod=INVITE "
+                           "(in REFER mode the calling user's phone calls the called user)")
+    if caller_id is not None:
+        caller_id = addr_spec(check_user("callerId", caller_id), domain)
+        if caller_id not in (addr_spec(agent, domain), calling):
+            raise BadParameter("callerId", text=f"Bad parameter callerId = {shown(caller_id)}"
+                               ": only the agent's or the calling user's identity")
+    if name is not None and (not name or len(name) > MAX_CALLER_ID_NAME
+                             or not name.isprintable()):
+        raise BadParameter("callerIdName", shown(name))
+    return caller_id, name
+
+
+def parse_time_limit(query: Query, method: str) -> int | None:
+    """C{timeLimit}: seconds (1..L{MAX_TIME_LIMIT}) the connected call may last; INVITE
+    mode only (in REFER mode the phones talk to each other without us)."""
+    value = query.get("timeLimit")
+    if value is None:
+        return None
+    limit = parse_integer("timeLimit", value, 1, MAX_TIME_LIMIT)
+    if method != INVITE:
+        raise BadParameter("timeLimit", text="Bad parameter timeLimit: it needs "
+                           "sipMethod=INVITE (in REFER mode the call is not ours to end)")
+    return limit
 
 
 def check_callback_events(value: str) -> frozenset[str]:
     """C{statusCallbackEvent}: event names (sipxcc.calls.events.NAMES), comma-separated."""
     if len(value) > 256:
-        raise BadParameter("statusCallbackEvent", _shown(value))
+        raise BadParameter("statusCallbackEvent", shown(value))
     try:
         return events.parse_names(value)
     except ValueError:
         raise BadParameter("statusCallbackEvent", text=f"Bad parameter statusCallbackEvent = "
-                           f"{_shown(value)} (known events: {', '.join(events.NAMES)})") from None
+                           f"{shown(value)} (known events: {', '.join(events.NAMES)})") from None
 
 
 def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
@@ -249,7 +299,7 @@ def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
     method = parse_method(query)
     action = query.get("action") or CALL
     if action not in (CALL, TRANSFER):
-        raise BadParameter("action", _shown(action))
+        raise BadParameter("action", shown(action))
     target = query.get("target")
     if target is not None:
         target = addr_spec(check_user("target", target), domain)
@@ -260,6 +310,8 @@ def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
     confpin = query.get("confpin")
     callback = query.get("statusCallback")
     callback_events = query.get("statusCallbackEvent")
+    caller_id, caller_id_name = parse_caller_id(query, agent=agent, calling=calling,
+                                                domain=domain, method=method)
     return CallParameters(
         agent=agent, calling=calling, called=called, method=method, action=action,
         target=target, timeout=timeout, result_cache_time=cache_time,
@@ -270,6 +322,8 @@ def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
         status_callback=check_callback(callback, callback_hosts) if callback else None,
         status_callback_events=(check_callback_events(callback_events)
                                 if callback_events is not None else None),
+        time_limit=parse_time_limit(query, method),
+        caller_id=caller_id, caller_id_name=caller_id_name,
     )
 
 

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 
 from lxml import etree
 
+from sipxcc.calls.call import Call, DialogInfo, StatusEvent
+
 NAMESPACE = "http://www.sipfoundry.org/sipX/schema/xml/call-status-00-00"
 PROLOG = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 XML_TYPE = b"text/xml; charset=UTF-8"
@@ -42,7 +44,8 @@ def _qualified(tag: str) -> str:
 
 
 def _root(tag: str) -> etree._Element:
-    root = etree.Element(_qualified(tag), nsmap={None: NAMESPACE})
+    root = etree.Element(_qualified(tag),
+                         nsmap={None: NAMESPACE})  # type: ignore[dict-item]  # lxml takes None: the default namespace; lxml-stubs says str
     root.text = "\n"
     return root
 
@@ -73,7 +76,7 @@ def processing_status_json(code: int, text: str) -> bytes:
                   "error-code": code, "error-text": clean_text(text)})
 
 
-def status_lines_xml(events: Iterable) -> bytes:
+def status_lines_xml(events: Iterable[StatusEvent]) -> bytes:
     """The REFER-mode C{<status-lines>} document, one C{<status>} per event."""
     root = _root("status-lines")
     for event in events:
@@ -87,7 +90,7 @@ def status_lines_xml(events: Iterable) -> bytes:
     return _serialize(root)
 
 
-def dialogs_xml(dialogs: Iterable) -> bytes:
+def dialogs_xml(dialogs: Iterable[DialogInfo]) -> bytes:
     """The INVITE-mode C{<dialogs>} document."""
     root = _root("dialogs")
     for info in dialogs:
@@ -104,34 +107,34 @@ def dialogs_xml(dialogs: Iterable) -> bytes:
     return _serialize(root)
 
 
-def _event_json(event) -> dict:
+def _event_json(event: StatusEvent) -> dict[str, object]:
     return {"timestamp": event.timestamp, "call-id": clean_text(event.call_id),
             "method": clean_text(event.method), "status-line": clean_text(event.status_line)}
 
 
-def _dialog_json(info) -> dict:
+def _dialog_json(info: DialogInfo) -> dict[str, object]:
     return {"dialog-id": clean_text(info.dialog_id),
             "local-party": clean_text(info.local_party),
             "remote-party": clean_text(info.remote_party),
             "dialog-state": clean_text(info.state)}
 
 
-def status_lines_json(events: Iterable) -> bytes:
+def status_lines_json(events: Iterable[StatusEvent]) -> bytes:
     return _json({"status-lines": [_event_json(event) for event in events]})
 
 
-def dialogs_json(dialogs: Iterable) -> bytes:
+def dialogs_json(dialogs: Iterable[DialogInfo]) -> bytes:
     return _json({"dialogs": [_dialog_json(info) for info in dialogs]})
 
 
-def call_summary(call) -> dict:
+def call_summary(call: Call) -> dict[str, object]:
     """What C{/calls} shows of a call."""
     return {"id": call.id, "state": call.state, "calling": clean_text(call.request.calling),
             "called": clean_text(call.request.called), "mode": call.mode,
             "created": call.created}
 
 
-def call_json(call) -> bytes:
+def call_json(call: Call) -> bytes:
     """C{/calls/{id}} as JSON: the summary plus the status lines or dialogs."""
     document = call_summary(call)
     if call.mode == "INVITE":
@@ -141,11 +144,11 @@ def call_json(call) -> bytes:
     return _json(document)
 
 
-def calls_json(calls: Iterable) -> bytes:
+def calls_json(calls: Iterable[Call]) -> bytes:
     return _json({"calls": [call_summary(call) for call in calls]})
 
 
-def calls_xml(calls: Iterable) -> bytes:
+def calls_xml(calls: Iterable[Call]) -> bytes:
     """C{<calls>}: one C{<call>} summary per call (new; the original had no list)."""
     root = _root("calls")
     for call in calls:
@@ -159,7 +162,7 @@ def calls_xml(calls: Iterable) -> bytes:
     return _serialize(root)
 
 
-def _json(document: dict) -> bytes:
+def _json(document: dict[str, object]) -> bytes:
     return json.dumps(document, ensure_ascii=False).encode("utf-8")
 
 
@@ -174,7 +177,7 @@ class StatusCache:
         self.size = size
         self._cache: OrderedDict[str, tuple[int, dict[bool, bytes]]] = OrderedDict()
 
-    def status_lines(self, call, as_json: bool) -> bytes:
+    def status_lines(self, call: Call, as_json: bool) -> bytes:
         count = call.event_count
         entry = self._cache.get(call.id)
         if entry is None or entry[0] != count:
@@ -192,7 +195,7 @@ class StatusCache:
         return body
 
 
-def call_document(call, as_json: bool, cache: StatusCache) -> bytes:
+def call_document(call: Call, as_json: bool, cache: StatusCache) -> bytes:
     """The document GET returns for a call: status lines (REFER) or dialogs (INVITE)."""
     if call.mode == "INVITE":
         return dialogs_json(call.dialogs()) if as_json else dialogs_xml(call.dialogs())

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.web import server
+from twisted.web import http, resource, server
 
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.config import Config
 from sipxcc.logs import logger
 from sipxcc.timers import FixedDelayTimers
 from sipxcc.users import UserDirectory
-from sipxcc.web.auth import Authenticator
+from sipxcc.web.auth import Authenticator, client_host
 from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import ErrorResource, PathResource
 from sipxcc.web.idempotency import Idempotency, MemoryStore
 from sipxcc.web.limits import IDLE_TIMEOUT, REQUEST_DEADLINE, ConnectionLimits, LimitedChannel
+from sipxcc.web.metrics import Metrics, MetricsResource
 from sipxcc.web.openapi import OpenAPIResource, ReadOnlyResource
+from sipxcc.web.page import install_page
+from sipxcc.web.stream import EventStreams, install_streams
 
 REQUEST_TIMEOUT = IDLE_TIMEOUT
 """Seconds an idle HTTP connection is kept open (see sipxcc.web.limits for the rest)."""
@@ -51,16 +55,29 @@ class LimitedSite(server.Site):
     their request deadlines share one timer queue.
     """
 
-    protocol = LimitedChannel
+    # an HTTP/1.1 channel of ours instead of Twisted's HTTP/1.1-or-2 factory
+    protocol = LimitedChannel  # type: ignore[assignment]
 
-    def __init__(self, root, reactor, limits: ConnectionLimits | None = None):
-        super().__init__(root, reactor=reactor)
+    def __init__(self, root: resource.IResource, reactor: IReactorTime,
+                 limits: ConnectionLimits | None = None):
+        super().__init__(root, reactor=reactor)  # type: ignore[no-untyped-call]  # Twisted's, untyped
         self.clock = reactor
         self.limits = limits or ConnectionLimits()
         self.deadlines = FixedDelayTimers(reactor, REQUEST_DEADLINE)
+        self.streams: EventStreams | None = None  # ended on shutdown
+        self.on_request: Callable[[http.Request], None] | None = None  # metrics
+        self.access_log = True  # False: log() only reports to on_request
+
+    def log(self, request: http.Request) -> None:
+        if self.on_request is not None:
+            self.on_request(request)
+        if self.access_log:
+            super().log(request)
 
     def stopFactory(self) -> None:
         self.deadlines.stop()
+        if self.streams is not None:
+            self.streams.stop()
         super().stopFactory()
 
 
@@ -103,26 +120,30 @@ class InternalSite(LimitedSite):
 
     internal = True
 
-    def __init__(self, root, reactor, config: Config, limits: ConnectionLimits | None = None):
+    def __init__(self, root: resource.IResource, reactor: IReactorTime, config: Config,
+                 limits: ConnectionLimits | None = None):
         super().__init__(root, reactor, limits)
         self._config = config
         self.refusals = RefusalLog(reactor)
 
-    def getResourceFor(self, request):
+    def getResourceFor(self, request: server.Request) -> resource.IResource:
         request.site = self
-        host = getattr(request.getClientAddress(), "host", None) or ""
+        host = client_host(request)
         if not (host and self._config.is_trusted(host)):
             if self.refusals.should_log(host):
                 log.warn("internal listener: refusing requests from {host}: not in "
                          "http.trusted (logged once per {interval:.0f} s)", host=host,
                          interval=REFUSAL_LOG_INTERVAL)
             return NOT_TRUSTED
-        return super().getResourceFor(request)
+        found: resource.IResource = super().getResourceFor(  # type: ignore[no-untyped-call]  # Twisted's, untyped
+            request)
+        return found
 
 
 def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
-               reactor: IReactorTime) -> server.Site:
-    """The Site that both listeners serve."""
+               reactor: IReactorTime, metrics: Metrics | None = None) -> LimitedSite:
+    """The Site that both listeners serve; with C{metrics}, counting its requests and
+    serving C{/metrics} (unless C{http.metrics} is off)."""
     root = PathResource()
     root.putChild(b"health", Health())
     root.putChild(b"openapi.json", OpenAPIResource())
@@ -132,7 +153,15 @@ def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
                          idempotency=Idempotency(MemoryStore(reactor), reactor,
                                                  config.calls.idempotency_ttl))
     install(root, context)
+    streams = install_streams(root, context, reactor)
+    install_page(root, context)
     site = LimitedSite(root, reactor, ConnectionLimits(is_trusted=config.is_trusted))
+    site.streams = streams
+    if metrics is not None:
+        site.on_request = metrics.http_request
+        metrics.streams_open.set_function(lambda: len(streams))  # read when scraped
+        if config.http.metrics:
+            root.putChild(b"metrics", MetricsResource(context, metrics, config.http.metrics))
     site.displayTracebacks = False
     site.timeOut = REQUEST_TIMEOUT
     return site
@@ -142,6 +171,7 @@ def build_internal_site(site: LimitedSite, config: Config,
                         reactor: IReactorTime) -> InternalSite:
     """The internal listener's Site: C{site}'s resource tree and connection limits."""
     internal = InternalSite(site.resource, reactor, config, site.limits)
+    internal.on_request = site.on_request
     internal.displayTracebacks = False
     internal.timeOut = REQUEST_TIMEOUT
     return internal

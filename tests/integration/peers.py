@@ -321,8 +321,9 @@ class SippPhone:
         ]
         if remote is None:
             # A phone: over UDP through a multi-process proxy an in-dialog request may
-            # overtake the ACK sent before it (interop-notes); a phone does not hang up over
-            # that, and the request's retransmission then finds the scenario ready for it.
+            # overtake the ACK sent before it (seen with Kamailio's UDP workers); a phone
+            # does not hang up over that, and the request's retransmission then finds the
+            # scenario ready for it.
             command += ["-default_behaviors", "all,-abortunexp"]
         if calls is not None:
             command += ["-m", str(calls)]

@@ -1,4 +1,7 @@
-"""Real SIP phones for integration tests and the demo: baresip, headless.
+"""Real SIP phones for integration tests and the demo: baresip and linphonec, headless.
+
+``LinphonePhone`` (at the end) drives Debian's linphonec on its console, answering every
+call at once, as a second phone implementation with its own RTP timeout rule.
 
 ``BaresipPhone(user, password, workdir, proxy=..., sip_port=...)`` writes a baresip
 configuration into its own directory and runs ``baresip -f DIR``: no sound card (a 440 Hz
@@ -29,13 +32,13 @@ import contextlib
 import json
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from tests.integration.peers import DOMAIN, LOOPBACK, PeerError, free_port
 
@@ -67,7 +70,57 @@ class RtpSummary:
     sent: int
 
 
-class BaresipPhone:
+class _PhoneProcess:
+    """What both phone drivers share: a C{user} at C{sip_port} on loopback, one process
+    (C{process}) with a reader thread (C{_reader}), a log at C{log_path}; use as a context
+    manager."""
+
+    user: str
+    sip_port: int
+    log_path: Path
+    process: subprocess.Popen | None
+    _reader: threading.Thread | None
+
+    @property
+    def contact(self) -> str:
+        """The URI the proxy relays this user's calls to."""
+        return f"sip:{self.user}@{LOOPBACK}:{self.sip_port}"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _terminate(self) -> None:
+        """SIGTERM the process, then SIGKILL after STOP_TIMEOUT s; wait for it."""
+        assert self.process is not None
+        self.process.terminate()
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(STOP_TIMEOUT)
+
+    def _join_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.join(STOP_TIMEOUT)
+
+    def log_text(self) -> str:
+        """The process's log so far (its first MAX_LOG_BYTES), "" if there is none."""
+        with contextlib.suppress(OSError), open(self.log_path, "rb") as log:
+            return log.read(MAX_LOG_BYTES).decode("utf-8", errors="replace")
+        return ""
+
+
+class BaresipPhone(_PhoneProcess):
     """One headless baresip for ``user``@``domain``, sending everything via ``proxy``."""
 
     def __init__(self, user: str, password: str, workdir: Path | str, *,
@@ -94,11 +147,6 @@ class BaresipPhone:
         self._socket: socket.socket | None = None
         self._reader: threading.Thread | None = None
         self._timers: list[threading.Timer] = []
-
-    @property
-    def contact(self) -> str:
-        """The URI the proxy relays this user's calls to."""
-        return f"sip:{self.user}@{LOOPBACK}:{self.sip_port}"
 
     @property
     def aor(self) -> str:
@@ -136,13 +184,6 @@ class BaresipPhone:
                 ";answermode=manual\n")
 
     # -- life cycle ---------------------------------------------------------------------
-
-    def __enter__(self) -> BaresipPhone:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Start baresip and connect to its control port (within START_TIMEOUT s)."""
@@ -200,14 +241,8 @@ class BaresipPhone:
                 self._socket.shutdown(socket.SHUT_RDWR)
             self._socket.close()
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT)
-        if self._reader is not None:
-            self._reader.join(STOP_TIMEOUT)
+            self._terminate()
+        self._join_reader()
 
     # -- control ------------------------------------------------------------------------
 
@@ -314,11 +349,6 @@ class BaresipPhone:
                                     f"{timeout} s; it saw {self.event_types()}")
                 self._changed.wait(remaining)
 
-    def log_text(self) -> str:
-        with contextlib.suppress(OSError), open(self.log_path, "rb") as log:
-            return log.read(MAX_LOG_BYTES).decode(errors="replace")
-        return ""
-
     def rtp_summaries(self) -> list[RtpSummary]:
         """One summary per ended call: RTP packets received and sent."""
         return [RtpSummary(int(received), int(sent))
@@ -332,3 +362,162 @@ class BaresipPhone:
             if len(summaries) >= count or time.monotonic() > deadline:
                 return summaries
             time.sleep(0.1)  # polling baresip's log file
+
+
+LINPHONEC = shutil.which("linphonec") or "/usr/bin/linphonec"
+MAX_LINES = 2000
+"""Lines of linphonec's console output kept per phone; older ones are forgotten."""
+
+
+def linphone_available() -> bool:
+    """True when Debian's linphone-cli (linphonec) is installed."""
+    return Path(LINPHONEC).exists()
+
+
+class LinphonePhone(_PhoneProcess):
+    """
+    One headless linphonec (Debian ``linphone-cli``, liblinphone 5.1) answering every call
+    at once (``-a``), as a second real phone implementation beside baresip. It does not
+    register: the proxy routes ``user@domain`` to ``contact``. ``nortp_timeout`` is
+    liblinphone's own rule that ends a call after that many seconds without RTP (its
+    default is 30). No sound card: ALSA's null device, whatever it finds.
+
+    ``lines`` is its console output (``Call 1 ... connected.``, ``Call 1 ... ended ...``);
+    ``log_text()`` is liblinphone's log, which holds every SIP message it received.
+    """
+
+    def __init__(self, user: str, workdir: Path | str, *, sip_port: int | None = None,
+                 nortp_timeout: int = 30, name: str | None = None):
+        self.user = user
+        self.sip_port = sip_port or free_port(41)
+        self.nortp_timeout = nortp_timeout
+        self.name = name or user
+        self.dir = Path(workdir) / f"linphone-{self.name}"
+        self.log_path = self.dir / "linphone.log"
+        self.process: subprocess.Popen | None = None
+        self.lines: collections.deque[str] = collections.deque(maxlen=MAX_LINES)
+        self._changed = threading.Condition()
+        self._reader: threading.Thread | None = None
+
+    def config_text(self) -> str:
+        return "\n".join([
+            "[sip]", f"sip_port={self.sip_port}", "sip_tcp_port=-1", "sip_tls_port=-1",
+            "default_proxy=-1", "bind_address=127.0.0.1",
+            "[rtp]", f"audio_rtp_port={self.sip_port + 2}",
+            f"nortp_timeout={self.nortp_timeout}",
+            "[net]", "ipv6=0",
+            "[sound]", "echocancellation=0",
+            "[video]", "enabled=0", "capture=0", "display=0",
+        ]) + "\n"
+
+    def start(self) -> None:
+        """Start linphonec; ready once its prompt appears (within START_TIMEOUT s)."""
+        if not linphone_available():
+            raise PeerError("linphonec (Debian linphone-cli) is not installed")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "linphonerc").write_text(self.config_text())
+        # its call history database; without it the core never comes on
+        (self.dir / ".local" / "share" / "linphone").mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [LINPHONEC, "-c", str(self.dir / "linphonerc"), "-a", "-d", "6",
+             "-l", str(self.log_path)],
+            cwd=self.dir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, env={"HOME": str(self.dir),
+                                                      "PATH": "/usr/bin:/bin"})
+        self._reader = threading.Thread(target=self._read, daemon=True,
+                                        name=f"linphonec-{self.name}")
+        self._reader.start()
+        # liblinphone 5.1 leaves the configured sip_port unused: set it on the console
+        self.command(f"ports sip {self.sip_port}")
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:  # a call that comes before the core is on gets a 503
+            self.command("states global")
+            try:
+                self.wait_for("LinphoneGlobalOn", timeout=1.0)
+                return
+            except PeerError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def command(self, text: str) -> None:
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(text + "\n")
+        self.process.stdin.flush()
+
+    def wait_for(self, pattern: str, timeout: float = 10.0) -> str:
+        """The first console line matching C{pattern} (a regex), waiting at most C{timeout}."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    if regex.search(line):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise PeerError(f"linphonec {self.name}: no {pattern!r} within {timeout} s;"
+                                    f" its output:\n" + "\n".join(list(self.lines)[-40:]))
+                self._changed.wait(left)
+
+    def said(self, pattern: str) -> bool:
+        regex = re.compile(pattern)
+        with self._changed:
+            return any(regex.search(line) for line in self.lines)
+
+    def stop(self) -> None:
+        """``quit``, then SIGTERM / SIGKILL after STOP_TIMEOUT s each."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                self.command("quit")
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._terminate()
+        self._join_reader()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    pipe.close()
+
+    def sip_messages(self) -> list[tuple[str, str]]:
+        """Every SIP message in its log, in order, as ("received" or "sent", text)."""
+        messages: list[tuple[str, str]] = []
+        direction: str | None = None
+        current: list[str] | None = None
+        for line in self.log_text().splitlines():
+            if _LOG_LINE.match(line):
+                if current is not None and direction is not None:
+                    messages.append((direction, "\r\n".join(current)))
+                current = None
+                direction = ("received" if "new bytes from" in line else
+                             "sent" if "message sent to" in line else None)
+            elif direction is not None and current is None:
+                current = [line]
+            elif current is not None:
+                current.append(line)
+        if current is not None and direction is not None:
+            messages.append((direction, "\r\n".join(current)))
+        return messages
+
+    def received(self, start: str) -> list[str]:
+        """The SIP messages it received whose first line starts with C{start}."""
+        return [text for way, text in self.sip_messages()
+                if way == "received" and text.startswith(start)]
+
+    def sent(self, start: str) -> list[str]:
+        """The SIP messages it sent whose first line starts with C{start}."""
+        return [text for way, text in self.sip_messages()
+                if way == "sent" and text.startswith(start)]
+
+
+_LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\d{3} ")

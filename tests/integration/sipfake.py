@@ -1,7 +1,13 @@
 """
-Scripted SIP peers on real loopback sockets for the credential and TLS tests: a fake proxy
-or far end on UDP, a TLS server that records what its clients do, certificates made with
-``cryptography``, and placing a call on the daemon over HTTPS.
+Scripted SIP peers on real loopback sockets for the integration tests: a fake proxy or far
+end on UDP driven step by step by the test (L{UDPPeer}), a fake proxy that answers by
+itself and records every datagram (L{FakeProxy}), a TLS server that records what its
+clients do, certificates made with ``cryptography``, and placing a call on the daemon over
+HTTPS.
+
+L{FakeProxy} splits messages into header lines by their bytes alone (not by sipxcc's
+codec, L{tests.sipwire.head_lines}), so a test sees exactly the header lines a real proxy
+would.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import datetime
 import http.client
 import ipaddress
 import json
+import secrets
 import select
 import socket
 import ssl
@@ -23,6 +30,9 @@ from cryptography.x509.oid import NameOID
 
 from sipxcc.sip.framing import parse_datagram
 from sipxcc.sip.message import Request, Response, response_to
+from tests.sipwire import challenge as challenge  # re-exported for the tests
+from tests.sipwire import field as field
+from tests.sipwire import head_lines
 
 AUTH_HEADERS = ("authorization:", "proxy-authorization:")
 
@@ -77,22 +87,93 @@ class UDPPeer:
         self.sock.close()
 
 
+class FakeProxy:
+    """The proxy the daemon sends every request to; C{received} holds what came, in order."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.host = host
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self._lock = threading.Lock()
+        self._running = True
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def uri(self) -> str:
+        return f"sip:{self.host}:{self.port};lr"
+
+    def start(self) -> FakeProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._running = False
+        self._thread.join(2)
+        self.sock.close()
+
+    def __enter__(self) -> FakeProxy:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def messages(self, method: str | None = None) -> list[bytes]:
+        """Requests received (of C{method}, if given), in order; responses left out."""
+        with self._lock:
+            got = list(self.received)
+        return [data for data in got if not data.startswith(b"SIP/2.0")
+                and (method is None or data.startswith(method.encode() + b" "))]
+
+    def wait_for(self, method: str, timeout: float = 10.0) -> bytes:
+        """The first C{method} request, waiting for it up to C{timeout} seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.messages(method)
+            if found:
+                return found[0]
+            time.sleep(0.05)  # polling interval, not synchronisation
+        raise AssertionError(f"no {method} reached the proxy within {timeout} s")
+
+    def _run(self) -> None:
+        while self._running:
+            ready, _, _ = select.select([self.sock], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                data, address = self.sock.recvfrom(65536)
+            except OSError:
+                continue
+            with self._lock:
+                self.received.append(data)
+            reply = self._answer(data)
+            if reply is not None:
+                self.sock.sendto(reply, address)
+
+    def _answer(self, data: bytes) -> bytes | None:
+        if data.startswith(b"SIP/2.0") or data.startswith(b"ACK "):
+            return None
+        start, fields = head_lines(data)
+        method = start.split(" ", 1)[0]
+        status = {"INVITE": "200 OK", "REFER": "202 Accepted"}.get(method, "200 OK")
+        lines = [f"SIP/2.0 {status}"]
+        for name, value in fields:
+            if name.lower() in ("via", "from", "call-id", "cseq"):
+                lines.append(f"{name}: {value}")
+            elif name.lower() == "to":
+                lines.append(f"To: {value}" if ";tag=" in value
+                             else f"To: {value};tag={secrets.token_hex(4)}")
+        lines.append(f"Contact: <sip:phone@{self.host}:{self.port}>")
+        lines.append("Content-Length: 0")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+
+
 def respond(request: Request, status: int, reason: str, headers=(), to_tag: str = "p1"):
     response = response_to(request, status, reason, to_tag)
     for name, value in headers:
         response.headers.add(name, value)
     return response
-
-
-def challenge(status: int = 407, realm: str = "sipx.test", nonce: str = "n1",
-              stale: bool = False) -> tuple[int, str, list]:
-    """(status, reason, headers) of a Digest challenge."""
-    header = "Proxy-Authenticate" if status == 407 else "WWW-Authenticate"
-    value = f'Digest realm="{realm}", nonce="{nonce}", qop="auth", algorithm=MD5'
-    if stale:
-        value += ", stale=true"
-    reason = "Proxy Authentication Required" if status == 407 else "Unauthorized"
-    return status, reason, [(header, value)]
 
 
 def via_address(request: Request) -> tuple[str, int]:
@@ -103,14 +184,17 @@ def via_address(request: Request) -> tuple[str, int]:
 
 # Placing calls and reading their state
 
-def _https(daemon, method: str, path: str, accept: str = "application/json"):
+def https_request(daemon, method: str, path: str, accept: str | None = "application/json"):
+    """(status, Location, body) of one request to the daemon's HTTPS port from 127.0.0.1
+    (a trusted host: no credentials); no Accept header when C{accept} is None."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     connection = http.client.HTTPSConnection("127.0.0.1", daemon.config.http.https,
                                              timeout=10, context=context)
     try:
-        connection.request(method, path, headers={"Accept": accept})
+        connection.request(method, path,
+                           headers={"Accept": accept} if accept is not None else {})
         response = connection.getresponse()
         return response.status, response.getheader("Location"), response.read()
     finally:
@@ -119,21 +203,21 @@ def _https(daemon, method: str, path: str, accept: str = "application/json"):
 
 def place_call(daemon, calling: str, called: str, query: str = "") -> str:
     """POST a click-to-call from a trusted host; returns the call's /calls/{id} path."""
-    status, location, body = _https(daemon, "POST", f"/callcontroller/{calling}/{called}"
+    status, location, body = https_request(daemon, "POST", f"/callcontroller/{calling}/{called}"
                                     + (f"?{query}" if query else ""))
     assert status == 200 and location, (status, body)
     return location
 
 
 def call_state(daemon, location: str) -> str:
-    status, _, body = _https(daemon, "GET", location)
+    status, _, body = https_request(daemon, "GET", location)
     assert status == 200, (status, body)
     return json.loads(body)["state"]
 
 
 def call_status_lines(daemon, location: str) -> list[str]:
     """The status lines recorded for a REFER-mode call."""
-    status, _, body = _https(daemon, "GET", location)
+    status, _, body = https_request(daemon, "GET", location)
     assert status == 200, (status, body)
     return [event["status-line"] for event in json.loads(body)["status-lines"]]
 

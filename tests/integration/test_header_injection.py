@@ -1,6 +1,7 @@
 """
 SIP header injection through the REST interface, over real HTTPS and SIP sockets: the
-daemon's proxy is a fake that records every datagram it gets (tests/integration/fakeproxy.py).
+daemon's proxy is a fake that records every datagram it gets (FakeProxy in
+tests/integration/sipfake.py).
 
 An IPv6 zone ID ("[fe80::1%...]") once let any user put CR LF and headers of their own
 into the INVITE and REFER the daemon sends to the proxy; a display name from the user
@@ -9,15 +10,12 @@ directory could do the same to From, and a conference PIN's "#" went out unescap
 
 from __future__ import annotations
 
-import http.client
-import ssl
-
 import pytest
 from lxml import etree
 
 from tests.integration.daemon import Daemon, write_config
 from tests.integration.e2e import NS
-from tests.integration.fakeproxy import FakeProxy, field, head_lines
+from tests.integration.sipfake import FakeProxy, field, head_lines, https_request
 
 # "[fe80::1%<zone>]" whose zone, once the URL is decoded, is CR LF and two header lines
 ZONE = ("[fe80::1%25%0d%0aX-Injected:%20yes%0d%0aRefer-To:%20%3Csip:evil@attacker.example"
@@ -42,20 +40,10 @@ def start(tmp_path, proxy, edit_users=None) -> Daemon:
 
 def post(daemon: Daemon, path: str) -> tuple[int, str]:
     """POST over HTTPS from 127.0.0.1 (a trusted host: no credentials); (status, text)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    connection = http.client.HTTPSConnection("127.0.0.1", daemon.config.http.https,
-                                             timeout=10, context=context)
-    try:
-        connection.request("POST", path)
-        response = connection.getresponse()
-        body = response.read()
-    finally:
-        connection.close()
+    status, _, body = https_request(daemon, "POST", path, accept=None)
     root = etree.fromstring(body)  # <processing-status>: result, code, text
     assert root.tag == f"{NS}processing-status", body
-    return response.status, root[2].text
+    return status, root[2].text
 
 
 ATTACKS = {

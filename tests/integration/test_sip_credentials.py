@@ -84,12 +84,19 @@ def next_invite_or_end(daemon, proxy, location, timeout: float = 15.0):
     raise AssertionError("neither an INVITE nor the end of the call")
 
 
-def test_stale_challenges_get_one_retry(rig):
-    daemon, proxy, _ = rig
+def call_answering_a_challenge(daemon, proxy):
+    """Place a call from user1 to user2 and challenge its INVITE (407); the call's
+    location and the INVITE that answers the challenge."""
     location = place_call(daemon, "user1", "user2")
     invite, _ = proxy.expect("INVITE")
     proxy.send(respond(invite, *challenge()), via_address(invite))
     answered, _ = proxy.expect("INVITE")
+    return location, answered
+
+
+def test_stale_challenges_get_one_retry(rig):
+    daemon, proxy, _ = rig
+    location, answered = call_answering_a_challenge(daemon, proxy)
     assert 'username="user1"' in answered.headers.get("Proxy-Authorization")
     request = answered
     for n in range(500):
@@ -105,10 +112,7 @@ def test_stale_challenges_get_one_retry(rig):
 
 def test_in_dialog_requests_to_a_far_ends_contact_carry_no_credentials(rig):
     daemon, proxy, far_end = rig
-    location = place_call(daemon, "user1", "user2")
-    invite, _ = proxy.expect("INVITE")
-    proxy.send(respond(invite, *challenge()), via_address(invite))
-    answered, _ = proxy.expect("INVITE")
+    location, answered = call_answering_a_challenge(daemon, proxy)
     # the phone answers with its own Contact and no Record-Route: the dialog bypasses the proxy
     ok = respond(answered, 200, "OK", [("Contact", f"<sip:user1@127.0.0.1:{far_end.port}>"),
                                        ("Content-Type", "application/sdp")])

@@ -8,9 +8,10 @@ from tests.unit.sipfakes import FakeNetwork
 from tests.unit.test_sip_transactions import incoming, send_times
 
 PHONE = ("127.0.0.1", 5071)
+PHONE_SOURCE = Source("UDP", *PHONE, None)
 
 
-def answered(source=Source("UDP", *PHONE, None)):
+def answered(source=PHONE_SOURCE):
     """An INVITE server transaction (created as the UA would) answered 200 OK."""
     net = FakeNetwork()
     txn = net.ua.transactions.server(incoming("INVITE"), source)

@@ -5,7 +5,9 @@ CallControl's defaults; and the SDP sessions and teardown details of INVITE mode
 from __future__ import annotations
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from sipxcc.calls.control import CallControl
 from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls
@@ -17,6 +19,7 @@ from tests.unit import test_invite_flow as inv
 from tests.unit.sipfakes import answer
 from tests.unit.test_call_control import ControlReactor
 from tests.unit.test_registry import USER3, FakeFlow, req
+from tests.unit.test_sip_transport_binding import ServerCreator
 
 SDP = ("Content-Type", "application/sdp")
 
@@ -34,11 +37,19 @@ def test_an_agents_limit_frees_up_as_its_calls_end():
     assert str(caught.value) == "Too many calls in progress for user1@sipx.test"
     calls.place(req(agent=USER3, calling="user3@sipx.test", called="c@sipx.test"))
     first.flow.end()
-    assert calls.per_agent == {"user1@sipx.test": 1, "user3@sipx.test": 1}
+    assert active_per_owner(calls) == {"user1@sipx.test": 1, "user3@sipx.test": 1}
     calls.place(req(called="c@sipx.test"))
     for call in list(calls.active):
         call.flow.end()
-    assert calls.per_agent == {} and calls.active_count == 0
+    # an owner's record stays while its finished calls are retained, with nothing active
+    assert active_per_owner(calls) == {"user1@sipx.test": 0, "user3@sipx.test": 0}
+    assert calls.active_count == 0
+    calls.place(req(called="d@sipx.test"))
+    calls.place(req(called="e@sipx.test"))
+
+
+def active_per_owner(calls):
+    return {agent: owner.active for agent, owner in calls.owners.items()}
 
 
 def test_the_registrys_refusals_say_why():
@@ -107,13 +118,16 @@ def test_call_control_defaults():
 
 def test_call_control_with_tls_and_one_transport():
     reactor = ControlReactor()
-    context = object()
+    context = ServerCreator()
     cc = CallControl(reactor, domain="sipx.test", proxy="sip:192.0.2.5;lr",
                      address="192.0.2.10", port=5070, transports=("udp", "tls"),
                      tls_context=context)
     cc.listen()
-    assert [kind for kind, *_ in reactor.listened] == ["UDP", "TLS"]
-    assert reactor.listened[-1][4] is context
+    # TLS listens as TCP wrapped in the server's TLS options, on the next port
+    assert [(kind, port) for kind, port, *_ in reactor.listened] == [("UDP", 5070), ("TCP", 5071)]
+    tls = reactor.listened[-1][3].buildProtocol(IPv4Address("TCP", "192.0.2.1", 40000))
+    tls.makeConnection(StringTransport())
+    assert context.used == [tls] and tls.wrappedProtocol.transport_name == "TLS"
     assert cc.ua.settings.transports == ("udp", "tls")
     assert cc.ua.settings.port == 5070
 

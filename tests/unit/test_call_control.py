@@ -16,7 +16,7 @@ from twisted.internet.testing import FakeDatagramTransport, StringTransport
 from zope.interface import implementer
 
 from sipxcc.calls.call import CallRequest
-from sipxcc.calls.callbacks import BACKOFF, StatusCallbacks, treq_poster
+from sipxcc.calls.callbacks import BACKOFF, CallbackPolicy, StatusCallbacks, treq_poster
 from sipxcc.calls.control import CallControl
 from sipxcc.calls.invite import InviteFlow
 from sipxcc.calls.refer import ReferFlow
@@ -83,7 +83,7 @@ def test_status_callbacks_are_attached_to_each_new_call():
     reactor, cc = control()
     cc.listen()
     posted = []
-    cc.callbacks.post = lambda url, body: posted.append((url, json.loads(body))) or 200
+    cc.callbacks.post = lambda url, body, headers: posted.append((url, json.loads(body))) or 200
     call = cc.registry.place(CallRequest(AGENT, "user1@sipx.test", "user2@sipx.test",
                                          status_callback="https://crm.example/hook"))
     call.record(1000, "cid", "INVITE", "SIP/2.0 180 Ringing")
@@ -193,7 +193,7 @@ class HTTPReactor(Reactor):
 
 def test_the_webhook_is_a_json_post_and_gives_the_http_status():
     reactor = HTTPReactor()
-    post = treq_poster(reactor, timeout=4)
+    post = treq_poster(reactor, CallbackPolicy(["192.0.2.9"], ports=(8080,)), timeout=4)
     results = []
     post("http://192.0.2.9:8080/hook", b'{"id": "x"}').addBoth(results.append)
     [(host, port, _, timeout, _)] = reactor.tcpClients
@@ -213,7 +213,7 @@ def test_a_failing_webhook_is_retried_after_each_back_off_then_the_next_event_go
     statuses = iter([503] * (len(BACKOFF) + 1) + [200])
     posted = []
 
-    def post(url, body):
+    def post(url, body, headers):
         posted.append(json.loads(body)["status-line"] if b"status-line" in body else "end")
         return next(statuses)
 
@@ -234,12 +234,12 @@ def test_a_failing_webhook_is_retried_after_each_back_off_then_the_next_event_go
 def test_a_webhook_status_of_300_or_199_is_a_failure():
     for status in (199, 300):
         clock = Clock()
-        callbacks = StatusCallbacks(clock, lambda url, body, s=status: s)
+        callbacks = StatusCallbacks(clock, lambda url, body, headers, s=status: s)
         registry = CallRegistry(clock, {"REFER": FakeFlow}, observers=(callbacks.attach,))
         call = registry.place(req(status_callback="https://crm.example/hook"))
         call.record(1000, "cid", "INVITE", "SIP/2.0 180 Ringing")
         assert callbacks.delivered == 0
-    callbacks = StatusCallbacks(Clock(), lambda url, body: 299)
+    callbacks = StatusCallbacks(Clock(), lambda url, body, headers: 299)
     registry = CallRegistry(Clock(), {"REFER": FakeFlow}, observers=(callbacks.attach,))
     call = registry.place(req(status_callback="https://crm.example/hook"))
     call.record(1000, "cid", "INVITE", "SIP/2.0 180 Ringing")
@@ -248,22 +248,25 @@ def test_a_webhook_status_of_300_or_199_is_a_failure():
 
 def test_the_event_document_names_the_call_and_its_parties():
     posted = []
-    callbacks = StatusCallbacks(Clock(), lambda url, body: posted.append(json.loads(body)) or 200)
+    callbacks = StatusCallbacks(Clock(), lambda url, body, headers:
+                                posted.append(json.loads(body)) or 200)
     registry = CallRegistry(Clock(), {"INVITE": FakeFlow}, observers=(callbacks.attach,))
     call = registry.place(req(method="INVITE", status_callback="https://crm.example/hook"))
     call.record(1000, "cid-1", "INVITE", "SIP/2.0 180 Ringing")
     call.flow.end()
     assert posted == [
-        {"id": call.id, "state": "ringing", "mode": "INVITE", "calling": "user1@sipx.test",
-         "called": "user2@sipx.test", "timestamp": 1000, "call-id": "cid-1",
+        {"id": call.id, "sequence": 1, "event": "ringing", "state": "ringing",
+         "mode": "INVITE", "calling": "user1@sipx.test", "called": "user2@sipx.test",
+         "timestamp": 1000, "call-id": "cid-1",
          "method": "INVITE", "status-line": "SIP/2.0 180 Ringing"},
-        {"id": call.id, "state": "ended", "mode": "INVITE", "calling": "user1@sipx.test",
-         "called": "user2@sipx.test", "ended": True}]
+        {"id": call.id, "sequence": 2, "event": "completed", "state": "ended",
+         "mode": "INVITE", "calling": "user1@sipx.test", "called": "user2@sipx.test",
+         "ended": True}]
 
 
 def test_calls_without_a_callback_post_nothing():
     posted = []
-    callbacks = StatusCallbacks(Clock(), lambda url, body: posted.append(body) or 200)
+    callbacks = StatusCallbacks(Clock(), lambda url, body, headers: posted.append(body) or 200)
     registry = CallRegistry(Clock(), {"REFER": FakeFlow}, observers=(callbacks.attach,))
     call = registry.place(req())
     call.record(1000, "cid", "INVITE", "SIP/2.0 180 Ringing")

@@ -3,9 +3,22 @@ client gets, and the Retry-After a refusal carries."""
 
 from __future__ import annotations
 
-from sipxcc.calls.callbacks import BACKOFF, MAX_QUEUED
+import pytest
+
+from sipxcc.calls import callbacks as callbacks_module
+from sipxcc.calls.call import MAX_EVENTS
+from sipxcc.calls.callbacks import BACKOFF
 from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls
+from sipxcc.web.errors import CALL_ERRORS, LIMIT_RETRY_AFTER
 from tests.unit.test_callbacks import make
+
+#: a queue bound one call can reach: a call keeps at most MAX_EVENTS provisional lines
+MAX_QUEUED = MAX_EVENTS // 2
+
+
+@pytest.fixture(autouse=True)
+def reachable_bound(monkeypatch):
+    monkeypatch.setattr(callbacks_module, "MAX_QUEUED", MAX_QUEUED)
 
 
 def test_the_queue_keeps_the_newest_max_queued_events_and_counts_each_dropped():
@@ -46,8 +59,9 @@ def test_a_call_id_is_16_url_safe_characters():
 
 
 def test_refusals_carry_their_retry_after():
-    assert AgentLimit("busy", retry_after=7).retry_after == 7
-    assert AgentLimit("busy").retry_after == 5
-    assert TooManyCalls("full").retry_after == 5
-    assert CallInProgress("again").retry_after is None
-    assert (AgentLimit.code, TooManyCalls.code, CallInProgress.code) == (429, 503, 409)
+    # the call layer's refusals are answered with their HTTP status and Retry-After in one
+    # place, the web layer's table
+    assert LIMIT_RETRY_AFTER == 5
+    assert CALL_ERRORS[AgentLimit] == (429, 5)
+    assert CALL_ERRORS[TooManyCalls] == (503, 5)
+    assert CALL_ERRORS[CallInProgress] == (409, None)

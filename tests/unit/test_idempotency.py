@@ -3,6 +3,8 @@ parameters, 400 for a bad key; the store's bounds and expiry."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from lxml import etree
 from twisted.internet import defer
@@ -116,8 +118,9 @@ def test_the_longest_key_is_accepted(web):
 
 
 def test_a_failed_post_is_not_remembered(web):
-    web.registry.error = TooManyCalls("Too many calls", retry_after=5)
-    assert web.post(b"k1").responseCode == 503
+    web.registry.error = TooManyCalls("Too many calls")
+    refused = web.post(b"k1")
+    assert (refused.responseCode, refused.header(b"retry-after")) == (503, b"5")
     web.registry.error = None
     retry = web.post(b"k1")
     assert retry.responseCode == 200 and retry.header(b"idempotent-replayed") is None
@@ -177,3 +180,20 @@ def test_expire_forgets_expired_keys():
     clock.advance(15)
     store.expire()
     assert len(store) == 1 and store.count_of("a") == 1
+
+
+def test_the_fingerprint_is_the_query_string_not_a_body():
+    from sipxcc.web.idempotency import fingerprint
+
+    def post(uri: bytes, args: dict[bytes, list[bytes]]):
+        return SimpleNamespace(uri=uri, postpath=[b"user1", b"user2"], args=args)
+
+    plain = fingerprint(post(b"/callcontroller/user1/user2?subject=a&timeout=5", {}))
+    # the same parameters in another order are the same request
+    assert fingerprint(post(b"/callcontroller/user1/user2?timeout=5&subject=a", {})) == plain
+    # fields twisted.web merged in from a body do not count (a body is refused anyway)
+    merged = {b"subject": [b"a"], b"timeout": [b"5"], b"autoAnswer": [b"true"]}
+    assert fingerprint(post(b"/callcontroller/user1/user2?subject=a&timeout=5", merged)) == plain
+    # a repeated name whose first value differs is another request (the first one counts)
+    assert (fingerprint(post(b"/x/user1/user2?subject=a&subject=b", {}))
+            != fingerprint(post(b"/x/user1/user2?subject=b&subject=a", {})))

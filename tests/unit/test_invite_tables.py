@@ -7,12 +7,12 @@ import pytest
 from sipxcc.calls.invite import TABLE, Event, InviteFlow, Phase
 from sipxcc.calls.leg import TABLE as LEG_TABLE
 from sipxcc.calls.leg import Leg, LegEvent, LegState
-from sipxcc.statemachine import InvalidTransition, Transition
+from sipxcc.statemachine import InvalidTransition
+from tests.unit.tablewalk import IGNORE, assert_pair, pair_id, pairs
 
 P, E = Phase, Event
 LIVE = [P.CALLING_A, P.CALLING_B, P.OFFERING_A, P.CONNECTED, P.TRANSFERRING, P.SWAPPING]
 TEARDOWN = (P.CLOSING, "_teardown")
-IGNORE = "ignore"
 
 #: RFC 3725 flow IV with a transfer, written out by hand: (phase, event) -> (target,
 #: action) or IGNORE; a pair not listed must be refused
@@ -45,19 +45,12 @@ EXPECTED: dict[tuple[Phase, Event], tuple[Phase, str] | str] = {
     (P.ENDED, E.LATE_ANSWER): (P.ENDED, "_drop_answer"),
 }
 
-PAIRS = [(p, e) for p in Phase for e in Event]
+PAIRS = pairs(Phase, Event)
 
 
-@pytest.mark.parametrize("phase,event", PAIRS, ids=[f"{p.name}-{e.name}" for p, e in PAIRS])
+@pytest.mark.parametrize("phase,event", PAIRS, ids=map(pair_id, PAIRS))
 def test_every_flow_pair_is_the_expected_transition_no_op_or_refusal(phase, event):
-    expected = EXPECTED.get((phase, event))
-    if expected is None:
-        with pytest.raises(InvalidTransition):
-            TABLE.step(phase, event)
-    elif expected == IGNORE:
-        assert TABLE.step(phase, event) is None
-    else:
-        assert TABLE.step(phase, event) == Transition(*expected)
+    assert_pair(TABLE, phase, event, EXPECTED.get((phase, event)))
 
 
 def test_every_flow_action_is_a_method_and_every_phase_is_reachable():
@@ -97,20 +90,12 @@ LEG_EXPECTED: dict[tuple[LegState, LegEvent], LegState | str] = {
     (L.CLOSING, V.PROGRESS): IGNORE,
     **{(L.TERMINATED, e): IGNORE for e in LegEvent if e is not V.ANSWERED},
 }
-LEG_PAIRS = [(s, e) for s in LegState for e in LegEvent]
+LEG_PAIRS = pairs(LegState, LegEvent)
 
 
-@pytest.mark.parametrize("state,event", LEG_PAIRS,
-                         ids=[f"{s.name}-{e.name}" for s, e in LEG_PAIRS])
+@pytest.mark.parametrize("state,event", LEG_PAIRS, ids=map(pair_id, LEG_PAIRS))
 def test_every_leg_pair_is_the_expected_transition_no_op_or_refusal(state, event):
-    expected = LEG_EXPECTED.get((state, event))
-    if expected is None:
-        with pytest.raises(InvalidTransition):
-            LEG_TABLE.step(state, event)
-    elif expected == IGNORE:
-        assert LEG_TABLE.step(state, event) is None
-    else:
-        assert LEG_TABLE.step(state, event) == Transition(expected)
+    assert_pair(LEG_TABLE, state, event, LEG_EXPECTED.get((state, event)))
 
 
 def test_a_leg_steps_through_its_table_and_reports_what_it_ignored():

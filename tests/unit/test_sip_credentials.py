@@ -12,6 +12,7 @@ from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
 
 from sipxcc.sip.digest import DigestCredentials
+from tests.sipwire import challenge
 from tests.unit.sipfakes import PROXY, FakeNetwork, FarEnd, answer
 
 HA1 = hashlib.md5(b"user1:sipx.test:pass1").hexdigest()
@@ -19,15 +20,6 @@ CREDS = DigestCredentials("user1", {"MD5": HA1})
 FAR_END = ("127.0.0.1", 5071)  # the phone's Contact address, not the proxy's port
 STRANGER = ("192.0.2.66", 5060)
 AUTH_HEADERS = ("Authorization", "Proxy-Authorization")
-
-
-def challenge(status=407, realm="sipx.test", nonce="n1", stale=False):
-    header = "Proxy-Authenticate" if status == 407 else "WWW-Authenticate"
-    value = f'Digest realm="{realm}", nonce="{nonce}", qop="auth", algorithm=MD5'
-    if stale:
-        value += ", stale=true"
-    reason = "Proxy Authentication Required" if status == 407 else "Unauthorized"
-    return status, reason, [(header, value)]
 
 
 def start_invite(net: FakeNetwork):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from twisted.internet import defer
+from OpenSSL import SSL
+from twisted.internet import defer, ssl
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from zope.interface import implementer
 
 from sipxcc.sip.transport import SIPStreamProtocol, Target, TransportLayer
 
@@ -70,15 +73,32 @@ def test_only_the_configured_transports_listen():
     assert [entry[0] for entry in reactor.listened] == ["UDP"]
 
 
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerCreator:
+    """Server TLS options that record each connection they are asked to create."""
+
+    def __init__(self):
+        self.options, self.used = ssl.CertificateOptions(), []
+
+    def serverConnectionForTLS(self, protocol):
+        self.used.append(protocol)
+        return SSL.Connection(self.options.getContext(), None)
+
+
 def test_tls_listens_on_the_next_port_with_the_context():
+    # TLS is a TCP port wrapped in TLS, so that a connection over the limits is refused
+    # before any TLS state is made
     reactor = Reactor()
-    context = object()
+    context = ServerCreator()
     layer = TransportLayer(reactor, "127.0.0.1", 5060, ("udp", "tcp", "tls"),
                            tls_context=context)
     layer.start()
-    kind, port, interface, factory, used = reactor.listened[-1]
-    assert (kind, port, interface, used) == ("TLS", 5061, "127.0.0.1", context)
-    assert factory.buildProtocol(None).transport_name == "TLS"
+    kind, port, interface, factory = reactor.listened[-1]
+    assert (kind, port, interface) == ("TCP", 5061, "127.0.0.1")
+    tls = factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 40000))
+    assert tls.wrappedProtocol.transport_name == "TLS"
+    tls.makeConnection(StringTransport())
+    assert context.used == [tls]  # the configured server options made its TLS connection
     assert layer.port == 5060 and len(layer.ports) == 3
 
 
@@ -139,12 +159,16 @@ def test_outgoing_tcp_and_tls_connect_to_the_target_with_a_timeout():
     layer.send(b"one", Target("TCP", "192.0.2.1", 5080))
     [(host, port, factory, timeout, _)] = reactor.tcpClients
     assert (host, port, timeout) == ("192.0.2.1", 5080, 10)
+    failed = []
+    layer.send(b"two", Target("TLS", "192.0.2.1", 5081), failed.append)
+    reactor.advance(0)
+    # never TLS without options that verify the peer: the send fails
+    assert reactor.sslClients == [] and len(failed) == 1
+    layer.client_tls = creator = ssl.optionsForClientTLS("proxy.sipx.test")
     layer.send(b"two", Target("TLS", "192.0.2.1", 5081))
     [(host, port, factory, context, timeout, _)] = reactor.sslClients
     assert (host, port, timeout) == ("192.0.2.1", 5081, 10)
-    from twisted.internet import ssl
-    assert isinstance(context, ssl.CertificateOptions)
-    assert context._options & ssl.SSL.OP_NO_TLSv1_1  # TLS 1.2 at least
+    assert context is creator
     assert set(layer.connections) == {("TCP", "192.0.2.1", 5080), ("TLS", "192.0.2.1", 5081)}
     proto = layer.connections[("TLS", "192.0.2.1", 5081)]
     assert (proto.transport_name, proto.peer) == ("TLS", ("192.0.2.1", 5081))

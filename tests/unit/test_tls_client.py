@@ -21,6 +21,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from sipxcc.sip.transport import Target, TransportLayer
 from sipxcc.tls import TLSError, client_options, server_options
+from tests.unit.tlspump import pump
 
 
 def _certificate(subject, issuer=None, ca=False, address="127.0.0.1"):
@@ -71,28 +72,11 @@ class _TLSProtocol:
 
 def _run(client: SSL.Connection, server: SSL.Connection) -> bool:
     """Pump a handshake through memory BIOs; True if both ends finished it."""
-    client.set_connect_state()
-    server.set_accept_state()
-    done = {id(client): False, id(server): False}
-    for _ in range(50):
-        for this, other in ((client, server), (server, client)):
-            if not done[id(this)]:
-                try:
-                    this.do_handshake()
-                    done[id(this)] = True
-                except SSL.WantReadError:
-                    pass
-                except SSL.Error:
-                    return False
-            try:
-                data = this.bio_read(65536)
-            except SSL.WantReadError:
-                data = b""
-            if data:
-                other.bio_write(data)
-        if all(done.values()):
-            return True
-    raise AssertionError("handshake did not finish")
+    try:
+        pump(client, server)
+    except SSL.Error:
+        return False
+    return True
 
 
 def _server(cert, key, tls12_cipher: str | None = None) -> SSL.Connection:

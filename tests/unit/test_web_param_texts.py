@@ -62,8 +62,10 @@ def test_subject_and_confpin_limits_and_texts():
 
 
 def test_shown_values_are_cut_at_64_characters():
-    assert params._shown("x" * 64) == "x" * 64
-    assert params._shown("x" * 65) == "x" * 64 + "..."
+    assert error_of(params.check_subject, "\x01" + "x" * 63) == (
+        "Bad parameter subject = \\x01" + "x" * 63)
+    assert error_of(params.check_subject, "\x01" + "x" * 64) == (
+        "Bad parameter subject = \\x01" + "x" * 63 + "...")
 
 
 def test_a_path_segment_must_be_utf8():
@@ -118,3 +120,8 @@ def test_a_refused_user_reference_is_quoted_back(value):
     shown = value if len(value) <= 64 else value[:64] + "..."
     assert error_of(params.check_user, "target", value) == (
         f"Bad parameter target = {shown}")
+
+
+def test_white_space_around_a_subject_is_dropped_and_a_blank_one_is_none():
+    assert params.check_subject("  Sales call ") == "Sales call"
+    assert params.check_subject("   ") is None
