@@ -22,9 +22,10 @@ from pathlib import Path
 from twisted.internet import defer, reactor, task
 
 from sipxcc.calls.call import CallRequest
-from sipxcc.calls.redis_store import MemoryAsyncStore, RedisCallStore
+from sipxcc.calls.redis_store import RedisCallStore
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.calls.resp import RedisConnection
+from sipxcc.calls.store import MemoryCallStore
 from sipxcc.users import User
 from tests.integration.redisserver import RedisServer
 
@@ -85,11 +86,11 @@ def registry_for(calls: int) -> CallRegistry:
 def main(args) -> None:
     results = {}
     registry = registry_for(args.calls)
-    yield run(MemoryAsyncStore(registry), registry, 200, args.concurrency)  # warm-up
+    yield run(MemoryCallStore(registry), registry, 200, args.concurrency)  # warm-up
     registry.clear()
     registry = registry_for(args.calls)
     before = _self_cpu_ms()
-    yield run(MemoryAsyncStore(registry), registry, args.calls, args.concurrency)
+    yield run(MemoryCallStore(registry), registry, args.calls, args.concurrency)
     results["memory"] = (_self_cpu_ms() - before, 0.0)
     registry.clear()
     with tempfile.TemporaryDirectory() as tmp:

@@ -167,6 +167,14 @@ class Call:
         return self.request.method
 
     @property
+    def calling(self) -> str:
+        return self.request.calling
+
+    @property
+    def called(self) -> str:
+        return self.request.called
+
+    @property
     def events(self) -> list[StatusEvent]:
         if self.finished is not None:
             return self.finished.events()

@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from sipxcc.calls.errors import CallError, TransferNotPossible
+from sipxcc.calls.errors import CallError, OwnerTimeout, OwnerUnavailable, TransferNotPossible
 from sipxcc.logs import logger
 
 log = logger(__name__)
@@ -23,14 +23,6 @@ log = logger(__name__)
 COMMAND_TIMEOUT = 5.0
 #: forwarded commands waiting for their answer at once
 MAX_PENDING_COMMANDS = 1000
-
-
-class OwnerTimeout(CallError):
-    """The node that owns the call did not answer in time."""
-
-
-class OwnerUnavailable(CallError):
-    """No node owns the call any more (it is not listening for commands)."""
 
 
 class CommandRouter:

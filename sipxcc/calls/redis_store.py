@@ -27,12 +27,20 @@ from collections import deque
 from typing import Any, NamedTuple
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
-from sipxcc.calls.call import Call, CallRequest, StatusEvent
-from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls
+from sipxcc.calls.call import (
+    INVITE,
+    MAX_EVENTS,
+    MAX_FINAL_EVENTS,
+    Call,
+    CallRequest,
+    DialogInfo,
+    StatusEvent,
+)
+from sipxcc.calls.errors import AgentLimit, CallInProgress, RegistryUnavailable, TooManyCalls
 from sipxcc.calls.hub import CallEvent
 from sipxcc.calls.registry import CallRegistry
-from sipxcc.calls.resp import RegistryUnavailable
 from sipxcc.logs import logger
 
 log = logger(__name__)
@@ -72,6 +80,18 @@ redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
 return {'ok', previous}
+"""
+
+# A status line beyond the lines a call keeps replaces the last one (as Call.record does).
+# KEYS: lines; ARGV: the line's position (1-based), the line
+SET_LINE = """
+local n = tonumber(ARGV[1])
+if redis.call('LLEN', KEYS[1]) >= n then
+  redis.call('LSET', KEYS[1], n - 1, ARGV[2])
+else
+  redis.call('RPUSH', KEYS[1], ARGV[2])
+end
+return 1
 """
 
 # KEYS: active, active:owner, busy:key, slots:node;  ARGV: slot
@@ -124,7 +144,8 @@ HEARTBEAT_TTL = 6.0
 
 
 class StoredCall(NamedTuple):
-    """A call as Redis holds it: what any node shows for it."""
+    """A call as Redis holds it: what any node shows for it (a
+    L{sipxcc.calls.store.CallView}, rendered as its L{Call} is)."""
 
     id: str
     owner: str
@@ -138,13 +159,60 @@ class StoredCall(NamedTuple):
     events: list[StatusEvent]
     #: why the call ended without its owner: "node lost", "restart" (else "")
     reason: str = ""
+    #: the call's events so far, its end included (sipxcc.calls.hub numbers them)
+    seq: int = 0
+    #: an INVITE-mode call's dialogs, as its owner last wrote them
+    dialog_infos: tuple[DialogInfo, ...] = ()
+
+    @property
+    def event_count(self) -> int:
+        return len(self.events)
+
+    def dialogs(self) -> list[DialogInfo]:
+        return list(self.dialog_infos)
+
+
+def line_text(event: StatusEvent) -> str:
+    """One status line as the C{lines:<id>} list holds it (JSON, ASCII only)."""
+    return json.dumps(list(event))
+
+
+def record_fields(call: Call, node: str) -> list[str | int]:
+    """The C{call:<id>} hash of a new call: field, value, field, value, ..."""
+    return ["owner", call.owner, "calling", call.calling, "called", call.called,
+            "mode", call.mode, "ended", int(call.ended), "created", repr(call.created),
+            "node", node, *progress_fields(call)]
+
+
+def progress_fields(call: Call) -> list[str | int]:
+    """What changes as a call goes on: its state, its event count and (INVITE mode)
+    its dialogs; written once per reactor turn in which the call had events."""
+    fields: list[str | int] = ["state", call.state, "seq", call.seq]
+    if call.mode == INVITE:
+        fields += ["dialogs", json.dumps([list(info) for info in call.dialogs()])]
+    return fields
+
+
+def stored_call(call_id: str, fields: list[bytes], lines: list[bytes]) -> StoredCall | None:
+    """The L{StoredCall} from Redis' replies to C{HGETALL call:<id>} and C{LRANGE
+    lines:<id>}; None if there is no (complete) record."""
+    record = {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields) - 1, 2)}
+    if "owner" not in record:  # unknown, or only late writes for an expired record
+        return None
+    dialogs = tuple(DialogInfo(*info) for info in json.loads(record.get("dialogs") or "[]"))
+    return StoredCall(call_id, record["owner"], record["calling"], record["called"],
+                      record["mode"], record["state"], record["ended"] == "1",
+                      float(record["created"]), record["node"],
+                      [StatusEvent(*json.loads(line)) for line in lines],
+                      record.get("reason", ""), int(record.get("seq") or 0), dialogs)
 
 
 def _all(ds: list[defer.Deferred[Any]]) -> defer.Deferred[list[Any]]:
     """Every reply of a pipeline, or the first failure itself (not wrapped)."""
-    d = defer.gatherResults(ds, consumeErrors=True)
-    d.addErrback(lambda f: f.value.subFailure if f.check(defer.FirstError) else f)
-    return d
+    def unwrap(failure: Failure) -> Failure:
+        error = failure.value
+        return error.subFailure if isinstance(error, defer.FirstError) else failure
+    return defer.gatherResults(ds, consumeErrors=True).addErrback(unwrap)
 
 
 def _text(value: bytes | None) -> str:
@@ -176,8 +244,12 @@ class RedisCallStore:
         self.dropped = 0
         self._flush_scheduled = False
         self._slots: dict[str, str] = {}  # call id -> its limit slot
+        self._progressed: dict[str, Call] = {}  # calls with events since the last write
         self._unsubscribe = registry.subscribe(self._event)
         self.router: Any = None  # a CommandRouter, to reach calls owned by other nodes
+        #: False from L{start} until this node's calls of an earlier run are marked ended
+        #: (a call placed before would be taken for one of them)
+        self.ready = True
         redis.on_state = self._connection_changed
 
     def _connection_changed(self, up: bool) -> None:
@@ -189,8 +261,8 @@ class RedisCallStore:
 
     def health(self) -> dict[str, Any]:
         """What /health reports of the registry."""
-        return {"backend": "redis", "node": self.node_id,
-                "state": "up" if self.redis.up else "down",
+        state = "down" if not self.redis.up else "up" if self.ready else "starting"
+        return {"backend": "redis", "node": self.node_id, "state": state,
                 "buffered_writes": len(self.buffer), "dropped_writes": self.dropped}
 
     # --- keys -------------------------------------------------------------------------------
@@ -211,6 +283,9 @@ class RedisCallStore:
         """Start a call once Redis granted the limits and holds its record; fires with
         the L{Call} (fails with a L{sipxcc.calls.errors.CallError} or
         L{RegistryUnavailable})."""
+        if not self.ready:
+            raise RegistryUnavailable("This node is starting (its calls of an earlier run "
+                                      "are not marked ended yet)")
         owner = request.agent.identity
         slot = secrets.token_urlsafe(9)
         keys = self._limit_keys(owner, request.key)
@@ -237,16 +312,16 @@ class RedisCallStore:
         writes = [
             ("HSET", self._k("slots", self.node_id), slot, json.dumps(
                 [owner, *request.key, call.id, ttl])),
-            ("HSET", self._k("call", call.id), "owner", owner, "calling", request.calling,
-             "called", request.called, "mode", request.method, "state", call.state,
-             "ended", int(call.ended), "created", repr(call.created), "node", self.node_id),
+            ("HSET", self._k("call", call.id), *record_fields(call, self.node_id)),
             ("SET", self._k("key", self._keytext(call.key)), call.id),
             ("ZADD", self._k("recent"), repr(call.created), call.id),
             ("ZADD", self._k("recent", owner), repr(call.created), call.id),
             ("ZREMRANGEBYRANK", self._k("recent"), 0, -MAX_RECENT - 1),
             ("ZREMRANGEBYRANK", self._k("recent", owner), 0, -MAX_RECENT - 1),
         ]
-        # the record goes before any status line the flow queued while starting
+        # the record goes before any status line the flow queued while starting (the
+        # progress first: queuing it cannot push the record out of a full buffer)
+        self._queue_progress()
         self.buffer.extendleft(reversed(writes))
         if call.ended:  # ended while starting, before its slot was known to _event
             self._write(self._release_command(owner, request.key, self._slots.pop(call.id)))
@@ -282,9 +357,15 @@ class RedisCallStore:
     def _event(self, call: Call, event: CallEvent) -> None:
         lines = self._k("lines", call.id)
         status = event.status
+        # the state and dialogs as they are once this reactor turn is over (a flow may
+        # record a line before it changes them)
+        self._progressed[call.id] = call
         if status is not None:
-            self._write(("RPUSH", lines, json.dumps(list(status))))
-            self._write(("HSET", self._k("call", call.id), "state", call.state))
+            count = call.event_count
+            if count < MAX_EVENTS + MAX_FINAL_EVENTS:
+                self._write(("RPUSH", lines, line_text(status)))
+            else:  # at the bound: the line replaced the last one
+                self._write(("EVAL", SET_LINE, 1, lines, count, line_text(status)))
             return
         ttl = max(1, self.registry.cache_time(call))
         record = self._k("call", call.id)
@@ -309,11 +390,18 @@ class RedisCallStore:
             self.clock.callLater(0, self._flush_soon)
 
     def _flush_soon(self) -> None:
-        self._flush_scheduled = False
         self._flush().addErrback(lambda _: None)
+        self._flush_scheduled = False
+
+    def _queue_progress(self) -> None:
+        """Queue the state (and dialogs) of the calls that had events since the last time."""
+        progressed, self._progressed = self._progressed, {}
+        for call in progressed.values():
+            self._write(("HSET", self._k("call", call.id), *progress_fields(call)))
 
     def _flush(self) -> defer.Deferred[Any]:
         """Send every queued write in one pipeline; kept queued while Redis is down."""
+        self._queue_progress()
         if not self.buffer:
             return defer.succeed(None)
         if not self.redis.up:
@@ -330,6 +418,13 @@ class RedisCallStore:
         d.addErrback(lost)
         return d
 
+    def flush(self) -> defer.Deferred[None]:
+        """Write what is queued now (when the daemon stops); fires once Redis took it, or
+        at once if Redis cannot be reached."""
+        d = self._flush()
+        d.addErrback(lambda _: None)
+        return d
+
     def resume(self) -> None:
         """Redis is reachable again: write what waited."""
         self._flush().addErrback(lambda _: None)
@@ -341,18 +436,7 @@ class RedisCallStore:
         fields, lines = yield _all(self.redis.pipeline([
             ("HGETALL", self._k("call", call_id)),
             ("LRANGE", self._k("lines", call_id), 0, -1)]))
-        return self._stored(call_id, fields, lines)
-
-    def _stored(self, call_id: str, fields: list[bytes], lines: list[bytes]
-                ) -> StoredCall | None:
-        if not fields:
-            return None
-        record = {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields), 2)}
-        return StoredCall(call_id, record["owner"], record["calling"], record["called"],
-                          record["mode"], record["state"], record["ended"] == "1",
-                          float(record["created"]), record["node"],
-                          [StatusEvent(*json.loads(line)) for line in lines],
-                          record.get("reason", ""))
+        return stored_call(call_id, fields, lines)
 
     @defer.inlineCallbacks
     def lookup(self, key: tuple[str, str, str]) -> Any:
@@ -378,7 +462,7 @@ class RedisCallStore:
         replies = yield _all(self.redis.pipeline(commands))
         found, gone = [], []
         for n, call_id in enumerate(ids):
-            stored = self._stored(call_id, replies[2 * n], replies[2 * n + 1])
+            stored = stored_call(call_id, replies[2 * n], replies[2 * n + 1])
             if stored is None:
                 gone.append(call_id)
             else:
@@ -389,18 +473,8 @@ class RedisCallStore:
                 self._write(("ZREM", index, *gone))
         return found
 
-    def local(self, call_id: str) -> Call | None:
-        """The call if this node owns it (its SIP side is here)."""
-        return self.registry.get(call_id)
-
-    def hangup(self, call_id: str) -> None:
-        """End a call this node owns, if it is still in progress."""
-        call = self.registry.get(call_id)
-        if call is not None:
-            self.registry.hangup(call)
-
     @defer.inlineCallbacks
-    def end(self, call_id: str) -> Any:
+    def hangup(self, call_id: str) -> Any:
         """Hang up C{call_id} wherever it is owned (sent to its owner through
         C{self.router}); fires with False if no node knows the call."""
         result = yield self._on_owner(call_id, "hangup")
@@ -438,9 +512,14 @@ class RedisCallStore:
         """Mark this node's calls left from an earlier run ended ("restart"), then beat
         every C{interval} seconds (the heartbeat lasts C{ttl}) and look for lost nodes."""
         self.heartbeat_interval, self.heartbeat_ttl = interval, ttl
+        self.ready = False
         d = self.sweep_node(self.node_id, "restart")
-        d.addCallbacks(lambda _: self._beat(), self._start_later)
+        d.addCallbacks(self._started, self._start_later)
         return d
+
+    def _started(self, _: object) -> defer.Deferred[Any]:
+        self.ready = True
+        return self._beat()
 
     def _start_later(self, failure: Any) -> None:
         """Redis was not reachable at start: try the restart sweep again shortly."""
@@ -485,8 +564,10 @@ class RedisCallStore:
 
     def sweep_node(self, node: str, reason: str) -> defer.Deferred[Any]:
         """Release the limits of C{node}'s calls in progress and mark them ended."""
-        return self.redis.execute("EVAL", LOST, 2, self._k("slots", node), self._k("nodes"),
-                                  self.prefix, node, reason)
+        swept: defer.Deferred[Any] = self.redis.execute(
+            "EVAL", LOST, 2, self._k("slots", node), self._k("nodes"), self.prefix, node,
+            reason)
+        return swept
 
     def close(self) -> None:
         self._unsubscribe()
@@ -494,42 +575,3 @@ class RedisCallStore:
         if beating is not None and beating.active():
             beating.cancel()
 
-
-def stored_from_call(call: Call, node: str = "") -> StoredCall:
-    """The L{StoredCall} view of an in-memory call (the memory backend's answer)."""
-    return StoredCall(call.id, call.owner, call.request.calling, call.request.called,
-                      call.mode, call.state, call.ended, call.created, node, call.events)
-
-
-class MemoryAsyncStore:
-    """The in-memory L{CallRegistry} behind the same Deferred-returning methods as
-    L{RedisCallStore} (what the registry contract tests compare)."""
-
-    def __init__(self, registry: CallRegistry):
-        self.registry = registry
-
-    def place(self, request: CallRequest) -> defer.Deferred[Call]:
-        return defer.maybeDeferred(self.registry.place, request)
-
-    def get(self, call_id: str) -> defer.Deferred[StoredCall | None]:
-        call = self.registry.get(call_id)
-        return defer.succeed(None if call is None else stored_from_call(call))
-
-    def lookup(self, key: tuple[str, str, str]) -> defer.Deferred[StoredCall | None]:
-        call = self.registry.lookup(key)
-        return defer.succeed(None if call is None else stored_from_call(call))
-
-    def calls_of(self, owner: str | None, limit: int) -> defer.Deferred[list[StoredCall]]:
-        return defer.succeed([stored_from_call(c) for c in self.registry.calls_of(owner, limit)])
-
-    def hangup(self, call_id: str) -> None:
-        call = self.registry.get(call_id)
-        if call is not None:
-            self.registry.hangup(call)
-
-    def close(self) -> None:
-        pass
-
-
-#: what the stores have in common, for type checks
-AsyncStore = RedisCallStore | MemoryAsyncStore

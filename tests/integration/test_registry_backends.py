@@ -14,17 +14,27 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from sipxcc.calls.call import CallRequest
+from sipxcc.calls.call import (
+    EARLY,
+    MAX_EVENTS,
+    MAX_FINAL_EVENTS,
+    TERMINATED,
+    CallRequest,
+    DialogInfo,
+)
 from sipxcc.calls.errors import (
     AgentLimit,
     CallInProgress,
+    OwnerTimeout,
+    OwnerUnavailable,
     TooManyCalls,
     TransferNotPossible,
 )
-from sipxcc.calls.redis_commands import CommandRouter, OwnerTimeout, OwnerUnavailable
-from sipxcc.calls.redis_store import MemoryAsyncStore, RedisCallStore
+from sipxcc.calls.redis_commands import CommandRouter
+from sipxcc.calls.redis_store import RedisCallStore
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.calls.resp import RedisConnection, RedisSubscription, RegistryUnavailable
+from sipxcc.calls.store import MemoryCallStore
 from sipxcc.users import User
 from tests.integration.redisserver import RedisServer
 
@@ -90,7 +100,8 @@ class Node:
     def close(self):
         if self.subscription is not None:
             self.subscription.stop()
-        self.store.close()
+        if self.connection is not None:
+            self.store.close()
         self.registry.clear()
         if self.connection is not None:
             self.connection.stop()
@@ -109,7 +120,7 @@ def make_node(backend, redis_server, name="a", max_calls=4, per_agent=2):
     registry = CallRegistry(reactor, {"REFER": FakeFlow, "INVITE": FakeFlow},
                             max_calls, per_agent)
     if backend == "memory":
-        return Node(MemoryAsyncStore(registry), registry)
+        return Node(MemoryCallStore(registry), registry)
     connection = yield _connect(redis_server.url)
     store = RedisCallStore(reactor, registry, connection, name, max_calls=max_calls,
                            max_calls_per_agent=per_agent)
@@ -203,7 +214,7 @@ def test_the_agent_limit_and_the_total_limit_refuse_and_are_released(nodes):
     (yield node.store.place(req(agent=USER3, calling="user3@sipx.test")))
     yield _raises(node.store.place(req(agent=USER3, calling="user3@sipx.test",
                                  called="u6@sipx.test")), TooManyCalls)
-    node.store.hangup(a.id)
+    yield node.store.hangup(a.id)
     yield _settle()
     again = (yield node.store.place(req(called="u5@sipx.test")))
     assert (yield node.store.get(again.id)).state == "ringing"
@@ -215,7 +226,7 @@ def test_one_invite_call_in_progress_per_key(nodes):
     first = (yield node.store.place(req(method="INVITE")))
     yield _raises(node.store.place(req(method="INVITE")), CallInProgress)
     yield _raises(node.store.place(req()), CallInProgress)
-    node.store.hangup(first.id)
+    yield node.store.hangup(first.id)
     yield _settle()
     second = (yield node.store.place(req(method="INVITE")))
     assert (yield node.store.lookup(second.key)).id == second.id
@@ -249,7 +260,7 @@ def test_a_call_that_fails_while_starting_frees_its_limits(nodes):
 def test_a_finished_call_is_forgotten_after_its_result_cache_time(nodes):
     node = yield nodes()
     call = (yield node.store.place(req(result_cache_time=1)))
-    node.store.hangup(call.id)
+    yield node.store.hangup(call.id)
     yield _settle()
     found = (yield node.store.get(call.id))
     assert found.ended and found.state == "ended"
@@ -260,6 +271,51 @@ def test_a_finished_call_is_forgotten_after_its_result_cache_time(nodes):
         (yield task.deferLater(reactor, 0.1, lambda: None))
     assert (yield node.store.lookup(call.key)) is None
     assert call.id not in [c.id for c in (yield node.store.calls_of(None, 10))]
+
+
+class InviteLikeFlow(FakeFlow):
+    """As the INVITE flow does: records the 180 first, then moves to "ringing" and shows
+    an early dialog (its state and dialogs change after the line is recorded)."""
+
+    def start(self):
+        self.dialogs = []
+        self.call.set_dialog_source(lambda: list(self.dialogs))
+        self.call.record(int(time.time() * 1000), "sip-call-id", "INVITE",
+                         "SIP/2.0 180 Ringing")
+        self.call.set_state("ringing")
+        self.dialogs.append(DialogInfo("sip-call-id:ft:tt", "sip:callcontroller@sipx.test",
+                                       "sip:user1@sipx.test", EARLY))
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_state_and_dialogs_are_those_after_the_line_that_changed_them(nodes):
+    node = yield nodes()
+    node.registry.flows["INVITE"] = InviteLikeFlow
+    call = yield node.store.place(req(method="INVITE"))
+    yield _settle()
+    found = yield node.store.get(call.id)
+    assert found.state == "ringing"
+    assert found.dialogs() == call.dialogs() == [DialogInfo(
+        "sip-call-id:ft:tt", "sip:callcontroller@sipx.test", "sip:user1@sipx.test", EARLY)]
+    call.flow.dialogs[0] = call.flow.dialogs[0]._replace(state=TERMINATED)
+    yield node.store.hangup(call.id)
+    yield _settle()
+    found = yield node.store.get(call.id)
+    assert (found.state, found.ended, found.seq) == ("ended", True, call.seq)
+    assert [d.state for d in found.dialogs()] == [TERMINATED]
+
+
+@pytest_twisted.inlineCallbacks
+def test_status_lines_beyond_the_bound_replace_the_last_one_as_in_memory(nodes):
+    node = yield nodes()
+    call = yield node.store.place(req())
+    for n in range(MAX_EVENTS + MAX_FINAL_EVENTS + 20):
+        call.record(n, "sip-call-id", "INVITE", f"SIP/2.0 486 Busy {n}")
+    yield _settle()
+    found = yield node.store.get(call.id)
+    assert len(found.events) == MAX_EVENTS + MAX_FINAL_EVENTS
+    assert found.events == call.events
+    assert found.events[-1].status_line == f"SIP/2.0 486 Busy {MAX_EVENTS + MAX_FINAL_EVENTS + 19}"
 
 
 # --- Redis only: what two nodes share ---------------------------------------------------
@@ -289,7 +345,7 @@ def test_a_call_placed_on_one_node_is_found_on_the_other_at_once(redis_nodes):
     found = (yield b.store.get(call.id))
     assert found is not None and found.node == "a" and found.owner == "user1@sipx.test"
     assert (yield b.store.lookup(call.key)).id == call.id
-    assert b.store.local(call.id) is None and a.store.local(call.id) is call
+    assert b.registry.get(call.id) is None and a.registry.get(call.id) is call
 
 
 @pytest_twisted.inlineCallbacks
@@ -303,7 +359,7 @@ def test_the_limits_hold_across_nodes_and_are_released_by_either(redis_nodes):
     (yield b.store.place(req(agent=USER3, calling="user3@sipx.test")))
     yield _raises(a.store.place(req(agent=USER3, calling="user3@sipx.test",
                               called="u6@sipx.test")), TooManyCalls)
-    a.store.hangup(first.id)
+    yield a.store.hangup(first.id)
     yield _settle()
     (yield b.store.place(req(called="u5@sipx.test")))
 
@@ -379,7 +435,7 @@ def test_a_lost_nodes_calls_end_as_node_lost_and_free_their_limits(redis_nodes):
     found = yield b.store.get(call.id)
     assert (found.state, found.reason) == ("ended", "node lost")
     placed = yield b.store.place(req(called="u9@sipx.test"))
-    assert b.store.local(placed.id) is placed
+    assert b.registry.get(placed.id) is placed
 
 
 @pytest_twisted.inlineCallbacks
@@ -423,19 +479,20 @@ def test_status_lines_wait_for_redis_within_the_bound_and_are_written_in_order(t
         yield _eventually(lambda: defer.succeed(not node.connection.up),
                           "the lost connection went unnoticed")
         assert node.store.health()["state"] == "down"
-        for n in range(6):  # each line is one buffered write, the state another
+        for n in range(6):  # each line is one buffered write
             call.record(n, "sip-call-id", "INVITE", f"SIP/2.0 18{n} Line {n}")
-        yield task.deferLater(reactor, 0, lambda: None)
-        assert (len(node.store.buffer), node.store.dropped) == (4, 8)
+        yield task.deferLater(reactor, 0, lambda: None)  # and the call's state, once per turn
+        assert (len(node.store.buffer), node.store.dropped) == (4, 3)
         server.start()
         yield _eventually(lambda: defer.succeed(node.connection.up and not node.store.buffer),
                           "the buffered writes never reached Redis")
         lines = yield node.connection.execute("LRANGE", f"sipxcc:lines:{call.id}", 0, -1)
         assert [line.decode() for line in lines] == [
+            '[3, "sip-call-id", "INVITE", "SIP/2.0 183 Line 3"]',
             '[4, "sip-call-id", "INVITE", "SIP/2.0 184 Line 4"]',
             '[5, "sip-call-id", "INVITE", "SIP/2.0 185 Line 5"]']
         assert node.store.health() == {"backend": "redis", "node": "a", "state": "up",
-                                       "buffered_writes": 0, "dropped_writes": 8}
+                                       "buffered_writes": 0, "dropped_writes": 3}
     finally:
         node.close()
         server.stop()
@@ -449,11 +506,11 @@ def test_delete_on_the_other_node_is_run_by_the_owner(redis_nodes):
     a = yield redis_nodes("a")
     b = yield redis_nodes("b")
     call = yield a.store.place(req())
-    assert (yield b.store.end(call.id)) is True
+    assert (yield b.store.hangup(call.id)) is True
     assert call.ended and call.state == "ended"  # the owner's SIP side hung up
     yield _settle()
     assert (yield b.store.get(call.id)).ended
-    assert (yield b.store.end("no-such-call")) is False
+    assert (yield b.store.hangup("no-such-call")) is False
 
 
 @pytest_twisted.inlineCallbacks
@@ -477,7 +534,7 @@ def test_a_command_for_a_dead_owner_fails_at_once_or_after_the_timeout(redis_nod
     a.subscription.stop()  # the owner no longer listens: nobody receives the command
     yield _eventually(lambda: a.connection.execute("PUBSUB", "NUMSUB", "sipxcc:cmd:a")
                       .addCallback(lambda counts: counts[1] == 0), "still subscribed")
-    yield _raises(b.store.end(call.id), OwnerUnavailable)
+    yield _raises(b.store.hangup(call.id), OwnerUnavailable)
     b.store.router.timeout = 0.2
     # a subscriber that never answers (a stalled owner): the asker gives up in time
     stalled = RedisSubscription(reactor, f"redis://127.0.0.1:{b.connection.port}/0",
@@ -485,7 +542,7 @@ def test_a_command_for_a_dead_owner_fails_at_once_or_after_the_timeout(redis_nod
     stalled.start()
     try:
         yield _subscribed(b.connection, ("sipxcc:cmd:a",))
-        yield _raises(b.store.end(call.id), OwnerTimeout)
+        yield _raises(b.store.hangup(call.id), OwnerTimeout)
         assert not b.store.router.pending
     finally:
         stalled.stop()

@@ -9,6 +9,7 @@ import pytest
 from twisted.web.resource import getChildForRequest
 
 from sipxcc.calls.hub import EventHub
+from sipxcc.calls.store import MemoryCallStore
 from sipxcc.web.stream import install_streams
 from tests.unit.webfakes import FakeRegistry, WebHarness, WebRequest, basic
 
@@ -85,7 +86,8 @@ class Harness(WebHarness):
         from sipxcc.web.callcontroller import WebContext, install
         from sipxcc.web.errors import PathResource
         self.root = PathResource()
-        self.context = WebContext(self.config, self.directory, self.registry, self.auth)
+        self.call_store = MemoryCallStore(self.registry)
+        self.context = WebContext(self.config, self.directory, self.call_store, self.auth)
         install(self.root, self.context)
         self.streams = install_streams(self.root, self.context, self.clock)
 

@@ -8,6 +8,7 @@ import re
 import pytest
 from twisted.internet.task import Clock
 
+from sipxcc.calls.store import MemoryCallStore
 from sipxcc.web import auth
 from sipxcc.web.auth import DigestNonces
 from sipxcc.web.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_HOST, REQUEST_DEADLINE
@@ -147,7 +148,8 @@ def test_a_name_of_another_user_is_not_the_user(harness):
 
 def site():
     clock = Clock()
-    return clock, build_site(make_config(), FakeDirectory(), FakeRegistry(), clock)
+    return clock, build_site(make_config(), FakeDirectory(), MemoryCallStore(FakeRegistry()),
+                             clock)
 
 
 def render(site, method, uri, **options):

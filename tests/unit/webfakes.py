@@ -14,6 +14,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from sipxcc.calls.call import Call, StatusEvent
 from sipxcc.calls.errors import CallError
+from sipxcc.calls.store import MemoryCallStore
 from sipxcc.config import (
     CallsConfig,
     Config,
@@ -190,7 +191,8 @@ class WebHarness:
         self.registry = FakeRegistry()
         self.auth = Authenticator(self.config, self.directory, self.clock)
         self.root = PathResource()
-        install(self.root, WebContext(self.config, self.directory, self.registry, self.auth))
+        self.call_store = MemoryCallStore(self.registry)
+        install(self.root, WebContext(self.config, self.directory, self.call_store, self.auth))
 
     def request(self, method: bytes, uri: str | bytes, **options) -> WebRequest:
         raw = uri.encode("utf-8") if isinstance(uri, str) else uri
