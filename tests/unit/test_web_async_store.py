@@ -16,12 +16,11 @@ from twisted.web.resource import getChildForRequest
 
 from sipxcc.calls.call import DialogInfo
 from sipxcc.calls.errors import OwnerTimeout, OwnerUnavailable, RegistryUnavailable
-from sipxcc.calls.redis_store import line_text, record_fields, stored_call
 from sipxcc.calls.store import MemoryCallStore
 from sipxcc.web import render
 from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import PathResource
-from tests.unit.webfakes import SEED_EVENTS, WebHarness, WebRequest, basic
+from tests.unit.webfakes import SEED_EVENTS, WebHarness, WebRequest, basic, stored_form
 
 TRUSTED = "127.0.0.1"
 URI = "/callcontroller/user1/user2"
@@ -31,14 +30,6 @@ DIALOGS = [DialogInfo("a84b4c76e66710@192.0.2.4:1928301774:314159", "sip:user1@s
                       "sip:callcontroller@sipx.test", "Confirmed Dialog"),
            DialogInfo("b7c9@192.0.2.4:887766:<&>\"'", "sip:user2@sipx.test",
                       "sip:user1@sipx.test", "Early Dialog")]
-
-
-def stored_form(call, node="a"):
-    """C{call} written to Redis and read back: the replies of HGETALL and LRANGE as the
-    client hands them over (bytes), made into a StoredCall."""
-    fields = [str(value).encode() for value in record_fields(call, node)]
-    lines = [line_text(event).encode() for event in call.events]
-    return stored_call(call.id, fields, lines)
 
 
 class StoredStore(MemoryCallStore):

@@ -169,6 +169,33 @@ def test_health_is_plain_ok_never_cached():
     assert request.header(b"cache-control") == b"no-store"
 
 
+class SharedStore(MemoryCallStore):
+    """A store that reports a shared registry's health."""
+
+    def __init__(self, state):
+        super().__init__(FakeRegistry())
+        self.state = state
+
+    def health(self):
+        return {"backend": "redis", "node": "pbx1:6050", "state": self.state,
+                "buffered_writes": 3, "dropped_writes": 0}
+
+
+def test_health_with_a_shared_registry_tells_its_state():
+    store = SharedStore("up")
+    s = build_site(make_config(), FakeDirectory(), store, Clock())
+    request = render(s, b"GET", b"/health")
+    assert (request.responseCode, request.body) == (None, (
+        b"ok\nregistry up: backend redis, node pbx1:6050, buffered writes 3, "
+        b"dropped writes 0\n"))
+    for state in ("down", "starting"):  # this node cannot place calls now
+        store.state = state
+        request = render(s, b"GET", b"/health")
+        assert request.responseCode == 503 and request.header(b"retry-after") == b"5"
+        assert request.body.startswith(b"unavailable\nregistry " + state.encode() + b":")
+        assert request.header(b"cache-control") == b"no-store"
+
+
 def test_the_site_serves_the_api_with_its_limits():
     clock, s = site()
     request = render(s, b"POST", URI.encode(), headers=basic("user1"))

@@ -14,6 +14,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from sipxcc.calls.call import Call, StatusEvent
 from sipxcc.calls.errors import CallError
+from sipxcc.calls.redis_store import line_text, record_fields, stored_call
 from sipxcc.calls.store import MemoryCallStore
 from sipxcc.config import (
     CallsConfig,
@@ -131,6 +132,14 @@ SEED_EVENTS = [
     StatusEvent(1259114103841, "7959e447b88502416ee2477f3d36a480@12.23.34.45", "INVITE",
                 "SIP/2.0 180 Ringing"),
 ]
+
+
+def stored_form(call, node="a"):
+    """C{call} written to Redis and read back: the replies of HGETALL and LRANGE as the
+    client hands them over (bytes), made into a StoredCall."""
+    fields = [str(value).encode() for value in record_fields(call, node)]
+    lines = [line_text(event).encode() for event in call.events]
+    return stored_call(call.id, fields, lines)
 
 
 class WebRequest(DummyRequest):
