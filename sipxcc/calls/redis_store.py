@@ -308,6 +308,7 @@ class RedisCallStore:
             self._write(self._release_command(owner, request.key, slot))
             raise
         self._slots[call.id] = slot
+        call.on_state = self._state_changed
         ttl = max(1, self.registry.cache_time(call))
         writes = [
             ("HSET", self._k("slots", self.node_id), slot, json.dumps(
@@ -377,6 +378,11 @@ class RedisCallStore:
         if slot is not None:
             self._write(self._release_command(call.owner, call.key, slot))
 
+    def _state_changed(self, call: Call) -> None:
+        """A state the flow set without a status line (connected after a re-INVITE, ...)."""
+        self._progressed[call.id] = call
+        self._flush_later()
+
     def _write(self, command: tuple[bytes | str | int | float, ...]) -> None:
         if len(self.buffer) >= self.max_buffered:
             self.buffer.popleft()
@@ -385,6 +391,10 @@ class RedisCallStore:
                 log.warn("Redis write buffer full ({bound}): {dropped} writes dropped so far",
                          bound=self.max_buffered, dropped=self.dropped)
         self.buffer.append(command)
+        self._flush_later()
+
+    def _flush_later(self) -> None:
+        """Write what is queued once this reactor turn is over."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.clock.callLater(0, self._flush_soon)

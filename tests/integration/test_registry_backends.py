@@ -297,6 +297,9 @@ def test_the_state_and_dialogs_are_those_after_the_line_that_changed_them(nodes)
     assert found.state == "ringing"
     assert found.dialogs() == call.dialogs() == [DialogInfo(
         "sip-call-id:ft:tt", "sip:callcontroller@sipx.test", "sip:user1@sipx.test", EARLY)]
+    call.set_state("connected")  # as after a re-INVITE's answer: no status line
+    yield _settle()
+    assert (yield node.store.get(call.id)).state == "connected"
     call.flow.dialogs[0] = call.flow.dialogs[0]._replace(state=TERMINATED)
     yield node.store.hangup(call.id)
     yield _settle()
