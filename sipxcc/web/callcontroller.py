@@ -77,17 +77,17 @@ class ApiResource(resource.Resource):
         except ApiError as error:
             send(request, status_reply(request, error.code, str(error)))
             return server.NOT_DONE_YET
-        gone: list[Failure] = []
-        request.notifyFinish().addErrback(gone.append)
         principal = self.context.auth.trusted(request)
         if principal is not None:  # a trusted peer: no credentials to check
-            d = self._handled(request, principal)
+            answer = self._handled(request, principal)
         else:
             authenticated = defer.maybeDeferred(self.context.auth.authenticate, request)
-            d = authenticated.addCallback(lambda principal: self._handled(request, principal))
-        d.addErrback(self._failed, request)
-        d.addCallback(self._send_unless_gone, request, gone)
-        d.addErrback(lambda failure: log.failure("could not answer a request", failure))
+            answer = authenticated.addCallback(
+                lambda principal: self._handled(request, principal))
+        gone: list[Failure] = []
+        answer.addBoth(self._write, request, gone)
+        if not request.finished:  # not answered at once: the client may leave meanwhile
+            request.notifyFinish().addErrback(gone.append)
         return server.NOT_DONE_YET
 
     def _handled(self, request: Request, principal: Principal) -> defer.Deferred[Reply]:
@@ -98,9 +98,15 @@ class ApiResource(resource.Resource):
             return defer.fail()
         return answer if isinstance(answer, defer.Deferred) else defer.succeed(answer)
 
-    def _send_unless_gone(self, reply: Reply, request: Request, gone: list[Failure]) -> None:
-        if not gone:
+    def _write(self, answer: Reply | Failure, request: Request, gone: list[Failure]) -> None:
+        """Write the reply, or the error's (sipxcc.web.errors), unless the client left."""
+        if gone:
+            return
+        try:
+            reply = self._failed(answer, request) if isinstance(answer, Failure) else answer
             self.respond(request, reply)
+        except Exception:
+            log.failure("could not answer a request")
 
     def respond(self, request: Request, reply: Reply) -> None:
         """Write C{reply} (a streaming resource may have answered already)."""
