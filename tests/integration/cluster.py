@@ -19,10 +19,12 @@ USERS = ("user1", "user2", "user3", "user4")
 
 
 class Cluster:
-    """C{nodes} daemons (node ids C{node0}, C{node1}, ...), one redis-server, Kamailio."""
+    """C{nodes} daemons (node ids C{node0}, C{node1}, ...; run by C{twistd} in C{env},
+    as L{Daemon}), one redis-server, Kamailio."""
 
     def __init__(self, tmp_path: Path, kamailio_factory, phone_factory, *, nodes: int = 2,
-                 transport: str = "udp", **config):
+                 transport: str = "udp", twistd: list[str] | None = None,
+                 env: dict[str, str] | None = None, **config):
         self.tmp_path = tmp_path
         self.phone_factory = phone_factory
         self.redis = RedisServer(tmp_path)
@@ -41,7 +43,7 @@ class Cluster:
             path = write_config(directory, sip_port=sip_port, sip_proxy=proxy_uri,
                                 registry_backend="redis", registry_redis_url=self.redis.url,
                                 registry_node_id=f"node{n}", **config)
-            self.daemons.append(Daemon(path))
+            self.daemons.append(Daemon(path, twistd=twistd, env=env))
 
     def start(self) -> Cluster:
         """redis-server, then every node (each answers /health 200 once it can place

@@ -10,11 +10,15 @@ is back calls are placed again.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 
+import pytest
 from lxml import etree
 
 from tests.integration.e2e import NS, status_lines, wait_for
+from tests.integration.test_shutdown import DEBIAN_ENV, DEBIAN_TWISTD
 
 CALL = "/callcontroller/user1/user2"
 INVITE_MODE = CALL + "?sipMethod=INVITE"
@@ -116,3 +120,27 @@ def test_while_redis_is_down_post_is_503_and_places_no_call_then_works_again(clu
     assert phone.wait(20) == 0, phone.errors()
     wait_for(lambda: ("NOTIFY", "SIP/2.0 200 OK") in status_lines(c.get(1, CALL).decode()))
     assert calls_placed(c, 0) == 1
+
+
+@pytest.mark.parametrize("twistd, env", [
+    pytest.param(None, None, id="venv-twisted"),
+    pytest.param([DEBIAN_TWISTD], DEBIAN_ENV, id="debian-twistd3",
+                 marks=pytest.mark.skipif(not os.path.exists(DEBIAN_TWISTD),
+                                          reason="Debian's python3-twisted is not installed")),
+])
+def test_a_node_stopped_with_a_call_in_progress_ends_it_in_the_registry_first(
+        cluster, twistd, env):
+    c = cluster(twistd=twistd, env=env)
+    phone = c.phone("user1", "caller_no_answer")
+    code, body, headers = c.request(0, "POST", CALL)
+    assert code == 200, body
+    location = headers["location"]
+    wait_for(lambda: ("INVITE", "SIP/2.0 180 Ringing") in status_lines(c.get(1, CALL).decode()))
+    assert c.daemons[0].stop() == -signal.SIGTERM
+    assert phone.wait(20) == 0, phone.errors()  # cancelled as the node stopped
+    # the end was written before node 0 let go of Redis: node 1 shows it at once
+    assert c.state(1, location) == "failed"
+    assert status_lines(c.get(1, CALL).decode())[-1] == (
+        "INVITE", "SIP/2.0 487 Request Terminated")
+    log = c.daemons[0].log_text()
+    assert "Traceback" not in log and "critical" not in log, log
