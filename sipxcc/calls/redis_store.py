@@ -400,8 +400,10 @@ class RedisCallStore:
             self.clock.callLater(0, self._flush_soon)
 
     def _flush_soon(self) -> None:
-        self._flush().addErrback(lambda _: None)
-        self._flush_scheduled = False
+        try:  # what _flush queues itself (the calls' progress) goes in this pipeline
+            self._flush().addErrback(lambda _: None)
+        finally:
+            self._flush_scheduled = False
 
     def _queue_progress(self) -> None:
         """Queue the state (and dialogs) of the calls that had events since the last time."""
