@@ -124,6 +124,17 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """``[registry]``: where the calls are kept: ``memory`` (this process) or ``redis``
+    (shared by several nodes; ``node_id`` None: hostname:sip.port)."""
+
+    backend: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password_file: str | None = None
+    node_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; ``source`` is the file it was read from."""
 
@@ -135,6 +146,7 @@ class Config:
     calls: CallsConfig
     daemon: DaemonConfig
     ringback: RingbackConfig = RingbackConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     def is_trusted(self, host: str) -> bool:
         """True if ``host`` (a peer address, maybe ``::ffff:a.b.c.d``) is in http.trusted."""
@@ -286,6 +298,30 @@ def _log_level(value: str) -> str:
     return level
 
 
+REGISTRY_BACKENDS = ("memory", "redis")
+_REDIS_URL = re.compile(r"^rediss?://(?:[^@/\s]*@)?[A-Za-z0-9.\-\[\]:]+(?:/\d{1,2})?/?$")
+_NODE_ID = re.compile(r"^[A-Za-z0-9.\-_:]{1,100}$")
+
+
+def _registry_backend(value: str) -> str:
+    if value not in REGISTRY_BACKENDS:
+        raise _Invalid(f"{value!r} is not one of {', '.join(REGISTRY_BACKENDS)}")
+    return value
+
+
+def _redis_url(value: str) -> str:
+    if not _REDIS_URL.match(value):
+        raise _Invalid(f"{value!r} is not a redis:// or rediss:// URL "
+                       "(redis://[:password@]host[:port][/db])")
+    return value
+
+
+def _node_id(value: str) -> str:
+    if not _NODE_ID.match(value):
+        raise _Invalid(f"{value!r}: 1 to 100 letters, digits and . - _ :")
+    return value
+
+
 # --- the schema ---------------------------------------------------------------------------
 
 REQUIRED = object()
@@ -371,6 +407,14 @@ KEYS: tuple[Key, ...] = (
     Key("daemon", "state_dir", _text, "/var/lib/sipxcc", "generated certificate and state",
         is_path=True),
     Key("daemon", "log_level", _log_level, "info", "debug, info, warn, error or critical"),
+    Key("registry", "backend", _registry_backend, "memory",
+        "where calls are kept: memory (this process) or redis (shared by several nodes)"),
+    Key("registry", "redis_url", _redis_url, "redis://127.0.0.1:6379/0",
+        "the Redis server (rediss:// for TLS); a password may be in the URL"),
+    Key("registry", "redis_password_file", _text, None,
+        "file (mode 0600) holding the Redis password", is_path=True),
+    Key("registry", "node_id", _node_id, None,
+        "this node's name, unique in the cluster (default: hostname:sip.port)"),
 )
 
 _KEYS_BY_NAME = {key.dotted: key for key in KEYS}
@@ -484,4 +528,5 @@ def _build(source: str, values: Mapping[str, Any]) -> Config:
         calls=CallsConfig(**section("calls")),
         daemon=DaemonConfig(**section("daemon")),
         ringback=RingbackConfig(**section("ringback")),
+        registry=RegistryConfig(**section("registry")),
     )

@@ -9,6 +9,7 @@ exit status instead of a traceback.
 from __future__ import annotations
 
 import gc
+import socket
 import sys
 from collections.abc import Callable
 from types import FrameType
@@ -22,14 +23,17 @@ from twisted.logger import LogLevel
 from twisted.python import usage
 
 from sipxcc import __version__
-from sipxcc.calls.callbacks import SecretError, read_secret
+from sipxcc.calls.callbacks import read_secret
 from sipxcc.calls.calllog import CallLog
 from sipxcc.calls.control import CallControl
+from sipxcc.calls.redis_node import RedisNode, read_password_file
+from sipxcc.calls.store import CallStore, MemoryCallStore
 from sipxcc.config import KEYS, Config, ConfigError, load_config
 from sipxcc.hosts import host_port
 from sipxcc.logs import enabled as log_enabled
 from sipxcc.logs import logger
 from sipxcc.logs import set_level as set_log_level
+from sipxcc.privatefile import SecretError
 from sipxcc.sip.uri import URI
 from sipxcc.tls import TLSError, client_options, server_context_factory
 from sipxcc.users import DirectoryError, UserDirectory
@@ -197,11 +201,12 @@ def build_service(config: Config, reactor: Any) -> MultiService:
     control.transport.stats = metrics.sip  # the UA, made at listen(), takes it from there
     if log_enabled(LogLevel.info):  # the lines are info: below it, no work per call
         CallLog(reactor).follow(control.registry)
-    site = build_site(config, directory, control.registry, reactor, metrics)
+    top = MultiService()
+    site = build_site(config, directory, _build_store(config, control, reactor, top),
+                      reactor, metrics)
     if not log_enabled(LogLevel.info):
         site.access_log = False  # the access log is info-level chatter
 
-    top = MultiService()
     DirectoryPollerService(directory).setServiceParent(top)  # type: ignore[no-untyped-call]  # Twisted's, untyped
     control.setServiceParent(top)  # type: ignore[no-untyped-call]  # Twisted's, untyped
     bound: list[IListeningPort] = []
@@ -263,6 +268,28 @@ def _build_call_control(config: Config, reactor: Any) -> CallControl:
         raise StartupError(f"{config.source}: sip.port: cannot listen on "
                            f"{host_port(sip.address, sip.port)}: {reason}") from None
     return control
+
+
+def _build_store(config: Config, control: CallControl, reactor: Any,
+                 top: MultiService) -> CallStore:
+    """The calls as the web layer sees them: this process's (C{registry.backend =
+    memory}), or shared through Redis by several nodes, this one's service in C{top}."""
+    registry = config.registry
+    if registry.backend != "redis":
+        return MemoryCallStore(control.registry)
+    password = None
+    if registry.redis_password_file is not None:
+        try:
+            password = read_password_file(registry.redis_password_file)
+        except SecretError as error:
+            raise StartupError(f"{config.source}: {error}") from None
+    node_id = registry.node_id or f"{socket.gethostname()}:{config.sip.port}"
+    node = RedisNode(reactor, control.registry, url=registry.redis_url, password=password,
+                     node_id=node_id, max_calls=config.calls.max_calls,
+                     max_calls_per_agent=config.calls.max_calls_per_agent,
+                     shutdown_timeout=control.shutdown_timeout)
+    node.setServiceParent(top)  # type: ignore[no-untyped-call]  # Twisted's, untyped
+    return node.store
 
 
 def _listen(config: Config, dotted: str, listen: Callable[[], IListeningPort]) -> IListeningPort:

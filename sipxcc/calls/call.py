@@ -138,7 +138,7 @@ class Call:
     """
 
     __slots__ = ("id", "request", "created", "_lines", "state", "ended", "_dialog_source",
-                 "finished", "_listeners", "flow", "expiry", "seq",
+                 "finished", "_listeners", "flow", "expiry", "seq", "on_state",
                  # the registry's links (see L{sipxcc.calls.chain.Chain}): the owner's
                  # calls, its finished calls, every finished call, and the finished calls
                  # due at the same delay
@@ -158,6 +158,8 @@ class Call:
         self.flow: Any = None
         self.expiry: Any = None  # the watchdog in progress; when retention ends once finished
         self.seq = 0  # events published so far (sipxcc.calls.hub.EventHub)
+        #: told of each L{set_state} (a state the flow sets without a status line)
+        self.on_state: Callable[[Call], None] | None = None
         self.owner_prev = self.owner_next = None
         self.owner_done_prev = self.owner_done_next = None
         self.done_prev = self.done_next = None
@@ -174,6 +176,14 @@ class Call:
     @property
     def mode(self) -> str:
         return self.request.method
+
+    @property
+    def calling(self) -> str:
+        return self.request.calling
+
+    @property
+    def called(self) -> str:
+        return self.request.called
 
     @property
     def events(self) -> list[StatusEvent]:
@@ -235,6 +245,8 @@ class Call:
 
     def set_state(self, state: str) -> None:
         self.state = state
+        if self.on_state is not None:
+            self.on_state(self)
 
     def release(self) -> None:
         """The call is over: keep what GET shows, drop the machinery (retention is cheap)."""
@@ -242,6 +254,7 @@ class Call:
         self._lines = None
         self._dialog_source = None
         self._listeners = ()
+        self.on_state = None
         self.flow = None
 
     def finish(self, state: str) -> None:

@@ -18,7 +18,6 @@ import hmac
 import ipaddress
 import json
 import os
-import stat
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,8 @@ from zope.interface import implementer
 from sipxcc.calls.events import EventNamer
 from sipxcc.hosts import ip_address
 from sipxcc.logs import logger
+from sipxcc.privatefile import SecretError as SecretError
+from sipxcc.privatefile import read_private_line
 from sipxcc.timers import Clock
 
 if TYPE_CHECKING:
@@ -57,10 +58,6 @@ SIGNATURE_HEADER = b"X-Sipxcc-Signature"
 MIN_SECRET = 16
 
 
-class SecretError(Exception):
-    """An unusable C{calls.callback_secret}; C{str()} is one line for the operator."""
-
-
 def read_secret(value: str | None) -> bytes | None:
     """
     The signing key of C{calls.callback_secret}: an absolute path names a file (its first
@@ -69,17 +66,7 @@ def read_secret(value: str | None) -> bytes | None:
     if value is None:
         return None
     if os.path.isabs(value):
-        try:
-            with open(value, "rb") as stream:
-                mode = os.fstat(stream.fileno()).st_mode
-                data = stream.read(4096)
-        except OSError as error:
-            raise SecretError(f"calls.callback_secret: cannot read {value}: "
-                              f"{error.strerror}") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SecretError(f"calls.callback_secret: {value} is readable by group or others "
-                              f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it")
-        key = data.split(b"\n", 1)[0].strip()
+        key = read_private_line(value, "calls.callback_secret")
     else:
         key = value.encode("utf-8")
     if len(key) < MIN_SECRET:

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from twisted.python.failure import Failure
 
+from sipxcc.calls.resp import RegistryUnavailable as RegistryUnavailable  # Redis is down
 from sipxcc.logs import logger
 from sipxcc.sip.useragent import RequestFailed
 
@@ -33,6 +34,15 @@ class AgentLimit(CallError):
 
 class TransferNotPossible(CallError):
     """The call cannot be transferred now (not INVITE mode, not connected, or busy)."""
+
+
+class OwnerTimeout(CallError):
+    """The node that owns the call (its SIP side) did not answer a command in time."""
+
+
+class OwnerUnavailable(CallError):
+    """No node runs the call any more: its owner is gone (stopped, lost) or forgot it,
+    so it can be neither ended nor transferred."""
 
 
 class FailedRequest(NamedTuple):

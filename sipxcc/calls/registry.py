@@ -249,7 +249,8 @@ class CallRegistry:
         if not self.active:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:
-                d.callback(None)
+                if not d.called:  # not given up on (see idle)
+                    d.callback(None)
 
     def _evict(self, call: Call, per_owner: bool) -> None:
         """Forget a finished call before its result cache time is up (a cap was reached)."""
@@ -291,6 +292,10 @@ class CallRegistry:
         """Hang up every call in progress; fires when all have ended or C{timeout} passed."""
         for call in list(self.active):
             call.flow.hangup("shutdown")
+        return self.idle(timeout)
+
+    def idle(self, timeout: float) -> defer.Deferred[None]:
+        """Fires once no call is in progress, or when C{timeout} seconds have passed."""
         if not self.active:
             return defer.succeed(None)
         d: defer.Deferred[None] = defer.Deferred()

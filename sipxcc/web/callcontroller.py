@@ -4,9 +4,10 @@ C{/sipxconfig/rest/my/redirect/}), C{/calls} and C{/calls/{id}}.
 
 Each request runs: method check (405) → cross-origin and body checks (403, 415;
 sipxcc.web.intake) → authentication (401/429) → parameters (400, from the query string
-only) → agent lookup (403) → authorization (403) → the registry. Whatever goes wrong is
-answered with a processing-status document; an unexpected fault is logged and answered
-500 with a generic text.
+only) → agent lookup (403) → authorization (403) → the call store, whose answers are
+Deferreds (at once for the memory backend, after a round trip to Redis for the shared
+one). Whatever goes wrong is answered with a processing-status document
+(sipxcc.web.errors); an unexpected fault is logged and answered 500 with a generic text.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 from twisted.web.server import Request
 
-from sipxcc.calls.call import Call, CallRequest
-from sipxcc.calls.store import CallStore
+from sipxcc.calls.call import CallRequest
+from sipxcc.calls.store import CallStore, CallView
 from sipxcc.config import Config
 from sipxcc.logs import logger
 from sipxcc.users import User, UserDirectory
@@ -27,7 +28,7 @@ from sipxcc.web import intake, params, render
 from sipxcc.web.auth import Authenticator, Principal, authorize
 from sipxcc.web.errors import ApiError, PathResource, error_reply
 from sipxcc.web.idempotency import Idempotency
-from sipxcc.web.reply import Reply, send, status_reply, wants_json
+from sipxcc.web.reply import Answer, Reply, send, status_reply, wants_json
 
 log = logger(__name__)
 
@@ -42,14 +43,15 @@ class WebContext:
 
     config: Config
     directory: UserDirectory
-    registry: CallStore
+    store: CallStore
     auth: Authenticator
     cache: render.StatusCache = field(default_factory=render.StatusCache)
     idempotency: Idempotency | None = None  # Idempotency-Key on POST
 
 
 class ApiResource(resource.Resource):
-    """A leaf whose C{handle(request, principal)} returns a L{Reply} once authenticated."""
+    """A leaf whose C{handle(request, principal)} answers with a L{Reply}, or a Deferred
+    of one, once authenticated; the reply is written unless the client left meanwhile."""
 
     isLeaf = True
     allowed: tuple[bytes, ...] = ()
@@ -76,45 +78,67 @@ class ApiResource(resource.Resource):
             send(request, status_reply(request, error.code, str(error)))
             return server.NOT_DONE_YET
         principal = self.context.auth.trusted(request)
-        if principal is not None:  # a trusted peer: no credentials to check, answer at once
-            try:
-                reply = self.handle(request, principal)
-            except Exception:
-                reply = self._failed(Failure(), request)
-            self.respond(request, reply)
-            return server.NOT_DONE_YET
+        if principal is not None:  # a trusted peer: no credentials to check
+            answer = self._handled(request, principal)
+        else:
+            authenticated = defer.maybeDeferred(self.context.auth.authenticate, request)
+            answer = authenticated.addCallback(
+                lambda principal: self._handled(request, principal))
         gone: list[Failure] = []
-        request.notifyFinish().addErrback(gone.append)
-        authenticated = defer.maybeDeferred(self.context.auth.authenticate, request)
-        d = authenticated.addCallback(lambda principal: self.handle(request, principal))
-        d.addErrback(self._failed, request)
-        d.addCallback(self._send_unless_gone, request, gone)
-        d.addErrback(lambda failure: log.failure("could not answer a request", failure))
+        answer.addBoth(self._write, request, gone)
+        if not request.finished:  # not answered at once: the client may leave meanwhile
+            request.notifyFinish().addErrback(gone.append)
         return server.NOT_DONE_YET
 
-    def _send_unless_gone(self, reply: Reply, request: Request, gone: list[Failure]) -> None:
-        if not gone:
+    def _handled(self, request: Request, principal: Principal) -> defer.Deferred[Reply]:
+        """What L{handle} answers, as a Deferred (failed if it raised)."""
+        try:
+            answer = self.handle(request, principal)
+        except Exception:
+            return defer.fail()
+        return answer if isinstance(answer, defer.Deferred) else defer.succeed(answer)
+
+    def _write(self, answer: Reply | Failure, request: Request, gone: list[Failure]) -> None:
+        """Write the reply, or the error's (sipxcc.web.errors), unless the client left."""
+        if gone:
+            return
+        try:
+            reply = self._failed(answer, request) if isinstance(answer, Failure) else answer
             self.respond(request, reply)
+        except Exception:
+            log.failure("could not answer a request")
 
     def respond(self, request: Request, reply: Reply) -> None:
         """Write C{reply} (a streaming resource may have answered already)."""
         send(request, reply)
 
-    def handle(self, request: Request, principal: Principal) -> Reply:
+    def handle(self, request: Request, principal: Principal) -> Answer:
         raise NotImplementedError
 
     def _failed(self, failure: Failure, request: Request) -> Reply:
         return error_reply(request, failure)
 
-    def ok(self, request: Request, call: Call) -> Reply:
+    def ok(self, request: Request, call: CallView) -> Reply:
         reply = status_reply(request, 200, OK_TEXT)
         reply.headers.append((b"location", b"/calls/" + call.id.encode("ascii")))
         return reply
 
-    def call_reply(self, request: Request, call: Call) -> Reply:
+    def call_reply(self, request: Request, call: CallView) -> Reply:
         as_json = wants_json(request)
         body = render.call_document(call, as_json, self.context.cache)
         return Reply(200, body, render.JSON_TYPE if as_json else render.XML_TYPE)
+
+    def hang_up(self, request: Request, principal: Principal, call: CallView | None
+                ) -> defer.Deferred[Reply]:
+        """DELETE: end C{call} (on whichever node runs it)."""
+        if call is None or not principal.may_see(call):
+            raise ApiError(404, CALL_NOT_FOUND)
+        return self.context.store.hangup(call.id).addCallback(self._hung_up, request)
+
+    def _hung_up(self, known: bool, request: Request) -> Reply:
+        if not known:  # forgotten meanwhile
+            raise ApiError(404, CALL_NOT_FOUND)
+        return status_reply(request, 200, OK_TEXT)
 
 
 class CallControllerResource(ApiResource):
@@ -122,15 +146,13 @@ class CallControllerResource(ApiResource):
 
     allowed = (b"DELETE", b"GET", b"POST")
 
-    def handle(self, request: Request, principal: Principal) -> Reply:
+    def handle(self, request: Request, principal: Principal) -> Answer:
         if request.method == b"POST" and self.context.idempotency is not None:
-            reply = self.context.idempotency.run(request, principal,
-                                                 lambda: self._handle(request, principal))
-            assert isinstance(reply, Reply)  # _handle answers at once, so run does too
-            return reply
+            return self.context.idempotency.run(request, principal,
+                                                lambda: self._handle(request, principal))
         return self._handle(request, principal)
 
-    def _handle(self, request: Request, principal: Principal) -> Reply:
+    def _handle(self, request: Request, principal: Principal) -> Answer:
         path = request.postpath or []
         if not _two_segments(path):
             raise ApiError(404, "Not found")
@@ -147,23 +169,23 @@ class CallControllerResource(ApiResource):
             agent = self._agent(wanted.agent, principal, calling_user)
             if wanted.action == params.TRANSFER:
                 return self._transfer(request, agent, wanted)
-            return self.ok(request, self.context.registry.place(
-                CallRequest.wanted_by(agent, wanted, self._called_user(wanted.called))))
+            placed = self.context.store.place(
+                CallRequest.wanted_by(agent, wanted, self._called_user(wanted.called)))
+            return placed.addCallback(lambda call: self.ok(request, call))
         calling = params.addr_spec(params.check_user("callingUser", calling_user),
                                    config.sip.domain)
         called = params.addr_spec(params.check_user("calledUser", called_user),
                                   config.sip.domain)
         method = params.parse_method(query)
         agent = self._agent(params.parse_agent(query, calling_user), principal, calling_user)
-        call = self.context.registry.lookup((agent.identity, calling, called))
-        if call is not None and not principal.may_see(call):
-            call = None
+        found = self.context.store.lookup((agent.identity, calling, called))
         if request.method == b"DELETE":
-            if call is None:
-                raise ApiError(404, CALL_NOT_FOUND)
-            self.context.registry.hangup(call)
-            return status_reply(request, 200, OK_TEXT)
-        if call is None:
+            return found.addCallback(lambda call: self.hang_up(request, principal, call))
+        return found.addCallback(self._show, request, principal, method)
+
+    def _show(self, call: CallView | None, request: Request, principal: Principal,
+              method: str) -> Reply:
+        if call is None or not principal.may_see(call):
             as_json = wants_json(request)
             return Reply(200, render.empty_document(method, as_json),
                          render.JSON_TYPE if as_json else render.XML_TYPE)
@@ -188,15 +210,24 @@ class CallControllerResource(ApiResource):
         return found
 
     def _transfer(self, request: Request, agent: User,
-                  wanted: params.CallParameters) -> Reply:
+                  wanted: params.CallParameters) -> defer.Deferred[Reply]:
         if wanted.target is None:
             raise ApiError(400, "Need a transfer target parameter")
-        call = self.context.registry.lookup((agent.identity, wanted.calling, wanted.called))
-        if call is None:
-            raise ApiError(404, CALL_NOT_FOUND)
-        # the transfer request's own timeout: how long the target may ring
-        self.context.registry.transfer(call, wanted.target, wanted.timeout)
-        return self.ok(request, call)
+        target = wanted.target
+        found = self.context.store.lookup((agent.identity, wanted.calling, wanted.called))
+
+        def transfer(call: CallView | None) -> defer.Deferred[Reply]:
+            if call is None:
+                raise ApiError(404, CALL_NOT_FOUND)
+            # the transfer request's own timeout: how long the target may ring
+            sent = self.context.store.transfer(call.id, target, wanted.timeout)
+
+            def transferred(known: bool) -> Reply:
+                if not known:  # forgotten meanwhile
+                    raise ApiError(404, CALL_NOT_FOUND)
+                return self.ok(request, call)
+            return sent.addCallback(transferred)
+        return found.addCallback(transfer)
 
 
 class CallsResource(ApiResource):
@@ -216,24 +247,29 @@ class CallsResource(ApiResource):
         path = request.postpath
         return (b"GET",) if not path or path == [b""] else self.allowed
 
-    def handle(self, request: Request, principal: Principal) -> Reply:
+    def handle(self, request: Request, principal: Principal) -> Answer:
         path = request.postpath
         if not path or path == [b""]:
             limit = params.parse_limit(intake.query(request))
             owner = None if principal.trusted else principal.identity
-            calls = self.context.registry.calls_of(owner, limit)
-            if wants_json(request):
-                return Reply(200, render.calls_json(calls), render.JSON_TYPE)
-            return Reply(200, render.calls_xml(calls))
+            listed = self.context.store.calls_of(owner, limit)
+            return listed.addCallback(self._list, request)
         if len(path) != 1 or b"/" in path[0]:
             raise ApiError(404, "Not found")
         call_id = params.decode_segment("id", path[0])
-        call = self.context.registry.get(call_id)
+        found = self.context.store.get(call_id)
+        if request.method == b"DELETE":
+            return found.addCallback(lambda call: self.hang_up(request, principal, call))
+        return found.addCallback(self._show, request, principal)
+
+    def _list(self, calls: list[CallView], request: Request) -> Reply:
+        if wants_json(request):
+            return Reply(200, render.calls_json(calls), render.JSON_TYPE)
+        return Reply(200, render.calls_xml(calls))
+
+    def _show(self, call: CallView | None, request: Request, principal: Principal) -> Reply:
         if call is None or not principal.may_see(call):
             raise ApiError(404, CALL_NOT_FOUND)
-        if request.method == b"DELETE":
-            self.context.registry.hangup(call)
-            return status_reply(request, 200, OK_TEXT)
         if wants_json(request):
             return Reply(200, render.call_json(call), render.JSON_TYPE)
         return self.call_reply(request, call)

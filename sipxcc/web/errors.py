@@ -14,6 +14,9 @@ from sipxcc.calls.errors import (
     AgentLimit,
     CallError,
     CallInProgress,
+    OwnerTimeout,
+    OwnerUnavailable,
+    RegistryUnavailable,
     TooManyCalls,
     TransferNotPossible,
 )
@@ -30,12 +33,23 @@ MAX_URI = 8192
 #: seconds a client is asked to wait (Retry-After) when a call limit refused its call
 LIMIT_RETRY_AFTER = 5
 
+#: seconds a client is asked to wait (Retry-After) while the shared call registry (Redis)
+#: cannot be reached: about the longest pause between two reconnection attempts
+REGISTRY_RETRY_AFTER = 5
+
+#: what a client is told while the shared call registry cannot be reached
+REGISTRY_UNAVAILABLE = "The call registry is unavailable; try again later"
+
 #: how each refusal of the call layer is answered: HTTP status, Retry-After (or None)
 CALL_ERRORS: dict[type[CallError], tuple[int, int | None]] = {
     CallInProgress: (409, None),
     TransferNotPossible: (409, None),
     TooManyCalls: (503, LIMIT_RETRY_AFTER),
     AgentLimit: (429, LIMIT_RETRY_AFTER),
+    # another node runs the call: it did not answer in time, or it is gone (the call
+    # can no longer be ended or transferred; the survivors mark it ended)
+    OwnerTimeout: (504, None),
+    OwnerUnavailable: (410, None),
 }
 
 
@@ -70,6 +84,9 @@ def error_reply(request: Request, failure: Failure) -> Reply:
     if isinstance(error, CallError):
         code, retry = CALL_ERRORS.get(type(error), (500, None))
         return status_reply(request, code, str(error), _retry_after(retry))
+    if isinstance(error, RegistryUnavailable):  # the connection's state changes are logged
+        return status_reply(request, 503, REGISTRY_UNAVAILABLE,
+                            _retry_after(REGISTRY_RETRY_AFTER))
     log.failure("unexpected error answering {method} {path}", failure,
                 method=request.method, path=request.path)
     return status_reply(request, 500, "Internal error")

@@ -28,13 +28,10 @@ from twisted.web.server import Request
 from sipxcc.timers import Clock
 from sipxcc.web import intake
 from sipxcc.web.errors import ApiError
-from sipxcc.web.reply import Reply
+from sipxcc.web.reply import Answer, Reply
 
 if TYPE_CHECKING:
     from sipxcc.web.auth import Principal
-
-Answer = Reply | defer.Deferred[Reply]
-"""What a request's handler gives: its reply, now or later."""
 
 HEADER = b"idempotency-key"
 REPLAYED = b"idempotent-replayed"

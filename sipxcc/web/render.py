@@ -16,7 +16,8 @@ from collections.abc import Iterable
 
 from lxml import etree
 
-from sipxcc.calls.call import Call, DialogInfo, StatusEvent
+from sipxcc.calls.call import DialogInfo, StatusEvent
+from sipxcc.calls.store import CallView
 
 NAMESPACE = "http://www.sipfoundry.org/sipX/schema/xml/call-status-00-00"
 PROLOG = b'<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -127,14 +128,14 @@ def dialogs_json(dialogs: Iterable[DialogInfo]) -> bytes:
     return _json({"dialogs": [_dialog_json(info) for info in dialogs]})
 
 
-def call_summary(call: Call) -> dict[str, object]:
+def call_summary(call: CallView) -> dict[str, object]:
     """What C{/calls} shows of a call."""
-    return {"id": call.id, "state": call.state, "calling": clean_text(call.request.calling),
-            "called": clean_text(call.request.called), "mode": call.mode,
+    return {"id": call.id, "state": call.state, "calling": clean_text(call.calling),
+            "called": clean_text(call.called), "mode": call.mode,
             "created": call.created}
 
 
-def call_json(call: Call) -> bytes:
+def call_json(call: CallView) -> bytes:
     """C{/calls/{id}} as JSON: the summary plus the status lines or dialogs."""
     document = call_summary(call)
     if call.mode == "INVITE":
@@ -144,11 +145,11 @@ def call_json(call: Call) -> bytes:
     return _json(document)
 
 
-def calls_json(calls: Iterable[Call]) -> bytes:
+def calls_json(calls: Iterable[CallView]) -> bytes:
     return _json({"calls": [call_summary(call) for call in calls]})
 
 
-def calls_xml(calls: Iterable[Call]) -> bytes:
+def calls_xml(calls: Iterable[CallView]) -> bytes:
     """C{<calls>}: one C{<call>} summary per call (new; the original had no list)."""
     root = _root("calls")
     for call in calls:
@@ -177,7 +178,7 @@ class StatusCache:
         self.size = size
         self._cache: OrderedDict[str, tuple[int, dict[bool, bytes]]] = OrderedDict()
 
-    def status_lines(self, call: Call, as_json: bool) -> bytes:
+    def status_lines(self, call: CallView, as_json: bool) -> bytes:
         count = call.event_count
         entry = self._cache.get(call.id)
         if entry is None or entry[0] != count:
@@ -195,7 +196,7 @@ class StatusCache:
         return body
 
 
-def call_document(call: Call, as_json: bool, cache: StatusCache) -> bytes:
+def call_document(call: CallView, as_json: bool, cache: StatusCache) -> bytes:
     """The document GET returns for a call: status lines (REFER) or dialogs (INVITE)."""
     if call.mode == "INVITE":
         return dialogs_json(call.dialogs()) if as_json else dialogs_xml(call.dialogs())

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from twisted.internet.defer import Deferred
 from twisted.web.server import Request
 
 from sipxcc.web import render
@@ -22,6 +23,10 @@ class Reply:
     body: bytes
     content_type: bytes = render.XML_TYPE
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+Answer = Reply | Deferred[Reply]
+"""What a resource's handler gives: its reply, now or later."""
 
 
 def wants_json(request: Request) -> bool:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import http, resource, server
 
-from sipxcc.calls.registry import CallRegistry
+from sipxcc.calls.store import CallStore
 from sipxcc.config import Config
 from sipxcc.logs import logger
 from sipxcc.timers import FixedDelayTimers
 from sipxcc.users import UserDirectory
 from sipxcc.web.auth import Authenticator, client_host
 from sipxcc.web.callcontroller import WebContext, install
-from sipxcc.web.errors import ErrorResource, PathResource
+from sipxcc.web.errors import REGISTRY_RETRY_AFTER, ErrorResource, PathResource
 from sipxcc.web.idempotency import Idempotency, MemoryStore
 from sipxcc.web.limits import IDLE_TIMEOUT, REQUEST_DEADLINE, ConnectionLimits, LimitedChannel
 from sipxcc.web.metrics import Metrics, MetricsResource
@@ -38,14 +39,34 @@ log = logger(__name__)
 
 
 class Health(ReadOnlyResource):
-    """``GET /health``: 200 ``ok`` while the daemon runs (for monitoring and start-up checks)."""
+    """
+    ``GET /health``: 200 ``ok`` while the daemon serves (for monitoring and start-up
+    checks). With a call registry shared through Redis, a second line tells its state;
+    while this node cannot use it (Redis unreachable, or the node still starting) the
+    answer is 503 with Retry-After: this node cannot place calls, and a load balancer's
+    health check then sends clients to a node that can.
+    """
 
     isLeaf = True
+
+    def __init__(self, registry: Callable[[], dict[str, Any]] | None = None):
+        super().__init__()
+        self.registry = registry
 
     def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
-        return b"ok\n"
+        health = self.registry() if self.registry is not None else None
+        if health is None or health.get("backend") == "memory":
+            return b"ok\n"
+        details = ", ".join(f"{name.replace('_', ' ')} {value}"
+                            for name, value in health.items() if name != "state")
+        line = f"registry {health['state']}: {details}\n".encode()
+        if health["state"] == "up":
+            return b"ok\n" + line
+        request.setResponseCode(503)
+        request.setHeader(b"Retry-After", b"%d" % REGISTRY_RETRY_AFTER)
+        return b"unavailable\n" + line
 
 
 class LimitedSite(server.Site):
@@ -140,15 +161,15 @@ class InternalSite(LimitedSite):
         return found
 
 
-def build_site(config: Config, directory: UserDirectory, registry: CallRegistry,
+def build_site(config: Config, directory: UserDirectory, store: CallStore,
                reactor: IReactorTime, metrics: Metrics | None = None) -> LimitedSite:
-    """The Site that both listeners serve; with C{metrics}, counting its requests and
-    serving C{/metrics} (unless C{http.metrics} is off)."""
+    """The Site that both listeners serve, over the calls of C{store}; with C{metrics},
+    counting its requests and serving C{/metrics} (unless C{http.metrics} is off)."""
     root = PathResource()
-    root.putChild(b"health", Health())
+    root.putChild(b"health", Health(store.health))
     root.putChild(b"openapi.json", OpenAPIResource())
     context = WebContext(config=config, directory=directory,
-                         registry=registry,
+                         store=store,
                          auth=Authenticator(config, directory, reactor),
                          idempotency=Idempotency(MemoryStore(reactor), reactor,
                                                  config.calls.idempotency_ttl))

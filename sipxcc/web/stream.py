@@ -15,7 +15,12 @@ Bounds: L{EventStreams} admits at most C{max_streams} streams at once (beyond: 5
 C{max_per_user} per user (beyond: 429; the trusted hosts share one count); a stream
 whose reader does not take what is sent (the transport asks us to pause) may queue at
 most L{MAX_BACKLOG} more bytes and is then dropped. The whole lot shares one
-subscription to the registry's event hub.
+subscription to the event hub of this process's calls.
+
+Live events come from the calls this process runs. With a call registry shared by several
+nodes, C{/calls/{id}/events} for a call another node runs sends the events stored so far
+(and its end, if over) and then ends the stream: an EventSource reconnects after
+C{retry:} and resumes after its C{Last-Event-ID}. C{/events} follows this node's calls.
 """
 
 from __future__ import annotations
@@ -31,13 +36,15 @@ from twisted.web.server import Request
 
 from sipxcc.calls.events import COMPLETED, FAILED, EventNamer
 from sipxcc.calls.hub import CallEvent
+from sipxcc.calls.registry import CallRegistry
+from sipxcc.calls.store import CallView
 from sipxcc.logs import logger
 from sipxcc.web import params
 from sipxcc.web.auth import Principal
 from sipxcc.web.callcontroller import CALL_NOT_FOUND, ApiResource, WebContext
 from sipxcc.web.errors import ApiError
 from sipxcc.web.render import clean_text
-from sipxcc.web.reply import Reply
+from sipxcc.web.reply import Answer, Reply
 
 log = logger(__name__)
 
@@ -258,11 +265,12 @@ class Stream:
 
 class EventStreams:
     """
-    The open event streams: one subscription to the registry's events, fanned out to
-    the streams that may see each call; the caps, and one heartbeat timer for all.
+    The open event streams: one subscription to the events of the calls this process
+    runs (C{registry}), fanned out to the streams that may see each call; the caps, and
+    one heartbeat timer for all.
     """
 
-    def __init__(self, registry: Any, clock: IReactorTime, max_streams: int = 100,
+    def __init__(self, registry: CallRegistry, clock: IReactorTime, max_streams: int = 100,
                  max_per_user: int = 4, heartbeat: float = HEARTBEAT,
                  max_backlog: int = MAX_BACKLOG):
         self.registry = registry
@@ -279,9 +287,11 @@ class EventStreams:
     def __len__(self) -> int:
         return len(self.streams)
 
-    def open(self, request: Request, principal: Principal, call: Any | None) -> Stream:
+    def open(self, request: Request, principal: Principal, call: CallView | None,
+             live: bool = True) -> Stream:
         """Start a stream on C{request} (raises L{StreamLimit} beyond a cap): headers,
-        the events after C{Last-Event-ID}, then live events."""
+        the events after C{Last-Event-ID}, then live events; without C{live} (a call
+        another node runs) the stream ends after the events stored so far."""
         stream = Stream(self, request, principal, None if call is None else call.id)
         if self.per_user.get(stream.key, 0) >= self.max_per_user:
             raise StreamLimit(429, "Too many event streams for this user",
@@ -302,6 +312,8 @@ class EventStreams:
         wanted, after = last_event_id(request)
         if call is not None:
             stream.replay(call, after)
+            if not live:
+                stream.close()
         elif wanted is not None:
             self._resume_all(stream, wanted, after)
         return stream
@@ -380,7 +392,7 @@ class EventsResource(ApiResource):
         super().__init__(context)
         self.streams = streams
 
-    def handle(self, request: Request, principal: Principal) -> Reply:
+    def handle(self, request: Request, principal: Principal) -> Answer:
         if request.postpath not in ([], [b""]):
             raise ApiError(404, "Not found")
         self.streams.open(request, principal, None)
@@ -392,20 +404,24 @@ class EventsResource(ApiResource):
 
 
 class CallEventsResource(EventsResource):
-    """C{GET /calls/{id}/events}: one call's events, until it is over."""
+    """C{GET /calls/{id}/events}: one call's events, until it is over (see the module
+    docstring for a call another node runs)."""
 
-    def handle(self, request: Request, principal: Principal) -> Reply:
-        call = self.call_for(request, principal)
-        self.streams.open(request, principal, call)
-        return STREAMING
-
-    def call_for(self, request: Request, principal: Principal) -> Any:
+    def handle(self, request: Request, principal: Principal) -> Answer:
         path = request.postpath or []
         call_id = params.decode_segment("id", path[0])
-        call = self.context.registry.get(call_id)
+        call = self.streams.registry.get(call_id)
+        if call is not None:  # this process runs it: its live events come here
+            return self._open(call, request, principal, True)
+        found = self.context.store.get(call_id)  # another node's, in a shared registry
+        return found.addCallback(self._open, request, principal, False)
+
+    def _open(self, call: CallView | None, request: Request, principal: Principal,
+              live: bool) -> Reply:
         if call is None or not principal.may_see(call):
             raise ApiError(404, CALL_NOT_FOUND)
-        return call
+        self.streams.open(request, principal, call, live)
+        return STREAMING
 
 
 class StreamsService(Service):
@@ -423,7 +439,7 @@ def install_streams(root: Any, context: WebContext, clock: IReactorTime) -> Even
     """Add C{/events} and C{/calls/{id}/events} to the tree L{install} built under
     C{root}; returns the streams (to L{EventStreams.stop} on shutdown)."""
     config = context.config.http
-    streams = EventStreams(context.registry, clock, config.max_streams,
+    streams = EventStreams(context.store.registry, clock, config.max_streams,
                            config.max_streams_per_user)
     root.putChild(b"events", EventsResource(context, streams))
     root.children[b"calls"].events = CallEventsResource(context, streams)

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from tests.integration.cluster import Cluster
 from tests.integration.e2e import Setup
 from tests.integration.peers import Kamailio, SippPhone, demo_aliases, demo_ha1s, free_port
 
@@ -71,3 +72,18 @@ def setup(tmp_path, kamailio_factory, phone_factory):
     yield make
     for s in made:
         s.daemon.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path, kamailio_factory, phone_factory):
+    """cluster(**Cluster kwargs) -> redis-server, Kamailio, phones and started daemons
+    sharing their calls (tests/integration/cluster.py), all stopped at the end."""
+    made = []
+
+    def make(**kwargs) -> Cluster:
+        c = Cluster(tmp_path, kamailio_factory, phone_factory, **kwargs)
+        made.append(c)
+        return c.start()
+    yield make
+    for c in made:
+        c.stop()

@@ -142,6 +142,22 @@ def test_shutdown_waits_for_calls_that_end_late_but_not_past_the_timeout():
     assert done == [None]
 
 
+def test_a_call_ending_after_the_wait_was_given_up_ends_as_usual():
+    class Slow(FakeFlow):
+        ends_on_hangup = False
+
+    clock = Clock()
+    registry = CallRegistry(clock, {"REFER": Slow})
+    call = registry.place(req())
+    done = []
+    registry.shutdown(5).addCallback(done.append)
+    registry.idle(1).addCallback(done.append)  # a second waiter (the Redis node's)
+    clock.advance(5)
+    assert done == [None, None]
+    call.flow.end()  # late: the waiters are not fired twice
+    assert registry.active_count == 0 and done == [None, None]
+
+
 def test_shutdown_with_no_call_is_at_once():
     registry = CallRegistry(Clock(), {"REFER": FakeFlow})
     done = []

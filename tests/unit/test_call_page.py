@@ -16,7 +16,7 @@ def web():
     harness = WebHarness()
     from sipxcc.web.callcontroller import WebContext
     install_page(harness.root, WebContext(harness.config, harness.directory,
-                                          harness.registry, harness.auth))
+                                          harness.call_store, harness.auth))
     return harness
 
 

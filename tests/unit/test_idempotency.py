@@ -29,7 +29,7 @@ class Harness(WebHarness):
         super().__init__(trusted=("127.0.0.0/8",))
         self.store = MemoryStore(self.clock, **store_options)
         self.root = PathResource()
-        install(self.root, WebContext(self.config, self.directory, self.registry, self.auth,
+        install(self.root, WebContext(self.config, self.directory, self.call_store, self.auth,
                                       idempotency=Idempotency(self.store, self.clock, DAY)))
 
     def post(self, key: bytes | None, uri: str = URI, user: str = "user1", **options):

@@ -28,6 +28,7 @@ from sipxcc.calls.context import FlowContext  # noqa: E402
 from sipxcc.calls.invite import InviteFlow  # noqa: E402
 from sipxcc.calls.refer import ReferFlow  # noqa: E402
 from sipxcc.calls.registry import CallRegistry  # noqa: E402
+from sipxcc.calls.store import MemoryCallStore  # noqa: E402
 from sipxcc.sip.framing import parse_datagram  # noqa: E402
 from sipxcc.sip.uri import URI, Address  # noqa: E402
 from sipxcc.users import UserDirectory  # noqa: E402
@@ -120,7 +121,7 @@ class Daemon:
             "REFER": lambda call, end: ReferFlow(ctx, call, end),
             "INVITE": lambda call, end: InviteFlow(ctx, call, end)})
         self.root = PathResource()
-        install(self.root, WebContext(config, self.directory, self.registry,
+        install(self.root, WebContext(config, self.directory, MemoryCallStore(self.registry),
                                       Authenticator(config, self.directory, clock)))
 
     def post(self, calling: str, called: str, args: dict[str, str]) -> int:

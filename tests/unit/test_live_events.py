@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from twisted.internet import defer
 from twisted.web.resource import getChildForRequest
 
+from sipxcc.calls.call import CallRequest
 from sipxcc.calls.hub import EventHub
+from sipxcc.calls.store import MemoryCallStore
 from sipxcc.web.stream import install_streams
-from tests.unit.webfakes import FakeRegistry, WebHarness, WebRequest, basic
+from tests.unit.webfakes import FakeRegistry, WebHarness, WebRequest, basic, stored_form
 
 TRUSTED = "127.0.0.1"
 CALL_ID = "a84b4c76e66710@192.0.2.4"
@@ -85,7 +88,8 @@ class Harness(WebHarness):
         from sipxcc.web.callcontroller import WebContext, install
         from sipxcc.web.errors import PathResource
         self.root = PathResource()
-        self.context = WebContext(self.config, self.directory, self.registry, self.auth)
+        self.call_store = MemoryCallStore(self.registry)
+        self.context = WebContext(self.config, self.directory, self.call_store, self.auth)
         install(self.root, self.context)
         self.streams = install_streams(self.root, self.context, self.clock)
 
@@ -144,6 +148,40 @@ def test_a_finished_call_replays_what_is_retained_and_closes(web):
                          {**basic("user1"), b"Last-Event-ID": b"5"})
     assert [(i, kind) for i, kind, _ in request.events()] == [("6", "connected"),
                                                              ("7", "failed")]
+    assert request.finished
+
+
+def another_nodes_call(web, lines, end=None):
+    """A call of user1 that another node runs: this node's store finds only its stored
+    form (as Redis holds it), its registry nothing."""
+    other = HubRegistry()
+    other.place(CallRequest(web.directory.lookup("user1"), "user1@sipx.test",
+                            "user4@sipx.test"))
+    call = other.calls[0]
+    play(call, lines)
+    if end is not None:
+        call.finish(end)
+    stored = stored_form(call)
+    web.call_store.get = lambda call_id: defer.succeed(stored if call_id == call.id else None)
+    return call
+
+
+def test_a_call_another_node_runs_streams_its_stored_events_then_ends(web):
+    call = another_nodes_call(web, LINES[:3])
+    request = web.stream(f"/calls/{call.id}/events",
+                         {**basic("user1"), b"Last-Event-ID": b"1"})
+    assert request.responseCode == 200
+    assert [(i, kind) for i, kind, _ in request.events()] == [("2", "ringing"),
+                                                             ("3", "answered")]
+    assert request.finished and len(web.streams) == 0  # the EventSource comes back later
+    assert web.stream(f"/calls/{call.id}/events", basic("user2")).responseCode == 404
+
+
+def test_a_finished_call_another_node_ran_replays_its_end(web):
+    call = another_nodes_call(web, LINES, end="completed")
+    request = web.stream(f"/calls/{call.id}/events",
+                         {**basic("user1"), b"Last-Event-ID": b"6"})
+    assert [(i, kind) for i, kind, _ in request.events()] == [("7", "completed")]
     assert request.finished
 
 

@@ -242,7 +242,7 @@ def test_the_site_serves_metrics_unless_it_is_off(access, code):
                              "http": type(config.http)(**{**config.http.__dict__,
                                                           "metrics": access})})
     metrics = Metrics(web.clock)
-    site = build_site(config, web.directory, web.registry, web.clock, metrics)
+    site = build_site(config, web.directory, web.call_store, web.clock, metrics)
     request = WebRequest(b"GET", b"/metrics", client="127.0.0.1")
     request.prepath = []
     request.render(getChildForRequest(site.resource, request))

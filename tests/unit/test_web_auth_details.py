@@ -8,6 +8,7 @@ import re
 import pytest
 from twisted.internet.task import Clock
 
+from sipxcc.calls.store import MemoryCallStore
 from sipxcc.web import auth
 from sipxcc.web.auth import DigestNonces
 from sipxcc.web.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_HOST, REQUEST_DEADLINE
@@ -147,7 +148,8 @@ def test_a_name_of_another_user_is_not_the_user(harness):
 
 def site():
     clock = Clock()
-    return clock, build_site(make_config(), FakeDirectory(), FakeRegistry(), clock)
+    return clock, build_site(make_config(), FakeDirectory(), MemoryCallStore(FakeRegistry()),
+                             clock)
 
 
 def render(site, method, uri, **options):
@@ -165,6 +167,33 @@ def test_health_is_plain_ok_never_cached():
     assert request.body == b"ok\n"
     assert request.header(b"content-type") == b"text/plain; charset=utf-8"
     assert request.header(b"cache-control") == b"no-store"
+
+
+class SharedStore(MemoryCallStore):
+    """A store that reports a shared registry's health."""
+
+    def __init__(self, state):
+        super().__init__(FakeRegistry())
+        self.state = state
+
+    def health(self):
+        return {"backend": "redis", "node": "pbx1:6050", "state": self.state,
+                "buffered_writes": 3, "dropped_writes": 0}
+
+
+def test_health_with_a_shared_registry_tells_its_state():
+    store = SharedStore("up")
+    s = build_site(make_config(), FakeDirectory(), store, Clock())
+    request = render(s, b"GET", b"/health")
+    assert (request.responseCode, request.body) == (None, (
+        b"ok\nregistry up: backend redis, node pbx1:6050, buffered writes 3, "
+        b"dropped writes 0\n"))
+    for state in ("down", "starting"):  # this node cannot place calls now
+        store.state = state
+        request = render(s, b"GET", b"/health")
+        assert request.responseCode == 503 and request.header(b"retry-after") == b"5"
+        assert request.body.startswith(b"unavailable\nregistry " + state.encode() + b":")
+        assert request.header(b"cache-control") == b"no-store"
 
 
 def test_the_site_serves_the_api_with_its_limits():

@@ -7,6 +7,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
+from sipxcc.calls.store import MemoryCallStore
 from sipxcc.web import limits
 from sipxcc.web.site import build_site
 from tests.unit.webfakes import FakeDirectory, FakeRegistry, make_config
@@ -39,7 +40,8 @@ class Client:
 
 def make_site(**caps):
     reactor = MemoryReactorClock()
-    site = build_site(make_config(), FakeDirectory(), FakeRegistry(), reactor)
+    site = build_site(make_config(), FakeDirectory(), MemoryCallStore(FakeRegistry()),
+                      reactor)
     if caps:
         site.limits = limits.ConnectionLimits(**caps)
     site.startFactory()

@@ -14,6 +14,8 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from sipxcc.calls.call import Call, StatusEvent
 from sipxcc.calls.errors import CallError
+from sipxcc.calls.redis_store import line_text, record_fields, stored_call
+from sipxcc.calls.store import MemoryCallStore
 from sipxcc.config import (
     CallsConfig,
     Config,
@@ -132,6 +134,14 @@ SEED_EVENTS = [
 ]
 
 
+def stored_form(call, node="a"):
+    """C{call} written to Redis and read back: the replies of HGETALL and LRANGE as the
+    client hands them over (bytes), made into a StoredCall."""
+    fields = [str(value).encode() for value in record_fields(call, node)]
+    lines = [line_text(event).encode() for event in call.events]
+    return stored_call(call.id, fields, lines)
+
+
 class WebRequest(DummyRequest):
     """A DummyRequest with a real URI, query arguments, client address and TLS flag."""
 
@@ -190,7 +200,8 @@ class WebHarness:
         self.registry = FakeRegistry()
         self.auth = Authenticator(self.config, self.directory, self.clock)
         self.root = PathResource()
-        install(self.root, WebContext(self.config, self.directory, self.registry, self.auth))
+        self.call_store = MemoryCallStore(self.registry)
+        install(self.root, WebContext(self.config, self.directory, self.call_store, self.auth))
 
     def request(self, method: bytes, uri: str | bytes, **options) -> WebRequest:
         raw = uri.encode("utf-8") if isinstance(uri, str) else uri

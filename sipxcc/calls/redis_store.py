@@ -1,0 +1,589 @@
+"""
+The call registry shared by several nodes through Redis. Each node keeps the calls it
+places (their SIP side) in its own L{CallRegistry}; Redis holds every call's record, its
+status lines and the cluster-wide limits, so that any node can answer GET for any call.
+
+Keys (C{P} is the prefix, C{sipxcc:} by default):
+
+ - C{P call:<id>}: a hash, the call's record (owner, calling, called, mode, state,
+   ended, created, node), expiring C{result_cache_time} seconds after the call ended;
+ - C{P lines:<id>}: a list, the call's status lines in order (same expiry);
+ - C{P key:<owner> <calling> <called>}: the id of the latest call for that key;
+ - C{P active}, C{P active:<owner>}: sets of the slots of the calls in progress (the limits);
+ - C{P busy:<owner> <calling> <called>}: the slot and mode of the call in progress for a key;
+ - C{P slots:<node>}: a hash, slot -> owner and key, of the node's calls in progress
+   (what is released when the node is lost);
+ - C{P recent}, C{P recent:<owner>}: sorted sets of call ids by creation time (GET /calls).
+
+No PIN, passtoken or callback secret is ever written: only the user identity, the
+calling and called users, the mode and the status lines.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections import deque
+from typing import Any, NamedTuple
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from sipxcc.calls.call import (
+    INVITE,
+    MAX_EVENTS,
+    MAX_FINAL_EVENTS,
+    Call,
+    CallRequest,
+    DialogInfo,
+    StatusEvent,
+)
+from sipxcc.calls.errors import AgentLimit, CallInProgress, RegistryUnavailable, TooManyCalls
+from sipxcc.calls.hub import CallEvent
+from sipxcc.calls.registry import CallRegistry
+from sipxcc.logs import logger
+
+log = logger(__name__)
+
+#: status-line writes kept while Redis is unreachable; beyond, the oldest are dropped
+MAX_BUFFERED_WRITES = 50_000
+#: entries kept in each "recent calls" index (older ones are trimmed)
+MAX_RECENT = 100_000
+
+# KEYS: active, active:owner, busy:key, slots:node
+# ARGV: slot, owner, method, max_calls, max_per_agent, slot record
+ACQUIRE = """
+local replacing = 0
+local busy = redis.call('GET', KEYS[3])
+local previous = ''
+if busy then
+  local sep = string.find(busy, ' ', 1, true)
+  local pslot, pmode = string.sub(busy, 1, sep - 1), string.sub(busy, sep + 1)
+  if redis.call('SISMEMBER', KEYS[1], pslot) == 1 then
+    if pmode == 'INVITE' or ARGV[3] == 'INVITE' then return {'in_progress', ''} end
+    replacing = 1
+    previous = pslot
+  end
+end
+if redis.call('SCARD', KEYS[1]) - replacing >= tonumber(ARGV[4]) then
+  return {'too_many', ''}
+end
+if redis.call('SCARD', KEYS[2]) - replacing >= tonumber(ARGV[5]) then
+  return {'agent_limit', ''}
+end
+if replacing == 1 then
+  redis.call('SREM', KEYS[1], previous)
+  redis.call('SREM', KEYS[2], previous)
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
+return {'ok', previous}
+"""
+
+# A status line beyond the lines a call keeps replaces the last one (as Call.record does).
+# KEYS: lines; ARGV: the line's position (1-based), the line
+SET_LINE = """
+local n = tonumber(ARGV[1])
+if redis.call('LLEN', KEYS[1]) >= n then
+  redis.call('LSET', KEYS[1], n - 1, ARGV[2])
+else
+  redis.call('RPUSH', KEYS[1], ARGV[2])
+end
+return 1
+"""
+
+# KEYS: active, active:owner, busy:key, slots:node;  ARGV: slot
+RELEASE = """
+redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
+local busy = redis.call('GET', KEYS[3])
+if busy and string.sub(busy, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ' ' then
+  redis.call('DEL', KEYS[3])
+end
+return 1
+"""
+
+
+# A lost (or restarted) node's calls in progress: release their limits and mark them
+# ended with a reason. KEYS: slots:node, nodes; ARGV: prefix, node, reason
+LOST = """
+local slots = redis.call('HGETALL', KEYS[1])
+local p = ARGV[1]
+local count = 0
+for i = 1, #slots, 2 do
+  local slot = slots[i]
+  local info = cjson.decode(slots[i + 1])
+  local owner, busykey = info[1], p .. 'busy:' .. info[2] .. ' ' .. info[3] .. ' ' .. info[4]
+  redis.call('SREM', p .. 'active', slot)
+  redis.call('SREM', p .. 'active:' .. owner, slot)
+  local busy = redis.call('GET', busykey)
+  if busy and string.sub(busy, 1, string.len(slot) + 1) == slot .. ' ' then
+    redis.call('DEL', busykey)
+  end
+  local id, ttl = info[5], info[6]
+  if id and redis.call('HGET', p .. 'call:' .. id, 'ended') == '0' then
+    redis.call('HSET', p .. 'call:' .. id, 'state', 'ended', 'ended', '1',
+               'reason', ARGV[3])
+    redis.call('EXPIRE', p .. 'call:' .. id, ttl)
+    redis.call('EXPIRE', p .. 'lines:' .. id, ttl)
+    redis.call('EXPIRE', p .. 'key:' .. info[2] .. ' ' .. info[3] .. ' ' .. info[4], ttl)
+    count = count + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+if ARGV[3] ~= 'restart' then redis.call('SREM', KEYS[2], ARGV[2]) end
+return count
+"""
+
+#: seconds between heartbeats; a node is lost when its heartbeat is older than HEARTBEAT_TTL
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_TTL = 6.0
+
+
+class StoredCall(NamedTuple):
+    """A call as Redis holds it: what any node shows for it (a
+    L{sipxcc.calls.store.CallView}, rendered as its L{Call} is)."""
+
+    id: str
+    owner: str
+    calling: str
+    called: str
+    mode: str
+    state: str
+    ended: bool
+    created: float
+    node: str
+    events: list[StatusEvent]
+    #: why the call ended without its owner: "node lost", "restart" (else "")
+    reason: str = ""
+    #: the call's events so far, its end included (sipxcc.calls.hub numbers them)
+    seq: int = 0
+    #: an INVITE-mode call's dialogs, as its owner last wrote them
+    dialog_infos: tuple[DialogInfo, ...] = ()
+
+    @property
+    def event_count(self) -> int:
+        return len(self.events)
+
+    def dialogs(self) -> list[DialogInfo]:
+        return list(self.dialog_infos)
+
+
+def line_text(event: StatusEvent) -> str:
+    """One status line as the C{lines:<id>} list holds it (JSON, ASCII only)."""
+    return json.dumps(list(event))
+
+
+def record_fields(call: Call, node: str) -> list[str | int]:
+    """The C{call:<id>} hash of a new call: field, value, field, value, ..."""
+    return ["owner", call.owner, "calling", call.calling, "called", call.called,
+            "mode", call.mode, "ended", int(call.ended), "created", repr(call.created),
+            "node", node, *progress_fields(call)]
+
+
+def progress_fields(call: Call) -> list[str | int]:
+    """What changes as a call goes on: its state, its event count and (INVITE mode)
+    its dialogs; written once per reactor turn in which the call had events."""
+    fields: list[str | int] = ["state", call.state, "seq", call.seq]
+    if call.mode == INVITE:
+        fields += ["dialogs", json.dumps([list(info) for info in call.dialogs()])]
+    return fields
+
+
+def stored_call(call_id: str, fields: list[bytes], lines: list[bytes]) -> StoredCall | None:
+    """The L{StoredCall} from Redis' replies to C{HGETALL call:<id>} and C{LRANGE
+    lines:<id>}; None if there is no (complete) record."""
+    record = {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields) - 1, 2)}
+    if "owner" not in record:  # unknown, or only late writes for an expired record
+        return None
+    dialogs = tuple(DialogInfo(*info) for info in json.loads(record.get("dialogs") or "[]"))
+    return StoredCall(call_id, record["owner"], record["calling"], record["called"],
+                      record["mode"], record["state"], record["ended"] == "1",
+                      float(record["created"]), record["node"],
+                      [StatusEvent(*json.loads(line)) for line in lines],
+                      record.get("reason", ""), int(record.get("seq") or 0), dialogs)
+
+
+def _all(ds: list[defer.Deferred[Any]]) -> defer.Deferred[list[Any]]:
+    """Every reply of a pipeline, or the first failure itself (not wrapped)."""
+    def unwrap(failure: Failure) -> Failure:
+        error = failure.value
+        return error.subFailure if isinstance(error, defer.FirstError) else failure
+    return defer.gatherResults(ds, consumeErrors=True).addErrback(unwrap)
+
+
+def _text(value: bytes | None) -> str:
+    return "" if value is None else value.decode("utf-8")
+
+
+class RedisCallStore:
+    """
+    Places calls through the local L{CallRegistry} once Redis granted the cluster-wide
+    limits, and keeps every call's record and status lines in Redis. Status lines are
+    queued as they arrive and written once per reactor turn, in one pipeline; the SIP
+    side never waits on Redis. While Redis is unreachable L{place} and the reads fail
+    with L{RegistryUnavailable}, and up to C{max_buffered} writes wait for it (the
+    oldest beyond are dropped, counted in C{dropped} and logged).
+    """
+
+    def __init__(self, clock: Any, registry: CallRegistry, redis: Any, node_id: str, *,
+                 max_calls: int, max_calls_per_agent: int, prefix: str = "sipxcc:",
+                 max_buffered: int = MAX_BUFFERED_WRITES):
+        self.clock = clock
+        self.registry = registry
+        self.redis = redis
+        self.node_id = node_id
+        self.prefix = prefix
+        self.max_calls = max_calls
+        self.max_calls_per_agent = max_calls_per_agent
+        self.max_buffered = max_buffered
+        self.buffer: deque[tuple[bytes | str | int | float, ...]] = deque()
+        self.dropped = 0
+        self._flush_scheduled = False
+        self._slots: dict[str, str] = {}  # call id -> its limit slot
+        self._progressed: dict[str, Call] = {}  # calls with events since the last write
+        self._unsubscribe = registry.subscribe(self._event)
+        self.router: Any = None  # a CommandRouter, to reach calls owned by other nodes
+        #: False from L{start} until this node's calls of an earlier run are marked ended
+        #: (a call placed before would be taken for one of them)
+        self.ready = True
+        redis.on_state = self._connection_changed
+
+    def _connection_changed(self, up: bool) -> None:
+        if up:
+            if self.buffer:
+                log.info("Redis is back: writing {count} buffered writes",
+                         count=len(self.buffer))
+            self.resume()
+
+    def health(self) -> dict[str, Any]:
+        """What /health reports of the registry."""
+        state = "down" if not self.redis.up else "up" if self.ready else "starting"
+        return {"backend": "redis", "node": self.node_id, "state": state,
+                "buffered_writes": len(self.buffer), "dropped_writes": self.dropped}
+
+    # --- keys -------------------------------------------------------------------------------
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    @staticmethod
+    def _keytext(key: tuple[str, str, str]) -> str:
+        return " ".join(key)
+
+    def _limit_keys(self, owner: str, key: tuple[str, str, str]) -> tuple[str, ...]:
+        return (self._k("active"), self._k("active", owner),
+                self._k("busy", self._keytext(key)), self._k("slots", self.node_id))
+
+    # --- placing ----------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def place(self, request: CallRequest) -> Any:
+        """Start a call once Redis granted the limits and holds its record; fires with
+        the L{Call} (fails with a L{sipxcc.calls.errors.CallError} or
+        L{RegistryUnavailable})."""
+        if not self.ready:
+            raise RegistryUnavailable("This node is starting (its calls of an earlier run "
+                                      "are not marked ended yet)")
+        owner = request.agent.identity
+        slot = secrets.token_urlsafe(9)
+        keys = self._limit_keys(owner, request.key)
+        record = json.dumps([owner, *request.key])
+        verdict, previous = yield self.redis.execute(
+            "EVAL", ACQUIRE, len(keys), *keys, slot, owner, request.method,
+            self.max_calls, self.max_calls_per_agent, record)
+        verdict = _text(verdict)
+        if verdict == "in_progress":
+            raise CallInProgress(f"Call in progress for {request.calling} to {request.called}")
+        if verdict == "too_many":
+            raise TooManyCalls("Too many calls in progress")
+        if verdict == "agent_limit":
+            raise AgentLimit(f"Too many calls in progress for {owner}")
+        if previous:  # a REFER call replaces the one in progress for its key
+            yield self._replace_remote(request.key)
+        try:
+            call = self.registry.place(request)
+        except Exception:
+            self._write(self._release_command(owner, request.key, slot))
+            raise
+        self._slots[call.id] = slot
+        call.on_state = self._state_changed
+        ttl = max(1, self.registry.cache_time(call))
+        writes = [
+            ("HSET", self._k("slots", self.node_id), slot, json.dumps(
+                [owner, *request.key, call.id, ttl])),
+            ("HSET", self._k("call", call.id), *record_fields(call, self.node_id)),
+            ("SET", self._k("key", self._keytext(call.key)), call.id),
+            ("ZADD", self._k("recent"), repr(call.created), call.id),
+            ("ZADD", self._k("recent", owner), repr(call.created), call.id),
+            ("ZREMRANGEBYRANK", self._k("recent"), 0, -MAX_RECENT - 1),
+            ("ZREMRANGEBYRANK", self._k("recent", owner), 0, -MAX_RECENT - 1),
+        ]
+        # the record goes before any status line the flow queued while starting (the
+        # progress first: queuing it cannot push the record out of a full buffer)
+        self._queue_progress()
+        self.buffer.extendleft(reversed(writes))
+        if call.ended:  # ended while starting, before its slot was known to _event
+            self._write(self._release_command(owner, request.key, self._slots.pop(call.id)))
+        try:
+            yield self._flush()
+        except Exception:
+            # Redis went away between the limits and the record: no call without a record
+            self.registry.hangup(call)
+            raise
+        return call
+
+    @defer.inlineCallbacks
+    def _replace_remote(self, key: tuple[str, str, str]) -> Any:
+        """Hang up the call in progress for C{key} if another node owns it (this node's
+        own registry replaces a local one itself)."""
+        previous_id = yield self.redis.execute("GET", self._k("key", self._keytext(key)))
+        if previous_id is None or self.registry.get(_text(previous_id)) is not None:
+            return
+        stored = yield self.get(_text(previous_id))
+        if stored is None or stored.ended or self.router is None:
+            return
+        sent = self.router.send(stored.node, "hangup", stored.id)
+        sent.addErrback(lambda f: log.warn("could not hang up replaced call {id} on "
+                                           "{node}: {error}", id=stored.id,
+                                           node=stored.node, error=f.value))
+
+    def _release_command(self, owner: str, key: tuple[str, str, str], slot: str
+                         ) -> tuple[bytes | str | int | float, ...]:
+        keys = self._limit_keys(owner, key)
+        return ("EVAL", RELEASE, len(keys), *keys, slot)
+
+    # --- status lines, batched --------------------------------------------------------------
+    def _event(self, call: Call, event: CallEvent) -> None:
+        lines = self._k("lines", call.id)
+        status = event.status
+        # the state and dialogs as they are once this reactor turn is over (a flow may
+        # record a line before it changes them)
+        self._progressed[call.id] = call
+        if status is not None:
+            count = call.event_count
+            if count < MAX_EVENTS + MAX_FINAL_EVENTS:
+                self._write(("RPUSH", lines, line_text(status)))
+            else:  # at the bound: the line replaced the last one
+                self._write(("EVAL", SET_LINE, 1, lines, count, line_text(status)))
+            return
+        ttl = max(1, self.registry.cache_time(call))
+        record = self._k("call", call.id)
+        self._write(("HSET", record, "state", call.state, "ended", 1))
+        for name in (record, lines):
+            self._write(("EXPIRE", name, ttl))
+        self._write(("EXPIRE", self._k("key", self._keytext(call.key)), ttl))
+        slot = self._slots.pop(call.id, None)
+        if slot is not None:
+            self._write(self._release_command(call.owner, call.key, slot))
+
+    def _state_changed(self, call: Call) -> None:
+        """A state the flow set without a status line (connected after a re-INVITE, ...)."""
+        self._progressed[call.id] = call
+        self._flush_later()
+
+    def _write(self, command: tuple[bytes | str | int | float, ...]) -> None:
+        if len(self.buffer) >= self.max_buffered:
+            self.buffer.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warn("Redis write buffer full ({bound}): {dropped} writes dropped so far",
+                         bound=self.max_buffered, dropped=self.dropped)
+        self.buffer.append(command)
+        self._flush_later()
+
+    def _flush_later(self) -> None:
+        """Write what is queued once this reactor turn is over."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.clock.callLater(0, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        try:  # what _flush queues itself (the calls' progress) goes in this pipeline
+            self._flush().addErrback(lambda _: None)
+        finally:
+            self._flush_scheduled = False
+
+    def _queue_progress(self) -> None:
+        """Queue the state (and dialogs) of the calls that had events since the last time."""
+        progressed, self._progressed = self._progressed, {}
+        for call in progressed.values():
+            self._write(("HSET", self._k("call", call.id), *progress_fields(call)))
+
+    def _flush(self) -> defer.Deferred[Any]:
+        """Send every queued write in one pipeline; kept queued while Redis is down."""
+        self._queue_progress()
+        if not self.buffer:
+            return defer.succeed(None)
+        if not self.redis.up:
+            return defer.fail(RegistryUnavailable("Redis is not connected"))
+        commands, self.buffer = list(self.buffer), deque()
+        d = _all(self.redis.pipeline(commands))
+
+        def lost(failure: Any) -> Any:
+            if failure.check(RegistryUnavailable):  # in flight when the connection broke
+                self.dropped += len(commands)
+                log.warn("{count} Redis writes lost with the connection ({dropped} dropped "
+                         "so far)", count=len(commands), dropped=self.dropped)
+            return failure
+        d.addErrback(lost)
+        return d
+
+    def flush(self) -> defer.Deferred[None]:
+        """Write what is queued now (when the daemon stops); fires once Redis took it, or
+        at once if Redis cannot be reached."""
+        d = self._flush()
+        d.addErrback(lambda _: None)
+        return d
+
+    def resume(self) -> None:
+        """Redis is reachable again: write what waited."""
+        self._flush().addErrback(lambda _: None)
+
+    # --- reading ----------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def get(self, call_id: str) -> Any:
+        """Fires with the L{StoredCall} of C{call_id}, or None."""
+        fields, lines = yield _all(self.redis.pipeline([
+            ("HGETALL", self._k("call", call_id)),
+            ("LRANGE", self._k("lines", call_id), 0, -1)]))
+        return stored_call(call_id, fields, lines)
+
+    @defer.inlineCallbacks
+    def lookup(self, key: tuple[str, str, str]) -> Any:
+        """Fires with the latest L{StoredCall} for (agent, calling, called), or None."""
+        call_id = yield self.redis.execute("GET", self._k("key", self._keytext(key)))
+        if call_id is None:
+            return None
+        found = yield self.get(_text(call_id))
+        return found
+
+    @defer.inlineCallbacks
+    def calls_of(self, owner: str | None, limit: int) -> Any:
+        """Fires with up to C{limit} L{StoredCall}s of C{owner} (None: all), newest first."""
+        if limit <= 0:
+            return []
+        index = self._k("recent") if owner is None else self._k("recent", owner)
+        ids = yield self.redis.execute("ZREVRANGE", index, 0, limit - 1)
+        ids = [_text(i) for i in ids]
+        commands: list[tuple[bytes | str | int | float, ...]] = []
+        for call_id in ids:
+            commands.append(("HGETALL", self._k("call", call_id)))
+            commands.append(("LRANGE", self._k("lines", call_id), 0, -1))
+        replies = yield _all(self.redis.pipeline(commands))
+        found, gone = [], []
+        for n, call_id in enumerate(ids):
+            stored = stored_call(call_id, replies[2 * n], replies[2 * n + 1])
+            if stored is None:
+                gone.append(call_id)
+            else:
+                found.append(stored)
+        if gone:  # expired records: drop them from the indexes
+            self._write(("ZREM", self._k("recent"), *gone))
+            if owner is not None:
+                self._write(("ZREM", index, *gone))
+        return found
+
+    @defer.inlineCallbacks
+    def hangup(self, call_id: str) -> Any:
+        """Hang up C{call_id} wherever it is owned (sent to its owner through
+        C{self.router}); fires with False if no node knows the call."""
+        result = yield self._on_owner(call_id, "hangup")
+        return result
+
+    @defer.inlineCallbacks
+    def transfer(self, call_id: str, target: str, timeout: int | None = None) -> Any:
+        """Transfer an INVITE-mode call wherever it is owned; False if unknown."""
+        result = yield self._on_owner(call_id, "transfer", target, timeout)
+        return result
+
+    @defer.inlineCallbacks
+    def _on_owner(self, call_id: str, op: str, target: str | None = None,
+                  timeout: int | None = None) -> Any:
+        call = self.registry.get(call_id)
+        if call is not None:
+            if op == "hangup":
+                self.registry.hangup(call)
+            else:
+                self.registry.transfer(call, target or "", timeout)
+            return True
+        stored = yield self.get(call_id)
+        if stored is None:
+            return False
+        if stored.ended and op == "hangup":
+            return True
+        if self.router is None:
+            raise RegistryUnavailable("no command route to other nodes")
+        yield self.router.send(stored.node, op, call_id, target, timeout)
+        return True
+
+    # --- node liveness ---------------------------------------------------------------------
+    def start(self, interval: float = HEARTBEAT_INTERVAL, ttl: float = HEARTBEAT_TTL
+              ) -> defer.Deferred[Any]:
+        """Mark this node's calls left from an earlier run ended ("restart"), then beat
+        every C{interval} seconds (the heartbeat lasts C{ttl}) and look for lost nodes."""
+        self.heartbeat_interval, self.heartbeat_ttl = interval, ttl
+        self.ready = False
+        d = self.sweep_node(self.node_id, "restart")
+        d.addCallbacks(self._started, self._start_later)
+        return d
+
+    def _started(self, _: object) -> defer.Deferred[Any]:
+        self.ready = True
+        return self._beat()
+
+    def _start_later(self, failure: Any) -> None:
+        """Redis was not reachable at start: try the restart sweep again shortly."""
+        log.warn("could not mark this node's earlier calls ended ({error}); retrying",
+                 error=failure.value)
+        self._beating = self.clock.callLater(
+            self.heartbeat_interval,
+            lambda: self.start(self.heartbeat_interval, self.heartbeat_ttl))
+
+    def _beat(self) -> defer.Deferred[Any]:
+        self._beating = self.clock.callLater(self.heartbeat_interval, self._beat)
+        if not self.redis.up:
+            return defer.succeed(None)
+        ds = self.redis.pipeline([
+            ("SET", self._k("node", self.node_id), repr(self.clock.seconds()), "PX",
+             int(self.heartbeat_ttl * 1000)),
+            ("SADD", self._k("nodes"), self.node_id)])
+        d = _all(ds)
+        d.addCallback(lambda _: self.sweep_lost())
+        d.addErrback(lambda f: log.warn("heartbeat failed: {error}", error=f.value))
+        return d
+
+    @defer.inlineCallbacks
+    def sweep_lost(self) -> Any:
+        """End the calls of every node whose heartbeat expired ("node lost"); fires with
+        how many calls that ended."""
+        nodes = yield self.redis.execute("SMEMBERS", self._k("nodes"))
+        others = [_text(n) for n in nodes if _text(n) != self.node_id]
+        if not others:
+            return 0
+        alive = yield _all(self.redis.pipeline(
+            [("EXISTS", self._k("node", n)) for n in others]))
+        ended = 0
+        for node, up in zip(others, alive, strict=True):
+            if not up:
+                count = yield self.sweep_node(node, "node lost")
+                if count:
+                    log.warn("node {node} lost: {count} of its calls marked ended",
+                             node=node, count=count)
+                ended += count
+        return ended
+
+    def sweep_node(self, node: str, reason: str) -> defer.Deferred[Any]:
+        """Release the limits of C{node}'s calls in progress and mark them ended."""
+        swept: defer.Deferred[Any] = self.redis.execute(
+            "EVAL", LOST, 2, self._k("slots", node), self._k("nodes"), self.prefix, node,
+            reason)
+        return swept
+
+    def close(self) -> None:
+        self._unsubscribe()
+        beating = getattr(self, "_beating", None)
+        if beating is not None and beating.active():
+            beating.cancel()
+

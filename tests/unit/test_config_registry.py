@@ -1,0 +1,104 @@
+"""The [registry] section: memory by default, redis with a URL and a node name."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from twisted.application.service import MultiService
+from twisted.internet.task import Clock
+
+from sipxcc.calls.redis_node import RedisNode
+from sipxcc.calls.redis_store import RedisCallStore
+from sipxcc.calls.registry import CallRegistry
+from sipxcc.calls.store import MemoryCallStore
+from sipxcc.config import ConfigError, RegistryConfig, load_config
+from sipxcc.tap import StartupError, _build_store
+
+BASE = """
+[sip]
+domain = sipx.test
+proxy = sip:127.0.0.1:5060;lr
+[users]
+directory = validusers.xml
+"""
+
+
+def load(tmp_path, extra=""):
+    path = tmp_path / "sipxcc.ini"
+    path.write_text(BASE + extra)
+    return load_config(str(path))
+
+
+def test_without_a_registry_section_calls_stay_in_memory(tmp_path):
+    assert load(tmp_path).registry == RegistryConfig()
+    assert load(tmp_path).registry.backend == "memory"
+
+
+def test_a_redis_registry_is_read_with_its_url_and_node_name(tmp_path):
+    config = load(tmp_path, "[registry]\nbackend = redis\n"
+                  "redis_url = rediss://:secret@redis.example:6380/2\nnode_id = pbx1:6050\n")
+    assert config.registry.backend == "redis"
+    assert config.registry.redis_url == "rediss://:secret@redis.example:6380/2"
+    assert config.registry.node_id == "pbx1:6050"
+
+
+@pytest.mark.parametrize("line, named", [
+    ("backend = postgres", "registry.backend"),
+    ("redis_url = http://redis.example", "registry.redis_url"),
+    ("redis_url = redis://host/db", "registry.redis_url"),
+    ("node_id = pbx 1", "registry.node_id"),
+])
+def test_bad_registry_values_are_refused_naming_the_key(tmp_path, line, named):
+    with pytest.raises(ConfigError, match=named):
+        load(tmp_path, f"[registry]\n{line}\n")
+
+
+class Control:
+    """What building the store needs of the call control."""
+
+    def __init__(self):
+        self.registry = CallRegistry(Clock(), {})
+        self.shutdown_timeout = 5.0
+
+
+def test_the_memory_backend_is_this_process_registry(tmp_path):
+    top = MultiService()
+    control = Control()
+    store = _build_store(load(tmp_path), control, Clock(), top)
+    assert isinstance(store, MemoryCallStore) and store.registry is control.registry
+    assert list(top) == []
+
+
+def test_a_redis_backend_is_a_node_started_with_the_daemon(tmp_path):
+    top = MultiService()
+    control = Control()
+    config = load(tmp_path, "[registry]\nbackend = redis\nredis_url = redis://10.9.8.7:6390/3\n")
+    store = _build_store(config, control, Clock(), top)
+    assert isinstance(store, RedisCallStore) and store.registry is control.registry
+    [node] = list(top)
+    assert isinstance(node, RedisNode) and node.store is store
+    assert (node.connection.host, node.connection.port, node.connection.database) == (
+        "10.9.8.7", 6390, 3)
+    assert store.node_id == f"{socket.gethostname()}:{config.sip.port}"
+    assert store.health()["state"] == "down"  # not started: not connected
+
+
+def test_the_redis_password_is_read_from_a_file_only_its_owner_may_read(tmp_path):
+    secret = tmp_path / "redis.password"
+    secret.write_text("s3cret pass\nignored\n")
+    secret.chmod(0o600)
+    config = load(tmp_path, f"[registry]\nbackend = redis\nredis_password_file = {secret}\n"
+                  "node_id = pbx1:6050\n")
+    store = _build_store(config, Control(), Clock(), MultiService())
+    assert store.redis.password == "s3cret pass" and store.node_id == "pbx1:6050"
+    secret.chmod(0o644)
+    with pytest.raises(StartupError, match="registry.redis_password_file: .* readable by group"):
+        _build_store(config, Control(), Clock(), MultiService())
+    secret.write_text("\n")
+    secret.chmod(0o600)
+    with pytest.raises(StartupError, match="registry.redis_password_file: .* is empty"):
+        _build_store(config, Control(), Clock(), MultiService())
+    secret.unlink()
+    with pytest.raises(StartupError, match="registry.redis_password_file: cannot read"):
+        _build_store(config, Control(), Clock(), MultiService())
