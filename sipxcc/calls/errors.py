@@ -35,6 +35,11 @@ class TransferNotPossible(CallError):
     """The call cannot be transferred now (not INVITE mode, not connected, or busy)."""
 
 
+class RegistryUnavailable(Exception):
+    """The shared call registry (Redis) cannot be reached now: not connected, the
+    connection lost, or too many commands waiting for it."""
+
+
 class FailedRequest(NamedTuple):
     """What a failed request stands for: a SIP status, its reason, and whether it is ours."""
 

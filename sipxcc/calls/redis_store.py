@@ -27,12 +27,12 @@ from collections import deque
 from typing import Any, NamedTuple
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from sipxcc.calls.call import Call, CallRequest, StatusEvent
-from sipxcc.calls.errors import AgentLimit, CallInProgress, TooManyCalls
+from sipxcc.calls.errors import AgentLimit, CallInProgress, RegistryUnavailable, TooManyCalls
 from sipxcc.calls.hub import CallEvent
 from sipxcc.calls.registry import CallRegistry
-from sipxcc.calls.resp import RegistryUnavailable
 from sipxcc.logs import logger
 
 log = logger(__name__)
@@ -143,8 +143,15 @@ class StoredCall(NamedTuple):
 def _all(ds: list[defer.Deferred[Any]]) -> defer.Deferred[list[Any]]:
     """Every reply of a pipeline, or the first failure itself (not wrapped)."""
     d = defer.gatherResults(ds, consumeErrors=True)
-    d.addErrback(lambda f: f.value.subFailure if f.check(defer.FirstError) else f)
+    d.addErrback(_first)
     return d
+
+
+def _first(failure: Failure) -> Failure:
+    if failure.check(defer.FirstError):
+        first: Failure = failure.value.subFailure  # type: ignore[union-attr]
+        return first
+    return failure
 
 
 def _text(value: bytes | None) -> str:
@@ -485,8 +492,10 @@ class RedisCallStore:
 
     def sweep_node(self, node: str, reason: str) -> defer.Deferred[Any]:
         """Release the limits of C{node}'s calls in progress and mark them ended."""
-        return self.redis.execute("EVAL", LOST, 2, self._k("slots", node), self._k("nodes"),
-                                  self.prefix, node, reason)
+        d: defer.Deferred[Any] = self.redis.execute(
+            "EVAL", LOST, 2, self._k("slots", node), self._k("nodes"), self.prefix, node,
+            reason)
+        return d
 
     def close(self) -> None:
         self._unsubscribe()

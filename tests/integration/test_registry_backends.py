@@ -18,13 +18,14 @@ from sipxcc.calls.call import CallRequest
 from sipxcc.calls.errors import (
     AgentLimit,
     CallInProgress,
+    RegistryUnavailable,
     TooManyCalls,
     TransferNotPossible,
 )
+from sipxcc.calls.redis_client import RedisConnection, RedisSubscription
 from sipxcc.calls.redis_commands import CommandRouter, OwnerTimeout, OwnerUnavailable
 from sipxcc.calls.redis_store import MemoryAsyncStore, RedisCallStore
 from sipxcc.calls.registry import CallRegistry
-from sipxcc.calls.resp import RedisConnection, RedisSubscription, RegistryUnavailable
 from sipxcc.users import User
 from tests.integration.redisserver import RedisServer
 
