@@ -7,6 +7,10 @@ The clients run in turns, C{--rounds} times over, against one redis-server whose
 counted with the process's (every thread's).
 
     python -m bench.redis_clients_bench --calls 3000 --rounds 3 [--clients a,b] [--out x.md]
+
+The txredisapi clients need `pip install txredisapi` (it is not a dependency of sipxcc).
+The hand-written client sipxcc used before (resp.py) was measured by this script at
+commit d0627d6 (bench/results/20261203-redis-clients.md).
 """
 
 from __future__ import annotations
@@ -125,44 +129,6 @@ class RedisPy:
         self.client.close()
 
 
-class RedisPyBatched(RedisPy):
-    """redis-py as above, but every command of one reactor turn goes to the thread pool
-    as one pipeline (one job and one round trip per turn instead of one per command)."""
-
-    name = "redis-py 4.3.4, thread pool, one pipeline per reactor turn"
-
-    def __init__(self, url: str, threads: int = 1):
-        super().__init__(url, threads)
-        self.queued: list[tuple[tuple[Any, ...], defer.Deferred[Any]]] = []
-
-    def execute(self, *args: Any) -> defer.Deferred[Any]:
-        return self.pipeline([args])[0]
-
-    def pipeline(self, commands: list[tuple[Any, ...]]) -> list[defer.Deferred[Any]]:
-        if not self.queued:
-            reactor.callLater(0, self._send)
-        ds: list[defer.Deferred[Any]] = []
-        for c in commands:
-            d: defer.Deferred[Any] = defer.Deferred()
-            self.queued.append((c, d))
-            ds.append(d)
-        return ds
-
-    def _send(self) -> None:
-        queued, self.queued = self.queued, []
-        ds = RedisPy.pipeline(self, [c for c, _ in queued])
-        for mine, (_, theirs) in zip(ds, queued, strict=True):
-            mine.chainDeferred(theirs)
-
-
-def _current(url: str) -> Any:
-    from sipxcc.calls.resp import RedisConnection  # the hand-written client being replaced
-    connection = RedisConnection(reactor, url)
-    connection.name = "sipxcc resp.py (hand-written)"
-    connection.start()
-    return connection
-
-
 def _adapter(url: str) -> Any:
     from sipxcc.calls.redis_client import RedisConnection
     connection = RedisConnection(reactor, url)
@@ -186,10 +152,8 @@ def _adapter_python_parser(url: str) -> Any:
 
 
 CLIENTS: dict[str, Callable[[str], Any]] = {
-    "resp": _current, "txredisapi": TxRedisApi,
-    "txredisapi-protocol": TxRedisApiProtocol, "redispy": RedisPy,
-    "redispy-batched": RedisPyBatched, "adapter": _adapter,
-    "adapter-python-parser": _adapter_python_parser,
+    "adapter": _adapter, "adapter-python-parser": _adapter_python_parser,
+    "redispy": RedisPy, "txredisapi": TxRedisApi, "txredisapi-protocol": TxRedisApiProtocol,
 }
 
 
@@ -267,7 +231,8 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--clients", default=",".join(CLIENTS))
+    parser.add_argument("--clients", default="adapter,adapter-python-parser,redispy",
+                        help=f"comma-separated, of: {', '.join(CLIENTS)}")
     parser.add_argument("--out")
     reactor.callWhenRunning(lambda: main(parser.parse_args()).addErrback(
         lambda f: (f.printTraceback(), reactor.stop())))

@@ -24,7 +24,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-import redis
+try:
+    import redis
+except ImportError as missing:
+    raise ImportError("registry.backend = redis needs redis-py: apt-get install python3-redis "
+                      "(or pip install 'sipxcc[redis]')") from missing
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
