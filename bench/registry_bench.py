@@ -22,9 +22,9 @@ from pathlib import Path
 from twisted.internet import defer, reactor, task
 
 from sipxcc.calls.call import CallRequest
+from sipxcc.calls.redis_client import RedisConnection
 from sipxcc.calls.redis_store import RedisCallStore
 from sipxcc.calls.registry import CallRegistry
-from sipxcc.calls.resp import RedisConnection
 from sipxcc.calls.store import MemoryCallStore
 from sipxcc.users import User
 from tests.integration.redisserver import RedisServer

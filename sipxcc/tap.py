@@ -26,7 +26,6 @@ from sipxcc import __version__
 from sipxcc.calls.callbacks import read_secret
 from sipxcc.calls.calllog import CallLog
 from sipxcc.calls.control import CallControl
-from sipxcc.calls.redis_node import RedisNode, read_password_file
 from sipxcc.calls.store import CallStore, MemoryCallStore
 from sipxcc.config import KEYS, Config, ConfigError, load_config
 from sipxcc.hosts import host_port
@@ -277,6 +276,10 @@ def _build_store(config: Config, control: CallControl, reactor: Any,
     registry = config.registry
     if registry.backend != "redis":
         return MemoryCallStore(control.registry)
+    try:  # redis-py is needed only here (Debian: python3-redis, a Recommends)
+        from sipxcc.calls.redis_node import RedisNode, read_password_file
+    except ImportError as error:
+        raise StartupError(f"{config.source}: {error}") from None
     password = None
     if registry.redis_password_file is not None:
         try:
@@ -287,7 +290,7 @@ def _build_store(config: Config, control: CallControl, reactor: Any,
     node = RedisNode(reactor, control.registry, url=registry.redis_url, password=password,
                      node_id=node_id, max_calls=config.calls.max_calls,
                      max_calls_per_agent=config.calls.max_calls_per_agent,
-                     shutdown_timeout=control.shutdown_timeout)
+                     shutdown_timeout=control.shutdown_timeout, ca_file=config.tls.ca_file)
     node.setServiceParent(top)  # type: ignore[no-untyped-call]  # Twisted's, untyped
     return node.store
 

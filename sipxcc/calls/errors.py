@@ -9,7 +9,6 @@ from typing import NamedTuple
 
 from twisted.python.failure import Failure
 
-from sipxcc.calls.resp import RegistryUnavailable as RegistryUnavailable  # Redis is down
 from sipxcc.logs import logger
 from sipxcc.sip.useragent import RequestFailed
 
@@ -43,6 +42,11 @@ class OwnerTimeout(CallError):
 class OwnerUnavailable(CallError):
     """No node runs the call any more: its owner is gone (stopped, lost) or forgot it,
     so it can be neither ended nor transferred."""
+
+
+class RegistryUnavailable(Exception):
+    """The shared call registry (Redis) cannot be reached now: not connected, the
+    connection lost, or too many commands waiting for it."""
 
 
 class FailedRequest(NamedTuple):

@@ -11,10 +11,10 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import defer
 
+from sipxcc.calls.redis_client import RedisConnection, RedisSubscription
 from sipxcc.calls.redis_commands import CommandRouter
 from sipxcc.calls.redis_store import RedisCallStore
 from sipxcc.calls.registry import CallRegistry
-from sipxcc.calls.resp import RedisConnection, RedisSubscription
 from sipxcc.logs import logger
 from sipxcc.privatefile import SecretError, read_private_line
 
@@ -43,17 +43,18 @@ class RedisNode(Service):
 
     def __init__(self, clock: Any, registry: CallRegistry, *, url: str, password: str | None,
                  node_id: str, max_calls: int, max_calls_per_agent: int,
-                 shutdown_timeout: float = 5.0):
+                 shutdown_timeout: float = 5.0, ca_file: str | None = None):
         self.registry = registry
         self.shutdown_timeout = shutdown_timeout
-        self.connection = RedisConnection(clock, url, password)
+        self.connection = RedisConnection(clock, url, password, ca_file=ca_file)
         self.store = RedisCallStore(clock, registry, self.connection, node_id,
                                     max_calls=max_calls,
                                     max_calls_per_agent=max_calls_per_agent)
         self.router = CommandRouter(clock, self.connection, registry, node_id)
         self.store.router = self.router
         self.subscription = RedisSubscription(clock, url, self.router.channels,
-                                              self.router.on_message, password)
+                                              self.router.on_message, password,
+                                              ca_file=ca_file)
         # until the restart sweep ran, refuse to place calls (see RedisCallStore.ready)
         self.store.ready = False
 

@@ -1,10 +1,12 @@
 """A throw-away redis-server for tests: its own free port and temporary directory, no
-persistence; stopped (and restartable on the same port) by the test."""
+persistence; stopped (and restartable on the same port) by the test. Optionally with a
+password (C{requirepass}) or TLS only (C{tls=(cert file, key file)})."""
 
 from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -15,22 +17,31 @@ from tests.integration.peers import free_port
 class RedisServer:
     """One redis-server on 127.0.0.1:C{port}, data in C{directory}, nothing saved."""
 
-    def __init__(self, directory: Path, port: int | None = None):
+    def __init__(self, directory: Path, port: int | None = None, *,
+                 password: str | None = None, tls: tuple[str, str] | None = None):
         self.directory = directory
         self.port = port or free_port()
+        self.password = password
+        self.tls = tls
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (make deps)")
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+                str(self.directory), "--save", "", "--appendonly", "no"]
+        if self.password:
+            args += ["--requirepass", self.password]
+        if self.tls:
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file",
+                     self.tls[0], "--tls-key-file", self.tls[1], "--tls-auth-clients", "no"]
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.directory), "--save", "", "--appendonly", "no"],
+            args,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -42,12 +53,23 @@ class RedisServer:
         raise RuntimeError("redis-server did not answer PING in time")
 
     def ping(self) -> bool:
+        """Redis answers (a password refusal is an answer too)."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as plain:
+                if not self.tls:
+                    return self._pong(plain)
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE  # only: is it up?
+                with context.wrap_socket(plain) as sock:
+                    return self._pong(sock)
         except OSError:
             return False
+
+    @staticmethod
+    def _pong(sock: socket.socket) -> bool:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(16)[:6] in (b"+PONG\r", b"-NOAUT")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -27,13 +27,14 @@ from sipxcc.calls.errors import (
     CallInProgress,
     OwnerTimeout,
     OwnerUnavailable,
+    RegistryUnavailable,
     TooManyCalls,
     TransferNotPossible,
 )
+from sipxcc.calls.redis_client import RedisConnection, RedisSubscription
 from sipxcc.calls.redis_commands import CommandRouter
 from sipxcc.calls.redis_store import RedisCallStore
 from sipxcc.calls.registry import CallRegistry
-from sipxcc.calls.resp import RedisConnection, RedisSubscription, RegistryUnavailable
 from sipxcc.calls.store import MemoryCallStore
 from sipxcc.users import User
 from tests.integration.redisserver import RedisServer

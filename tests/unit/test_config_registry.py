@@ -78,8 +78,8 @@ def test_a_redis_backend_is_a_node_started_with_the_daemon(tmp_path):
     assert isinstance(store, RedisCallStore) and store.registry is control.registry
     [node] = list(top)
     assert isinstance(node, RedisNode) and node.store is store
-    assert (node.connection.host, node.connection.port, node.connection.database) == (
-        "10.9.8.7", 6390, 3)
+    settings = node.connection.settings
+    assert (settings.host, settings.port, settings.database) == ("10.9.8.7", 6390, 3)
     assert store.node_id == f"{socket.gethostname()}:{config.sip.port}"
     assert store.health()["state"] == "down"  # not started: not connected
 
@@ -91,7 +91,8 @@ def test_the_redis_password_is_read_from_a_file_only_its_owner_may_read(tmp_path
     config = load(tmp_path, f"[registry]\nbackend = redis\nredis_password_file = {secret}\n"
                   "node_id = pbx1:6050\n")
     store = _build_store(config, Control(), Clock(), MultiService())
-    assert store.redis.password == "s3cret pass" and store.node_id == "pbx1:6050"
+    options = store.redis.client.connection_pool.connection_kwargs
+    assert options["password"] == "s3cret pass" and store.node_id == "pbx1:6050"
     secret.chmod(0o644)
     with pytest.raises(StartupError, match="registry.redis_password_file: .* readable by group"):
         _build_store(config, Control(), Clock(), MultiService())

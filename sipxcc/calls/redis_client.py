@@ -1,0 +1,463 @@
+"""
+The Redis connections of the shared call registry, on redis-py (Debian 12: python3-redis).
+
+redis-py's client is blocking, so each connection runs it on a Twisted thread pool of one
+thread: one thread and one socket keep the commands in the order they were given, as the
+store needs (a call's status lines, then its end). The commands given during one reactor
+turn go to that thread as one pipeline (one job, one round trip). What this module adds to
+the library: the bound on commands waiting (L{MAX_PENDING}), refusing commands at once
+(L{RegistryUnavailable}) while Redis cannot be reached, noticing a lost connection while
+idle (a PING every L{KEEPALIVE} seconds), reconnecting with exponential back-off on the
+reactor's clock, and a subscriber that hands messages to the reactor within a bound.
+
+Nothing here touches the global reactor: the reactor (for its clock, its thread hand-over)
+is passed in by sipxcc/tap.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, NamedTuple
+from urllib.parse import unquote, urlsplit
+
+try:
+    import redis
+except ImportError as missing:
+    raise ImportError("registry.backend = redis needs redis-py: apt-get install python3-redis "
+                      "(or pip install 'sipxcc[redis]')") from missing
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from sipxcc.calls.errors import RegistryUnavailable
+from sipxcc.logs import logger
+
+log = logger(__name__)
+
+#: commands given and not yet answered, on one connection
+MAX_PENDING = 10_000
+#: subscription messages handed to the reactor and not yet run by it
+MAX_QUEUED_MESSAGES = 10_000
+#: reconnecting: the first delay, the factor between attempts and the longest delay (s)
+INITIAL_DELAY = 0.2
+FACTOR = 2.0
+MAX_DELAY = 5.0
+#: seconds without a command after which an idle connection is checked with a PING
+KEEPALIVE = 1.0
+#: seconds one connect, read or write may block the Redis thread
+SOCKET_TIMEOUT = 5.0
+#: seconds the subscriber waits for a message before looking whether it should stop
+POLL = 0.25
+
+#: what a lost or unreachable Redis raises in redis-py (and the socket below it)
+_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+Command = tuple[bytes | str | int | float, ...]
+
+
+class RedisError(Exception):
+    """Redis answered a command with an error reply."""
+
+
+class Settings(NamedTuple):
+    """Where Redis is and how to log in, read from a C{redis://} or C{rediss://} URL."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+    database: int
+
+
+def parse_url(url: str) -> Settings:
+    """The L{Settings} of C{redis://[[user]:password@]host[:port][/db]} (C{rediss://}:
+    TLS); raises ValueError for anything else."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError("must start with redis:// or rediss://")
+    database = parts.path.strip("/") or "0"
+    if not database.isdigit():
+        raise ValueError("the path must be a database number")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ValueError("the port must be a number") from None
+    return Settings(parts.hostname or "127.0.0.1", port, parts.scheme == "rediss",
+                    unquote(parts.username) if parts.username else None,
+                    unquote(parts.password) if parts.password else None, int(database))
+
+
+def client_options(settings: Settings, password: str | None = None,
+                   ca_file: str | None = None) -> dict[str, Any]:
+    """redis-py's connection options for C{settings}: C{password} (from the password
+    file) wins over the URL's; over TLS the server's certificate must chain to C{ca_file}
+    (the system's CAs without it) and name the host."""
+    options: dict[str, Any] = {
+        "host": settings.host, "port": settings.port, "db": settings.database,
+        "username": settings.username,
+        "password": password if password is not None else settings.password,
+        "socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT,
+        "max_connections": 1,
+    }
+    if settings.tls:
+        options.update(ssl=True, ssl_cert_reqs="required", ssl_check_hostname=True,
+                       ssl_ca_certs=ca_file)
+    return options
+
+
+def _client(options: dict[str, Any]) -> Any:
+    client = redis.Redis(**options)
+    client.response_callbacks = {}  # Redis' own replies: bytes, int, lists, None
+    return client
+
+
+Runner = Callable[..., "defer.Deferred[Any]"]
+
+
+def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
+    return threading.Thread(*args, daemon=True, **kwargs)
+
+
+class _OneThread(ThreadPool):
+    """A thread pool of one daemon thread: a connection left open (a failed start, a
+    test) cannot keep the process from exiting."""
+
+    threadFactory = staticmethod(_daemon_thread)  # type: ignore[assignment]
+
+    def __init__(self, name: str):
+        super().__init__(1, 1, name)
+
+
+def _in_thread(reactor: Any, pool: ThreadPool) -> Runner:
+    def run(f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        return deferToThreadPool(reactor, pool, f, *args)
+    return run
+
+
+class _Backoff:
+    """Delays between connection attempts: L{INITIAL_DELAY}, times L{FACTOR} each
+    failure, at most L{MAX_DELAY}; back to the start once connected."""
+
+    def __init__(self) -> None:
+        self.delay = INITIAL_DELAY
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * FACTOR, MAX_DELAY)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = INITIAL_DELAY
+
+
+class RedisConnection:
+    """
+    One connection to Redis for commands. L{execute} and L{pipeline} return Deferreds
+    firing with Redis' replies (bytes, int, list or None; an error reply fails with
+    L{RedisError}); they fail at once with L{RegistryUnavailable} while Redis is not
+    reachable or when L{MAX_PENDING} commands already wait. C{on_state(up)} hears of each
+    change; L{start} connects, and keeps reconnecting with back-off until L{stop}.
+
+    C{client} (a redis-py client) and C{run} (runs a blocking call off the reactor and
+    returns a Deferred of its result) are for tests; by default they are made from the URL
+    and a thread pool of one thread.
+    """
+
+    def __init__(self, reactor: Any, url: str, password: str | None = None,
+                 on_state: Callable[[bool], None] | None = None, *,
+                 ca_file: str | None = None, max_pending: int = MAX_PENDING,
+                 client: Any = None, run: Runner | None = None):
+        self.clock = reactor
+        self.settings = parse_url(url)
+        self.host, self.port = self.settings.host, self.settings.port
+        self.on_state = on_state
+        self.max_pending = max_pending
+        self.client = client if client is not None else _client(
+            client_options(self.settings, password, ca_file))
+        self._pool: ThreadPool | None = None
+        if run is None:
+            self._pool = pool = _OneThread("redis")
+            run = _in_thread(reactor, pool)
+        self._run = run
+        self._up = False
+        self._running = False
+        self._backoff = _Backoff()
+        self._retry: Any = None
+        self._keepalive: Any = None
+        self._busy = False  # a command was given since the last keep-alive check
+        self._queue: deque[tuple[Command, defer.Deferred[Any]]] = deque()
+        self._send_scheduled = False
+        self.pending = 0  # commands given and not yet answered
+        #: why the last attempt to connect failed, or the connection was lost
+        self.last_error: str | None = None
+        self._waiting: list[defer.Deferred[None]] = []
+
+    @property
+    def up(self) -> bool:
+        """Connected, as far as the last command or PING showed."""
+        return self._up
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect now, then keep the connection (reconnecting with back-off)."""
+        if self._running:
+            return
+        self._running = True
+        if self._pool is not None:
+            self._pool.start()
+        self._connect()
+
+    def stop(self) -> None:
+        """Stop reconnecting, fail what waits, and close the connection (waiting for a
+        command in progress, at most L{SOCKET_TIMEOUT})."""
+        if not self._running:
+            return
+        self._running = False
+        for timer in (self._retry, self._keepalive):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._retry = self._keepalive = None
+        queued, self._queue = self._queue, deque()
+        self.pending -= len(queued)
+        for _, d in queued:
+            d.errback(RegistryUnavailable("the Redis connection is closed"))
+        if self._up:
+            self._up = False
+            if self.on_state is not None:
+                self.on_state(False)
+        if self._pool is not None:
+            self._pool.stop()
+        self.client.connection_pool.disconnect()
+
+    def when_up(self) -> defer.Deferred[None]:
+        """Fires once connected (at once if connected now)."""
+        if self._up:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiting.append(d)
+        return d
+
+    def _connect(self) -> None:
+        self._retry = None
+        d = self._run(self.client.execute_command, "PING")
+        d.addCallbacks(lambda _: self._connected(), self._unreachable)
+
+    def _connected(self) -> None:
+        if not self._running:
+            return
+        self._backoff.reset()
+        self._up = True
+        log.info("connected to Redis at {host}:{port}", host=self.host, port=self.port)
+        self._keepalive = self.clock.callLater(KEEPALIVE, self._check)
+        if self.on_state is not None:
+            self.on_state(True)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def _unreachable(self, failure: Failure) -> None:
+        if not self._running:
+            return
+        delay = self._backoff.next()
+        self.last_error = failure.getErrorMessage()
+        log.warn("cannot reach Redis at {host}:{port} ({error}); retrying in {delay} s",
+                 host=self.host, port=self.port, error=self.last_error, delay=delay)
+        self._retry = self.clock.callLater(delay, self._connect)
+
+    def _lost(self, error: str) -> None:
+        if not self._up:
+            return
+        self._up = False
+        self.last_error = error
+        if self._keepalive is not None and self._keepalive.active():
+            self._keepalive.cancel()
+        self._keepalive = None
+        log.warn("lost the connection to Redis ({error}); reconnecting", error=error)
+        if self.on_state is not None:
+            self.on_state(False)
+        if self._running and self._retry is None:
+            self._retry = self.clock.callLater(self._backoff.next(), self._connect)
+
+    def _check(self) -> None:
+        """Every L{KEEPALIVE} seconds: an idle connection is checked with a PING."""
+        self._keepalive = self.clock.callLater(KEEPALIVE, self._check)
+        if not self._busy:
+            self.execute("PING").addErrback(lambda _: None)
+        self._busy = False
+
+    # --- commands -----------------------------------------------------------------------
+    def execute(self, *args: bytes | str | int | float) -> defer.Deferred[Any]:
+        """Send one command; fires with its reply."""
+        return self.pipeline([args])[0]
+
+    def pipeline(self, commands: list[Command]) -> list[defer.Deferred[Any]]:
+        """Send several commands together, in order; one Deferred per command."""
+        if not self._up:
+            return [defer.fail(RegistryUnavailable("Redis is not connected"))
+                    for _ in commands]
+        if self.pending + len(commands) > self.max_pending:
+            return [defer.fail(RegistryUnavailable("too many Redis commands pending"))
+                    for _ in commands]
+        self.pending += len(commands)
+        self._busy = True
+        ds: list[defer.Deferred[Any]] = []
+        for command in commands:
+            d: defer.Deferred[Any] = defer.Deferred()
+            self._queue.append((command, d))
+            ds.append(d)
+        if not self._send_scheduled:
+            self._send_scheduled = True
+            self.clock.callLater(0, self._send)
+        return ds
+
+    def _send(self) -> None:
+        """Every command of this reactor turn, as one pipeline on the Redis thread."""
+        self._send_scheduled = False
+        if not self._queue:
+            return
+        batch, self._queue = list(self._queue), deque()
+        d = self._run(self._execute, [command for command, _ in batch])
+        d.addCallbacks(self._answered, self._failed, callbackArgs=(batch,),
+                       errbackArgs=(batch,))
+
+    def _execute(self, commands: list[Command]) -> list[Any]:
+        """On the Redis thread: one pipeline (no MULTI), each reply or error in order."""
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        return replies
+
+    def _answered(self, replies: list[Any],
+                  batch: list[tuple[Command, defer.Deferred[Any]]]) -> None:
+        self.pending -= len(batch)
+        for (_, d), reply in zip(batch, replies, strict=True):
+            if isinstance(reply, redis.ResponseError):
+                d.errback(RedisError(str(reply)))
+            elif isinstance(reply, BaseException):
+                d.errback(reply)
+            else:
+                d.callback(reply)
+
+    def _failed(self, failure: Failure,
+                batch: list[tuple[Command, defer.Deferred[Any]]]) -> None:
+        self.pending -= len(batch)
+        if failure.check(*_CONNECTION_ERRORS):
+            self._lost(failure.getErrorMessage())
+            failure = Failure(RegistryUnavailable(
+                f"Redis connection lost: {failure.getErrorMessage()}"))
+        for _, d in batch:
+            d.errback(failure)
+
+
+class RedisSubscription:
+    """
+    Stays subscribed to C{channels} on a connection of its own and hands each message to
+    C{on_message(channel, data)} on the reactor. The subscriber runs on a thread of its
+    own; when its connection breaks it is subscribed again after a back-off delay (as
+    L{RedisConnection}). Messages waiting for the reactor are bounded
+    (C{max_queued}); beyond, they are dropped, counted in C{dropped} and logged.
+    """
+
+    def __init__(self, reactor: Any, url: str, channels: tuple[str, ...],
+                 on_message: Callable[[bytes, bytes], None], password: str | None = None,
+                 *, ca_file: str | None = None, max_queued: int = MAX_QUEUED_MESSAGES,
+                 client: Any = None, run: Runner | None = None):
+        self.reactor = reactor
+        self.settings = parse_url(url)
+        self.channels = channels
+        self.on_message = on_message
+        self.max_queued = max_queued
+        options = client_options(self.settings, password, ca_file)
+        options["health_check_interval"] = 10  # a silent dead connection is noticed
+        self.client = client if client is not None else _client(options)
+        self._pool: ThreadPool | None = None
+        if run is None:
+            self._pool = pool = _OneThread("redis-subscriber")
+            run = _in_thread(reactor, pool)
+        self._run = run
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self.queued = 0  # messages handed to the reactor and not yet run
+        self.dropped = 0
+        self._backoff = _Backoff()
+        self._retry: Any = None
+        self._running = False
+
+    def start(self) -> None:
+        """Subscribe (on the subscriber's thread) and stay subscribed until L{stop}."""
+        if self._running:
+            return
+        self._running = True
+        self._stopping.clear()
+        if self._pool is not None:
+            self._pool.start()
+        self._subscribe()
+
+    def stop(self) -> None:
+        """Unsubscribe: the subscriber's thread ends within L{POLL} seconds."""
+        if not self._running:
+            return
+        self._running = False
+        self._stopping.set()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self._pool is not None:
+            self._pool.stop()
+
+    def _subscribe(self) -> None:
+        self._retry = None
+        d = self._run(self._listen)
+        d.addCallbacks(lambda _: None, self._broken)
+
+    def _broken(self, failure: Failure) -> None:
+        if not self._running:
+            return
+        delay = self._backoff.next()
+        log.warn("Redis subscription lost ({error}); subscribing again in {delay} s",
+                 error=failure.value, delay=delay)
+        self._retry = self.reactor.callLater(delay, self._subscribe)
+
+    def _listen(self) -> None:
+        """On the subscriber's thread: subscribe, then pass messages on until stopped
+        (returns) or the connection breaks (raises)."""
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(*self.channels)
+            self.reactor.callFromThread(self._backoff.reset)
+            while not self._stopping.is_set():
+                message = pubsub.get_message(timeout=POLL)
+                if message is not None and message["type"] == "message":
+                    self._hand_over(message["channel"], message["data"])
+        finally:
+            pubsub.close()
+
+    def _hand_over(self, channel: bytes, data: bytes) -> None:
+        """On the subscriber's thread: queue one message for the reactor, within the
+        bound."""
+        with self._lock:
+            if self.queued >= self.max_queued:
+                self.dropped += 1
+                dropped = self.dropped
+            else:
+                self.queued += 1
+                dropped = 0
+        if dropped:
+            if dropped == 1 or dropped % 1000 == 0:
+                self.reactor.callFromThread(
+                    log.warn, "Redis messages waiting for the reactor beyond {bound}: "
+                    "{dropped} dropped so far", bound=self.max_queued, dropped=dropped)
+            return
+        self.reactor.callFromThread(self._deliver, channel, data)
+
+    def _deliver(self, channel: bytes, data: bytes) -> None:
+        with self._lock:
+            self.queued -= 1
+        try:
+            self.on_message(channel, data)
+        except Exception:
+            log.failure("a Redis message handler failed")

@@ -1,0 +1,112 @@
+"""The Redis connection adapter against a real redis-server: over TLS only to a server
+whose certificate chains to the configured CA and names the host (rediss://), and logging
+in with the password from the password file; commands and pub/sub work on both."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+
+from sipxcc.calls.errors import RegistryUnavailable
+from sipxcc.calls.redis_client import RedisConnection, RedisSubscription
+from sipxcc.calls.redis_node import read_password_file
+from tests.integration.redisserver import RedisServer
+from tests.integration.sipfake import make_certificate
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """ca.pem, and cert/key files: good (CA-signed for 127.0.0.1), rogue (self-signed for
+    127.0.0.1), other_name (CA-signed for 127.0.0.2 only)."""
+    ca_pem, _, ca = make_certificate("sipxcc test CA", ca=True)
+    files = {"ca": str(tmp_path / "ca.pem")}
+    (tmp_path / "ca.pem").write_bytes(ca_pem)
+    for name, issuer, address in (("good", ca, "127.0.0.1"), ("rogue", None, "127.0.0.1"),
+                                  ("other_name", ca, "127.0.0.2")):
+        cert, key, _ = make_certificate(f"redis {name}", issuer, addresses=(address,))
+        (tmp_path / f"{name}.pem").write_bytes(cert)
+        (tmp_path / f"{name}.key").write_bytes(key)
+        files[name] = (str(tmp_path / f"{name}.pem"), str(tmp_path / f"{name}.key"))
+    return files
+
+
+@defer.inlineCallbacks
+def _eventually(check, what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        yield task.deferLater(reactor, 0.05, lambda: None)
+
+
+@defer.inlineCallbacks
+def _commands_and_messages_work(server, **kw):
+    """SET/GET on a connection, and a PUBLISH reaching a subscription, with C{kw}."""
+    connection = RedisConnection(reactor, server.url, **kw)
+    got = []
+    subscription = RedisSubscription(reactor, server.url, ("ch",),
+                                     lambda channel, data: got.append((channel, data)), **kw)
+    connection.start()
+    subscription.start()
+    try:
+        yield connection.when_up()
+        yield connection.execute("SET", "k", "v")
+        assert (yield connection.execute("GET", "k")) == b"v"
+        deadline = time.monotonic() + 10
+        while not got:  # published until the subscription is in place and hears it
+            assert time.monotonic() < deadline, "the subscription never got a message"
+            yield connection.execute("PUBLISH", "ch", "hello")
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        assert got[0] == (b"ch", b"hello")
+    finally:
+        subscription.stop()
+        connection.stop()
+
+
+@defer.inlineCallbacks
+def _refused(server, problem, **kw):
+    """The connection never comes up; its last error names C{problem}."""
+    connection = RedisConnection(reactor, server.url, **kw)
+    connection.start()
+    try:
+        yield _eventually(lambda: problem in (connection.last_error or ""),
+                          f"no {problem!r} (last error: {connection.last_error})")
+        assert not connection.up
+        with pytest.raises(RegistryUnavailable):
+            yield connection.execute("GET", "k")
+    finally:
+        connection.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_rediss_talks_only_to_a_server_the_ca_vouches_for_under_the_hosts_name(tmp_path,
+                                                                               pki):
+    for name, problem in (("rogue", "certificate verify failed: self-signed certificate"),
+                          ("other_name", "certificate verify failed: IP address mismatch"),
+                          ("good", None)):
+        server = RedisServer(tmp_path, tls=pki[name])
+        server.start()
+        try:
+            if problem is None:
+                yield _commands_and_messages_work(server, ca_file=pki["ca"])
+            else:
+                yield _refused(server, problem, ca_file=pki["ca"])
+        finally:
+            server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_password_file_logs_in_and_a_wrong_password_is_refused(tmp_path):
+    server = RedisServer(tmp_path, password="s3cret pass")
+    server.start()
+    try:
+        path = tmp_path / "redis.password"
+        path.write_text("s3cret pass\n")
+        os.chmod(path, 0o600)
+        yield _commands_and_messages_work(server, password=read_password_file(str(path)))
+        yield _refused(server, "invalid username-password pair", password="wrong")
+    finally:
+        server.stop()
