@@ -15,7 +15,7 @@ REFER = "REFER"
 INVITE = "INVITE"
 
 #: the fields of L{CallRequest} the web layer finds in the user directory, not in the query
-DIRECTORY_FIELDS = ("agent", "called_user")
+DIRECTORY_FIELDS = ("agent", "calling_user", "called_user")
 
 #: status lines a call keeps; beyond them provisional lines (and anything that is not a
 #: final status line) are dropped, so that a far end cannot grow a call without bound
@@ -49,8 +49,12 @@ class CallRequest:
     #: INVITE mode: seconds the connected call may last before both legs are hung up
     time_limit: int | None = None
     #: INVITE mode: the identity (addr-spec) and display name the called user is shown
+    #: instead of the calling user's (the identity: the agent's or the calling user's)
     caller_id: str | None = None
     caller_id_name: str | None = None
+    #: the calling party's entry in the user directory (None: a number or an outside
+    #: URI); in INVITE mode its display name and identity are what the called user is shown
+    calling_user: User | None = None
     #: the called party's entry in the user directory (None: a number or an outside URI);
     #: its display name and identity are what the calling user's phone is shown
     called_user: User | None = None
@@ -60,12 +64,13 @@ class CallRequest:
         return (self.agent.identity, self.calling, self.called)
 
     @classmethod
-    def wanted_by(cls, agent: User, wanted: object,
-                  called_user: User | None = None) -> CallRequest:
+    def wanted_by(cls, agent: User, wanted: object, called_user: User | None = None, *,
+                  calling_user: User | None = None) -> CallRequest:
         """The request C{agent} makes with C{wanted}'s values for every field but the
         directory's users (the web layer's validated parameters): one definition of the
-        fields, no copy of each. C{called_user} is the called party's directory entry."""
-        return cls(agent, called_user=called_user,
+        fields, no copy of each. C{calling_user} and C{called_user} are the calling and
+        the called party's directory entries."""
+        return cls(agent, calling_user=calling_user, called_user=called_user,
                    **{f.name: getattr(wanted, f.name) for f in fields(cls)
                       if f.name not in DIRECTORY_FIELDS})
 

@@ -61,35 +61,48 @@ def sip_uri(addr_spec: str, **parts: Any) -> str:
 
 
 def from_address(user: User) -> str:
-    """Our From: the agent's identity, with its display name as a quoted-string."""
-    return str(Address(user.display_name or None, URI.parse(sip_uri(user.identity))))
+    """The agent's identity, with its display name as a quoted-string."""
+    return party_address(user, user.identity)
+
+
+def party_address(user: User | None, addr_spec: str, name: str | None = None) -> str:
+    """
+    How a party is shown to a phone: its directory entry's display name and identity, or,
+    for a number or an outside URI the directory does not know (C{user} None),
+    C{addr_spec} itself without a name; C{name}, if given, replaces the display name.
+    Built from validated parts: the URI by the RFC 3261 grammar (L{sip_uri}), the name as
+    a quoted-string (CR, LF and NUL refused).
+    """
+    if user is not None:
+        addr_spec = user.identity
+        name = user.display_name if name is None else name
+    return str(Address(name or None, URI.parse(sip_uri(addr_spec))))
 
 
 def presented_address(request: CallRequest) -> str:
-    """What the called user is shown in INVITE mode: C{callerId}/C{callerIdName} where
-    given (validated against the agent's and the calling user's identity by the web
-    layer), else the agent's identity and display name."""
-    if request.caller_id is None and request.caller_id_name is None:
-        return from_address(request.agent)
-    uri = URI.parse(sip_uri(request.caller_id or request.agent.identity))
-    name = request.caller_id_name
-    if name is None and request.caller_id in (None, request.agent.identity):
-        name = request.agent.display_name
-    return str(Address(name or None, uri))
+    """
+    What the called user is shown in INVITE mode: the calling user, as the directory
+    knows it (a calling party outside the directory: its URI, no name), whoever the agent
+    is. C{callerId} (the agent's identity or the calling user's, checked by the web
+    layer) picks that identity and its display name instead; C{callerIdName} replaces
+    the display name.
+    """
+    user, identity = request.calling_user, request.calling
+    if request.caller_id is not None:
+        identity = request.caller_id
+        user = next((u for u in (request.calling_user, request.agent)
+                     if u is not None and u.identity == identity), None)
+    return party_address(user, identity, request.caller_id_name)
 
 
 def shown_to_calling_user(request: CallRequest) -> str:
     """
     Whom the calling user's phone is shown it is about to be connected to: the called
     user's display name and identity from the user directory, or, for a number or an
-    outside URI, that URI itself (no display name). Built from validated parts: the
-    identity and the URI by the RFC 3261 grammar (L{sip_uri}), the name as a
-    quoted-string.
+    outside URI, that URI itself (no display name). In INVITE mode a transfer target is
+    shown the same: it is connected to the called user.
     """
-    user = request.called_user
-    if user is not None:
-        return str(Address(user.display_name or None, URI.parse(sip_uri(user.identity))))
-    return str(Address(None, URI.parse(sip_uri(request.called))))
+    return party_address(request.called_user, request.called)
 
 
 def calling_user_invite(ctx: FlowContext, call: Call, body: bytes | None = None) -> Request:
@@ -104,6 +117,29 @@ def calling_user_invite(ctx: FlowContext, call: Call, body: bytes | None = None)
     shown = shown_to_calling_user(request)
     return first_invite(ctx, call, request.calling, forwarding_allowed=request.forwarding_allowed,
                         subject=request.subject, auto_answer=request.auto_answer, body=body,
+                        from_=shown, asserted=shown)
+
+
+def called_user_invite(ctx: FlowContext, call: Call) -> Request:
+    """
+    INVITE mode: the INVITE, without SDP, that rings the called user once the calling
+    user is up. From and P-Asserted-Identity (RFC 3325 §9.1) name whom it is presented
+    (L{presented_address}: the calling user by default); the Digest credentials stay the
+    agent's.
+    """
+    shown = presented_address(call.request)
+    return first_invite(ctx, call, call.request.called, forwarding_allowed=False, body=b"",
+                        from_=shown, asserted=shown)
+
+
+def transfer_target_invite(ctx: FlowContext, call: Call, target: str, body: bytes) -> Request:
+    """
+    INVITE mode: the INVITE that rings a transfer target, with the called user's session
+    (C{body}). The target is connected to the called user, so that is whom From and
+    P-Asserted-Identity name (L{shown_to_calling_user}), not the agent.
+    """
+    shown = shown_to_calling_user(call.request)
+    return first_invite(ctx, call, target, forwarding_allowed=False, body=body,
                         from_=shown, asserted=shown)
 
 

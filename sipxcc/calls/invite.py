@@ -19,14 +19,14 @@ from twisted.python.failure import Failure
 from sipxcc.calls.call import Call, DialogInfo
 from sipxcc.calls.context import (
     FlowContext,
+    called_user_invite,
     calling_user_invite,
     credentials_for,
-    first_invite,
     now_ms,
-    presented_address,
     reason_header,
     record_failure,
     record_response,
+    transfer_target_invite,
 )
 from sipxcc.calls.early import MAX_EARLY_OFFERS, EarlySession
 from sipxcc.calls.errors import TransferNotPossible, failure_status
@@ -345,12 +345,11 @@ class InviteFlow:
         self.call.set_state("ringing")
 
     def _call_callee(self) -> None:
-        """A is up on the black hole: call B with no SDP, for B's offer."""
+        """A is up on the black hole: call B with no SDP, for B's offer; B is shown the
+        calling user (or what callerId/callerIdName ask for)."""
         self.call.set_state("ringing")
         self.callee = self._new_leg("B")
-        invite = first_invite(self.ctx, self.call, self.call.request.called,
-                              forwarding_allowed=False, body=b"",
-                              from_=presented_address(self.call.request))
+        invite = called_user_invite(self.ctx, self.call)
         self._send_invite(self.callee, invite, Event.CALLEE_ANSWERED)
 
     def _offer_to_caller(self, callee: Leg, response: Any) -> None:
@@ -525,8 +524,9 @@ class InviteFlow:
                 for leg in (self.caller, callee)):
             raise TransferNotPossible("A session change is in progress; try again")
         target_leg = self._new_leg("X")
-        invite = first_invite(self.ctx, self.call, target, forwarding_allowed=False,
-                              body=target_leg.face.present(callee.remote_sdp))
+        # X is shown whom it will talk to: the called user, not the agent
+        invite = transfer_target_invite(self.ctx, self.call, target,
+                                        target_leg.face.present(callee.remote_sdp))
         self._fire(Event.TRANSFER, target_leg, invite, timeout)
 
     def _call_target(self, target: Leg, invite: Any, timeout: int | None) -> None:

@@ -12,7 +12,7 @@ one). Whatever goes wrong is answered with a processing-status document
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -169,8 +169,7 @@ class CallControllerResource(ApiResource):
             agent = self._agent(wanted.agent, principal, calling_user)
             if wanted.action == params.TRANSFER:
                 return self._transfer(request, agent, wanted)
-            placed = self.context.store.place(
-                CallRequest.wanted_by(agent, wanted, self._called_user(wanted.called)))
+            placed = self.context.store.place(self._call_request(agent, wanted))
             return placed.addCallback(lambda call: self.ok(request, call))
         calling = params.addr_spec(params.check_user("callingUser", calling_user),
                                    config.sip.domain)
@@ -199,12 +198,23 @@ class CallControllerResource(ApiResource):
                   self.context.config.users.agents)
         return agent
 
-    def _called_user(self, called: str) -> User | None:
-        """The called party's directory entry: by identity, or, in our domain, by user
+    def _call_request(self, agent: User, wanted: params.CallParameters) -> CallRequest:
+        """The call C{agent} asks for, with the calling and the called party's directory
+        entries, and C{callerId} checked against them (L{params.presentable_caller_id})."""
+        calling_user = self._directory_entry(wanted.calling)
+        if wanted.caller_id is not None:
+            wanted = replace(wanted, caller_id=params.presentable_caller_id(
+                wanted.caller_id, self._directory_entry(wanted.caller_id),
+                agent=agent, calling=wanted.calling, calling_user=calling_user))
+        return CallRequest.wanted_by(agent, wanted, self._directory_entry(wanted.called),
+                                     calling_user=calling_user)
+
+    def _directory_entry(self, party: str) -> User | None:
+        """A party's (addr-spec) directory entry: by identity, or, in our domain, by user
         name or alias; None for a number or URI the directory does not know."""
         directory = self.context.directory
-        user, _, host = called.partition("@")
-        found = directory.lookup(called)
+        user, _, host = party.partition("@")
+        found = directory.lookup(party)
         if found is None and host.lower() == self.context.config.sip.domain.lower():
             found = directory.lookup(user)
         return found

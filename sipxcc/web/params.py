@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from sipxcc.calls import events
 from sipxcc.logs import shown
 from sipxcc.sip.uri import is_host
+
+if TYPE_CHECKING:
+    from sipxcc.users import User
 
 REFER = "REFER"
 INVITE = "INVITE"
@@ -238,14 +242,15 @@ class CallParameters:
     caller_id_name: str | None = None
 
 
-def parse_caller_id(query: Query, *, agent: str, calling: str, domain: str,
+def parse_caller_id(query: Query, *, domain: str,
                     method: str) -> tuple[str | None, str | None]:
     """
     C{callerId} and C{callerIdName}: the identity the called user is shown in INVITE mode
-    (From of the INVITE to it). C{callerId} may only be the agent's own identity or the
-    calling user's (as a user name of the domain or a C{user@host}): an agent presents no
-    one else. C{callerIdName} is printable text of at most L{MAX_CALLER_ID_NAME}
-    characters; it becomes a quoted display name.
+    (From and P-Asserted-Identity of the INVITE to it) instead of the calling user's.
+    C{callerId} is a user name of the domain or a C{user@host}, held to the grammar here;
+    whether the agent may present it is L{presentable_caller_id}'s to say, once the
+    directory has been asked. C{callerIdName} is printable text of at most
+    L{MAX_CALLER_ID_NAME} characters; it becomes a quoted display name.
     """
     caller_id, name = query.get("callerId"), query.get("callerIdName")
     if caller_id is None and name is None:
@@ -256,13 +261,27 @@ def parse_caller_id(query: Query, *, agent: str, calling: str, domain: str,
                            "(in REFER mode the calling user's phone calls the called user)")
     if caller_id is not None:
         caller_id = addr_spec(check_user("callerId", caller_id), domain)
-        if caller_id not in (addr_spec(agent, domain), calling):
-            raise BadParameter("callerId", text=f"Bad parameter callerId = {shown(caller_id)}"
-                               ": only the agent's or the calling user's identity")
     if name is not None and (not name or len(name) > MAX_CALLER_ID_NAME
                              or not name.isprintable()):
         raise BadParameter("callerIdName", shown(name))
     return caller_id, name
+
+
+def presentable_caller_id(caller_id: str, found: User | None, *, agent: User, calling: str,
+                          calling_user: User | None) -> str:
+    """
+    The identity C{callerId} stands for, if the agent may present it: the agent's own or
+    the calling user's, named by identity, user name or alias (C{found}: its directory
+    entry), or the calling party's URI as the path gives it when the directory does not
+    know that party. An agent presents no one else.
+    """
+    for user in (agent, calling_user):
+        if found is not None and user is not None and found.identity == user.identity:
+            return user.identity
+    if calling_user is None and caller_id == calling:
+        return caller_id
+    raise BadParameter("callerId", text=f"Bad parameter callerId = {shown(caller_id)}"
+                       ": only the agent's or the calling user's identity")
 
 
 def parse_time_limit(query: Query, method: str) -> int | None:
@@ -310,8 +329,7 @@ def parse_call_parameters(query: Query, calling_user: str, called_user: str, *,
     confpin = query.get("confpin")
     callback = query.get("statusCallback")
     callback_events = query.get("statusCallbackEvent")
-    caller_id, caller_id_name = parse_caller_id(query, agent=agent, calling=calling,
-                                                domain=domain, method=method)
+    caller_id, caller_id_name = parse_caller_id(query, domain=domain, method=method)
     return CallParameters(
         agent=agent, calling=calling, called=called, method=method, action=action,
         target=target, timeout=timeout, result_cache_time=cache_time,

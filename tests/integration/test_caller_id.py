@@ -16,10 +16,11 @@ import pytest
 from tests.integration.e2e import PhoneSetup, call_state, curl, place_call, wait_for
 from tests.integration.peers import free_port
 from tests.integration.phones import BaresipPhone, LinphonePhone, available, linphone_available
-from tests.integration.test_invite_mode import INVITE_MODE, hang_up, post
+from tests.integration.test_invite_mode import INVITE_MODE, dialogs, hang_up, post
 from tests.integration.test_invite_mode import call_state as invite_call_state
 
 SHOWN = '"User Two" <sip:user2@sipx.test>'
+CALLING = '"User One" <sip:user1@sipx.test>'
 needs_baresip = pytest.mark.skipif(not available(), reason="baresip (baresip-core) missing")
 needs_linphone = pytest.mark.skipif(not linphone_available(),
                                     reason="linphonec (linphone-cli) missing")
@@ -45,6 +46,54 @@ def test_the_called_phone_is_shown_the_calling_user_asked_for(setup):
     assert header(first, "P-Asserted-Identity") == [SHOWN]
     # and the proxy authenticated the agent
     assert "authenticated user3" in s.proxy.log_text()
+
+
+def both_connected(s, location: str) -> list[dict[str, str]] | None:
+    """The call's dialogs (by its /calls/{id} location) once both legs are confirmed."""
+    if invite_call_state(s, location) != "connected":
+        return None
+    found = dialogs(s, location)
+    return found if [d["dialog-state"] for d in found] == ["Confirmed Dialog"] * 2 else None
+
+
+def test_the_called_phone_is_shown_the_calling_user_when_an_agent_places_the_call(setup):
+    """An operator (user3) connects user1 to user2: user2's phone is shown user1's
+    directory name and number, in From and P-Asserted-Identity, as Kamailio passed them
+    on; the proxy authenticated the operator."""
+    s = setup()
+    a = s.phone("user1", "im_caller")
+    b = s.phone("user2", "invite_b")
+    location = post(s, INVITE_MODE + "&agent=user3")
+    found = wait_for(lambda: both_connected(s, location))
+    assert hang_up(s, location, a, b) == "ended"
+    invite = b.received("INVITE")[0]
+    [from_b] = header(invite, "From")
+    assert from_b.startswith(CALLING + ";tag="), from_b
+    assert header(invite, "P-Asserted-Identity") == [CALLING]
+    assert "authenticated user3" in s.proxy.log_text()
+    assert "sip:user3@" not in invite
+    # the <dialogs> document: each dialog's local party is whom that phone is shown
+    assert [d["local-party"] for d in found] == ["sip:user2@sipx.test", "sip:user1@sipx.test"]
+
+
+def test_a_transfer_target_is_shown_the_called_user_it_talks_to(setup):
+    s = setup()
+    a = s.phone("user1", "im_caller")
+    b = s.phone("user2", "im_callee_reinvited")
+    x = s.phone("user4", "phone_answer")
+    location = post(s, INVITE_MODE + "&agent=user3")
+    wait_for(lambda: both_connected(s, location))
+    assert post(s, INVITE_MODE + "&agent=user3&action=transfer&target=user4") == location
+    assert a.wait(20) == 0, a.errors()  # A was BYEd
+    wait_for(lambda: invite_call_state(s, location) == "connected"
+             and x.received("ACK"))
+    invite = x.received("INVITE")[0]
+    [from_x] = header(invite, "From")
+    assert from_x.startswith(SHOWN + ";tag="), from_x
+    assert header(invite, "P-Asserted-Identity") == [SHOWN]
+    # B's phone keeps showing the calling user (its dialog's From does not change)
+    assert header(b.received("INVITE")[-1], "From")[0].startswith(CALLING + ";tag=")
+    assert hang_up(s, location, b, x) == "ended"
 
 
 def test_a_caller_id_outside_the_rule_is_refused_before_anything_is_sent(setup):

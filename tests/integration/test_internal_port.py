@@ -75,7 +75,9 @@ def test_portal_click_to_call_rings_the_portal_users_phone(setup):
         assert error_document(body) == ("OK", 200, "Success")
         assert phone.wait(20) == 0, phone.errors()
         invite = phone.received("INVITE")[0]
-        assert "<sip:user1@sipx.test>" in from_header(invite)  # the agent is user1 itself
+        # the phone is shown the called user; the proxy authenticated the agent, user1
+        assert '"User Two" <sip:user2@sipx.test>' in from_header(invite)
+        assert "authenticated user1" in s.proxy.log_text()
         assert "Refer-To: <sip:user2@sipx.test>" in phone.received("REFER")[0]
 
         def finished():
@@ -97,7 +99,9 @@ def test_a_listed_agent_places_a_call_for_another_user_through_the_portal(setup)
                               portal_api.url + "/user1/user2?agent=user3&timeout=20")
         assert code == 200, body
         assert phone.wait(20) == 0, phone.errors()
-        assert "<sip:user3@sipx.test>" in from_header(phone.received("INVITE")[0])
+        # the phone is shown the called user; the proxy authenticated the agent, user3
+        assert '"User Two" <sip:user2@sipx.test>' in from_header(phone.received("INVITE")[0])
+        assert "authenticated user3" in s.proxy.log_text()
         assert portal_api.forwarded == [
             ("POST", "/callcontroller/user1/user2?agent=user3&timeout=20", "user3")]
 

@@ -233,12 +233,18 @@ def test_what_reaches_the_proxy_is_what_was_asked(calling, called, display, subj
     start, fields = head_lines(later[1], strict=True)
     if method == "INVITE":
         values = check_fields(fields, INVITE_ONCE, INVITE_OPTIONAL)
-        assert "P-Asserted-Identity" not in values
-        # the called user is shown the agent
+        # the called user is shown the calling user, whoever the agent is: its directory
+        # entry, else the URI asked for; P-Asserted-Identity says the same
         sender = Address.parse(values["From"])
-        agent_user = daemon.directory.lookup(agent or calling)
-        assert (sender.display, sender.uri) == (agent_user.display_name,
-                                                URI.parse(f"sip:{agent_user.identity}"))
+        calling_user = directory_user(daemon.directory, calling)
+        if calling_user is None:
+            assert (sender.display, sender.uri) == (None, URI.parse(f"sip:{addr_spec(calling)}"))
+        else:
+            assert (sender.display, sender.uri) == (calling_user.display_name,
+                                                    URI.parse(f"sip:{calling_user.identity}"))
+        asserted = Address.parse(values["P-Asserted-Identity"])
+        assert (asserted.display, asserted.uri, asserted.params) == (sender.display,
+                                                                     sender.uri, {})
         same_target(URI.parse(start.split(" ")[1]), called)
         same_target(Address.parse(values["To"]).uri, called)
         return

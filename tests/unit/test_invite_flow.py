@@ -114,7 +114,9 @@ def test_happy_path_message_by_message():
     uri2 = URI.parse(invite2.uri)
     assert (uri2.user, uri2.params["sipx-userforward"]) == ("user2", "false")
     assert invite2.headers.get("To") == "<sip:user2@sipx.test>"
-    assert "sip:agent@sipx.test" in invite2.headers.get("From")
+    # the called user is shown the calling user (not in the directory here: its URI)
+    assert invite2.headers.get("From").startswith("<sip:user1@sipx.test>;tag=")
+    assert invite2.headers.get("P-Asserted-Identity") == "<sip:user1@sipx.test>"
     assert "Subject" not in invite2.headers
     assert call.state == "ringing"
 
@@ -483,7 +485,8 @@ def test_dialogs_document():
     net.deliver(answer(invite2, 183, "Session Progress", b.tag))
     assert [(d.local_party, d.remote_party, d.state) for d in call.dialogs()] == [
         ("sip:user2@sipx.test", "sip:user1@sipx.test", "Confirmed Dialog"),
-        ("sip:agent@sipx.test", "sip:user2@sipx.test", "Early Dialog")]
+        # the called user is shown the calling user (the agent is someone else)
+        ("sip:user1@sipx.test", "sip:user2@sipx.test", "Early Dialog")]
     net.deliver(b.ok(B_OFFER))
     [reinvite] = net.sent_messages()
     net.deliver(answer(reinvite, 200, "OK", None, [SDP_TYPE], A_ANSWER2))
