@@ -136,12 +136,12 @@ def call_summary(call: CallView) -> dict[str, object]:
 
 
 def call_json(call: CallView) -> bytes:
-    """C{/calls/{id}} as JSON: the summary plus the status lines or dialogs."""
+    """C{/calls/{id}} as JSON: the summary plus the status lines, and in INVITE mode the
+    dialogs as well (the status lines say why a call ended: a time limit, a refusal)."""
     document = call_summary(call)
     if call.mode == "INVITE":
         document["dialogs"] = [_dialog_json(info) for info in call.dialogs()]
-    else:
-        document["status-lines"] = [_event_json(event) for event in call.events]
+    document["status-lines"] = [_event_json(event) for event in call.events]
     return _json(document)
 
 

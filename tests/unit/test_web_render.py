@@ -127,6 +127,18 @@ def test_call_json_has_summary_and_status():
     assert document["status-lines"][0]["status-line"] == "SIP/2.0 180 Ringing"
 
 
+def test_an_invite_mode_calls_json_says_why_it_ended_beside_its_dialogs():
+    # the time limit, a refusal: lines the <dialogs> document has no place for
+    registry = FakeRegistry()
+    call = registry.place(CallRequest(agent=make_user("user1", "201"), method="INVITE",
+                                      calling="user1@sipx.test", called="user2@sipx.test"))
+    call.record(5, "cid", "BYE", "Time limit of 3 s reached")
+    document = json.loads(render.call_json(call))
+    assert document["mode"] == "INVITE" and document["dialogs"] == []
+    assert [(line["method"], line["status-line"]) for line in document["status-lines"]] == [
+        ("BYE", "Time limit of 3 s reached")]
+
+
 def test_cached_document_grows_with_new_events():
     call = make_call()
     cache = render.StatusCache()

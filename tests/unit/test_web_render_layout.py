@@ -52,7 +52,7 @@ def test_json_documents_name_every_field_and_keep_utf8():
         "id": "ID1", "state": "calling", "calling": "user1@sipx.test",
         "called": "Caf\u00e9@sipx.test", "mode": "INVITE", "created": 1000.5,
         "dialogs": [{"dialog-id": "d1", "local-party": "sip:a", "remote-party": "sip:\u00e9",
-                     "dialog-state": "Early Dialog"}]}
+                     "dialog-state": "Early Dialog"}], "status-lines": []}
     assert json.loads(render.call_document(invite, True, render.StatusCache())) == {
         "dialogs": [{"dialog-id": "d1", "local-party": "sip:a", "remote-party": "sip:\u00e9",
                      "dialog-state": "Early Dialog"}]}
