@@ -289,9 +289,7 @@ class MetricsResource(ApiResource):
     def handle(self, request: Request, principal: Principal) -> Reply:
         if not self.may_read(principal):
             raise AuthFailure(403, "Not allowed to read the metrics")
-        reply = Reply(200, self.metrics.render(), CONTENT_TYPE)
-        reply.headers.append((b"cache-control", b"no-store"))
-        return reply
+        return Reply(200, self.metrics.render(), CONTENT_TYPE)  # send() adds no-store
 
     def may_read(self, principal: Principal) -> bool:
         if principal.trusted:
