@@ -1,0 +1,50 @@
+"""
+Event streams: the exact answers a client or proxy acts on (the refusals at each cap with
+their text and Retry-After, the headers that keep a proxy from buffering, the heartbeat
+comment, the 404s).
+"""
+
+from __future__ import annotations
+
+from tests.unit.test_live_events import Harness
+from tests.unit.test_web_auth import error_code
+from tests.unit.webfakes import basic
+
+
+def test_the_caps_are_refused_with_their_text_and_a_retry_after():
+    web = Harness()
+    web.streams.max_per_user = 1
+    web.streams.max_streams = 2
+    assert web.stream("/events", basic("user1")).responseCode == 200
+    per_user = web.stream("/events", basic("user1"))
+    assert error_code(per_user) == (429, 429, "Too many event streams for this user")
+    assert per_user.header(b"retry-after") == b"5"
+    assert web.stream("/events", basic("user2")).responseCode == 200
+    total = web.stream("/events", basic("user3"))
+    assert error_code(total) == (503, 503, "Too many event streams")
+    assert total.header(b"retry-after") == b"5"
+
+
+def test_a_stream_is_never_cached_nor_buffered_and_idles_with_a_comment():
+    web = Harness()
+    request = web.stream("/events", basic("user1"))
+    assert request.header(b"content-type") == b"text/event-stream; charset=utf-8"
+    assert request.header(b"cache-control") == b"no-store"
+    assert request.header(b"x-accel-buffering") == b"no"
+    before = request.body
+    web.clock.advance(15)
+    assert request.body == before + b": keep-alive\n\n"
+
+
+def test_paths_that_are_no_stream_are_404():
+    web = Harness()
+    assert web.stream("/events/", basic("user1")).responseCode == 200  # "/events" + ""
+    assert error_code(web.stream("/events/extra", basic("user1"))) == (404, 404, "Not found")
+    assert error_code(web.stream("/calls/no-such-call/events", basic("user1"))) == (
+        404, 404, "Call not found.")
+
+
+def test_a_call_id_that_is_not_utf8_is_named():
+    web = Harness()
+    assert error_code(web.stream("/calls/%ff/events", basic("user1"))) == (
+        400, 400, "Bad parameter id: not UTF-8")
