@@ -6,7 +6,9 @@ comment, the 404s).
 
 from __future__ import annotations
 
-from tests.unit.test_live_events import Harness
+import pytest
+
+from tests.unit.test_live_events import LINES, Harness, play
 from tests.unit.test_web_auth import error_code
 from tests.unit.webfakes import basic
 
@@ -48,3 +50,20 @@ def test_a_call_id_that_is_not_utf8_is_named():
     web = Harness()
     assert error_code(web.stream("/calls/%ff/events", basic("user1"))) == (
         400, 400, "Bad parameter id: not UTF-8")
+
+
+@pytest.mark.parametrize(("last", "replayed"), [
+    (b"-5", ["1", "2"]),                # below the first event: everything
+    (b"1a", ["1", "2"]),                # not a decimal number: unreadable, start over
+    (b"garbage", ["1", "2"]),
+    ("\u00e9".encode("utf-8"), ["1", "2"]),  # not ASCII: unreadable
+    (b"0" * 199 + b"1", ["2"]),         # 200 bytes, the bound itself: read
+])
+def test_what_a_last_event_id_resumes_after(last, replayed):
+    web = Harness()
+    web.request(b"POST", "/callcontroller/user1/user2", headers=basic("user1"))
+    call = web.registry.calls[0]
+    play(call, LINES[:2])
+    request = web.stream(f"/calls/{call.id}/events",
+                         {**basic("user1"), b"Last-Event-ID": last})
+    assert [i for i, _, _ in request.events()] == replayed

@@ -204,3 +204,18 @@ def test_query_values_may_be_empty_or_contain_a_question_mark(web):
                 client="127.0.0.1")
     assert asked.responseCode == 200
     assert web.registry.calls[-1].request.subject == "why?not"
+
+
+def test_the_refusal_log_forgets_the_host_it_heard_from_least_recently():
+    from twisted.internet.task import Clock
+
+    from sipxcc.web.site import RefusalLog
+
+    clock = Clock()
+    refusals = RefusalLog(clock, interval=60, max_hosts=2)
+    assert refusals.should_log("a") and refusals.should_log("b")
+    clock.advance(61)
+    assert refusals.should_log("a")  # logged again: now the most recent
+    assert refusals.should_log("c")  # "b" is forgotten, not "a"
+    assert not refusals.should_log("a")
+    assert refusals.should_log("b")
