@@ -67,3 +67,23 @@ def test_what_a_last_event_id_resumes_after(last, replayed):
     request = web.stream(f"/calls/{call.id}/events",
                          {**basic("user1"), b"Last-Event-ID": last})
     assert [i for i, _, _ in request.events()] == replayed
+
+
+def lose(request) -> None:
+    """The client went away."""
+    request.processingFailed = None
+    for d in request._finishedDeferreds:
+        d.errback(Exception("connection lost"))
+    request._finishedDeferreds = []
+
+
+def test_a_user_closing_one_of_its_streams_frees_exactly_one_place():
+    web = Harness()
+    web.streams.max_per_user = 2
+    first, _ = (web.stream("/events", basic("user1")) for _ in range(2))
+    lose(first)
+    assert web.stream("/events", basic("user1")).responseCode == 200
+    assert web.stream("/events", basic("user1")).responseCode == 429
+    for request in list(web.streams.streams):
+        lose(request.request)
+    assert web.streams.per_user == {}  # nothing left of the user once all are closed
