@@ -218,8 +218,8 @@ class StrictDigestFactory(guard.DigestCredentialFactory):
 
     def challenge_header(self, request: http.Request, stale: bool | None = None) -> bytes:
         params = self.getChallenge(request)
-        parts = [b'realm="%s"' % params["realm"], b'qop="auth"', b"algorithm=MD5",
-                 b'nonce="%s"' % params["nonce"]]
+        parts = [b'realm="%s"' % params["realm"], b'qop="%s"' % params["qop"],
+                 b"algorithm=%s" % params["algorithm"], b'nonce="%s"' % params["nonce"]]
         if stale is not None:
             parts.append(b"stale=true" if stale else b"stale=false")
         return b"Digest " + b", ".join(parts)

@@ -243,8 +243,9 @@ class Metrics:
             code = 0
         if code in (401, 403):
             self._auth_failures()
-        # a Site's requests are twisted.web.server.Request, which have the path split
-        segments = getattr(request, "prepath", None) or getattr(request, "postpath", None)
+        # a Site's requests are twisted.web.server.Request: process() walked the path into
+        # prepath (at least one segment, the root not being a leaf) before any answer
+        segments = getattr(request, "prepath", None)
         first = segments[0].decode("latin-1") if segments else ""
         route = first if first in ROUTES else "other"
         inc = self._http_children.get((route, code))
@@ -289,9 +290,7 @@ class MetricsResource(ApiResource):
     def handle(self, request: Request, principal: Principal) -> Reply:
         if not self.may_read(principal):
             raise AuthFailure(403, "Not allowed to read the metrics")
-        reply = Reply(200, self.metrics.render(), CONTENT_TYPE)
-        reply.headers.append((b"cache-control", b"no-store"))
-        return reply
+        return Reply(200, self.metrics.render(), CONTENT_TYPE)  # send() adds no-store
 
     def may_read(self, principal: Principal) -> bool:
         if principal.trusted:

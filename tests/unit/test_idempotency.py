@@ -9,11 +9,12 @@ import pytest
 from lxml import etree
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from sipxcc.calls.errors import TooManyCalls
 from sipxcc.web.auth import TRUSTED
 from sipxcc.web.callcontroller import WebContext, install
-from sipxcc.web.errors import ApiError, PathResource, Reply
+from sipxcc.web.errors import ApiError, PathResource, Reply, error_reply
 from sipxcc.web.idempotency import Entry, Idempotency, MemoryStore
 from tests.unit.webfakes import WebHarness, WebRequest, basic
 
@@ -197,3 +198,94 @@ def test_the_fingerprint_is_the_query_string_not_a_body():
     # a repeated name whose first value differs is another request (the first one counts)
     assert (fingerprint(post(b"/x/user1/user2?subject=a&subject=b", {}))
             != fingerprint(post(b"/x/user1/user2?subject=b&subject=a", {})))
+
+
+# --- what the client is told, and which answers are remembered ------------------------------
+
+def test_the_refusals_say_exactly_why(web):
+    assert code_and_text(web.post(b"tab\there")) == (
+        400, 400, "Bad header Idempotency-Key: 1 to 255 printable ASCII characters")
+    web.post(b"k1", uri=URI + "?timeout=30")
+    assert code_and_text(web.post(b"k1", uri=URI + "?timeout=31")) == (
+        422, 422, "Idempotency-Key already used with other parameters")
+
+
+def test_a_key_in_progress_is_409_come_back_in_a_second():
+    clock = Clock()
+    idempotency = Idempotency(MemoryStore(clock), clock, DAY)
+    first = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
+    idempotency.run(first, TRUSTED, defer.Deferred)  # still running
+    second = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
+    with pytest.raises(ApiError) as raised:
+        idempotency.run(second, TRUSTED, lambda: Reply(200, b"second"))
+    answer = error_reply(second, Failure(raised.value))
+    assert (answer.code, answer.headers) == (409, [(b"retry-after", b"1")])
+    assert etree.fromstring(answer.body).find(NS + "error-text").text == (
+        "A request with this Idempotency-Key is still being processed")
+
+
+def test_a_key_may_contain_spaces(web):
+    assert web.post(b"order 4711").responseCode == 200
+    assert web.post(b"order 4711").header(b"idempotent-replayed") == b"true"
+
+
+def run_twice(first_answer) -> list[str]:
+    """Run a POST answered C{first_answer}, then the same POST again: which ran."""
+    clock = Clock()
+    idempotency = Idempotency(MemoryStore(clock), clock, DAY)
+    ran: list[str] = []
+
+    def request():
+        return WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
+
+    def first():
+        ran.append("first")
+        return first_answer()
+    result = idempotency.run(request(), TRUSTED, first)
+    if isinstance(result, defer.Deferred):
+        result.addErrback(lambda _: None)
+    idempotency.run(request(), TRUSTED, lambda: ran.append("second") or Reply(200, b""))
+    return ran
+
+
+@pytest.mark.parametrize("code", [299])
+def test_a_2xx_answer_is_remembered(code):
+    assert run_twice(lambda: Reply(code, b"")) == ["first"]
+
+
+@pytest.mark.parametrize("code", [300, 409])
+def test_an_answer_that_is_not_2xx_is_forgotten(code):
+    assert run_twice(lambda: Reply(code, b"")) == ["first", "second"]
+
+
+def test_a_post_that_fails_later_is_forgotten():
+    assert run_twice(lambda: defer.fail(RuntimeError("no"))) == ["first", "second"]
+    assert run_twice(lambda: defer.succeed(Reply(503, b""))) == ["first", "second"]
+
+
+def test_a_key_written_again_counts_as_the_newest():
+    store = MemoryStore(Clock(), max_keys=100, max_per_user=2)
+    store.put("alice", "k1", Entry(b"f", None, DAY))
+    store.put("alice", "k2", Entry(b"f", None, DAY))
+    store.put("alice", "k1", Entry(b"g", None, DAY))  # k1 again: now the newest
+    store.put("alice", "k3", Entry(b"f", None, DAY))
+    assert store.get("alice", "k2") is None
+    assert store.get("alice", "k1").fingerprint == b"g"
+    store = MemoryStore(Clock(), max_keys=2, max_per_user=10)
+    store.put("a", "k", Entry(b"f", None, DAY))
+    store.put("b", "k", Entry(b"f", None, DAY))
+    store.put("a", "k", Entry(b"g", None, DAY))
+    store.put("c", "k", Entry(b"f", None, DAY))
+    assert store.get("b", "k") is None and store.get("a", "k") is not None
+
+
+def test_an_expired_key_is_forgotten_at_its_expiry_time():
+    clock = Clock()
+    store = MemoryStore(clock)
+    store.put("a", "k1", Entry(b"f", None, 10))
+    store.put("a", "k2", Entry(b"f", None, 10))
+    clock.advance(10)
+    assert store.get("a", "k1") is None
+    assert len(store) == 1  # read after expiry: gone from memory too
+    store.expire()
+    assert len(store) == 0 and store.count_of("a") == 0

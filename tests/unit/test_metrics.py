@@ -6,6 +6,8 @@ that each daemon's counters are its own.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
@@ -315,3 +317,127 @@ def test_webhook_deliveries_and_failures_are_read_from_the_sender_when_scraped()
     assert value(metrics, "sipxcc_webhook_deliveries_total") == 5
     assert value(metrics, "sipxcc_webhook_failures_total") == 3
     assert value(metrics, "sipxcc_webhook_dropped_total") == 1
+
+
+# --- what a scraper is shown, exactly ---------------------------------------------------------
+
+HELP = [
+    ("sipxcc_sip_requests_total", "counter", "SIP requests, by direction and method"),
+    ("sipxcc_sip_responses_total", "counter", "SIP responses, by direction and class"),
+    ("sipxcc_sip_retransmissions_total", "counter",
+     "SIP requests and responses sent again (RFC 3261 section 17)"),
+    ("sipxcc_sip_transaction_timeouts_total", "counter",
+     "client transactions without a final response (Timer B/F)"),
+    ("sipxcc_calls_placed_total", "counter", "calls placed, by mode"),
+    ("sipxcc_calls_finished_total", "counter", "calls over, by mode and outcome"),
+    ("sipxcc_call_answer_seconds", "histogram", "from the POST to the calling user answering"),
+    ("sipxcc_call_connect_seconds", "histogram",
+     "from the calling user answering to the two users connected"),
+    ("sipxcc_http_requests_total", "counter", "HTTP requests, by route and status"),
+    ("sipxcc_http_auth_failures_total", "counter", "HTTP requests refused 401 or 403"),
+    ("sipxcc_event_streams_open", "gauge", "event streams open"),
+    ("sipxcc_calls_in_progress", "gauge", "calls in progress"),
+    ("sipxcc_calls_retained", "gauge", "finished calls still queryable"),
+    ("sipxcc_webhook_deliveries_total", "counter", "status callbacks delivered"),
+    ("sipxcc_webhook_failures_total", "counter",
+     "status callback attempts that did not deliver (each retried or dropped)"),
+    ("sipxcc_webhook_dropped_total", "counter", "status callbacks given up"),
+]
+METHODS = ["INVITE", "ACK", "BYE", "CANCEL", "REFER", "NOTIFY", "OPTIONS", "INFO", "UPDATE",
+           "PRACK", "SUBSCRIBE", "MESSAGE", "REGISTER", "PUBLISH", "other"]
+CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "other"]
+BUCKETS = ["0.1", "0.25", "0.5", "1.0", "2.0", "5.0", "10.0", "20.0", "30.0", "60.0", "120.0",
+           "300.0", "+Inf"]
+
+
+def test_a_fresh_scrape_shows_every_metric_with_its_help_and_zero_everywhere():
+    text = Metrics(Clock()).render().decode("utf-8")
+    comments = [line for line in text.splitlines()  # _created: as the client version has it
+                if line.startswith("#") and not line.split()[2].endswith("_created")]
+    assert comments == [line for name, kind, help in HELP
+                        for line in (f"# HELP {name} {help}", f"# TYPE {name} {kind}")]
+    found = samples(Metrics(Clock()))
+    assert {key for key in found if not key[0].endswith("_created")} == {
+        *{("sipxcc_sip_requests_total", (("direction", d), ("method", m)))
+          for d in ("received", "sent") for m in METHODS},
+        *{("sipxcc_sip_responses_total", (("class", c), ("direction", d)))
+          for d in ("received", "sent") for c in CLASSES},
+        *{("sipxcc_sip_transaction_timeouts_total", (("method", m),)) for m in METHODS},
+        *{(f"sipxcc_call_{what}_seconds_bucket", (("le", le),))
+          for what in ("answer", "connect") for le in BUCKETS},
+        *{(f"sipxcc_call_{what}_seconds_{end}", ())
+          for what in ("answer", "connect") for end in ("count", "sum")},
+        *{(name, ()) for name in (
+            "sipxcc_sip_retransmissions_total", "sipxcc_http_auth_failures_total",
+            "sipxcc_event_streams_open", "sipxcc_calls_in_progress", "sipxcc_calls_retained",
+            "sipxcc_webhook_deliveries_total", "sipxcc_webhook_failures_total",
+            "sipxcc_webhook_dropped_total")}}
+    assert {v for key, v in found.items() if not key[0].endswith("_created")} == {0.0}
+
+
+def test_the_scrape_is_served_once_marked_no_store_and_a_refusal_says_why():
+    web = MetricsHarness()
+    scrape = web.scrape(client="127.0.0.1")
+    assert scrape.headers(b"cache-control") == [b"no-store"]
+    assert scrape.header(b"content-type") == b"text/plain; version=0.0.4; charset=utf-8"
+    refused = web.scrape(headers={**basic("user1"), b"Accept": b"application/json"})
+    assert refused.responseCode == 403
+    assert json.loads(refused.body) == {"error-flag": "ERROR", "error-code": 403,
+                                        "error-text": "Not allowed to read the metrics"}
+
+
+def test_sip_messages_of_other_methods_and_classes_are_counted_one_by_one():
+    metrics = Metrics(Clock())
+    sip = metrics.sip
+    for _ in range(2):
+        sip.sent(b"SIP/2.0 200 OK\r\n\r\n")
+        sip.sent(b"ACK sip:a SIP/2.0\r\n\r\n")  # the request line is shorter than 16 bytes
+        sip.received(type("Request", (), {"method": "FOO"})())
+        sip.received(type("Response", (), {"status": 700})())
+        sip.timed_out("FOO")
+    sip.timed_out("INVITE")
+    assert value(metrics, "sipxcc_sip_responses_total", direction="sent", **{"class": "2xx"}) == 2
+    assert value(metrics, "sipxcc_sip_requests_total", direction="sent", method="ACK") == 2
+    assert value(metrics, "sipxcc_sip_requests_total", direction="received",
+                 method="other") == 2
+    assert value(metrics, "sipxcc_sip_responses_total", direction="received",
+                 **{"class": "other"}) == 2
+    assert value(metrics, "sipxcc_sip_transaction_timeouts_total", method="other") == 2
+    assert value(metrics, "sipxcc_sip_transaction_timeouts_total", method="INVITE") == 1
+    assert sum(samples(metrics).values()) - sum(
+        v for (name, _), v in samples(metrics).items() if name.endswith("_created")) == 11
+
+
+class Answered:
+    """What the Site's log hook is given: the path split by twisted.web, and the status."""
+
+    def __init__(self, code, prepath=()):
+        self.code, self.prepath = code, list(prepath)
+
+
+@pytest.mark.parametrize(("code", "label"), [(99, "0"), (100, "100"), (599, "599"),
+                                             (600, "0"), (None, "0")])
+def test_http_statuses_outside_100_to_599_are_counted_as_0(code, label):
+    metrics = Metrics(Clock())
+    metrics.http_request(Answered(code, prepath=[b"calls"]))
+    assert value(metrics, "sipxcc_http_requests_total", route="calls", code=label) == 1
+
+
+def test_a_request_without_a_path_counts_as_other():
+    metrics = Metrics(Clock())
+    metrics.http_request(Answered(400))
+    assert value(metrics, "sipxcc_http_requests_total", route="other", code="400") == 1
+
+
+def test_answer_and_connect_times_below_a_second_and_up_to_connected_only():
+    clock, registry, metrics = followed_registry()
+    call = registry.place(req())
+    clock.advance(0.25)
+    line(clock, call, "INVITE", "SIP/2.0 200 OK")  # the calling user answered
+    clock.advance(0.5)
+    line(clock, call, "REFER", "SIP/2.0 202 Accepted")  # transferring: not yet connected
+    clock.advance(0.125)
+    line(clock, call, "NOTIFY", "SIP/2.0 200 OK")  # the called user answered
+    assert value(metrics, "sipxcc_call_answer_seconds_sum") == 0.25
+    assert value(metrics, "sipxcc_call_connect_seconds_count") == 1
+    assert value(metrics, "sipxcc_call_connect_seconds_sum") == 0.625

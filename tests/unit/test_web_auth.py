@@ -31,10 +31,11 @@ def digest_challenge(harness, uri=URI, method=b"GET", secure=True) -> dict:
 
 
 def digest(challenge: dict, user="user1", pin=PIN, method="GET", uri=URI, count=1,
-           cnonce="0a4f113b", **override) -> dict:
-    """An Authorization header as RFC 2617 §3.2.2 (qop=auth) computes it."""
+           cnonce="0a4f113b", nc=None, **override) -> dict:
+    """An Authorization header as RFC 2617 §3.2.2 (qop=auth) computes it (C{nc}: the
+    nonce count as written, else C{count} in lower-case hex)."""
     fields = {"username": user, "realm": challenge["realm"], "nonce": challenge["nonce"],
-              "uri": uri, "qop": "auth", "nc": f"{count:08x}", "cnonce": cnonce,
+              "uri": uri, "qop": "auth", "nc": nc or f"{count:08x}", "cnonce": cnonce,
               "algorithm": "MD5"}
     ha1 = md5(f"{user}:{REALM}:{pin}")
     ha2 = md5(f"{method}:{uri}")

@@ -3,6 +3,7 @@ variants are accepted, nonce lifetime and capacity, 403 texts, and the /health p
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
@@ -15,6 +16,7 @@ from sipxcc.web.limits import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_HOST, REQUEST
 from sipxcc.web.site import REQUEST_TIMEOUT, build_site
 from tests.unit.test_web_auth import URI, digest, digest_challenge, error_code
 from tests.unit.webfakes import (
+    PIN,
     FakeDirectory,
     FakeRegistry,
     WebHarness,
@@ -77,8 +79,8 @@ def test_a_nonce_is_fresh_for_exactly_its_lifetime(harness):
                                       {"nc": "0000000a"}])
 def test_digest_variants_that_are_accepted(harness, override):
     challenge = digest_challenge(harness)
-    count = int(override.get("nc", "1"), 16)
-    header = digest(challenge, count=count, **{k: v for k, v in override.items() if k != "nc"})
+    header = digest(challenge, **override)
+    assert b"nc=%s" % override.get("nc", "00000001").encode() in header[b"Authorization"]
     assert harness.request(b"GET", URI, headers=header).responseCode == 200
 
 
@@ -278,3 +280,70 @@ def test_the_trust_memo_is_bounded_and_still_answers_right(harness):
         harness.auth.trusted(Request(b"GET", b"/", client=f"10.0.{n >> 8}.{n & 255}"))
     assert len(harness.auth._trust) <= 4096
     assert harness.auth.trusted(Request(b"GET", b"/", client="127.0.0.1")) is auth.TRUSTED
+
+
+# --- failures: what the client is told, and what is counted against it ------------------------
+
+def test_malformed_digests_are_failures_of_that_client_and_not_stale(harness):
+    for _ in range(auth.FAILURE_LIMIT):
+        request = harness.request(b"GET", URI, headers={b"Authorization": b"Digest nonsense"})
+        assert error_code(request) == (401, 401, "Authentication failed")
+        assert CHALLENGE.fullmatch(challenges(request)[0])
+        assert challenges(request)[0].endswith(b", stale=false")
+    blocked = harness.request(b"GET", URI, headers=basic("user1"))
+    assert error_code(blocked) == (429, 429, "Too many authentication failures")
+
+
+def test_a_user_name_that_is_not_utf8_is_a_failed_login_not_an_error(harness):
+    token = base64.b64encode(b"us\xffer:" + PIN.encode())
+    request = harness.request(b"GET", URI, headers={b"Authorization": b"Basic " + token})
+    assert error_code(request) == (401, 401, "Authentication failed")
+
+
+def test_a_locked_account_is_told_so(harness):
+    harness.auth.accounts = auth.FailureThrottle(harness.clock, limit=1, what="account")
+    harness.request(b"GET", URI, headers=basic("user1", "999"))
+    request = harness.request(b"GET", URI, headers=basic("user1"), client="192.0.2.77")
+    assert error_code(request) == (429, 429,
+                                   "Too many authentication failures for this account")
+
+
+def test_the_nonce_lifetime_is_the_authenticators():
+    clock = Clock()
+    authenticator = auth.Authenticator(make_config(), FakeDirectory(), clock, nonce_lifetime=5)
+    nonce = authenticator.digest.nonces.issue()
+    clock.advance(5)
+    assert authenticator.digest.nonces.is_fresh(nonce)
+    clock.advance(0.5)
+    assert not authenticator.digest.nonces.is_fresh(nonce)
+
+
+def test_the_trust_memo_never_holds_more_than_4096_hosts(harness):
+    from tests.unit.webfakes import WebRequest as Request
+
+    for n in range(4097):
+        harness.auth.trusted(Request(b"GET", b"/", client=f"10.0.{n >> 8}.{n & 255}"))
+        assert len(harness.auth._trust) <= 4096
+    assert len(harness.auth._trust) == 1  # cleared when full, then the 4097th
+
+
+def test_a_throttle_remembers_the_newest_max_hosts_keys():
+    throttle = auth.FailureThrottle(Clock(), limit=2, max_hosts=3)
+    for host in ("a", "b", "c", "d"):
+        throttle.failed(host)  # "a" is forgotten: 3 keys at most
+    throttle.failed("b")
+    throttle.failed("d")
+    throttle.failed("a")  # counted from 1 again
+    assert [throttle.retry_after(h) for h in "abd"] == [None, 60, 60]
+
+
+def test_a_block_ends_exactly_on_time_and_retry_after_rounds_up():
+    clock = Clock()
+    throttle = auth.FailureThrottle(clock, limit=1, block=60)
+    throttle.failed("a")
+    clock.advance(59.5)
+    assert throttle.retry_after("a") == 1  # half a second left: come back in 1
+    clock.advance(0.25)
+    assert throttle.retry_after("a") == 1
+    clock.advance(0.25)
+    assert throttle.retry_after("a") is None  # 60 s: over

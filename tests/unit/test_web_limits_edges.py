@@ -4,10 +4,11 @@ passes while a response is under way."""
 
 from __future__ import annotations
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web import http, resource, server
 
-from sipxcc.web import limits
+from sipxcc.web import limits, render
 from sipxcc.web.site import LimitedSite
 from tests.unit.test_web_limits import GET_HEALTH, Client, make_site
 
@@ -124,3 +125,100 @@ def test_a_deadline_during_a_response_closes_without_a_408():
     client.send(b"Host: x\r\n\r\n")  # ignored once closing
     reactor.advance(limits.REQUEST_DEADLINE)
     assert b"408" not in client.output()
+
+
+# --- exact answers at each limit's edge ------------------------------------------------------
+
+def test_an_endless_request_line_gets_exactly_414_and_the_document():
+    site, _ = make_site()
+    client = Client(site)
+    # a colon later in the line (a SIP URI in the query) does not make it a header line
+    client.send(b"GET /callcontroller/user1/user2?target=sip:" + b"a" * 20000)
+    body = render.processing_status_xml(414, "Request URI too long")
+    assert client.output() == (b"HTTP/1.1 414 URI Too Long\r\nConnection: close\r\n"
+                               b"Content-Type: text/xml; charset=UTF-8\r\n"
+                               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    assert client.closing
+
+
+def test_an_endless_folded_header_line_is_431_not_414():
+    site, _ = make_site()
+    client = Client(site)
+    client.send(b"GET /health HTTP/1.1\r\nX-Big: a\r\n " + b"a b" * 7000)  # obs-fold
+    assert client.output() == b"HTTP/1.1 431 Request Header Fields Too Large\r\n" + CLOSE
+
+
+def test_a_chunked_body_of_exactly_the_limit_is_still_read():
+    site, _ = make_site()
+    client = Client(site)
+    client.send(b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    limit = limits.MAX_BODY + limits.MAX_HEAD_SIZE  # body bytes with their chunk framing
+    chunk = b"1000\r\n" + b"a" * 0x1000 + b"\r\n"
+    whole, rest = divmod(limit, len(chunk))
+    client.send(chunk * whole)
+    last = b"%x\r\n" % (rest - 7) + b"a" * (rest - 7) + b"\r\n"  # 3 hex digits + 4 framing
+    assert len(last) == rest
+    client.send(last)
+    assert client.output() == b""
+    client.send(b"0")
+    assert client.output() == b"HTTP/1.1 413 Payload Too Large\r\n" + CLOSE
+    client.lose()
+
+
+def test_connections_over_the_total_are_counted_each():
+    site, _ = make_site(total=1, per_host=10)
+    Client(site)
+    for port in (40001, 40002, 40003):
+        Client(site, port=port)
+    assert site.limits.refused == 3
+
+
+def test_a_connection_is_kept_alive_until_it_is_300_seconds_old():
+    site, reactor = make_site()
+    reactor.advance(1000)  # the connection's age is counted from its opening
+    client = Client(site)
+    for _ in range(int(limits.MAX_CONNECTION_LIFETIME // 5) - 1):
+        reactor.advance(5)
+        client.send(GET_HEALTH)
+    assert b"Connection: close" not in client.output()  # 295 s old
+    reactor.advance(5)
+    client.send(GET_HEALTH)  # 300 s old: the last response
+    *_, last = client.output().split(b"HTTP/1.1 ")
+    assert b"Connection: close\r\n" in last
+    assert client.output().count(b"Connection: close") == 1
+
+
+def test_without_a_clock_a_connection_is_kept_alive():
+    _, factory = channel_without_site_deadlines()
+    client = Client(factory)
+
+    class Answered(http.Request):
+        def process(self):
+            self.finish()
+    client.channel.requestFactory = Answered
+    client.send(GET_HEALTH)
+    assert client.output().startswith(b"HTTP/1.1 ")
+    assert b"Connection: close" not in client.output()
+
+
+def test_an_aborted_connection_is_released_when_it_is_lost():
+    site, reactor = make_site(total=1, per_host=1)
+    Client(site)
+    refused = Client(site, port=40001)
+    refused.transport.abortConnection = lambda: None
+    reactor.advance(limits.ABORT_GRACE + 0.1)  # aborted; the reactor then reports the loss
+    refused.lose()
+    assert site.limits.open == 1
+
+
+def test_a_request_under_way_learns_why_its_connection_was_lost():
+    reactor = MemoryReactorClock()
+    site = LimitedSite(Forever(), reactor)
+    site.startFactory()
+    client = Client(site)
+    client.send(GET_HEALTH)  # handled, never answered
+    [request] = client.channel.requests
+    reasons = []
+    request.notifyFinish().addErrback(reasons.append)
+    client.lose()
+    assert [r.type for r in reasons] == [ConnectionDone]

@@ -175,3 +175,18 @@ def test_status_cache_follows_new_events_and_stays_bounded():
     for call in calls:
         cache.status_lines(call, True)
     assert len(cache._cache) == 2
+
+
+def test_the_status_cache_keeps_the_4096_calls_most_recently_asked_for():
+    from sipxcc.calls.call import Call, CallRequest
+    from sipxcc.users import User
+    from sipxcc.web.render import StatusCache
+
+    user = User("user1@sipx.test", "user1", (), None, None, None)
+    cache = StatusCache()
+    calls = [Call(CallRequest(user, "user1@sipx.test", f"u{i}@sipx.test"), 0)
+             for i in range(4097)]
+    for call in calls:
+        cache.status_lines(call, False)
+    assert len(cache._cache) == 4096
+    assert calls[0].id not in cache._cache and calls[-1].id in cache._cache
