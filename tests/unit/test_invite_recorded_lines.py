@@ -40,3 +40,20 @@ def test_an_unanswered_invite_is_recorded_as_its_own_408():
     assert [(e.call_id, e.method, e.status_line) for e in call.events] == [
         (invite1.call_id, "INVITE", "SIP/2.0 408 Request Timeout")]
     assert (call.ended, call.state) == (True, "failed")
+
+
+def test_a_callee_answering_our_ring_timeout_cancel_with_408_is_still_no_answer():
+    from tests.unit.sipfakes import FarEnd
+    from tests.unit.test_invite_flow import A_ANSWER1
+    net, _, call = setup(timeout=30)
+    [invite1] = net.sent_messages()
+    net.deliver(FarEnd(invite1).ok(A_ANSWER1))
+    _, invite2 = net.sent_messages()
+    net.deliver(answer(invite2, 180, "Ringing", "b1"))
+    net.clock.advance(30)
+    [cancel] = net.sent_messages()
+    assert cancel.method == "CANCEL"
+    net.deliver(answer(invite2, 408, "Request Timeout", "b1"))
+    bye = [m for m in net.sent_messages() if getattr(m, "method", None) == "BYE"]
+    assert [m.headers.values("Reason") for m in bye] == [
+        ['SIP;cause=480;text="No Answer"', "Q.850;cause=19"]]
