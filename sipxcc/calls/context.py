@@ -145,8 +145,7 @@ def transfer_target_invite(ctx: FlowContext, call: Call, target: str, body: byte
 
 def first_invite(ctx: FlowContext, call: Call, to: str, *, forwarding_allowed: bool,
                  subject: str | None = None, auto_answer: bool = False, body: bytes | None = None,
-                 call_id: str | None = None, from_: str | None = None,
-                 asserted: str | None = None) -> Request:
+                 from_: str | None = None, asserted: str | None = None) -> Request:
     """
     The INVITE sipX expects from a call controller: the URI parameters that keep sipX
     from sending it to voicemail (and, unless allowed, from forwarding it), the agent's
@@ -172,7 +171,7 @@ def first_invite(ctx: FlowContext, call: Call, to: str, *, forwarding_allowed: b
         headers.append(("Content-Type", "application/sdp"))
     return ctx.ua.new_request("INVITE", sip_uri(to, params=params),
                               from_ or from_address(request.agent),
-                              f"<{sip_uri(to)}>", headers, body, call_id=call_id)
+                              f"<{sip_uri(to)}>", headers, body)
 
 
 def now_ms(clock: Clock) -> int:

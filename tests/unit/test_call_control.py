@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import (
     IHostnameResolver,
@@ -287,3 +288,72 @@ def test_calls_without_a_callback_post_nothing():
     call = registry.place(req())
     call.record(1000, "cid", "INVITE", "SIP/2.0 180 Ringing")
     assert posted == []
+
+
+class ControlHTTPReactor(HTTPReactor, ControlReactor):
+    """SIP sockets that swallow datagrams and HTTP connections a test can inspect."""
+
+
+def test_the_calls_section_sets_which_hosts_and_ports_status_webhooks_may_reach():
+    from sipxcc.config import CallsConfig
+    reactor = ControlHTTPReactor()
+    limits = CallsConfig(180, 180, 10, 3, ("192.0.2.9",), callback_ports=(8080,))
+    cc = CallControl(reactor, domain="sipx.test", proxy="sip:192.0.2.5:5080;lr",
+                     address="192.0.2.10", port=5070, calls_config=limits)
+    cc.listen()
+    allowed = cc.registry.place(CallRequest(AGENT, "user1@sipx.test", "user2@sipx.test",
+                                            status_callback="http://192.0.2.9:8080/hook"))
+    allowed.record(1000, "cid", "INVITE", "SIP/2.0 180 Ringing")
+    assert [(host, port) for host, port, *_ in reactor.tcpClients] == [("192.0.2.9", 8080)]
+    for called, url in (("user3@sipx.test", "http://192.0.2.9:80/hook"),
+                        ("user4@sipx.test", "http://192.0.2.77:8080/hook")):
+        refused = cc.registry.place(CallRequest(AGENT, "user1@sipx.test", called,
+                                                status_callback=url))
+        refused.record(1000, "cid", "INVITE", "SIP/2.0 180 Ringing")
+    assert [(host, port) for host, port, *_ in reactor.tcpClients] == [("192.0.2.9", 8080)]
+
+
+def test_the_calls_section_sets_how_many_finished_calls_are_kept_and_how_long():
+    from sipxcc.config import CallsConfig
+    limits = CallsConfig(180, 180, 10, 3, (), max_retained=7, max_retained_per_owner=2,
+                         max_result_cache_time=60)
+    _, cc = control(calls_config=limits)
+    assert (cc.registry.max_retained, cc.registry.max_retained_per_owner,
+            cc.registry.max_result_cache_time) == (7, 2, 60)
+    _, cc = control()  # no [calls] section: the registry's own bounds
+    assert (cc.registry.max_retained, cc.registry.max_retained_per_owner,
+            cc.registry.max_result_cache_time) == (100_000, 1000, 86400)
+
+
+def test_the_proxy_realm_is_the_domain_unless_configured():
+    for kw, realm in (({}, "sipx.test"), ({"realm": "proxy.sipx.test"}, "proxy.sipx.test")):
+        for port in (5070, 0):  # a bound port other than the configured one keeps it too
+            _, cc = control(port=port, transports=("udp",), **kw)
+            cc.listen()
+            assert (cc.ua.settings.realm, cc.ua.settings.transports) == (realm, ("udp",))
+
+
+def test_outgoing_tls_uses_the_client_context_and_connections_are_bounded_by_default():
+    context = object()
+    _, cc = control(tls_client_context=context)
+    assert cc.transport.client_tls is context
+    _, cc = control()
+    assert cc.transport.client_tls is None  # no context: outgoing TLS is refused
+    assert (cc.transport.limits.total, cc.transport.limits.per_host) == (1000, 64)
+
+
+def test_a_call_whose_invite_times_out_frees_the_agents_place_in_both_modes():
+    from sipxcc.calls.errors import AgentLimit
+    for method in ("REFER", "INVITE"):
+        reactor, cc = control(max_calls_per_agent=1)
+        cc.listen()
+        first = cc.registry.place(CallRequest(AGENT, "user1@sipx.test", "user2@sipx.test",
+                                              method=method))
+        with pytest.raises(AgentLimit):
+            cc.registry.place(CallRequest(AGENT, "user1@sipx.test", "user3@sipx.test",
+                                          method=method))
+        reactor.advance(40)  # no answer from the proxy: Timer B (64*T1) fails the INVITE
+        assert first.state == "failed"
+        second = cc.registry.place(CallRequest(AGENT, "user1@sipx.test", "user3@sipx.test",
+                                               method=method))
+        assert second.state != "failed"

@@ -67,7 +67,7 @@ def test_unsubscribe_stops_the_events_and_keeps_nothing():
 def test_subscribers_are_bounded():
     registry = CallRegistry(Clock(), {"REFER": FakeFlow})
     stops = [registry.subscribe(lambda call, event: None) for _ in range(MAX_SUBSCRIBERS)]
-    with pytest.raises(TooManySubscribers):
+    with pytest.raises(TooManySubscribers, match=f"^at most {MAX_SUBSCRIBERS} event subscribers$"):
         registry.subscribe(lambda call, event: None)
     stops[0]()
     registry.subscribe(lambda call, event: None)  # room again

@@ -130,3 +130,83 @@ def test_the_calls_followed_for_their_times_are_bounded():
     for call in calls:
         call.flow.end()
     assert log.tracked == {}
+
+
+def ended_status(*lines: tuple[str, str]) -> dict[str, str]:
+    """The end line's status, reason and method of a call that met these status lines."""
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        clock, registry = logged_registry()
+        call = registry.place(req(method="INVITE"))
+        for method, status_line in lines:
+            record(clock, call, method, status_line)
+        call.flow.end()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    _, values = fields([formatEvent(e) for e in events
+                        if e.get("log_namespace") == "sipxcc.calls.calllog"][-1])
+    return {key: values[key] for key in ("status", "reason", "method") if key in values}
+
+
+@pytest.mark.parametrize(("lines", "shown"), [
+    # a challenge is answered by sending the request again: the answer to that decides
+    ((("INVITE", "SIP/2.0 401 Unauthorized"), ("INVITE", "SIP/2.0 200 OK")),
+     {"status": "200", "reason": "OK", "method": "INVITE"}),
+    ((("INVITE", "SIP/2.0 407 Proxy Authentication Required"), ("INVITE", "SIP/2.0 200 OK")),
+     {"status": "200", "reason": "OK", "method": "INVITE"}),
+    # the last failure, from 300 up, wins over an earlier one and over any later success
+    ((("INVITE", "SIP/2.0 486 Busy Here"), ("INVITE", "SIP/2.0 300 Multiple Choices"),
+      ("BYE", "SIP/2.0 200 OK")),
+     {"status": "300", "reason": "Multiple Choices", "method": "INVITE"}),
+    ((("INVITE", "SIP/2.0 402 Payment Required"), ("BYE", "SIP/2.0 200 OK")),
+     {"status": "402", "reason": "Payment Required", "method": "INVITE"}),
+    ((("INVITE", "SIP/2.0 408 Request Timeout"), ("BYE", "SIP/2.0 200 OK")),
+     {"status": "408", "reason": "Request Timeout", "method": "INVITE"}),
+    ((("INVITE", "SIP/2.0 486"), ("BYE", "SIP/2.0 200 OK")),
+     {"status": "486", "reason": "", "method": "INVITE"}),
+    # a provisional answer decides nothing
+    ((("INVITE", "SIP/2.0 180 Ringing"),), {"status": "none"}),
+    # a NOTIFY body that is no status line is skipped, and so are the lines after it read
+    ((("NOTIFY", "SIP/2.0"), ("NOTIFY", "SIP/2.0 abc x"), ("NOTIFY", "oops"),
+      ("INVITE", "SIP/2.0 603 Decline")),
+     {"status": "603", "reason": "Decline", "method": "INVITE"}),
+])
+def test_the_end_line_names_the_status_that_decided_the_call(lines, shown):
+    assert ended_status(*lines) == shown
+
+
+def test_times_under_a_second_are_shown_as_they_are(logged):
+    clock, registry = logged_registry()
+    call = registry.place(req())
+    clock.advance(0.25)
+    record(clock, call, "INVITE", "SIP/2.0 200 OK")
+    clock.advance(0.5)
+    record(clock, call, "NOTIFY", "SIP/2.0 200 OK")
+    clock.advance(0.75)
+    call.flow.end()
+    _, values = fields(logged()[-1])
+    assert (values["ring_time"], values["connected_time"]) == ("0.25", "0.75")
+
+
+def test_a_call_beyond_the_followed_ones_still_gets_its_end_line(logged):
+    clock = Clock()
+    registry = CallRegistry(clock, {"REFER": FakeFlow})
+    CallLog(clock, max_tracked=0).follow(registry)
+    call = registry.place(req())
+    clock.advance(3)
+    record(clock, call, "INVITE", "SIP/2.0 486 Busy Here")
+    call.flow.end()
+    head, values = fields(logged()[-1])
+    assert head == "call ended"
+    assert (values["status"], values["ring_time"], values["connected_time"]) == (
+        "486", "3.00", "0.00")
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("XRAY", "XRAY"),
+    ("a X", '"a X"'),
+    ("x" * MAX_VALUE, "x" * MAX_VALUE),  # at the limit: whole
+])
+def test_plain_words_stay_bare_and_only_quotes_and_backslashes_are_escaped(raw, shown):
+    assert quote(raw) == shown

@@ -8,7 +8,7 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from sipxcc.calls.call import Call, CallRequest
 from sipxcc.calls.callbacks import (
@@ -156,3 +156,77 @@ def test_the_poster_refuses_before_connecting():
     with pytest.raises(CallbackRefused):
         post("https://crm.example:8080/hook", b"{}")
     assert reactor.nameResolver.lookups == ["crm.example"]
+
+
+def test_configured_hosts_match_whatever_their_case_trailing_dot_or_brackets():
+    policy = CallbackPolicy(("Hooks.Example.COM.", "[2001:db8::9]"))
+    assert policy.target("https://hooks.example.com/x") == ("hooks.example.com", 443)
+    assert policy.target("http://[2001:db8::9]/x") == ("2001:db8::9", 80)
+    assert policy.choose("2001:db8::9", ["2001:db8::9"]) == "2001:db8::9"
+
+
+def test_a_resolved_name_that_is_no_address_is_skipped_not_the_end_of_the_list():
+    assert POLICY.choose("crm.example", ["not-an-address", "93.184.215.14"]) == "93.184.215.14"
+
+
+def test_a_refusal_drops_the_events_waiting_behind_the_refused_one():
+    pending = defer.Deferred()
+    posted = []
+
+    def post(url, body, headers=None):
+        posted.append(json.loads(body)["sequence"])
+        if pending.called:
+            return defer.fail(CallbackRefused("port 8080 is not in calls.callback_ports"))
+        return pending
+
+    clock = Clock()
+    callbacks = StatusCallbacks(clock, post)
+    call = Call(CallRequest(USER1, "user1@sipx.test", "user2@sipx.test",
+                            status_callback="https://crm.example/hook"), 0)
+    callbacks.attach(call)
+    call.record(1000, "cid", "INVITE", "SIP/2.0 100 Trying")
+    call.record(1001, "cid", "INVITE", "SIP/2.0 180 Ringing")
+    call.record(1002, "cid", "INVITE", "SIP/2.0 200 OK")
+    assert posted == [1]  # one at a time: two wait
+    pending.errback(CallbackRefused("port 8080 is not in calls.callback_ports"))
+    assert (callbacks.delivered, callbacks.failed, callbacks.dropped) == (0, 1, 3)
+    call.finish("ended")
+    assert posted == [1] and callbacks.dropped == 4
+    posted.clear()
+    other = Call(CallRequest(USER1, "user1@sipx.test", "user3@sipx.test",
+                             status_callback="https://crm.example/hook"), 0)
+    callbacks.attach(other)
+    other.record(1000, "cid2", "INVITE", "SIP/2.0 100 Trying")  # the same refusal
+    assert posted == [1] and callbacks.dropped == 5  # counted over all calls
+
+
+def test_a_redirect_is_returned_as_it_is_and_not_followed():
+    from tests.unit.test_call_control import HTTPReactor
+    reactor = HTTPReactor()
+    post = treq_poster(reactor, CallbackPolicy(["192.0.2.9"], ports=(8080,)))
+    results = []
+    post("http://192.0.2.9:8080/hook", b"{}").addBoth(results.append)
+    [(_, _, _, timeout, _)] = reactor.tcpClients
+    assert timeout == 5  # the default connection timeout, in seconds
+    proto, _ = reactor.connect()
+    proto.dataReceived(b"HTTP/1.1 302 Found\r\nLocation: http://192.0.2.9:8080/other\r\n"
+                       b"Content-Length: 0\r\n\r\n")
+    assert results == [302]
+    assert len(reactor.tcpClients) == 1
+
+
+def test_an_https_webhook_speaks_tls_from_the_first_byte():
+    from tests.unit.test_call_control import HTTPReactor
+    reactor = HTTPReactor()
+    post = treq_poster(reactor, CallbackPolicy(["192.0.2.9"], ports=(8443,)))
+    post("https://192.0.2.9:8443/hook", b"{}")
+    [(host, port, factory, _, _)] = reactor.tcpClients
+
+    class TCPTransport(StringTransport):
+        def setTcpNoDelay(self, enabled):
+            pass
+
+    transport = TCPTransport(peerAddress=IPv4Address("TCP", host, port))
+    factory.buildProtocol(IPv4Address("TCP", host, port)).makeConnection(transport)
+    sent = transport.value()
+    assert sent[:1] == b"\x16"  # a TLS handshake record (RFC 8446 §5.1), not "POST"

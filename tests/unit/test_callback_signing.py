@@ -185,3 +185,19 @@ def test_post_passes_the_filter_to_the_call_and_refuses_an_unknown_event():
                       client="127.0.0.1")
     assert bad.responseCode == 400 and b"statusCallbackEvent" in bad.body
     assert len(web.registry.calls) == 1
+
+
+def test_a_secret_file_gives_its_whole_first_line_at_most_4096_bytes(tmp_path):
+    path = tmp_path / "secret"
+    path.write_bytes(b"  a key with spaces in it  \nsecond line\n")
+    os.chmod(path, 0o600)
+    assert read_secret(str(path)) == b"a key with spaces in it"
+    path.write_bytes(b"k" * 5000 + b"\n")
+    assert read_secret(str(path)) == b"k" * 4096  # what is read of a secret file is bounded
+
+
+def test_a_key_of_exactly_the_minimum_length_is_accepted():
+    from sipxcc.calls.callbacks import MIN_SECRET
+    assert read_secret("k" * MIN_SECRET) == b"k" * MIN_SECRET
+    with pytest.raises(SecretError, match=f"shorter than {MIN_SECRET} bytes"):
+        read_secret("k" * (MIN_SECRET - 1))

@@ -3,7 +3,9 @@ requests that fail, retransmitted 2xx timing, and transfers to a target without 
 
 from __future__ import annotations
 
-from tests.unit.sipfakes import FarEnd, answer
+from sipxcc.calls.relay import SessionFace
+from sipxcc.calls.sdp import SessionDescription
+from tests.unit.sipfakes import FarEnd, WireMessage, answer
 from tests.unit.test_invite_flow import (
     A_ANSWER1,
     B_OFFER,
@@ -198,3 +200,76 @@ def test_a_callee_silent_on_the_targets_offer_ends_the_call_with_408():
     assert {m.call_id for m in byes} == {invite_x.call_id, c.invite2.call_id}
     assert all("cause=408" in m.headers.get("Reason") for m in byes)
     assert (invite_x.call_id, "SIP/2.0 200 OK") in lines(c.call)
+
+
+def relayed_reinvite_answered(c, offer):
+    """B re-INVITEs with C{offer}, A answers 200 with its SDP; returns B's INVITE and the
+    200 relayed to B."""
+    reinvite = c.b.request("INVITE", [SDP_TYPE], offer)
+    c.net.deliver(reinvite)
+    _, relayed = c.sent()
+    c.net.deliver(answer(relayed, 200, "OK", None, [SDP_TYPE], A_ANSWER1))
+    [ok] = c.sent()
+    return reinvite, ok
+
+
+def ack_from_b(c, reinvite):
+    ack = c.b.request("ACK")
+    ack.headers.set("CSeq", f"{reinvite.cseq[0]} ACK")
+    c.net.deliver(ack)
+    return c.sent()
+
+
+def test_after_a_relayed_reinvite_completes_the_next_one_is_relayed_too():
+    c = Connected()
+    first, ok = relayed_reinvite_answered(c, sdp("bob", 222, 8, "10.0.0.2", 5000, "sendonly"))
+    assert ok.status == 200
+    [ack_a] = ack_from_b(c, first)
+    assert (ack_a.method, ack_a.call_id) == ("ACK", c.invite1.call_id)
+    second, ok = relayed_reinvite_answered(c, sdp("bob", 222, 9, "10.0.0.2", 5000))
+    assert (ok.status, ok.cseq) == (200, second.cseq)
+    assert content(ok.body) == content(A_ANSWER1)
+
+
+def test_a_retransmitted_ack_is_not_passed_on_twice():
+    c = Connected()
+    reinvite, _ = relayed_reinvite_answered(c, B_OFFER)
+    [ack_a] = ack_from_b(c, reinvite)
+    assert ack_a.method == "ACK"
+    assert ack_from_b(c, reinvite) == []
+    assert c.call.state == "connected"
+
+
+def test_sdp_with_content_type_parameters_is_still_mapped_into_the_peers_session():
+    c = Connected()
+    update = c.b.request("UPDATE", [("Content-Type", "application/sdp;charset=utf-8")],
+                         B_OFFER)
+    c.net.deliver(update)
+    [relayed] = c.sent()
+    assert relayed.method == "UPDATE"
+    origin = [v for k, v in SessionDescription.parse(relayed.body).lines if k == "o"]
+    assert origin[0].startswith("sipxcc ")  # our session towards A, not bob's
+
+
+def test_every_leg_gets_its_own_session_id_that_fits_a_signed_64_bit_integer():
+    ids = {SessionFace("127.0.0.1").session_id for _ in range(64)}
+    assert len(ids) == 64
+    assert all(0 < session_id < 2**63 for session_id in ids)  # how SDP stacks read it
+
+
+def test_a_2xx_that_crosses_the_senders_cancel_is_still_acked():
+    c = Connected()
+    reinvite = c.b.request("INVITE", [SDP_TYPE], B_OFFER)
+    c.net.deliver(reinvite)
+    _, relayed = c.sent()
+    method_uri = reinvite.start_line.split()[1]
+    cancel = WireMessage(f"CANCEL {method_uri} SIP/2.0", [
+        (name, reinvite.headers.get(name)) for name in ("Via", "From", "To", "Call-ID")
+    ] + [("CSeq", f"{reinvite.cseq[0]} CANCEL"), ("Max-Forwards", "70")])
+    c.net.deliver(cancel)
+    sent = c.sent()
+    assert sorted((getattr(m, "method", None) or m.status) for m in sent
+                  if m.call_id == reinvite.call_id) == [200, 487]
+    c.net.deliver(answer(relayed, 200, "OK", None, [SDP_TYPE], A_ANSWER1))
+    acks = [m for m in c.sent() if getattr(m, "method", None) == "ACK"]
+    assert [(m.call_id, m.cseq[0]) for m in acks] == [(relayed.call_id, relayed.cseq[0])]

@@ -166,3 +166,17 @@ def test_a_finished_call_keeps_its_events_and_dialogs_in_order():
     assert [e.status_line for e in call.events] == [
         "SIP/2.0 180 Ringing", "SIP/2.0 200 OK", "SIP/2.0 200 OK"]
     assert call.events[0] == StatusEvent(1000, "c1", "INVITE", "SIP/2.0 180 Ringing")
+
+
+def test_clear_stops_every_watchdog_and_retention_whatever_the_calls_state():
+    clock = Clock()
+    registry = CallRegistry(clock, {"REFER": FakeFlow, "INVITE": FakeFlow}, 10, 5,
+                            max_retained=1, max_retained_per_owner=1)
+    refer = registry.place(req(called="user2@sipx.test"))  # in progress, no watchdog
+    invite = registry.place(req(called="user3@sipx.test", method="INVITE"))  # watchdog runs
+    for called in ("user4@sipx.test", "user5@sipx.test"):  # finished: retained, one evicted
+        registry.place(req(called=called)).flow.end()
+    registry.clear()
+    assert registry.calls_of(USER1.identity, 10) == []
+    clock.advance(86400)  # no watchdog fires for a cleared call
+    assert refer.flow.hangups == invite.flow.hangups == []
