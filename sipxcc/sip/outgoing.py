@@ -26,7 +26,7 @@ from twisted.internet import defer
 from sipxcc.logs import logger
 from sipxcc.sip.digest import Challenge, DigestCredentials, authorization, make_cnonce
 from sipxcc.sip.message import Request, Response, make_branch
-from sipxcc.sip.transaction import T1, ClientTransaction, Timeout, TransportFailure
+from sipxcc.sip.transaction import T1, ClientTransaction, Timeout
 from sipxcc.sip.transport import Source, Target
 from sipxcc.timers import TimerHandle
 
@@ -272,12 +272,11 @@ class OutgoingRequest:
         return request
 
     def _failure(self, exc: Exception) -> None:
+        """The transaction's end without a final response: Timer B/F, or the transport."""
         if self.final_status is not None:
             return
         status, reason = (408, "Request Timeout") if isinstance(exc, Timeout) else \
             (503, "Service Unavailable")
-        if not isinstance(exc, (Timeout, TransportFailure)):
-            status, reason = 500, "Internal Error"
         self.final_status = status
         self.on_response = None
         self._settled()
