@@ -31,7 +31,7 @@ from sipxcc.sip.transport import Source, Target
 from sipxcc.timers import TimerHandle
 
 if TYPE_CHECKING:
-    from sipxcc.sip.dialog import Dialog, DialogId
+    from sipxcc.sip.dialog import Dialog
 
 log = logger(__name__)
 
@@ -80,8 +80,6 @@ class RequestCore(Protocol):
 
     def create_dialog(self, request: Request, response: Response,
                       credentials: DigestCredentials | None = None) -> Dialog: ...
-
-    def find_dialog(self, dialog_id: DialogId) -> Dialog | None: ...
 
 
 class OutgoingRequest:
@@ -314,14 +312,11 @@ class OutgoingRequest:
             self._failure(Timeout("INVITE not ended by CANCEL"))
 
     def _extra_2xx(self, response: Response) -> None:
-        """A 2xx retransmission is ACKed again; a 2xx from another fork is ACKed and BYEd."""
-        if self.dialog is not None and response.to_tag == self.dialog.remote_tag:
+        """A 2xx retransmission is ACKed again; a 2xx from another fork is ACKed and BYEd
+        (the fork's dialog ends at once, so a resent one is ACKed and BYEd again)."""
+        assert self.dialog is not None  # the first 2xx made it
+        if response.to_tag == self.dialog.remote_tag:
             self.dialog.retransmitted_2xx(response)
-            return
-        known = self.ua.find_dialog((_ours(self.request, "Call-ID"), self.request.from_tag,
-                                     response.to_tag))
-        if known is not None:
-            known.retransmitted_2xx(response)
             return
         fork = self.ua.create_dialog(self.request, response, self.credentials)
         fork.ack()
