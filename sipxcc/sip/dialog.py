@@ -122,7 +122,7 @@ class Dialog:
         h.add("To", f"{self.remote_uri};tag={self.remote_tag}")
         h.add("Call-ID", self.call_id)
         h.add("CSeq", f"{cseq} {method}")
-        if method in TARGET_REFRESH or method == "REFER":
+        if method in TARGET_REFRESH:
             h.add("Contact", self.ua.contact)
         for name, value in headers:
             h.add(name, value)
