@@ -151,7 +151,7 @@ class Dialog:
     def receive_request(self, request: Request, txn: ServerTransaction) -> None:
         """§12.2.2: CSeq order, target refresh, then the call flow."""
         seq = request.cseq[0]
-        if self.remote_seq is not None and seq < self.remote_seq and request.method != "ACK":
+        if self.remote_seq is not None and seq < self.remote_seq:  # (ACKs go to on_request)
             txn.respond(500, "Server Internal Error", [("Retry-After", "1")])
             return
         self.remote_seq = seq
