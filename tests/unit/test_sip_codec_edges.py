@@ -80,3 +80,17 @@ def test_a_sipfrag_reason_ending_in_x_keeps_it():
 def test_an_unquoted_nonce_ending_in_x_keeps_it():
     challenge = Challenge.parse('Digest realm="sipx.test", algorithm=MD5, nonce=ABCX')
     assert (challenge.realm, challenge.nonce) == ("sipx.test", "ABCX")
+
+
+def test_a_datagram_may_start_with_line_breaks_and_be_exactly_the_size_limit():
+    for lead in (b"\r\n", b"\n", b"\r\n\r\n"):
+        data = lead + OPTIONS % 1
+        assert parse_datagram(data, len(data)).method == "OPTIONS"
+    with pytest.raises(SIPParseError):
+        parse_datagram(OPTIONS % 1, len(OPTIONS % 1) - 1)
+
+
+def test_a_header_name_that_is_no_token_is_refused_by_name():
+    with pytest.raises(UnsafeValue) as caught:
+        Headers().add("Bad Name", "x")
+    assert str(caught.value) == "header name is not a token: 'Bad Name'"

@@ -138,3 +138,23 @@ def test_a_final_response_after_two_resends_stops_them():
         net.clock.advance(4 * T1)
         net.clock.advance(4 * T1)
         assert net.sent() == [] and [r.status for r in got] == [status] and failed == []
+
+
+def test_every_response_of_a_transaction_but_100_carries_one_to_tag_and_no_body():
+    net = FakeNetwork()
+    txn = net.ua.transactions.server(incoming("INVITE"), PHONE)
+    trying, ringing, ok = (txn.respond(100, "Trying"), txn.respond(180, "Ringing"),
+                           txn.respond(200, "OK"))
+    assert trying.to_tag is None and ringing.to_tag and ok.to_tag == ringing.to_tag
+    assert [m.body for m, _ in net.sent()] == [b"", b"", b""]
+
+
+def test_an_invite_resent_before_any_answer_gets_nothing_and_one_final_per_request():
+    net = FakeNetwork()
+    invite = incoming("INVITE")
+    net.ua.transactions.server(invite, PHONE)
+    net.deliver(invite, ("127.0.0.1", 5071))
+    assert net.sent() == []
+    options = net.ua.transactions.server(incoming("OPTIONS"), PHONE)
+    assert options.respond(200, "OK").status == 200
+    assert options.respond(500, "Server Internal Error") is None
