@@ -122,7 +122,7 @@ class Dialog:
         h.add("To", f"{self.remote_uri};tag={self.remote_tag}")
         h.add("Call-ID", self.call_id)
         h.add("CSeq", f"{cseq} {method}")
-        if method in TARGET_REFRESH or method == "REFER":
+        if method in TARGET_REFRESH:
             h.add("Contact", self.ua.contact)
         for name, value in headers:
             h.add(name, value)
@@ -151,7 +151,7 @@ class Dialog:
     def receive_request(self, request: Request, txn: ServerTransaction) -> None:
         """§12.2.2: CSeq order, target refresh, then the call flow."""
         seq = request.cseq[0]
-        if self.remote_seq is not None and seq < self.remote_seq and request.method != "ACK":
+        if self.remote_seq is not None and seq < self.remote_seq:  # (ACKs go to on_request)
             txn.respond(500, "Server Internal Error", [("Retry-After", "1")])
             return
         self.remote_seq = seq

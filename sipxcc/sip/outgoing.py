@@ -26,12 +26,12 @@ from twisted.internet import defer
 from sipxcc.logs import logger
 from sipxcc.sip.digest import Challenge, DigestCredentials, authorization, make_cnonce
 from sipxcc.sip.message import Request, Response, make_branch
-from sipxcc.sip.transaction import T1, ClientTransaction, Timeout, TransportFailure
+from sipxcc.sip.transaction import T1, ClientTransaction, Timeout
 from sipxcc.sip.transport import Source, Target
 from sipxcc.timers import TimerHandle
 
 if TYPE_CHECKING:
-    from sipxcc.sip.dialog import Dialog, DialogId
+    from sipxcc.sip.dialog import Dialog
 
 log = logger(__name__)
 
@@ -80,8 +80,6 @@ class RequestCore(Protocol):
 
     def create_dialog(self, request: Request, response: Response,
                       credentials: DigestCredentials | None = None) -> Dialog: ...
-
-    def find_dialog(self, dialog_id: DialogId) -> Dialog | None: ...
 
 
 class OutgoingRequest:
@@ -272,12 +270,11 @@ class OutgoingRequest:
         return request
 
     def _failure(self, exc: Exception) -> None:
+        """The transaction's end without a final response: Timer B/F, or the transport."""
         if self.final_status is not None:
             return
         status, reason = (408, "Request Timeout") if isinstance(exc, Timeout) else \
             (503, "Service Unavailable")
-        if not isinstance(exc, (Timeout, TransportFailure)):
-            status, reason = 500, "Internal Error"
         self.final_status = status
         self.on_response = None
         self._settled()
@@ -315,14 +312,11 @@ class OutgoingRequest:
             self._failure(Timeout("INVITE not ended by CANCEL"))
 
     def _extra_2xx(self, response: Response) -> None:
-        """A 2xx retransmission is ACKed again; a 2xx from another fork is ACKed and BYEd."""
-        if self.dialog is not None and response.to_tag == self.dialog.remote_tag:
+        """A 2xx retransmission is ACKed again; a 2xx from another fork is ACKed and BYEd
+        (the fork's dialog ends at once, so a resent one is ACKed and BYEd again)."""
+        assert self.dialog is not None  # the first 2xx made it
+        if response.to_tag == self.dialog.remote_tag:
             self.dialog.retransmitted_2xx(response)
-            return
-        known = self.ua.find_dialog((_ours(self.request, "Call-ID"), self.request.from_tag,
-                                     response.to_tag))
-        if known is not None:
-            known.retransmitted_2xx(response)
             return
         fork = self.ua.create_dialog(self.request, response, self.credentials)
         fork.ack()

@@ -174,9 +174,6 @@ class UserAgent:
         """Send an already built message (an ACK of a 2xx, again) to C{target}."""
         self.transport.send(data, target)
 
-    def find_dialog(self, dialog_id: DialogId) -> Dialog | None:
-        return self.dialogs.get(dialog_id)
-
     def is_proxy(self, host: str, port: int) -> bool:
         """Whether host:port is the configured proxy (its address, or what its name gave)."""
         proxy = self.proxy_target
