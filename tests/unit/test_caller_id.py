@@ -103,13 +103,6 @@ def test_caller_id_of_a_calling_party_outside_the_directory_is_its_uri():
                            caller_id_name="Hotline") == ("Hotline", "sip:+4930123@sipx.test")
 
 
-def test_a_caller_id_alone_shows_no_name_unless_it_is_the_agents_own():
-    shown = from_shown_to_callee(caller_id="user1@sipx.test")
-    assert (shown.display, str(shown.uri)) == (None, "sip:user1@sipx.test")
-    shown = from_shown_to_callee(caller_id="agent@sipx.test")
-    assert (shown.display, str(shown.uri)) == ("The Agent", "sip:agent@sipx.test")
-
-
 def test_callerid_changes_only_what_the_called_user_sees():
     net, registry, call = invite_mode.setup(caller_id="user1@sipx.test", caller_id_name="X")
     [invite1] = net.sent_messages()

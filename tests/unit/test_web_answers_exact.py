@@ -14,6 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.web.resource import getChildForRequest
 
 from sipxcc.calls.errors import CallError
+from sipxcc.calls.store import MemoryCallStore
 from sipxcc.web import errors
 from sipxcc.web.callcontroller import WebContext
 from sipxcc.web.metrics import Metrics
@@ -130,7 +131,7 @@ def daemon_sites(**caps):
     reactor = MemoryReactorClock()
     config = make_config()
     metrics = Metrics(reactor)
-    site = build_site(config, FakeDirectory(), FakeRegistry(), reactor, metrics)
+    site = build_site(config, FakeDirectory(), MemoryCallStore(FakeRegistry()), reactor, metrics)
     if caps:
         from sipxcc.web.limits import ConnectionLimits
         site.limits = ConnectionLimits(**caps)
