@@ -108,7 +108,9 @@ return 1
 
 
 # A lost (or restarted) node's calls in progress: release their limits and mark them
-# ended with a reason. KEYS: slots:node, nodes; ARGV: prefix, node, reason
+# ended with a reason, an INVITE-mode call's dialogs terminated (nobody runs them any
+# more: no early or confirmed dialog is left on show). KEYS: slots:node, nodes;
+# ARGV: prefix, node, reason
 LOST = """
 local slots = redis.call('HGETALL', KEYS[1])
 local p = ARGV[1]
@@ -127,6 +129,14 @@ for i = 1, #slots, 2 do
   if id and redis.call('HGET', p .. 'call:' .. id, 'ended') == '0' then
     redis.call('HSET', p .. 'call:' .. id, 'state', 'ended', 'ended', '1',
                'reason', ARGV[3])
+    local dialogs = redis.call('HGET', p .. 'call:' .. id, 'dialogs')
+    if dialogs then
+      local infos = cjson.decode(dialogs)
+      for _, info in ipairs(infos) do info[4] = 'Terminated Dialog' end
+      if #infos > 0 then  -- (cjson would write an empty list as {})
+        redis.call('HSET', p .. 'call:' .. id, 'dialogs', cjson.encode(infos))
+      end
+    end
     redis.call('EXPIRE', p .. 'call:' .. id, ttl)
     redis.call('EXPIRE', p .. 'lines:' .. id, ttl)
     redis.call('EXPIRE', p .. 'key:' .. info[2] .. ' ' .. info[3] .. ' ' .. info[4], ttl)

@@ -7,6 +7,7 @@ import json
 from lxml import etree
 
 from sipxcc.calls.call import CallRequest, DialogInfo, StatusEvent
+from sipxcc.calls.redis_store import StoredCall
 from sipxcc.web import render
 from tests.unit.webfakes import SEED_EVENTS, FakeRegistry, make_user
 
@@ -125,6 +126,18 @@ def test_call_json_has_summary_and_status():
     assert (document["calling"], document["called"], document["mode"]) == (
         "user1@sipx.test", "user2@sipx.test", "REFER")
     assert document["status-lines"][0]["status-line"] == "SIP/2.0 180 Ringing"
+
+
+def test_a_call_ended_without_its_node_says_why_and_one_of_this_node_says_nothing():
+    call = make_call()
+    assert "reason" not in json.loads(render.call_json(call))
+    assert b"reason" not in render.calls_xml([call])
+    lost = StoredCall(call.id, call.owner, call.calling, call.called, "REFER", "ended",
+                      True, 1764755775.25, "node0", [], reason="node lost")
+    assert json.loads(render.call_json(lost))["reason"] == "node lost"
+    assert json.loads(render.calls_json([lost]))["calls"][0]["reason"] == "node lost"
+    [summary] = etree.fromstring(render.calls_xml([lost]))
+    assert summary[-1].tag.endswith("}reason") and summary[-1].text == "node lost"
 
 
 def test_cached_document_grows_with_new_events():
