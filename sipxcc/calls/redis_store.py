@@ -151,6 +151,8 @@ return count
 #: seconds between heartbeats; a node is lost when its heartbeat is older than HEARTBEAT_TTL
 HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_TTL = 6.0
+#: the longest wait between two attempts to reconnect to Redis (sipxcc.calls.resp)
+RECONNECT_MAX_DELAY = 5.0
 
 
 class StoredCall(NamedTuple):
@@ -260,14 +262,28 @@ class RedisCallStore:
         #: False from L{start} until this node's calls of an earlier run are marked ended
         #: (a call placed before would be taken for one of them)
         self.ready = True
+        self.heartbeat_interval, self.heartbeat_ttl = HEARTBEAT_INTERVAL, HEARTBEAT_TTL
+        #: no other node is taken for lost before this time (see L{_connection_changed})
+        self._sweep_after = 0.0
+        self._beating: Any = None  # the next heartbeat (or start attempt), once started
         redis.on_state = self._connection_changed
 
     def _connection_changed(self, up: bool) -> None:
+        """Redis came back (or is reached for the first time): write what waited, beat at
+        once, and take no other node for lost until every live node had the time to
+        reconnect and beat too. Their heartbeats expired while Redis was away (or Redis
+        restarted without them): the first node back would otherwise end the calls in
+        progress of every node that is merely slower to reconnect."""
         if up:
             if self.buffer:
                 log.info("Redis is back: writing {count} buffered writes",
                          count=len(self.buffer))
             self.resume()
+            self._sweep_after = (self.clock.seconds() + self.heartbeat_ttl
+                                 + RECONNECT_MAX_DELAY)
+            if self.ready and self._beating is not None:
+                self._heartbeat().addErrback(
+                    lambda f: log.warn("heartbeat failed: {error}", error=f.value))
 
     def health(self) -> dict[str, Any]:
         """What /health reports of the registry."""
@@ -555,14 +571,18 @@ class RedisCallStore:
         self._beating = self.clock.callLater(self.heartbeat_interval, self._beat)
         if not self.redis.up:
             return defer.succeed(None)
-        ds = self.redis.pipeline([
-            ("SET", self._k("node", self.node_id), repr(self.clock.seconds()), "PX",
-             int(self.heartbeat_ttl * 1000)),
-            ("SADD", self._k("nodes"), self.node_id)])
-        d = _all(ds)
-        d.addCallback(lambda _: self.sweep_lost())
+        d = self._heartbeat()
+        d.addCallback(lambda _: self.sweep_lost()
+                      if self.clock.seconds() >= self._sweep_after else 0)
         d.addErrback(lambda f: log.warn("heartbeat failed: {error}", error=f.value))
         return d
+
+    def _heartbeat(self) -> defer.Deferred[Any]:
+        """Refresh this node's heartbeat (and its name among the nodes)."""
+        return _all(self.redis.pipeline([
+            ("SET", self._k("node", self.node_id), repr(self.clock.seconds()), "PX",
+             int(self.heartbeat_ttl * 1000)),
+            ("SADD", self._k("nodes"), self.node_id)]))
 
     @defer.inlineCallbacks
     def sweep_lost(self) -> Any:
@@ -593,7 +613,6 @@ class RedisCallStore:
 
     def close(self) -> None:
         self._unsubscribe()
-        beating = getattr(self, "_beating", None)
-        if beating is not None and beating.active():
-            beating.cancel()
+        if self._beating is not None and self._beating.active():
+            self._beating.cancel()
 
