@@ -34,6 +34,8 @@ from bench.harness import (
     cpu_times,
     latest,
     memory_kib,
+    redis_commands,
+    redis_info,
     sipp_stats,
     stop,
     wait_until,
@@ -232,6 +234,7 @@ def sipxcc_step(rate: int, count: int, workdir: Path, *, mode: str = "refer",
                 _prefix(node)).summary()
             wait_until(lambda node=node: _stats(workdir, "uas", uas).successful
                        >= legs * WARMUP_CALLS * (node + 1), 10, 0.2)
+        info0 = redis_info(redis.port) if redis is not None else {}
         cpu0, start = {name: cpu_times(pid) for name, pid in processes.items()}, time.monotonic()
         pid = processes["node0"]
         profiler = _start_profiler(pid, workdir, profile_seconds) if profile_seconds else None
@@ -258,11 +261,9 @@ def sipxcc_step(rate: int, count: int, workdir: Path, *, mode: str = "refer",
         result.system_seconds = sum(cpu1[name][1] - cpu0[name][1] for name in processes)
         result.run_seconds = max(finished - start, load_seconds)
         result.rss_kib, result.hwm_kib = memory.get("VmRSS", 0), memory.get("VmHWM", 0)
-        _post_figures(result, summaries)
-        if stats.unexpected:
-            result.notes.append(f"{stats.unexpected} unexpected SIP messages at the phone")
-        if legs > 1 and stats.failed:
-            result.notes.append(f"{stats.failed} failed legs at the phones")
+        _post_figures(result, summaries, stats, legs)
+        if redis is not None:
+            _redis_figures(result, info0, redis_info(redis.port), workdir)
         if get_rate:
             _gets(result, daemons, processes, shares[0], get_rate, get_seconds, workdir)
         result.notes.append(f"load {_load_average()} at the end")
@@ -296,17 +297,41 @@ def _daemon(workdir: Path, node: int, nodes: int, uas_port: int, users: Path, pr
     return Daemon(config, twistd=_pinned(DAEMON_CORE, twistd))
 
 
-def _post_figures(result: StepResult, summaries: list[dict]) -> None:
-    """The POSTs' latency (the worst node's) and errors, and the CPU of each process."""
+def _post_figures(result: StepResult, summaries: list[dict], stats: SippStats,
+                  legs: int) -> None:
+    """The POSTs' latency (the worst node's) and errors, what went wrong at the phones,
+    and the CPU of each process."""
     result.post_p50_ms = max(summary["p50_us"] for summary in summaries) / 1000
     result.post_p99_ms = max(summary["p99_us"] for summary in summaries) / 1000
     non_2xx = sum(summary["non_2xx"] for summary in summaries)
     socket_errors = sum(summary["socket_errors"] for summary in summaries)
     if non_2xx or socket_errors:
         result.notes.append(f"HTTP non-2xx {non_2xx}, socket errors {socket_errors}")
+    if stats.unexpected:
+        result.notes.append(f"{stats.unexpected} unexpected SIP messages at the phone")
+    if legs > 1 and stats.failed:
+        result.notes.append(f"{stats.failed} failed legs at the phones")
     if len(result.parts) > 1:
         result.notes.append("CPU s " + ", ".join(
             f"{name} {seconds:.2f}" for name, seconds in result.parts.items()))
+
+
+def _redis_figures(result: StepResult, before: dict[str, str], after: dict[str, str],
+                   workdir: Path) -> None:
+    """Redis commands per completed call over the load (the heartbeats included), and its
+    memory per call (every call is still retained); by command in redis-commands.txt."""
+    if not result.completed:
+        return
+    counts0, counts1 = redis_commands(before), redis_commands(after)
+    per_call = {name: (count - counts0.get(name, 0)) / result.completed
+                for name, count in counts1.items() if count > counts0.get(name, 0)}
+    (workdir / "redis-commands.txt").write_text("".join(
+        f"{name} {value:.2f}\n" for name, value in sorted(per_call.items())))
+    grown = int(after["used_memory"]) - int(before["used_memory"])
+    result.notes.append(f"redis {sum(per_call.values()):.1f} commands/call ("
+                        + ", ".join(f"{name} {value:.1f}" for name, value in sorted(
+                            per_call.items(), key=lambda item: -item[1])[:6])
+                        + f"), {grown / result.completed / 1024:.2f} KiB/call")
 
 
 def _gets(result: StepResult, daemons: list[Daemon], processes: dict[str, int],
