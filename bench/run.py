@@ -297,7 +297,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(sippy_step(rate, _count(rate, args.seconds), work / f"{n}-sippy-{rate}"))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     mode = " and ".join(mode.upper() for mode in modes)
-    text = report(rows, command, f"sipxcc ({mode} click-to-call) vs sippy b2bua_simple")
+    title = f"sipxcc ({mode} click-to-call) vs sippy b2bua_simple"
+    if args.registry != [("memory", 1)]:
+        title = f"sipxcc ({mode} click-to-call): the call registry " + ", ".join(
+            registry + (f" x{nodes} nodes" if nodes > 1 else "")
+            for registry, nodes in args.registry)
+    text = report(rows, command, title)
     print(text)
     if not args.no_save and not args.smoke:
         RESULTS_DIR.mkdir(exist_ok=True)

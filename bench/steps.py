@@ -328,10 +328,16 @@ def _redis_figures(result: StepResult, before: dict[str, str], after: dict[str, 
     (workdir / "redis-commands.txt").write_text("".join(
         f"{name} {value:.2f}\n" for name, value in sorted(per_call.items())))
     grown = int(after["used_memory"]) - int(before["used_memory"])
+
+    def delta(name: str) -> float:
+        return (int(after[name]) - int(before[name])) / result.completed
+    # a read is one batch of commands from one connection: one pipeline, mostly
     result.notes.append(f"redis {sum(per_call.values()):.1f} commands/call ("
                         + ", ".join(f"{name} {value:.1f}" for name, value in sorted(
                             per_call.items(), key=lambda item: -item[1])[:6])
-                        + f"), {grown / result.completed / 1024:.2f} KiB/call")
+                        + f"), {delta('total_reads_processed'):.1f} reads/call, "
+                        f"{delta('total_net_input_bytes') / 1024:.2f} KiB in/call, "
+                        f"{grown / result.completed / 1024:.2f} KiB/call")
 
 
 def _gets(result: StepResult, daemons: list[Daemon], processes: dict[str, int],
