@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -56,6 +57,31 @@ def memory_kib(pid: int) -> dict[str, int]:
         if name in ("VmRSS", "VmHWM"):
             values[name] = int(rest.split()[0])
     return values
+
+
+def redis_info(port: int, section: str = "all") -> dict[str, str]:
+    """redis-server's C{INFO} on 127.0.0.1:C{port} as name -> value (commandstats rows as
+    C{cmdstat_<name>} -> "calls=...,usec=...")."""
+    with socket.create_connection((LOOPBACK, port), timeout=5) as sock:
+        sock.sendall(f"INFO {section}\r\n".encode())
+        data = b""
+        while b"\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, data = data.partition(b"\r\n")
+        size = int(head[1:])  # "$<length>"
+        while len(data) < size:
+            data += sock.recv(65536)
+    return dict(line.split(":", 1) for line in data[:size].decode().splitlines()
+                if ":" in line and not line.startswith("#"))
+
+
+def redis_commands(info: dict[str, str]) -> dict[str, int]:
+    """Commands run so far by name (from C{INFO commandstats}, without C{info} itself)."""
+    counts = {}
+    for name, value in info.items():
+        if name.startswith("cmdstat_") and name != "cmdstat_info":
+            counts[name[len("cmdstat_"):]] = int(value.split(",", 1)[0].split("=")[1])
+    return counts
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:

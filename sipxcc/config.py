@@ -132,6 +132,7 @@ class RegistryConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password_file: str | None = None
     node_id: str | None = None
+    max_buffered_writes: int = 50_000
 
 
 @dataclass(frozen=True)
@@ -415,6 +416,9 @@ KEYS: tuple[Key, ...] = (
         "file (mode 0600) holding the Redis password", is_path=True),
     Key("registry", "node_id", _node_id, None,
         "this node's name, unique in the cluster (default: hostname:sip.port)"),
+    Key("registry", "max_buffered_writes", _int_range(1, 10_000_000), "50000",
+        "writes (status lines, states, ends) kept while Redis is unreachable; the oldest "
+        "beyond are dropped, counted in /health"),
 )
 
 _KEYS_BY_NAME = {key.dotted: key for key in KEYS}

@@ -191,6 +191,13 @@ class Call:
         return self.request.called
 
     @property
+    def reason(self) -> str:
+        """A call of this process ends through its flow, never "node lost" or "restart"
+        (those are written by another node, or this one restarted, into the shared
+        registry: L{sipxcc.calls.redis_store.StoredCall})."""
+        return ""
+
+    @property
     def events(self) -> list[StatusEvent]:
         if self.finished is not None:
             return self.finished.events()

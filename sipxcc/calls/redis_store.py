@@ -108,7 +108,9 @@ return 1
 
 
 # A lost (or restarted) node's calls in progress: release their limits and mark them
-# ended with a reason. KEYS: slots:node, nodes; ARGV: prefix, node, reason
+# ended with a reason, an INVITE-mode call's dialogs terminated (nobody runs them any
+# more: no early or confirmed dialog is left on show). KEYS: slots:node, nodes;
+# ARGV: prefix, node, reason
 LOST = """
 local slots = redis.call('HGETALL', KEYS[1])
 local p = ARGV[1]
@@ -127,6 +129,14 @@ for i = 1, #slots, 2 do
   if id and redis.call('HGET', p .. 'call:' .. id, 'ended') == '0' then
     redis.call('HSET', p .. 'call:' .. id, 'state', 'ended', 'ended', '1',
                'reason', ARGV[3])
+    local dialogs = redis.call('HGET', p .. 'call:' .. id, 'dialogs')
+    if dialogs then
+      local infos = cjson.decode(dialogs)
+      for _, info in ipairs(infos) do info[4] = 'Terminated Dialog' end
+      if #infos > 0 then  -- (cjson would write an empty list as {})
+        redis.call('HSET', p .. 'call:' .. id, 'dialogs', cjson.encode(infos))
+      end
+    end
     redis.call('EXPIRE', p .. 'call:' .. id, ttl)
     redis.call('EXPIRE', p .. 'lines:' .. id, ttl)
     redis.call('EXPIRE', p .. 'key:' .. info[2] .. ' ' .. info[3] .. ' ' .. info[4], ttl)
@@ -141,6 +151,8 @@ return count
 #: seconds between heartbeats; a node is lost when its heartbeat is older than HEARTBEAT_TTL
 HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_TTL = 6.0
+#: the longest wait between two attempts to reconnect to Redis (sipxcc.calls.redis_client)
+RECONNECT_MAX_DELAY = 5.0
 
 
 class StoredCall(NamedTuple):
@@ -250,14 +262,28 @@ class RedisCallStore:
         #: False from L{start} until this node's calls of an earlier run are marked ended
         #: (a call placed before would be taken for one of them)
         self.ready = True
+        self.heartbeat_interval, self.heartbeat_ttl = HEARTBEAT_INTERVAL, HEARTBEAT_TTL
+        #: no other node is taken for lost before this time (see L{_connection_changed})
+        self._sweep_after = 0.0
+        self._beating: Any = None  # the next heartbeat (or start attempt), once started
         redis.on_state = self._connection_changed
 
     def _connection_changed(self, up: bool) -> None:
+        """Redis came back (or is reached for the first time): write what waited, beat at
+        once, and take no other node for lost until every live node had the time to
+        reconnect and beat too. Their heartbeats expired while Redis was away (or Redis
+        restarted without them): the first node back would otherwise end the calls in
+        progress of every node that is merely slower to reconnect."""
         if up:
             if self.buffer:
                 log.info("Redis is back: writing {count} buffered writes",
                          count=len(self.buffer))
             self.resume()
+            self._sweep_after = (self.clock.seconds() + self.heartbeat_ttl
+                                 + RECONNECT_MAX_DELAY)
+            if self.ready and self._beating is not None:
+                self._heartbeat().addErrback(
+                    lambda f: log.warn("heartbeat failed: {error}", error=f.value))
 
     def health(self) -> dict[str, Any]:
         """What /health reports of the registry."""
@@ -545,14 +571,18 @@ class RedisCallStore:
         self._beating = self.clock.callLater(self.heartbeat_interval, self._beat)
         if not self.redis.up:
             return defer.succeed(None)
-        ds = self.redis.pipeline([
-            ("SET", self._k("node", self.node_id), repr(self.clock.seconds()), "PX",
-             int(self.heartbeat_ttl * 1000)),
-            ("SADD", self._k("nodes"), self.node_id)])
-        d = _all(ds)
-        d.addCallback(lambda _: self.sweep_lost())
+        d = self._heartbeat()
+        d.addCallback(lambda _: self.sweep_lost()
+                      if self.clock.seconds() >= self._sweep_after else 0)
         d.addErrback(lambda f: log.warn("heartbeat failed: {error}", error=f.value))
         return d
+
+    def _heartbeat(self) -> defer.Deferred[Any]:
+        """Refresh this node's heartbeat (and its name among the nodes)."""
+        return _all(self.redis.pipeline([
+            ("SET", self._k("node", self.node_id), repr(self.clock.seconds()), "PX",
+             int(self.heartbeat_ttl * 1000)),
+            ("SADD", self._k("nodes"), self.node_id)]))
 
     @defer.inlineCallbacks
     def sweep_lost(self) -> Any:
@@ -583,7 +613,6 @@ class RedisCallStore:
 
     def close(self) -> None:
         self._unsubscribe()
-        beating = getattr(self, "_beating", None)
-        if beating is not None and beating.active():
-            beating.cancel()
+        if self._beating is not None and self._beating.active():
+            self._beating.cancel()
 

@@ -48,6 +48,11 @@ class CallView(Protocol):
     def created(self) -> float: ...
 
     @property
+    def reason(self) -> str:
+        """Why the call ended without its owner ("node lost", "restart"), else ""."""
+        ...
+
+    @property
     def seq(self) -> int:
         """Events published so far, the end included (sipxcc.calls.hub)."""
         ...

@@ -129,10 +129,14 @@ def dialogs_json(dialogs: Iterable[DialogInfo]) -> bytes:
 
 
 def call_summary(call: CallView) -> dict[str, object]:
-    """What C{/calls} shows of a call."""
-    return {"id": call.id, "state": call.state, "calling": clean_text(call.calling),
-            "called": clean_text(call.called), "mode": call.mode,
-            "created": call.created}
+    """What C{/calls} shows of a call; C{reason} only for a call that ended without its
+    node ("node lost": another node found it gone; "restart": it was restarted)."""
+    summary: dict[str, object] = {
+        "id": call.id, "state": call.state, "calling": clean_text(call.calling),
+        "called": clean_text(call.called), "mode": call.mode, "created": call.created}
+    if call.reason:
+        summary["reason"] = call.reason
+    return summary
 
 
 def call_json(call: CallView) -> bytes:

@@ -20,14 +20,16 @@ USERS = ("user1", "user2", "user3", "user4")
 
 class Cluster:
     """C{nodes} daemons (node ids C{node0}, C{node1}, ...; run by C{twistd} in C{env},
-    as L{Daemon}), one redis-server, Kamailio."""
+    as L{Daemon}), one redis-server (keeping its data across a stop and start if
+    C{redis_save_on_stop}, as Debian's is configured), Kamailio."""
 
     def __init__(self, tmp_path: Path, kamailio_factory, phone_factory, *, nodes: int = 2,
                  transport: str = "udp", twistd: list[str] | None = None,
-                 env: dict[str, str] | None = None, **config):
+                 env: dict[str, str] | None = None, redis_save_on_stop: bool = False,
+                 **config):
         self.tmp_path = tmp_path
         self.phone_factory = phone_factory
-        self.redis = RedisServer(tmp_path)
+        self.redis = RedisServer(tmp_path, save_on_stop=redis_save_on_stop)
         self.proxy_port, *sip_ports = free_ports(1 + nodes)
         self.ports = dict(zip(USERS, free_ports(len(USERS)), strict=True))
         self.proxy = kamailio_factory(

@@ -1,6 +1,8 @@
 """A throw-away redis-server for tests: its own free port and temporary directory, no
-persistence; stopped (and restartable on the same port) by the test. Optionally with a
-password (C{requirepass}) or TLS only (C{tls=(cert file, key file)})."""
+persistence (or, with C{save_on_stop}, a snapshot written when it stops and read when it
+starts again, as Debian's redis.conf does); stopped (and restartable on the same port) by
+the test. Optionally with a password (C{requirepass}) or TLS only (C{tls=(cert file, key
+file)})."""
 
 from __future__ import annotations
 
@@ -15,14 +17,19 @@ from tests.integration.peers import free_port
 
 
 class RedisServer:
-    """One redis-server on 127.0.0.1:C{port}, data in C{directory}, nothing saved."""
+    """One redis-server on 127.0.0.1:C{port}, data in C{directory}, nothing saved unless
+    C{save_on_stop} (then stopping it writes C{directory}/dump.rdb, which the next start
+    loads). C{wrapper} is put before the command (e.g. C{taskset -c 0})."""
 
     def __init__(self, directory: Path, port: int | None = None, *,
-                 password: str | None = None, tls: tuple[str, str] | None = None):
+                 password: str | None = None, tls: tuple[str, str] | None = None,
+                 save_on_stop: bool = False, wrapper: tuple[str, ...] = ()):
         self.directory = directory
         self.port = port or free_port()
         self.password = password
         self.tls = tls
+        self.save_on_stop = save_on_stop
+        self.wrapper = wrapper
         self.process: subprocess.Popen | None = None
 
     @property
@@ -33,8 +40,10 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (make deps)")
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-                str(self.directory), "--save", "", "--appendonly", "no"]
+        # a save point makes redis-server write its snapshot when it is stopped (SIGTERM)
+        save = "3600 1" if self.save_on_stop else ""
+        args = [*self.wrapper, binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+                str(self.directory), "--save", save, "--appendonly", "no"]
         if self.password:
             args += ["--requirepass", self.password]
         if self.tls:

@@ -456,6 +456,22 @@ def test_a_node_restarted_with_its_id_ends_its_earlier_calls_first(redis_nodes):
 
 
 @pytest_twisted.inlineCallbacks
+def test_an_invite_call_ended_without_its_node_shows_its_dialogs_terminated(redis_nodes):
+    a = yield redis_nodes("a")
+    a.registry.flows["INVITE"] = InviteLikeFlow
+    call = yield a.store.place(req(method="INVITE"))
+    yield _settle()
+    assert [d.state for d in (yield a.store.get(call.id)).dialogs()] == [EARLY]
+    _killed(a)
+    again = yield redis_nodes("a")
+    yield again.store.start(interval=0.1, ttl=0.4)
+    found = yield again.store.get(call.id)
+    assert (found.state, found.reason) == ("ended", "restart")
+    assert found.dialogs() == [DialogInfo("sip-call-id:ft:tt", "sip:callcontroller@sipx.test",
+                                          "sip:user1@sipx.test", TERMINATED)]
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_live_node_is_not_taken_for_lost(redis_nodes):
     a = yield redis_nodes("a")
     b = yield redis_nodes("b")

@@ -48,6 +48,8 @@ def test_a_redis_registry_is_read_with_its_url_and_node_name(tmp_path):
     ("redis_url = http://redis.example", "registry.redis_url"),
     ("redis_url = redis://host/db", "registry.redis_url"),
     ("node_id = pbx 1", "registry.node_id"),
+    ("max_buffered_writes = 0", "registry.max_buffered_writes"),
+    ("max_buffered_writes = lots", "registry.max_buffered_writes"),
 ])
 def test_bad_registry_values_are_refused_naming_the_key(tmp_path, line, named):
     with pytest.raises(ConfigError, match=named):
@@ -82,6 +84,13 @@ def test_a_redis_backend_is_a_node_started_with_the_daemon(tmp_path):
     assert (settings.host, settings.port, settings.database) == ("10.9.8.7", 6390, 3)
     assert store.node_id == f"{socket.gethostname()}:{config.sip.port}"
     assert store.health()["state"] == "down"  # not started: not connected
+    assert store.max_buffered == 50_000
+
+
+def test_the_write_buffer_bound_is_the_configured_one(tmp_path):
+    config = load(tmp_path, "[registry]\nbackend = redis\nmax_buffered_writes = 7\n")
+    store = _build_store(config, Control(), Clock(), MultiService())
+    assert store.max_buffered == 7
 
 
 def test_the_redis_password_is_read_from_a_file_only_its_owner_may_read(tmp_path):

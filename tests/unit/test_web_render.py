@@ -7,6 +7,7 @@ import json
 from lxml import etree
 
 from sipxcc.calls.call import CallRequest, DialogInfo, StatusEvent
+from sipxcc.calls.redis_store import StoredCall
 from sipxcc.web import render
 from tests.unit.webfakes import SEED_EVENTS, FakeRegistry, make_user
 
@@ -137,6 +138,18 @@ def test_an_invite_mode_calls_json_says_why_it_ended_beside_its_dialogs():
     assert document["mode"] == "INVITE" and document["dialogs"] == []
     assert [(line["method"], line["status-line"]) for line in document["status-lines"]] == [
         ("BYE", "Time limit of 3 s reached")]
+
+
+def test_a_call_ended_without_its_node_says_why_and_one_of_this_node_says_nothing():
+    call = make_call()
+    assert "reason" not in json.loads(render.call_json(call))
+    assert b"reason" not in render.calls_xml([call])
+    lost = StoredCall(call.id, call.owner, call.calling, call.called, "REFER", "ended",
+                      True, 1764755775.25, "node0", [], reason="node lost")
+    assert json.loads(render.call_json(lost))["reason"] == "node lost"
+    assert json.loads(render.calls_json([lost]))["calls"][0]["reason"] == "node lost"
+    [summary] = etree.fromstring(render.calls_xml([lost]))
+    assert summary[-1].tag.endswith("}reason") and summary[-1].text == "node lost"
 
 
 def test_cached_document_grows_with_new_events():

@@ -8,6 +8,7 @@ import pytest
 from lxml import etree
 
 from sipxcc.calls.call import INVITE, Call, CallRequest, DialogInfo
+from sipxcc.calls.redis_store import StoredCall
 from sipxcc.users import User
 from sipxcc.web import render
 from tests.unit.webfakes import SEED_EVENTS
@@ -63,6 +64,15 @@ def test_the_calls_list_and_call_documents_are_valid(schema):
     cache = render.StatusCache()
     for call in made:
         assert_valid(schema, render.call_document(call, False, cache))
+
+
+def test_a_call_ended_without_its_node_is_listed_validly_with_its_reason(schema):
+    lost = StoredCall("id1", "user1@sipx.test", "user1@sipx.test", "user2@sipx.test",
+                      "REFER", "ended", True, 1764755775.25, "node0", [], reason="node lost")
+    document = render.calls_xml([*calls(), lost])
+    assert b"node lost" in document
+    assert_valid(schema, document)
+    assert not schema.validate(etree.fromstring(document.replace(b"node lost", b"gone")))
 
 
 def test_the_schema_rejects_a_document_that_breaks_it(schema):
