@@ -57,3 +57,15 @@ def test_a_callee_answering_our_ring_timeout_cancel_with_408_is_still_no_answer(
     bye = [m for m in net.sent_messages() if getattr(m, "method", None) == "BYE"]
     assert [m.headers.values("Reason") for m in bye] == [
         ['SIP;cause=480;text="No Answer"', "Q.850;cause=19"]]
+
+
+def test_a_phone_answering_without_ringing_first_is_shown_as_a_confirmed_dialog():
+    from tests.unit.sipfakes import FarEnd
+    from tests.unit.test_invite_flow import A_ANSWER1
+    net, _, call = setup()
+    [invite1] = net.sent_messages()
+    a = FarEnd(invite1)
+    net.deliver(a.ok(A_ANSWER1))  # no 180: there never was an early dialog
+    [dialog] = [d for d in call.dialogs() if d.dialog_id.startswith(invite1.call_id)]
+    assert dialog.dialog_id.endswith(":" + a.tag)
+    assert dialog.state == "Confirmed Dialog"

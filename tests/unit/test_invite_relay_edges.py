@@ -273,3 +273,35 @@ def test_a_2xx_that_crosses_the_senders_cancel_is_still_acked():
     c.net.deliver(answer(relayed, 200, "OK", None, [SDP_TYPE], A_ANSWER1))
     acks = [m for m in c.sent() if getattr(m, "method", None) == "ACK"]
     assert [(m.call_id, m.cseq[0]) for m in acks] == [(relayed.call_id, relayed.cseq[0])]
+
+
+def test_a_fault_of_ours_while_relaying_is_answered_500_and_ends_the_call(monkeypatch):
+    from twisted.internet import defer
+
+    class Broken:
+        """What relaying gets back when something of ours fails (not the network)."""
+
+        def __init__(self):
+            self.deferred = defer.fail(RuntimeError("a bug of ours"))
+
+    c = Connected()
+    caller = c.call.flow.caller
+    monkeypatch.setattr(caller.dialog, "request", lambda *args, **kw: Broken())
+    info = c.b.request("INFO", [("Content-Type", "application/dtmf-relay")], b"Signal=1\r\n")
+    c.net.deliver(info)
+    sent = c.sent()
+    [error] = [m for m in sent if m.cseq == info.cseq]
+    assert (error.status, error.reason) == (500, "Server Internal Error")
+    byes = [m for m in sent if getattr(m, "method", None) == "BYE"]
+    assert [m.call_id for m in byes] == [c.invite2.call_id]  # A is taken for lost: B is hung up
+
+
+def test_a_relayed_reinvite_the_peer_never_answers_is_answered_408():
+    c = Connected()
+    reinvite = c.b.request("INVITE", [SDP_TYPE], B_OFFER)
+    c.net.deliver(reinvite)
+    trying, relayed = c.sent()
+    assert (trying.status, relayed.method) == (100, "INVITE")
+    c.net.clock.advance(32 + 1)  # Timer B of the relayed INVITE
+    [timeout] = [m for m in c.sent() if m.cseq == reinvite.cseq]
+    assert (timeout.status, timeout.reason) == (408, "Request Timeout")

@@ -180,3 +180,31 @@ def test_clear_stops_every_watchdog_and_retention_whatever_the_calls_state():
     assert registry.calls_of(USER1.identity, 10) == []
     clock.advance(86400)  # no watchdog fires for a cleared call
     assert refer.flow.hangups == invite.flow.hangups == []
+
+
+def test_a_limit_of_zero_or_less_lists_no_call():
+    clock, registry = make()
+    registry.place(req())
+    assert registry.calls_of(USER1.identity, 1) != []
+    assert registry.calls_of(USER1.identity, 0) == registry.calls_of(None, 0) == []
+    assert registry.calls_of(USER1.identity, -3) == []
+
+
+def test_by_default_a_result_is_kept_at_most_a_day_and_1000_per_owner():
+    clock = Clock()
+    registry = CallRegistry(clock, {"REFER": FakeFlow})
+    kept = registry.place(req(result_cache_time=10**6))
+    kept.flow.end()
+    clock.advance(86400 - 1)
+    assert registry.get(kept.id) is not None
+    clock.advance(1 + SLACK)
+    assert registry.get(kept.id) is None
+
+    registry = CallRegistry(Clock(), {"REFER": FakeFlow})
+    calls = []
+    for n in range(1001):
+        call = registry.place(req(called=f"u{n}@sipx.test"))
+        call.flow.end()
+        calls.append(call)
+    assert registry.get(calls[0].id) is None  # the oldest of 1001 goes
+    assert registry.get(calls[1].id) is not None

@@ -84,6 +84,7 @@ def test_a_long_line_is_cut_with_a_marker_and_a_line_at_the_limit_is_not():
     ("SIP/2.0 180 Ringing", False), ("SIP/2.0 100 Trying", False),
     ("SIP/2.0 2000 OK", False), ("SIP/2.0 7xx", False), ("garbage from a sipfrag", False),
     ("SIP/2.0 2٣0 OK", False), ("", False),
+    ("SIP/2.0 X00 Odd", False), ("SIP/2.0 2x0 Odd", False), ("SIP/2.0 20x Odd", False),
 ])
 def test_what_counts_as_a_final_line(line, final):
     assert is_final(line) is final
