@@ -270,12 +270,13 @@ class ClientTransaction(_Transaction):
 
     def __init__(self, layer: TransactionLayer, request: Request, target: Target,
                  on_response: Callable[[Response], None],
-                 on_failure: Callable[[Exception], None], connection: object = None):
+                 on_failure: Callable[[Exception], None], connection: object = None,
+                 data: bytes | None = None):
         super().__init__(layer, (request.branch, request.method))
         self.target = target
         self.request: Request | None = request
         self.method = request.method
-        self.data: bytes | None = request.to_bytes()
+        self.data: bytes | None = request.to_bytes() if data is None else data
         self.on_response = on_response
         self.on_failure = on_failure
         self.connection = connection
@@ -577,9 +578,10 @@ class TransactionLayer:
 
     def client(self, request: Request, target: Target, on_response: Callable[[Response], None],
                on_failure: Callable[[Exception], None],
-               connection: object = None) -> ClientTransaction:
-        """Start a client transaction for C{request}."""
-        txn = ClientTransaction(self, request, target, on_response, on_failure, connection)
+               connection: object = None, data: bytes | None = None) -> ClientTransaction:
+        """Start a client transaction for C{request}; C{data}: it serialised, if it is."""
+        txn = ClientTransaction(self, request, target, on_response, on_failure, connection,
+                                data)
         self.clients[txn.key] = txn
         txn.start()
         return txn
