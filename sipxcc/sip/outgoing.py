@@ -74,7 +74,10 @@ class RequestCore(Protocol):
 
     def client_transaction(self, request: Request, target: Target,
                            on_response: Callable[[Response], None],
-                           on_failure: Callable[[Exception], None]) -> ClientTransaction: ...
+                           on_failure: Callable[[Exception], None],
+                           data: bytes | None = None) -> ClientTransaction: ...
+
+    def fit_transport(self, request: Request, target: Target) -> tuple[Target, bytes]: ...
 
     def call_later(self, delay: float, function: Callable[[], None]) -> TimerHandle: ...
 
@@ -128,8 +131,10 @@ class OutgoingRequest:
     def _send(self) -> None:
         self.provisional = False
         self.seen_provisional = set()
+        # measured on every send: a challenge's answer makes the request larger (§18.1.1)
+        self.target, data = self.ua.fit_transport(self.request, self.target)
         self.txn = self.ua.client_transaction(self.request, self.target, self._response,
-                                              self._failure)
+                                              self._failure, data)
 
     def _preauthorize(self) -> None:
         """Reuse the dialog's last challenge, so an authenticating proxy need not re-ask."""
@@ -258,8 +263,8 @@ class OutgoingRequest:
             self.dialog.local_seq = max(self.dialog.local_seq + 1, seq)
             seq = self.dialog.local_seq
         for name, raw in old.headers.items():
-            if name == "Via":
-                raw = self.ua.via(make_branch())
+            if name == "Via":  # on the transport the request went over (§18.1.1 may move it)
+                raw = self.ua.via(make_branch(), self.target.transport)
             elif name == "CSeq":
                 raw = f"{seq} {old.method}"
             elif name == header:

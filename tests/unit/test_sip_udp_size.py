@@ -1,0 +1,95 @@
+"""
+RFC 3261 §18.1.1: a request larger than 1300 bytes (the path MTU unknown) goes over TCP,
+not UDP, whatever makes it large: the body, or the headers (long Route sets, a long
+Subject, identities). Its top Via names the transport it really goes over.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from sipxcc.sip.digest import DigestCredentials
+from sipxcc.sip.message import Request, response_to
+from sipxcc.sip.transport import UDP_MTU_LIMIT, Source, TransportLayer
+from sipxcc.sip.useragent import UASettings, UserAgent
+
+PROXY = Source("UDP", "127.0.0.1", 5080, None)
+CHALLENGE = 'Digest realm="sipx.test", nonce="n0nce", qop="auth", algorithm=MD5'
+
+
+def ua_with(transports, realm=None):
+    clock = Clock()
+    layer = TransportLayer(clock, "127.0.0.1", 6050, transports)
+    sent = []
+    layer.send = lambda data, target, on_error=None, connection=None: \
+        sent.append((data, target))
+    ua = UserAgent(clock, layer, UASettings("sip:127.0.0.1:5080;lr", "127.0.0.1", 6050,
+                                            "callcontroller", transports, realm))
+    return ua, sent
+
+
+def request_of(ua, size):
+    """An INVITE of exactly C{size} bytes: a 10-byte body, the rest in its headers."""
+    request = ua.new_request("INVITE", "sip:user1@sipx.test", "<sip:u@sipx.test>",
+                             "<sip:user1@sipx.test>", body=b"v=0\r\no=- 1")
+    request.headers.add("Route", "<sip:edge.sipx.test;lr>")
+    request.headers.add("Subject", "")
+    pad = size - len(request.to_bytes())
+    assert pad > 200  # the headers, not the body, make it large
+    request.headers.set("Subject", "s" * pad)
+    assert len(request.to_bytes()) == size
+    return request
+
+
+def test_a_request_of_1300_bytes_with_a_small_body_goes_over_udp():
+    ua, sent = ua_with(("udp", "tcp"))
+    ua.send(request_of(ua, UDP_MTU_LIMIT), ua.proxy_target)
+    data, target = sent[-1]
+    assert target.transport == "UDP" and len(data) == 1300
+    assert b"\r\nVia: SIP/2.0/UDP 127.0.0.1:6050;branch=z9hG4bK" in data
+
+
+def test_a_request_of_1301_bytes_with_a_small_body_goes_over_tcp_and_its_via_says_so():
+    ua, sent = ua_with(("udp", "tcp"))
+    request = request_of(ua, UDP_MTU_LIMIT + 1)
+    branch = request.branch
+    ua.send(request, ua.proxy_target)
+    data, target = sent[-1]
+    assert target == ua.proxy_target._replace(transport="TCP")
+    assert len(data) == 1301  # the Via's transport token kept its length
+    assert f"\r\nVia: SIP/2.0/TCP 127.0.0.1:6050;branch={branch};rport\r\n".encode() in data
+    assert b"SIP/2.0/UDP" not in data
+    assert data == request.to_bytes()  # what went is the request as it now stands
+
+
+def test_a_request_under_the_limit_is_serialised_once(monkeypatch):
+    ua, sent = ua_with(("udp", "tcp"))
+    request = request_of(ua, 1000)
+    calls = []
+    to_bytes = Request.to_bytes
+    monkeypatch.setattr(Request, "to_bytes", lambda self: calls.append(1) or to_bytes(self))
+    ua.send(request, ua.proxy_target)
+    assert len(calls) == 1 and len(sent) == 1
+
+
+def test_a_challenge_answer_that_passes_the_limit_goes_over_tcp():
+    # 1250 bytes go over UDP; the answer to the proxy's 407 adds Proxy-Authorization
+    ua, sent = ua_with(("udp", "tcp"), realm="sipx.test")
+    request = request_of(ua, 1250)
+    ua.send(request, ua.proxy_target, credentials=DigestCredentials("u", {"MD5": "0" * 32}))
+    assert sent[-1][1].transport == "UDP"
+    challenge = response_to(request, 407, "Proxy Authentication Required", "t1")
+    challenge.headers.add("Proxy-Authenticate", CHALLENGE)
+    ua.receive(challenge, PROXY)
+    data, target = sent[-1]
+    assert b"\r\nProxy-Authorization: Digest " in data and len(data) > 1300
+    assert target.transport == "TCP"
+    assert b"\r\nVia: SIP/2.0/TCP 127.0.0.1:6050;branch=z9hG4bK" in data
+
+
+def test_without_tcp_a_large_request_still_goes_over_udp_and_is_counted():
+    ua, sent = ua_with(("udp",))
+    ua.send(request_of(ua, 1301), ua.proxy_target)
+    ua.send(request_of(ua, 1300), ua.proxy_target)
+    assert [t.transport for _, t in sent[-2:]] == ["UDP", "UDP"]
+    assert ua.counters["udp_oversize"] == 1
