@@ -6,7 +6,12 @@ Subject, identities). Its top Via names the transport it really goes over.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+from twisted.internet.error import ConnectionRefusedError, TCPTimedOutError
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 
 from sipxcc.sip.digest import DigestCredentials
 from sipxcc.sip.message import Request, response_to
@@ -93,3 +98,50 @@ def test_without_tcp_a_large_request_still_goes_over_udp_and_is_counted():
     ua.send(request_of(ua, 1300), ua.proxy_target)
     assert [t.transport for _, t in sent[-2:]] == ["UDP", "UDP"]
     assert ua.counters["udp_oversize"] == 1
+
+
+def ua_on_a_reactor(proxy="sip:127.0.0.1:5080;lr"):
+    """A UA over a real transport layer: TCP connects on a memory reactor, UDP datagrams
+    are kept."""
+    reactor = MemoryReactorClock()
+    layer = TransportLayer(reactor, "127.0.0.1", 6050, ("udp", "tcp"))
+    datagrams = []
+    layer.udp = SimpleNamespace(transport=object(),
+                                sendto=lambda data, addr: datagrams.append((data, addr)))
+    ua = UserAgent(reactor, layer, UASettings(proxy, "127.0.0.1", 6050))
+    return reactor, ua, datagrams
+
+
+def test_a_large_request_whose_tcp_connection_is_refused_goes_again_over_udp():
+    reactor, ua, datagrams = ua_on_a_reactor()
+    request = request_of(ua, 1400)
+    outgoing = ua.send(request, ua.proxy_target)
+    assert outgoing.target.transport == "TCP" and datagrams == []
+    reactor.tcpClients[0][2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+    [(data, addr)] = datagrams
+    assert addr == ("127.0.0.1", 5080) and len(data) == 1400
+    again = outgoing.request
+    assert again.top_via.transport == "UDP" and again.branch != request.branch
+    assert data == again.to_bytes()
+    # a next hop that cannot take it answers 513: that is the request's final response
+    ua.receive(response_to(again, 513, "Message Too Large"), PROXY)
+    assert outgoing.final_status == 513
+    assert len(reactor.tcpClients) == 1  # TCP was not tried again
+
+
+def test_a_large_request_whose_tcp_connection_times_out_fails_with_503():
+    reactor, ua, datagrams = ua_on_a_reactor()
+    outgoing = ua.send(request_of(ua, 1400), ua.proxy_target)
+    failures = []
+    outgoing.deferred.addErrback(failures.append)
+    reactor.tcpClients[0][2].clientConnectionFailed(None, Failure(TCPTimedOutError()))
+    assert datagrams == [] and failures[0].value.status == 503
+
+
+def test_a_request_for_tcp_whose_connection_is_refused_is_not_sent_over_udp():
+    reactor, ua, datagrams = ua_on_a_reactor("sip:127.0.0.1:5080;lr;transport=tcp")
+    outgoing = ua.send(request_of(ua, 1400), ua.proxy_target)
+    failures = []
+    outgoing.deferred.addErrback(failures.append)
+    reactor.tcpClients[0][2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+    assert datagrams == [] and failures[0].value.status == 503
