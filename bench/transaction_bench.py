@@ -23,6 +23,7 @@ import time
 from twisted.internet.task import Clock
 
 from sipxcc.sip.message import Request, Response, make_branch, make_tag, response_to
+from sipxcc.sip.stats import NO_STATS
 from sipxcc.sip.transport import Source, Target
 from sipxcc.sip.useragent import UASettings, UserAgent
 
@@ -34,6 +35,7 @@ class NullTransport:
     """Takes what the UA sends and drops it."""
 
     on_message = on_bad_message = on_connection_lost = None
+    stats = NO_STATS
 
     def set_proxy(self, host: str) -> None:
         pass

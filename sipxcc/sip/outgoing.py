@@ -26,7 +26,7 @@ from twisted.internet import defer
 from sipxcc.logs import logger
 from sipxcc.sip.digest import Challenge, DigestCredentials, authorization, make_cnonce
 from sipxcc.sip.message import Request, Response, make_branch
-from sipxcc.sip.transaction import T1, ClientTransaction, Timeout
+from sipxcc.sip.transaction import T1, ClientTransaction, Timeout, TransportFailure
 from sipxcc.sip.transport import Source, Target
 from sipxcc.timers import TimerHandle
 
@@ -74,7 +74,10 @@ class RequestCore(Protocol):
 
     def client_transaction(self, request: Request, target: Target,
                            on_response: Callable[[Response], None],
-                           on_failure: Callable[[Exception], None]) -> ClientTransaction: ...
+                           on_failure: Callable[[Exception], None],
+                           data: bytes | None = None) -> ClientTransaction: ...
+
+    def fit_transport(self, request: Request, target: Target) -> tuple[Target, bytes]: ...
 
     def call_later(self, delay: float, function: Callable[[], None]) -> TimerHandle: ...
 
@@ -113,6 +116,7 @@ class OutgoingRequest:
         self.answered: set[str] | None = set()  # realms whose credentials this request carried
         self.stale_retries = 0
         self.seen_provisional: set[tuple[int, str | None, str | None]] | None = set()
+        self.moved_to_tcp = False  # by its size, from UDP (RFC 3261 §18.1.1)
 
     @property
     def call_id(self) -> str | None:
@@ -126,10 +130,18 @@ class OutgoingRequest:
         return self
 
     def _send(self) -> None:
+        # measured on every send: a challenge's answer makes the request larger (§18.1.1)
+        target, data = self.ua.fit_transport(self.request, self.target)
+        if target.transport != self.target.transport:
+            self.moved_to_tcp = True
+        self.target = target
+        self._start_transaction(data)
+
+    def _start_transaction(self, data: bytes) -> None:
         self.provisional = False
         self.seen_provisional = set()
         self.txn = self.ua.client_transaction(self.request, self.target, self._response,
-                                              self._failure)
+                                              self._failure, data)
 
     def _preauthorize(self) -> None:
         """Reuse the dialog's last challenge, so an authenticating proxy need not re-ask."""
@@ -258,8 +270,8 @@ class OutgoingRequest:
             self.dialog.local_seq = max(self.dialog.local_seq + 1, seq)
             seq = self.dialog.local_seq
         for name, raw in old.headers.items():
-            if name == "Via":
-                raw = self.ua.via(make_branch())
+            if name == "Via":  # on the transport the request went over (§18.1.1 may move it)
+                raw = self.ua.via(make_branch(), self.target.transport)
             elif name == "CSeq":
                 raw = f"{seq} {old.method}"
             elif name == header:
@@ -273,12 +285,33 @@ class OutgoingRequest:
         """The transaction's end without a final response: Timer B/F, or the transport."""
         if self.final_status is not None:
             return
+        if isinstance(exc, TransportFailure) and exc.refused and self.moved_to_tcp:
+            self._back_to_udp()
+            return
         status, reason = (408, "Request Timeout") if isinstance(exc, Timeout) else \
             (503, "Service Unavailable")
         self.final_status = status
         self.on_response = None
         self._settled()
         self.deferred.errback(RequestFailed(status, reason))
+
+    def _back_to_udp(self) -> None:
+        """
+        RFC 3261 §18.1.1: a request sent over TCP only for its size, whose connection the
+        next hop refused (a reset), is sent again over UDP (for peers without TCP), once,
+        with a UDP Via and a new branch (a new transaction). It may answer 513.
+        """
+        self.moved_to_tcp = False
+        self.target = self.target._replace(transport="UDP")
+        old = self.request
+        request = Request(old.method, old.uri)
+        for name, raw in old.headers.items():
+            if name == "Via":
+                raw = self.ua.via(make_branch(), "UDP")
+            request.headers.add(name, raw)
+        request.body = old.body
+        self.request = request
+        self._start_transaction(request.to_bytes())
 
     def cancel(self) -> None:
         """§9.1: CANCEL once a provisional response has arrived (else when one does)."""

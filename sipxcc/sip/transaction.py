@@ -19,7 +19,7 @@ from typing import Protocol
 from sipxcc.sip.headers import MAGIC_COOKIE
 from sipxcc.sip.message import Request, Response, make_tag, response_to
 from sipxcc.sip.stats import NO_STATS, SipStats
-from sipxcc.sip.transport import Source, Target
+from sipxcc.sip.transport import Source, Target, refused
 from sipxcc.statemachine import Action, Table, Transition, bind
 from sipxcc.timers import TimerHandle, Timers
 
@@ -35,7 +35,12 @@ class Timeout(Exception):
 
 
 class TransportFailure(Exception):
-    """The transport could not deliver the request (RFC 3261 §17.1.4): report 503."""
+    """The transport could not deliver the request (RFC 3261 §17.1.4): report 503.
+    C{refused}: the peer refused the connection (a TCP reset)."""
+
+    def __init__(self, reason: str, refused: bool = False):
+        super().__init__(reason)
+        self.refused = refused
 
 
 class State(StrEnum):
@@ -270,12 +275,13 @@ class ClientTransaction(_Transaction):
 
     def __init__(self, layer: TransactionLayer, request: Request, target: Target,
                  on_response: Callable[[Response], None],
-                 on_failure: Callable[[Exception], None], connection: object = None):
+                 on_failure: Callable[[Exception], None], connection: object = None,
+                 data: bytes | None = None):
         super().__init__(layer, (request.branch, request.method))
         self.target = target
         self.request: Request | None = request
         self.method = request.method
-        self.data: bytes | None = request.to_bytes()
+        self.data: bytes | None = request.to_bytes() if data is None else data
         self.on_response = on_response
         self.on_failure = on_failure
         self.connection = connection
@@ -298,6 +304,7 @@ class ClientTransaction(_Transaction):
     def transport_error(self, reason: object) -> None:
         """The transport could not deliver (§17.1.4), or the stream closed (§18.4)."""
         self.failure_reason = str(reason)
+        self.failure_refused = refused(reason)
         self._fire(TRANSPORT_ERROR)
 
     def _send(self, data: bytes | None) -> None:
@@ -328,7 +335,7 @@ class ClientTransaction(_Transaction):
     def fail_transport(self, _: object = None) -> None:
         failed = self.on_failure
         self.terminate()
-        failed(TransportFailure(self.failure_reason))
+        failed(TransportFailure(self.failure_reason, self.failure_refused))
 
     def pass_up(self, response: Response) -> None:
         self.on_response(response)
@@ -577,9 +584,10 @@ class TransactionLayer:
 
     def client(self, request: Request, target: Target, on_response: Callable[[Response], None],
                on_failure: Callable[[Exception], None],
-               connection: object = None) -> ClientTransaction:
-        """Start a client transaction for C{request}."""
-        txn = ClientTransaction(self, request, target, on_response, on_failure, connection)
+               connection: object = None, data: bytes | None = None) -> ClientTransaction:
+        """Start a client transaction for C{request}; C{data}: it serialised, if it is."""
+        txn = ClientTransaction(self, request, target, on_response, on_failure, connection,
+                                data)
         self.clients[txn.key] = txn
         txn.start()
         return txn

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol, cast
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred
-from twisted.internet.error import CannotListenError, ConnectError
+from twisted.internet.error import CannotListenError, ConnectError, ConnectionRefusedError
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -68,6 +68,12 @@ IDLE_TIMEOUT = 300.0
 
 ABORT_GRACE = 2.0
 """Seconds a connection we close may take to flush before it is aborted."""
+
+
+def refused(reason: object) -> bool:
+    """Whether a send failed because the peer refused the connection (a TCP reset): a
+    C{Failure} or the exception itself, as L{TransportLayer.send}'s C{on_error} gets it."""
+    return isinstance(getattr(reason, "value", reason), ConnectionRefusedError)
 
 
 class Target(NamedTuple):
@@ -314,8 +320,11 @@ class _OutgoingFactory(protocol.ClientFactory):
         return self.proto
 
     def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
-        self.proto.layer.connection_lost(self.proto)
+        # out of the pool first (a sender told of the failure may send to the peer again),
+        # then each sender waiting on it learns why, before anything else hears it is lost
+        self.proto.layer.forget_connection(self.proto)
         self.proto.connect_failed(reason)
+        self.proto.layer.connection_lost(self.proto)
 
 
 class TransportLayer:
@@ -427,13 +436,17 @@ class TransportLayer:
         assert proto.peer is not None  # set by connectionMade
         self.connections[(proto.transport_name, proto.peer[0], proto.peer[1])] = proto
 
-    def connection_lost(self, proto: SIPStreamProtocol) -> None:
+    def forget_connection(self, proto: SIPStreamProtocol) -> None:
+        """Take C{proto} out of the pool of outgoing connections, if it is there."""
         if proto.peer is not None:
             key = (proto.transport_name, proto.peer[0], proto.peer[1])
             if self.connections.get(key) is proto:
                 del self.connections[key]
-            if self.on_connection_lost is not None:
-                self.on_connection_lost(Target(*key))
+
+    def connection_lost(self, proto: SIPStreamProtocol) -> None:
+        self.forget_connection(proto)
+        if proto.peer is not None and self.on_connection_lost is not None:
+            self.on_connection_lost(Target(proto.transport_name, *proto.peer))
 
     # Sending
 

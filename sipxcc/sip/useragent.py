@@ -93,7 +93,7 @@ class UserAgent:
         self.proxy_target = uri_target(self.proxy)
         self.route = f"<{self.proxy}>" if "lr" in self.proxy.params else f"<{self.proxy};lr>"
         self.sent_by = host_port(settings.address, settings.port)
-        self.counters = {"bad": 0, "stray_responses": 0}
+        self.counters = {"bad": 0, "stray_responses": 0, "udp_oversize": 0}
         # (From tag, Call-ID, CSeq) -> (branch, when), oldest first
         self.recent: OrderedDict[tuple[str | None, str | None, int],
                                  tuple[str | None, float]] = OrderedDict()
@@ -143,12 +143,33 @@ class UserAgent:
     def send(self, request: Request, target: Target, dialog: Dialog | None = None,
              credentials: DigestCredentials | None = None,
              on_response: Callable[[Response], None] | None = None) -> OutgoingRequest:
-        if target.transport == "UDP" and "tcp" in self.settings.transports \
-                and len(request.body) + 800 > UDP_MTU_LIMIT \
-                and len(request.to_bytes()) > UDP_MTU_LIMIT:
-            target = target._replace(transport="TCP")  # §18.1.1
-            request.headers.set("Via", self.via(make_branch(), "TCP"))
+        """Send C{request} to C{target} (over TCP instead when too large for UDP: see
+        L{fit_transport}); answers the proxy's challenges with C{credentials}."""
         return OutgoingRequest(self, request, target, credentials, on_response, dialog).start()
+
+    def fit_transport(self, request: Request, target: Target) -> tuple[Target, bytes]:
+        """
+        RFC 3261 §18.1.1: the transport C{request} goes over, and the bytes to send.
+
+        The serialised request is measured: larger than L{UDP_MTU_LIMIT} bytes (1300, the
+        path MTU being unknown), a request bound for UDP goes over TCP instead, and its top
+        Via says so (rewritten before the bytes are final: the Via is part of what was
+        measured, and the transport token keeps its length). Without TCP it still goes over
+        UDP, counted and logged; a next hop that cannot take it answers 513 (§21.5.14),
+        which is the request's final response.
+        """
+        data = request.to_bytes()
+        if target.transport != "UDP" or len(data) <= UDP_MTU_LIMIT:
+            return target, data
+        if "tcp" not in self.settings.transports:
+            self.counters["udp_oversize"] += 1
+            log.warn("a {method} of {size} bytes goes over UDP: no TCP to send it over "
+                     "(RFC 3261 §18.1.1)", method=request.method, size=len(data))
+            return target, data
+        via = request.top_via
+        assert via is not None  # every request we build has one
+        request.headers.replace_first("Via", self.via(via.branch or make_branch(), "TCP"))
+        return target._replace(transport="TCP"), request.to_bytes()
 
     @property
     def realm(self) -> str | None:
@@ -157,9 +178,11 @@ class UserAgent:
 
     def client_transaction(self, request: Request, target: Target,
                            on_response: Callable[[Response], None],
-                           on_failure: Callable[[Exception], None]) -> ClientTransaction:
-        """Start a client transaction for C{request} (RFC 3261 §17.1)."""
-        return self.transactions.client(request, target, on_response, on_failure)
+                           on_failure: Callable[[Exception], None],
+                           data: bytes | None = None) -> ClientTransaction:
+        """Start a client transaction for C{request} (RFC 3261 §17.1); C{data}, when given,
+        is C{request} already serialised."""
+        return self.transactions.client(request, target, on_response, on_failure, data=data)
 
     def call_later(self, delay: float, function: Callable[[], None]) -> TimerHandle:
         """Run C{function} after C{delay} seconds, on the UA's shared timer queues."""
