@@ -16,6 +16,7 @@ is passed in by sipxcc/tap.py.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -194,6 +195,9 @@ class RedisConnection:
         #: why the last attempt to connect failed, or the connection was lost
         self.last_error: str | None = None
         self._waiting: list[defer.Deferred[None]] = []
+        #: SHA-1 of each Lua script loaded on the current connection (Redis thread only)
+        self._loaded: set[str] = set()
+        self._shas: dict[str, str] = {}  # script text -> its SHA-1
 
     @property
     def up(self) -> bool:
@@ -242,8 +246,14 @@ class RedisConnection:
 
     def _connect(self) -> None:
         self._retry = None
-        d = self._run(self.client.execute_command, "PING")
+        d = self._run(self._hello)
         d.addCallbacks(lambda _: self._connected(), self._unreachable)
+
+    def _hello(self) -> Any:
+        """On the Redis thread: a new connection (or Redis restarted) has no script
+        loaded yet."""
+        self._loaded.clear()
+        return self.client.execute_command("PING")
 
     def _connected(self) -> None:
         if not self._running:
@@ -324,11 +334,43 @@ class RedisConnection:
                        errbackArgs=(batch,))
 
     def _execute(self, commands: list[Command]) -> list[Any]:
-        """On the Redis thread: one pipeline (no MULTI), each reply or error in order."""
+        """On the Redis thread: one pipeline (no MULTI), each reply or error in order.
+
+        C{EVAL} commands go out as C{EVALSHA} (40 bytes instead of the script's text);
+        a script not yet loaded on this connection is loaded first, in the same
+        pipeline (C{SCRIPT LOAD}). Should Redis answer C{NOSCRIPT} all the same (its
+        scripts flushed, a failover), that command is run again with its text."""
         pipe = self.client.pipeline(transaction=False)
+        loads: dict[int, str] = {}  # position of each SCRIPT LOAD -> the script's SHA-1
+        sent = 0
         for command in commands:
-            pipe.execute_command(*command)
+            if command[0] == "EVAL":
+                script = str(command[1])
+                sha = self._shas.get(script)
+                if sha is None:
+                    sha = self._shas[script] = hashlib.sha1(script.encode()).hexdigest()
+                if sha not in self._loaded:
+                    loads[sent] = sha
+                    pipe.execute_command("SCRIPT", "LOAD", script)
+                    self._loaded.add(sha)
+                    sent += 1
+                pipe.execute_command("EVALSHA", sha, *command[2:])
+            else:
+                pipe.execute_command(*command)
+            sent += 1
         replies: list[Any] = pipe.execute(raise_on_error=False)
+        if loads:
+            for n, sha in loads.items():
+                if isinstance(replies[n], BaseException):
+                    self._loaded.discard(sha)
+            replies = [reply for n, reply in enumerate(replies) if n not in loads]
+        for n, (command, reply) in enumerate(zip(commands, replies, strict=True)):
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                self._loaded.clear()
+                try:
+                    replies[n] = self.client.execute_command(*command)
+                except redis.ResponseError as error:
+                    replies[n] = error
         return replies
 
     def _answered(self, replies: list[Any],

@@ -361,3 +361,56 @@ def test_every_blocking_call_is_bounded_in_time_and_one_socket_is_used():
     assert options["socket_timeout"] == options["socket_connect_timeout"] == (
         redis_client.SOCKET_TIMEOUT)
     assert options["max_connections"] == 1
+
+
+SCRIPT = "return 1"
+SHA = "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"  # SHA-1 of SCRIPT, as Redis names it
+
+
+def test_a_script_is_loaded_once_per_connection_then_run_by_its_sha():
+    clock, client = task.Clock(), FakeRedis()
+    conn = connection(clock, client)
+    conn.start()
+    client.answer = lambda commands: [SHA.encode() if c[0] == "SCRIPT" else 7
+                                      for c in commands]
+    got = outcomes([conn.execute("EVAL", SCRIPT, 0), conn.execute("EVAL", SCRIPT, 0)])
+    clock.advance(0)
+    later = outcomes([conn.execute("EVAL", SCRIPT, 1, "k")])
+    clock.advance(0)
+    assert client.pipelines == [
+        [("SCRIPT", "LOAD", SCRIPT), ("EVALSHA", SHA, 0), ("EVALSHA", SHA, 0)],
+        [("EVALSHA", SHA, 1, "k")]]
+    assert got == [7, 7] and later == [7]  # the SCRIPT LOAD's own reply is nobody's
+    client.reachable = False  # Redis restarted: its scripts are gone
+    outcomes([conn.execute("PING")])
+    clock.advance(0)
+    client.reachable = True
+    clock.advance(redis_client.INITIAL_DELAY)
+    assert conn.up
+    outcomes([conn.execute("EVAL", SCRIPT, 0)])
+    clock.advance(0)
+    assert client.pipelines[-1] == [("SCRIPT", "LOAD", SCRIPT), ("EVALSHA", SHA, 0)]
+
+
+def test_a_script_redis_no_longer_knows_is_run_again_with_its_text():
+    clock = task.Clock()
+
+    class Flushed(FakeRedis):
+        def execute_command(self, *args):
+            if args[0] == "PING":
+                return super().execute_command(*args)
+            self.pipelines.append([args])
+            return 8
+    client = Flushed()
+    conn = connection(clock, client)
+    conn.start()
+    client.answer = lambda commands: [SHA.encode() for _ in commands]
+    conn.execute("EVAL", SCRIPT, 0)
+    clock.advance(0)
+    client.answer = lambda commands: [
+        redis.exceptions.NoScriptError("NOSCRIPT No matching script."), b"v"]
+    got = outcomes([conn.execute("EVAL", SCRIPT, 0), conn.execute("GET", "k")])
+    clock.advance(0)
+    assert got == [8, b"v"]
+    assert client.pipelines[-2:] == [[("EVALSHA", SHA, 0), ("GET", "k")],
+                                     [("EVAL", SCRIPT, 0)]]
