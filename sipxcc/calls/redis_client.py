@@ -57,6 +57,8 @@ POLL = 0.25
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 Command = tuple[bytes | str | int | float, ...]
+#: the commands of one L{RedisConnection.pipeline} call and the Deferred of their replies
+_Group = tuple[list[Command], "defer.Deferred[list[Any]]"]
 
 
 class RedisError(Exception):
@@ -189,7 +191,7 @@ class RedisConnection:
         self._retry: Any = None
         self._keepalive: Any = None
         self._busy = False  # a command was given since the last keep-alive check
-        self._queue: deque[tuple[Command, defer.Deferred[Any]]] = deque()
+        self._queue: deque[_Group] = deque()
         self._send_scheduled = False
         self.pending = 0  # commands given and not yet answered
         #: why the last attempt to connect failed, or the connection was lost
@@ -225,7 +227,7 @@ class RedisConnection:
                 timer.cancel()
         self._retry = self._keepalive = None
         queued, self._queue = self._queue, deque()
-        self.pending -= len(queued)
+        self.pending -= sum(len(commands) for commands, _ in queued)
         for _, d in queued:
             d.errback(RegistryUnavailable("the Redis connection is closed"))
         if self._up:
@@ -301,27 +303,24 @@ class RedisConnection:
     # --- commands -----------------------------------------------------------------------
     def execute(self, *args: bytes | str | int | float) -> defer.Deferred[Any]:
         """Send one command; fires with its reply."""
-        return self.pipeline([args])[0]
+        return self.pipeline([args]).addCallback(lambda replies: replies[0])
 
-    def pipeline(self, commands: list[Command]) -> list[defer.Deferred[Any]]:
-        """Send several commands together, in order; one Deferred per command."""
+    def pipeline(self, commands: list[Command]) -> defer.Deferred[list[Any]]:
+        """Send several commands together, in order; one Deferred for them all, firing
+        with their replies in order, or failing with the first error reply
+        (L{RedisError}; the other commands ran all the same)."""
         if not self._up:
-            return [defer.fail(RegistryUnavailable("Redis is not connected"))
-                    for _ in commands]
+            return defer.fail(RegistryUnavailable("Redis is not connected"))
         if self.pending + len(commands) > self.max_pending:
-            return [defer.fail(RegistryUnavailable("too many Redis commands pending"))
-                    for _ in commands]
+            return defer.fail(RegistryUnavailable("too many Redis commands pending"))
         self.pending += len(commands)
         self._busy = True
-        ds: list[defer.Deferred[Any]] = []
-        for command in commands:
-            d: defer.Deferred[Any] = defer.Deferred()
-            self._queue.append((command, d))
-            ds.append(d)
+        d: defer.Deferred[list[Any]] = defer.Deferred()
+        self._queue.append((commands, d))
         if not self._send_scheduled:
             self._send_scheduled = True
             self.clock.callLater(0, self._send)
-        return ds
+        return d
 
     def _send(self) -> None:
         """Every command of this reactor turn, as one pipeline on the Redis thread."""
@@ -329,7 +328,8 @@ class RedisConnection:
         if not self._queue:
             return
         batch, self._queue = list(self._queue), deque()
-        d = self._run(self._execute, [command for command, _ in batch])
+        d = self._run(self._execute, [command for commands, _ in batch
+                                      for command in commands])
         d.addCallbacks(self._answered, self._failed, callbackArgs=(batch,),
                        errbackArgs=(batch,))
 
@@ -373,20 +373,25 @@ class RedisConnection:
                     replies[n] = error
         return replies
 
-    def _answered(self, replies: list[Any],
-                  batch: list[tuple[Command, defer.Deferred[Any]]]) -> None:
-        self.pending -= len(batch)
-        for (_, d), reply in zip(batch, replies, strict=True):
-            if isinstance(reply, redis.ResponseError):
-                d.errback(RedisError(str(reply)))
-            elif isinstance(reply, BaseException):
-                d.errback(reply)
+    def _answered(self, replies: list[Any], batch: list[_Group]) -> None:
+        start = 0
+        for commands, d in batch:
+            end = start + len(commands)
+            self.pending -= len(commands)
+            mine = replies[start:end]
+            start = end
+            error = next((r for r in mine if isinstance(r, BaseException)), None)
+            if error is None:
+                d.callback(mine)
+            elif isinstance(error, redis.ResponseError):
+                d.errback(RedisError(str(error)))
             else:
-                d.callback(reply)
+                d.errback(error)
+        if start != len(replies):
+            raise ValueError(f"{len(replies)} replies to {start} commands")
 
-    def _failed(self, failure: Failure,
-                batch: list[tuple[Command, defer.Deferred[Any]]]) -> None:
-        self.pending -= len(batch)
+    def _failed(self, failure: Failure, batch: list[_Group]) -> None:
+        self.pending -= sum(len(commands) for commands, _ in batch)
         if failure.check(*_CONNECTION_ERRORS):
             self._lost(failure.getErrorMessage())
             failure = Failure(RegistryUnavailable(
