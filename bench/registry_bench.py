@@ -105,12 +105,17 @@ def main(args) -> None:
                                    max_calls=args.calls + 10,
                                    max_calls_per_agent=args.calls + 10)
             yield run(store, registry, 200, args.concurrency)  # warm-up
+            sent_before = yield _redis_stat(connection, "total_net_input_bytes")
+            commands_before = yield _redis_stat(connection, "total_commands_processed")
             before, redis_before = _self_cpu_ms(), _proc_cpu_ms(server.process.pid)
             started = time.monotonic()
             yield run(store, registry, args.calls, args.concurrency)
             results["redis"] = (_self_cpu_ms() - before,
                                 _proc_cpu_ms(server.process.pid) - redis_before)
             elapsed = time.monotonic() - started
+            sent = (yield _redis_stat(connection, "total_net_input_bytes")) - sent_before
+            commands = (yield _redis_stat(connection, "total_commands_processed")
+                        ) - commands_before
             info = yield connection.execute("INFO", "memory")
             used = next(line for line in info.decode().splitlines()
                         if line.startswith("used_memory:"))
@@ -120,11 +125,18 @@ def main(args) -> None:
             connection.stop()
         finally:
             server.stop()
-    report(args, results, elapsed, used, keys)
+    report(args, results, elapsed, used, keys, sent, commands)
     reactor.stop()
 
 
-def report(args, results, elapsed, used, keys) -> None:
+@defer.inlineCallbacks
+def _redis_stat(connection, name: str):
+    info = yield connection.execute("INFO", "stats")
+    line = next(line for line in info.decode().splitlines() if line.startswith(name + ":"))
+    return int(line.split(":")[1])
+
+
+def report(args, results, elapsed, used, keys, sent, commands) -> None:
     memory = sum(results["memory"]) / args.calls
     redis = sum(results["redis"]) / args.calls
     text = "\n".join([
@@ -141,7 +153,10 @@ def report(args, results, elapsed, used, keys) -> None:
         f"{results['redis'][1] / args.calls:.4f} | {redis:.4f} |",
         "",
         f"Redis run: {args.calls / elapsed:.0f} calls/s wall; after it "
-        f"{keys} keys ({args.calls + 200} finished calls, 5 s TTL), {used} bytes.",
+        f"{keys} keys ({args.calls + 200} finished calls, 5 s TTL), {used} bytes. "
+        f"Sent to Redis per call: {sent / args.calls:.0f} bytes, "
+        f"{commands / args.calls:.1f} commands processed (INFO stats: those run inside "
+        "scripts and the bench's INFO included).",
         "",
     ])
     print(text)

@@ -16,6 +16,7 @@ is passed in by sipxcc/tap.py.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -56,6 +57,8 @@ POLL = 0.25
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 Command = tuple[bytes | str | int | float, ...]
+#: the commands of one L{RedisConnection.pipeline} call and the Deferred of their replies
+_Group = tuple[list[Command], "defer.Deferred[list[Any]]"]
 
 
 class RedisError(Exception):
@@ -188,12 +191,15 @@ class RedisConnection:
         self._retry: Any = None
         self._keepalive: Any = None
         self._busy = False  # a command was given since the last keep-alive check
-        self._queue: deque[tuple[Command, defer.Deferred[Any]]] = deque()
+        self._queue: deque[_Group] = deque()
         self._send_scheduled = False
         self.pending = 0  # commands given and not yet answered
         #: why the last attempt to connect failed, or the connection was lost
         self.last_error: str | None = None
         self._waiting: list[defer.Deferred[None]] = []
+        #: SHA-1 of each Lua script loaded on the current connection (Redis thread only)
+        self._loaded: set[str] = set()
+        self._shas: dict[str, str] = {}  # script text -> its SHA-1
 
     @property
     def up(self) -> bool:
@@ -221,7 +227,7 @@ class RedisConnection:
                 timer.cancel()
         self._retry = self._keepalive = None
         queued, self._queue = self._queue, deque()
-        self.pending -= len(queued)
+        self.pending -= sum(len(commands) for commands, _ in queued)
         for _, d in queued:
             d.errback(RegistryUnavailable("the Redis connection is closed"))
         if self._up:
@@ -242,8 +248,14 @@ class RedisConnection:
 
     def _connect(self) -> None:
         self._retry = None
-        d = self._run(self.client.execute_command, "PING")
+        d = self._run(self._hello)
         d.addCallbacks(lambda _: self._connected(), self._unreachable)
+
+    def _hello(self) -> Any:
+        """On the Redis thread: a new connection (or Redis restarted) has no script
+        loaded yet."""
+        self._loaded.clear()
+        return self.client.execute_command("PING")
 
     def _connected(self) -> None:
         if not self._running:
@@ -291,27 +303,24 @@ class RedisConnection:
     # --- commands -----------------------------------------------------------------------
     def execute(self, *args: bytes | str | int | float) -> defer.Deferred[Any]:
         """Send one command; fires with its reply."""
-        return self.pipeline([args])[0]
+        return self.pipeline([args]).addCallback(lambda replies: replies[0])
 
-    def pipeline(self, commands: list[Command]) -> list[defer.Deferred[Any]]:
-        """Send several commands together, in order; one Deferred per command."""
+    def pipeline(self, commands: list[Command]) -> defer.Deferred[list[Any]]:
+        """Send several commands together, in order; one Deferred for them all, firing
+        with their replies in order, or failing with the first error reply
+        (L{RedisError}; the other commands ran all the same)."""
         if not self._up:
-            return [defer.fail(RegistryUnavailable("Redis is not connected"))
-                    for _ in commands]
+            return defer.fail(RegistryUnavailable("Redis is not connected"))
         if self.pending + len(commands) > self.max_pending:
-            return [defer.fail(RegistryUnavailable("too many Redis commands pending"))
-                    for _ in commands]
+            return defer.fail(RegistryUnavailable("too many Redis commands pending"))
         self.pending += len(commands)
         self._busy = True
-        ds: list[defer.Deferred[Any]] = []
-        for command in commands:
-            d: defer.Deferred[Any] = defer.Deferred()
-            self._queue.append((command, d))
-            ds.append(d)
+        d: defer.Deferred[list[Any]] = defer.Deferred()
+        self._queue.append((commands, d))
         if not self._send_scheduled:
             self._send_scheduled = True
             self.clock.callLater(0, self._send)
-        return ds
+        return d
 
     def _send(self) -> None:
         """Every command of this reactor turn, as one pipeline on the Redis thread."""
@@ -319,32 +328,70 @@ class RedisConnection:
         if not self._queue:
             return
         batch, self._queue = list(self._queue), deque()
-        d = self._run(self._execute, [command for command, _ in batch])
+        d = self._run(self._execute, [command for commands, _ in batch
+                                      for command in commands])
         d.addCallbacks(self._answered, self._failed, callbackArgs=(batch,),
                        errbackArgs=(batch,))
 
     def _execute(self, commands: list[Command]) -> list[Any]:
-        """On the Redis thread: one pipeline (no MULTI), each reply or error in order."""
+        """On the Redis thread: one pipeline (no MULTI), each reply or error in order.
+
+        C{EVAL} commands go out as C{EVALSHA} (40 bytes instead of the script's text);
+        a script not yet loaded on this connection is loaded first, in the same
+        pipeline (C{SCRIPT LOAD}). Should Redis answer C{NOSCRIPT} all the same (its
+        scripts flushed, a failover), that command is run again with its text."""
         pipe = self.client.pipeline(transaction=False)
+        loads: dict[int, str] = {}  # position of each SCRIPT LOAD -> the script's SHA-1
+        sent = 0
         for command in commands:
-            pipe.execute_command(*command)
+            if command[0] == "EVAL":
+                script = str(command[1])
+                sha = self._shas.get(script)
+                if sha is None:
+                    sha = self._shas[script] = hashlib.sha1(script.encode()).hexdigest()
+                if sha not in self._loaded:
+                    loads[sent] = sha
+                    pipe.execute_command("SCRIPT", "LOAD", script)
+                    self._loaded.add(sha)
+                    sent += 1
+                pipe.execute_command("EVALSHA", sha, *command[2:])
+            else:
+                pipe.execute_command(*command)
+            sent += 1
         replies: list[Any] = pipe.execute(raise_on_error=False)
+        if loads:
+            for n, sha in loads.items():
+                if isinstance(replies[n], BaseException):
+                    self._loaded.discard(sha)
+            replies = [reply for n, reply in enumerate(replies) if n not in loads]
+        for n, (command, reply) in enumerate(zip(commands, replies, strict=True)):
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                self._loaded.clear()
+                try:
+                    replies[n] = self.client.execute_command(*command)
+                except redis.ResponseError as error:
+                    replies[n] = error
         return replies
 
-    def _answered(self, replies: list[Any],
-                  batch: list[tuple[Command, defer.Deferred[Any]]]) -> None:
-        self.pending -= len(batch)
-        for (_, d), reply in zip(batch, replies, strict=True):
-            if isinstance(reply, redis.ResponseError):
-                d.errback(RedisError(str(reply)))
-            elif isinstance(reply, BaseException):
-                d.errback(reply)
+    def _answered(self, replies: list[Any], batch: list[_Group]) -> None:
+        start = 0
+        for commands, d in batch:
+            end = start + len(commands)
+            self.pending -= len(commands)
+            mine = replies[start:end]
+            start = end
+            error = next((r for r in mine if isinstance(r, BaseException)), None)
+            if error is None:
+                d.callback(mine)
+            elif isinstance(error, redis.ResponseError):
+                d.errback(RedisError(str(error)))
             else:
-                d.callback(reply)
+                d.errback(error)
+        if start != len(replies):
+            raise ValueError(f"{len(replies)} replies to {start} commands")
 
-    def _failed(self, failure: Failure,
-                batch: list[tuple[Command, defer.Deferred[Any]]]) -> None:
-        self.pending -= len(batch)
+    def _failed(self, failure: Failure, batch: list[_Group]) -> None:
+        self.pending -= sum(len(commands) for commands, _ in batch)
         if failure.check(*_CONNECTION_ERRORS):
             self._lost(failure.getErrorMessage())
             failure = Failure(RegistryUnavailable(

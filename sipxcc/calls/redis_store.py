@@ -27,7 +27,6 @@ from collections import deque
 from typing import Any, NamedTuple
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from sipxcc.calls.call import (
     INVITE,
@@ -217,14 +216,6 @@ def stored_call(call_id: str, fields: list[bytes], lines: list[bytes]) -> Stored
                       float(record["created"]), record["node"],
                       [StatusEvent(*json.loads(line)) for line in lines],
                       record.get("reason", ""), int(record.get("seq") or 0), dialogs)
-
-
-def _all(ds: list[defer.Deferred[Any]]) -> defer.Deferred[list[Any]]:
-    """Every reply of a pipeline, or the first failure itself (not wrapped)."""
-    def unwrap(failure: Failure) -> Failure:
-        error = failure.value
-        return error.subFailure if isinstance(error, defer.FirstError) else failure
-    return defer.gatherResults(ds, consumeErrors=True).addErrback(unwrap)
 
 
 def _text(value: bytes | None) -> str:
@@ -445,7 +436,7 @@ class RedisCallStore:
         if not self.redis.up:
             return defer.fail(RegistryUnavailable("Redis is not connected"))
         commands, self.buffer = list(self.buffer), deque()
-        d = _all(self.redis.pipeline(commands))
+        d: defer.Deferred[Any] = self.redis.pipeline(commands)
 
         def lost(failure: Any) -> Any:
             if failure.check(RegistryUnavailable):  # in flight when the connection broke
@@ -471,9 +462,9 @@ class RedisCallStore:
     @defer.inlineCallbacks
     def get(self, call_id: str) -> Any:
         """Fires with the L{StoredCall} of C{call_id}, or None."""
-        fields, lines = yield _all(self.redis.pipeline([
+        fields, lines = yield self.redis.pipeline([
             ("HGETALL", self._k("call", call_id)),
-            ("LRANGE", self._k("lines", call_id), 0, -1)]))
+            ("LRANGE", self._k("lines", call_id), 0, -1)])
         return stored_call(call_id, fields, lines)
 
     @defer.inlineCallbacks
@@ -497,7 +488,7 @@ class RedisCallStore:
         for call_id in ids:
             commands.append(("HGETALL", self._k("call", call_id)))
             commands.append(("LRANGE", self._k("lines", call_id), 0, -1))
-        replies = yield _all(self.redis.pipeline(commands))
+        replies = yield self.redis.pipeline(commands)
         found, gone = [], []
         for n, call_id in enumerate(ids):
             stored = stored_call(call_id, replies[2 * n], replies[2 * n + 1])
@@ -579,10 +570,11 @@ class RedisCallStore:
 
     def _heartbeat(self) -> defer.Deferred[Any]:
         """Refresh this node's heartbeat (and its name among the nodes)."""
-        return _all(self.redis.pipeline([
+        beat: defer.Deferred[Any] = self.redis.pipeline([
             ("SET", self._k("node", self.node_id), repr(self.clock.seconds()), "PX",
              int(self.heartbeat_ttl * 1000)),
-            ("SADD", self._k("nodes"), self.node_id)]))
+            ("SADD", self._k("nodes"), self.node_id)])
+        return beat
 
     @defer.inlineCallbacks
     def sweep_lost(self) -> Any:
@@ -592,8 +584,8 @@ class RedisCallStore:
         others = [_text(n) for n in nodes if _text(n) != self.node_id]
         if not others:
             return 0
-        alive = yield _all(self.redis.pipeline(
-            [("EXISTS", self._k("node", n)) for n in others]))
+        alive = yield self.redis.pipeline(
+            [("EXISTS", self._k("node", n)) for n in others])
         ended = 0
         for node, up in zip(others, alive, strict=True):
             if not up:

@@ -4,6 +4,7 @@ in with the password from the password file; commands and pub/sub work on both."
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -110,3 +111,27 @@ def test_the_password_file_logs_in_and_a_wrong_password_is_refused(tmp_path):
         yield _refused(server, "invalid username-password pair", password="wrong")
     finally:
         server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_lua_script_runs_by_its_sha_and_still_runs_after_redis_forgot_it(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    connection = RedisConnection(reactor, server.url)
+    connection.start()
+    script = "return redis.call('INCR', KEYS[1])"
+    try:
+        yield connection.when_up()
+        assert (yield connection.execute("EVAL", script, 1, "n")) == 1
+        assert (yield connection.execute("SCRIPT", "EXISTS", _sha1(script))) == [1]
+        assert (yield connection.execute("EVAL", script, 1, "n")) == 2
+        yield connection.execute("SCRIPT", "FLUSH")  # as after a failover
+        assert (yield connection.execute("EVAL", script, 1, "n")) == 3
+        assert (yield connection.execute("GET", "n")) == b"3"
+    finally:
+        connection.stop()
+        server.stop()
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()

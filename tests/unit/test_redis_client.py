@@ -95,23 +95,28 @@ def test_the_commands_of_one_reactor_turn_go_out_as_one_pipeline_in_order():
     conn = connection(clock, client)
     conn.start()
     client.answer = lambda commands: [b"v-" + str(c[1]).encode() for c in commands]
-    got = outcomes([conn.execute("GET", "a"), *conn.pipeline([("GET", "b"), ("GET", "c")]),
+    got = outcomes([conn.execute("GET", "a"), conn.pipeline([("GET", "b"), ("GET", "c")]),
                     conn.execute("GET", "d")])
     assert got == [] and client.pipelines == []  # sent at the end of the turn
     clock.advance(0)
     assert client.pipelines == [[("GET", "a"), ("GET", "b"), ("GET", "c"), ("GET", "d")]]
-    assert got == [b"v-a", b"v-b", b"v-c", b"v-d"]
+    assert got == [b"v-a", [b"v-b", b"v-c"], b"v-d"]  # one reply list per pipeline
 
 
-def test_an_error_reply_fails_only_its_own_command():
+def test_an_error_reply_fails_only_its_own_command_or_pipeline():
     clock, client = task.Clock(), FakeRedis()
     conn = connection(clock, client)
     conn.start()
-    client.answer = lambda commands: [redis.ResponseError("ERR unknown command"), b"PONG"]
-    got = outcomes(conn.pipeline([("BAD",), ("PING",)]))
+    client.answer = lambda commands: [
+        redis.ResponseError("ERR unknown command") if c[0] == "BAD" else b"PONG"
+        for c in commands]
+    got = outcomes([conn.execute("BAD"), conn.execute("PING"),
+                    conn.pipeline([("PING",), ("BAD",)]), conn.pipeline([("PING",)])])
     clock.advance(0)
+    assert client.pipelines == [[("BAD",), ("PING",), ("PING",), ("BAD",), ("PING",)]]
     assert got[0].check(RedisError) and "unknown command" in str(got[0].value)
     assert got[1] == b"PONG"
+    assert got[2].check(RedisError) and got[3] == [b"PONG"]
 
 
 def test_commands_beyond_the_pending_bound_are_refused_at_once_and_not_sent():
@@ -126,7 +131,7 @@ def test_commands_beyond_the_pending_bound_are_refused_at_once_and_not_sent():
     conn.start()
     f, args, d = jobs.pop()
     d.callback(f(*args))  # connected
-    first = outcomes(conn.pipeline([("PING",), ("PING",)]))
+    first = outcomes([conn.pipeline([("PING",), ("PING",)])])
     refused = outcomes([conn.execute("PING")])
     assert refused[0].check(RegistryUnavailable)
     assert "too many" in str(refused[0].value)
@@ -134,7 +139,7 @@ def test_commands_beyond_the_pending_bound_are_refused_at_once_and_not_sent():
     assert [len(job[1][0]) for job in jobs] == [2]  # only the two accepted were sent
     f, args, d = jobs.pop()
     d.callback(f(*args))
-    assert first == [b"OK", b"OK"] and conn.pending == 0
+    assert first == [[b"OK", b"OK"]] and conn.pending == 0
     assert outcomes([conn.execute("PING")]) == []  # room again: waiting for its reply
 
 
@@ -164,9 +169,9 @@ def test_a_connection_lost_under_a_pipeline_fails_its_commands_and_reconnects_fr
     conn = connection(clock, client)
     conn.start()
     client.reachable = False
-    got = outcomes(conn.pipeline([("SET", "a", 1), ("SET", "b", 2)]))
+    got = outcomes([conn.pipeline([("SET", "a", 1), ("SET", "b", 2)])])
     clock.advance(0)
-    assert all(f.check(RegistryUnavailable) for f in got)
+    assert len(got) == 1 and got[0].check(RegistryUnavailable)
     assert not conn.up and conn.states == [True, False] and conn.pending == 0
     client.reachable = True
     clock.advance(redis_client.INITIAL_DELAY)
@@ -361,3 +366,56 @@ def test_every_blocking_call_is_bounded_in_time_and_one_socket_is_used():
     assert options["socket_timeout"] == options["socket_connect_timeout"] == (
         redis_client.SOCKET_TIMEOUT)
     assert options["max_connections"] == 1
+
+
+SCRIPT = "return 1"
+SHA = "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"  # SHA-1 of SCRIPT, as Redis names it
+
+
+def test_a_script_is_loaded_once_per_connection_then_run_by_its_sha():
+    clock, client = task.Clock(), FakeRedis()
+    conn = connection(clock, client)
+    conn.start()
+    client.answer = lambda commands: [SHA.encode() if c[0] == "SCRIPT" else 7
+                                      for c in commands]
+    got = outcomes([conn.execute("EVAL", SCRIPT, 0), conn.execute("EVAL", SCRIPT, 0)])
+    clock.advance(0)
+    later = outcomes([conn.execute("EVAL", SCRIPT, 1, "k")])
+    clock.advance(0)
+    assert client.pipelines == [
+        [("SCRIPT", "LOAD", SCRIPT), ("EVALSHA", SHA, 0), ("EVALSHA", SHA, 0)],
+        [("EVALSHA", SHA, 1, "k")]]
+    assert got == [7, 7] and later == [7]  # the SCRIPT LOAD's own reply is nobody's
+    client.reachable = False  # Redis restarted: its scripts are gone
+    outcomes([conn.execute("PING")])
+    clock.advance(0)
+    client.reachable = True
+    clock.advance(redis_client.INITIAL_DELAY)
+    assert conn.up
+    outcomes([conn.execute("EVAL", SCRIPT, 0)])
+    clock.advance(0)
+    assert client.pipelines[-1] == [("SCRIPT", "LOAD", SCRIPT), ("EVALSHA", SHA, 0)]
+
+
+def test_a_script_redis_no_longer_knows_is_run_again_with_its_text():
+    clock = task.Clock()
+
+    class Flushed(FakeRedis):
+        def execute_command(self, *args):
+            if args[0] == "PING":
+                return super().execute_command(*args)
+            self.pipelines.append([args])
+            return 8
+    client = Flushed()
+    conn = connection(clock, client)
+    conn.start()
+    client.answer = lambda commands: [SHA.encode() for _ in commands]
+    conn.execute("EVAL", SCRIPT, 0)
+    clock.advance(0)
+    client.answer = lambda commands: [
+        redis.exceptions.NoScriptError("NOSCRIPT No matching script."), b"v"]
+    got = outcomes([conn.execute("EVAL", SCRIPT, 0), conn.execute("GET", "k")])
+    clock.advance(0)
+    assert got == [8, b"v"]
+    assert client.pipelines[-2:] == [[("EVALSHA", SHA, 0), ("GET", "k")],
+                                     [("EVAL", SCRIPT, 0)]]

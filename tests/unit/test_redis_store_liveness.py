@@ -54,7 +54,7 @@ class FakeRedis:
         return defer.succeed(1)
 
     def pipeline(self, commands):
-        return [self.execute(*command) for command in commands]
+        return defer.gatherResults([self.execute(*command) for command in commands])
 
     def set_up(self, up: bool) -> None:
         self.up = up
