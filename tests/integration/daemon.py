@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from sipxcc.config import Config, load_config
+from sipxcc.config import KEYS, Config, load_config
 from sipxcc.tap import option_name
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +60,15 @@ _RANDOM = random.Random()
 _HANDED_OUT: collections.deque[int] = collections.deque(maxlen=2000)
 """Ports given out lately: not given again until 2,000 others have been."""
 
+def _default_ringback_ports() -> range:
+    low, high = next(key.parse(key.default) for key in KEYS if key.dotted == "ringback.ports")
+    return range(low, high + 1)
+
+
+RINGBACK_PORTS = _default_ringback_ports()
+"""The daemon's default ringback.ports: its tone streams bind there while a callee rings,
+so a phone started later in the same test must not have been given one of them."""
+
 
 def free_ports(count: int, host: str = "127.0.0.1", span: int = 1) -> list[int]:
     """``count`` distinct ports free for TCP and UDP on ``host`` right now.
@@ -81,7 +90,7 @@ def free_ports(count: int, host: str = "127.0.0.1", span: int = 1) -> list[int]:
                 return ports
             port = _RANDOM.randint(first, last)
             wanted = range(port, port + span)
-            if any(p in _HANDED_OUT for p in wanted):
+            if any(p in _HANDED_OUT or p in RINGBACK_PORTS for p in wanted):
                 continue  # free now, but maybe not yet bound by whoever got it
             if all(_bindable(family, host, p, held) for p in wanted):
                 ports.append(port)
