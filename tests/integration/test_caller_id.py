@@ -128,7 +128,9 @@ def test_a_baresip_calling_user_sees_the_called_users_name_and_number(tmp_path,
         incoming = caller.wait_for("CALL_INCOMING", timeout=15)
         assert (incoming["peerdisplayname"], incoming["peeruri"]) == (
             "User Two", "sip:user2@sipx.test")
-        assert "Incoming call from: User Two sip:user2@sipx.test" in caller.log_text()
+        # its console line may reach the log file after the event reached us
+        assert wait_for(lambda: "Incoming call from: User Two sip:user2@sipx.test"
+                        in caller.log_text(), timeout=10)
         callee.wait_for("CALL_ESTABLISHED", timeout=15)
         first = caller.received("INVITE")[0]
         assert header(first, "From")[0].startswith(SHOWN + ";tag=")
