@@ -9,6 +9,7 @@
 # the last run, the test-to-function map is collected again and the unkilled mutants those
 # files' tests cover are re-tested, so a new test gets the credit (a changed helper such as
 # sipfakes.py re-tests every unkilled mutant). `make mutation-clean` starts over.
+# mutmut copies the tree's data files (openapi.json) only once; each run refreshes them.
 # Nice 19 and MUTATION_JOBS workers (default 2). Not part of `make test`.
 
 MUTATION_VENV := build/mutation/venv
@@ -35,6 +36,8 @@ mutation: $(MUTATION_STAMP)
 	  rm -f mutants/mutmut-stats.json; \
 	fi; \
 	mkdir -p mutants; \
+	(cd sipxcc && find . -type f ! -name '*.py' ! -path '*__pycache__*' \
+	  -exec cp --parents -p {} ../mutants/sipxcc/ \; ) 2>/dev/null || true; \
 	echo "$(MUTMUT) run --max-children $(MUTATION_JOBS) > mutants/mutmut-run.log"; \
 	$(MUTMUT) run --max-children $(MUTATION_JOBS) > mutants/mutmut-run.log 2>&1 \
 	  || { tr '\r' '\n' < mutants/mutmut-run.log | tail -40; exit 1; }; \
