@@ -175,7 +175,7 @@ class InviteFlow:
         self.connected_once = False
         self.limit_timer: Any = None  # timeLimit, once connected
         self.outcome = "failed"
-        self.relay = Relay(ctx.clock, self._peer_of, self._frozen, self._bye_received,
+        self.relay = Relay(self._peer_of, self._frozen, self._bye_received,
                            self._leg_lost, self._leg_unresponsive)
         call.set_dialog_source(self._dialogs)
 

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sipxcc.calls.clock import Clock
 from sipxcc.calls.leg import Leg
 from sipxcc.calls.sdp import Origin, SessionDescription, black_hole_offer
 from sipxcc.sip.message import Request, Response
@@ -145,11 +144,10 @@ class Relay:
       on_no_ack(leg)                  the leg never ACKed a 2xx we relayed (§13.3.1.4)
     """
 
-    def __init__(self, clock: Clock, peer_of: Callable[[Leg], Leg | None],
+    def __init__(self, peer_of: Callable[[Leg], Leg | None],
                  frozen: Callable[[], bool],
                  on_bye: Callable[[Leg, Request, ServerTransaction], None],
                  on_lost: Callable[[Leg], None], on_no_ack: Callable[[Leg], None]):
-        self.clock = clock
         self.peer_of = peer_of
         self.frozen = frozen
         self.on_bye = on_bye

@@ -52,6 +52,8 @@ class DialogCore(Protocol):
 
     def send_bytes(self, data: bytes, target: Target) -> None: ...
 
+    def fit_transport(self, request: Request, target: Target) -> tuple[Target, bytes]: ...
+
     def forget_dialog(self, dialog: Dialog) -> None: ...
 
 
@@ -139,8 +141,8 @@ class Dialog:
     def ack(self, body: bytes = b"", headers: Iterable[tuple[str, str]] = ()) -> None:
         """§13.2.2.4: ACK the 2xx of the last INVITE; kept to answer its retransmissions."""
         ack = self.build_request("ACK", headers, body, cseq=self.invite_seq)
-        self.ack_data = ack.to_bytes()
-        self.ack_target = self.ua.dialog_target(self)
+        # §18.1.1: an ACK carrying an answer can pass the UDP size limit like any request
+        self.ack_target, self.ack_data = self.ua.fit_transport(ack, self.ua.dialog_target(self))
         self.ua.send_bytes(self.ack_data, self.ack_target)
 
     def retransmitted_2xx(self, response: Response) -> None:

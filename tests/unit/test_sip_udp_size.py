@@ -145,3 +145,39 @@ def test_a_request_for_tcp_whose_connection_is_refused_is_not_sent_over_udp():
     outgoing.deferred.addErrback(failures.append)
     reactor.tcpClients[0][2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
     assert datagrams == [] and failures[0].value.status == 503
+
+
+
+def dialog_with(ua, sent):
+    """A dialog of C{ua}'s: its INVITE answered 200 by a far end."""
+    from tests.unit.sipfakes import FarEnd, parse_datagram
+    outgoing = ua.invite(ua.new_request("INVITE", "sip:user1@sipx.test", "<sip:u@sipx.test>",
+                                        "<sip:user1@sipx.test>"))
+    ok = parse_datagram(FarEnd(parse_datagram(sent[-1][0])).ok().to_bytes())
+    ua.receive(ok, PROXY)
+    assert outgoing.dialog is not None
+    return outgoing.dialog, ok
+
+
+def test_an_ack_whose_answer_passes_the_limit_goes_over_tcp_and_so_does_its_repeat():
+    """The ACK of a 2xx is a request of its own (§17.1.1.3) that carries the answer to a
+    late offer: a large one goes over TCP like any request, and a repeated 2xx gets the same
+    bytes over the same transport."""
+    ua, sent = ua_with(("udp", "tcp"))
+    dialog, ok = dialog_with(ua, sent)
+    answer = b"v=0\r\na=x-pad:" + b"p" * 1400 + b"\r\n"
+    dialog.ack(answer)
+    data, target = sent[-1]
+    assert data.startswith(b"ACK ") and target.transport == "TCP"
+    assert b"\r\nVia: SIP/2.0/TCP " in data and data.endswith(answer)
+    dialog.retransmitted_2xx(ok)
+    assert sent[-1] == (data, target)
+
+
+def test_an_ack_under_the_limit_stays_on_udp():
+    ua, sent = ua_with(("udp", "tcp"))
+    dialog, _ = dialog_with(ua, sent)
+    dialog.ack(b"v=0\r\n")
+    data, target = sent[-1]
+    assert data.startswith(b"ACK ") and target.transport == "UDP"
+    assert b"\r\nVia: SIP/2.0/UDP " in data
