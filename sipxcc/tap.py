@@ -36,6 +36,7 @@ from sipxcc.privatefile import SecretError
 from sipxcc.sip.uri import URI
 from sipxcc.tls import TLSError, client_options, server_context_factory
 from sipxcc.users import DirectoryError, UserDirectory
+from sipxcc.web.idempotency import IdempotencyStore
 from sipxcc.web.metrics import Metrics
 from sipxcc.web.site import build_internal_site, build_site
 from sipxcc.web.stream import StreamsService
@@ -201,8 +202,9 @@ def build_service(config: Config, reactor: Any) -> MultiService:
     if log_enabled(LogLevel.info):  # the lines are info: below it, no work per call
         CallLog(reactor).follow(control.registry)
     top = MultiService()
-    site = build_site(config, directory, _build_store(config, control, reactor, top),
-                      reactor, metrics)
+    store = _build_store(config, control, reactor, top)
+    site = build_site(config, directory, store, reactor, metrics,
+                      _build_idempotency_store(config, store, reactor))
     if not log_enabled(LogLevel.info):
         site.access_log = False  # the access log is info-level chatter
 
@@ -294,6 +296,20 @@ def _build_store(config: Config, control: CallControl, reactor: Any,
                      shutdown_timeout=control.shutdown_timeout, ca_file=config.tls.ca_file)
     node.setServiceParent(top)  # type: ignore[no-untyped-call]  # Twisted's, untyped
     return node.store
+
+
+def _build_idempotency_store(config: Config, store: CallStore, reactor: Any
+                             ) -> IdempotencyStore | None:
+    """Idempotency keys in Redis, through the node's connection, when the calls are
+    there (C{registry.backend = redis}): a retry on another node finds its key. None:
+    in this process' memory."""
+    if config.registry.backend != "redis":
+        return None
+    from sipxcc.calls.redis_store import RedisCallStore
+    from sipxcc.web.idempotency_redis import RedisIdempotencyStore
+    assert isinstance(store, RedisCallStore)
+    return RedisIdempotencyStore(reactor, store.redis, config.calls.idempotency_ttl,
+                                 prefix=store.prefix)
 
 
 def _listen(config: Config, dotted: str, listen: Callable[[], IListeningPort]) -> IListeningPort:

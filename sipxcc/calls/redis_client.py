@@ -52,6 +52,10 @@ KEEPALIVE = 1.0
 SOCKET_TIMEOUT = 5.0
 #: seconds the subscriber waits for a message before looking whether it should stop
 POLL = 0.25
+#: seconds L{RedisConnection.stop} (and the subscriber's) waits for its thread to end
+#: before it fires all the same (the thread is a daemon thread: it cannot keep the
+#: process from exiting)
+STOP_TIMEOUT = 2.0
 
 #: what a lost or unreachable Redis raises in redis-py (and the socket below it)
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -141,6 +145,40 @@ def _in_thread(reactor: Any, pool: ThreadPool) -> Runner:
     return run
 
 
+def _stop_pool(clock: Any, pool: ThreadPool, close: Callable[[], None],
+               timeout: float) -> defer.Deferred[None]:
+    """Stop C{pool} and then run C{close}, both on a short-lived thread of their own (the
+    pool's thread ends once the command it runs is over, which may block up to
+    L{SOCKET_TIMEOUT}): the reactor never waits. Fires on the reactor when both are done,
+    or after C{timeout} seconds on C{clock}, whichever comes first."""
+    done: defer.Deferred[None] = defer.Deferred()
+
+    def finished() -> None:
+        if timer.active():
+            timer.cancel()
+        if not done.called:
+            done.callback(None)
+
+    def too_late() -> None:
+        log.warn("the Redis thread {name} did not end within {timeout} s; not waiting "
+                 "for it any longer", name=pool.name, timeout=timeout)
+        done.callback(None)
+
+    def stop() -> None:
+        try:
+            pool.stop()
+            close()
+        except Exception as error:  # a socket that fails to close: nothing left to do
+            clock.callFromThread(log.warn, "closing the Redis connection failed: {error}",
+                                 error=error)
+        finally:
+            clock.callFromThread(finished)
+
+    timer = clock.callLater(timeout, too_late)
+    _daemon_thread(target=stop, name=f"{pool.name}-stop").start()
+    return done
+
+
 class _Backoff:
     """Delays between connection attempts: L{INITIAL_DELAY}, times L{FACTOR} each
     failure, at most L{MAX_DELAY}; back to the start once connected."""
@@ -172,8 +210,10 @@ class RedisConnection:
     def __init__(self, reactor: Any, url: str, password: str | None = None,
                  on_state: Callable[[bool], None] | None = None, *,
                  ca_file: str | None = None, max_pending: int = MAX_PENDING,
-                 client: Any = None, run: Runner | None = None):
+                 client: Any = None, run: Runner | None = None,
+                 stop_timeout: float = STOP_TIMEOUT):
         self.clock = reactor
+        self.stop_timeout = stop_timeout
         self.settings = parse_url(url)
         self.host, self.port = self.settings.host, self.settings.port
         self.on_state = on_state
@@ -216,11 +256,12 @@ class RedisConnection:
             self._pool.start()
         self._connect()
 
-    def stop(self) -> None:
-        """Stop reconnecting, fail what waits, and close the connection (waiting for a
-        command in progress, at most L{SOCKET_TIMEOUT})."""
+    def stop(self) -> defer.Deferred[None]:
+        """Stop reconnecting, fail what waits, and close the connection. Returns at once;
+        the Deferred fires once the Redis thread has ended (after the command in
+        progress, if any) and the socket is closed, or after C{stop_timeout} seconds."""
         if not self._running:
-            return
+            return defer.succeed(None)
         self._running = False
         for timer in (self._retry, self._keepalive):
             if timer is not None and timer.active():
@@ -234,9 +275,11 @@ class RedisConnection:
             self._up = False
             if self.on_state is not None:
                 self.on_state(False)
-        if self._pool is not None:
-            self._pool.stop()
-        self.client.connection_pool.disconnect()
+        if self._pool is None:  # commands run on the spot (tests): nothing to wait for
+            self.client.connection_pool.disconnect()
+            return defer.succeed(None)
+        return _stop_pool(self.clock, self._pool, self.client.connection_pool.disconnect,
+                          self.stop_timeout)
 
     def when_up(self) -> defer.Deferred[None]:
         """Fires once connected (at once if connected now)."""
@@ -412,8 +455,10 @@ class RedisSubscription:
     def __init__(self, reactor: Any, url: str, channels: tuple[str, ...],
                  on_message: Callable[[bytes, bytes], None], password: str | None = None,
                  *, ca_file: str | None = None, max_queued: int = MAX_QUEUED_MESSAGES,
-                 client: Any = None, run: Runner | None = None):
+                 client: Any = None, run: Runner | None = None,
+                 stop_timeout: float = STOP_TIMEOUT):
         self.reactor = reactor
+        self.stop_timeout = stop_timeout
         self.settings = parse_url(url)
         self.channels = channels
         self.on_message = on_message
@@ -444,17 +489,20 @@ class RedisSubscription:
             self._pool.start()
         self._subscribe()
 
-    def stop(self) -> None:
-        """Unsubscribe: the subscriber's thread ends within L{POLL} seconds."""
+    def stop(self) -> defer.Deferred[None]:
+        """Unsubscribe. Returns at once; the Deferred fires once the subscriber's thread
+        has ended (within L{POLL} seconds, unless it is connecting), or after
+        C{stop_timeout} seconds."""
         if not self._running:
-            return
+            return defer.succeed(None)
         self._running = False
         self._stopping.set()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
-        if self._pool is not None:
-            self._pool.stop()
+        if self._pool is None:
+            return defer.succeed(None)
+        return _stop_pool(self.reactor, self._pool, lambda: None, self.stop_timeout)
 
     def _subscribe(self) -> None:
         self._retry = None

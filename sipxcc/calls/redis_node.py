@@ -38,7 +38,9 @@ class RedisNode(Service):
     Connects to Redis when the daemon starts; once connected, marks this node's calls of
     an earlier run ended and starts its heartbeats (L{RedisCallStore.start}). When the
     daemon stops it waits (at most C{shutdown_timeout} s) for the calls that the call
-    control hangs up to end, writes what is queued, then disconnects.
+    control hangs up to end, writes what is queued, then disconnects; the Deferred
+    L{stopService} returns fires once the Redis threads have ended (each at most
+    C{redis_client.STOP_TIMEOUT} s: the reactor never waits on them).
     """
 
     def __init__(self, clock: Any, registry: CallRegistry, *, url: str, password: str | None,
@@ -80,7 +82,7 @@ class RedisNode(Service):
         d.addBoth(self._disconnect)
         return d
 
-    def _disconnect(self, _: object) -> None:
+    def _disconnect(self, _: object) -> defer.Deferred[None]:
         self.store.close()
-        self.subscription.stop()
-        self.connection.stop()
+        stopped = defer.gatherResults([self.subscription.stop(), self.connection.stop()])
+        return stopped.addCallback(lambda _: None)

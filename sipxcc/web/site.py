@@ -17,7 +17,7 @@ from sipxcc.users import UserDirectory
 from sipxcc.web.auth import Authenticator, client_host
 from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import REGISTRY_RETRY_AFTER, ErrorResource, PathResource
-from sipxcc.web.idempotency import Idempotency, MemoryStore
+from sipxcc.web.idempotency import Idempotency, IdempotencyStore, MemoryStore
 from sipxcc.web.limits import IDLE_TIMEOUT, REQUEST_DEADLINE, ConnectionLimits, LimitedChannel
 from sipxcc.web.metrics import Metrics, MetricsResource
 from sipxcc.web.openapi import OpenAPIResource, ReadOnlyResource
@@ -162,17 +162,21 @@ class InternalSite(LimitedSite):
 
 
 def build_site(config: Config, directory: UserDirectory, store: CallStore,
-               reactor: IReactorTime, metrics: Metrics | None = None) -> LimitedSite:
+               reactor: IReactorTime, metrics: Metrics | None = None,
+               idempotency_store: IdempotencyStore | None = None) -> LimitedSite:
     """The Site that both listeners serve, over the calls of C{store}; with C{metrics},
-    counting its requests and serving C{/metrics} (unless C{http.metrics} is off)."""
+    counting its requests and serving C{/metrics} (unless C{http.metrics} is off).
+    Idempotency keys go to C{idempotency_store} (shared by a cluster's nodes), else to
+    this process' memory."""
     root = PathResource()
     root.putChild(b"health", Health(store.health))
     root.putChild(b"openapi.json", OpenAPIResource())
     context = WebContext(config=config, directory=directory,
                          store=store,
                          auth=Authenticator(config, directory, reactor),
-                         idempotency=Idempotency(MemoryStore(reactor), reactor,
-                                                 config.calls.idempotency_ttl))
+                         idempotency=Idempotency(
+                             idempotency_store or MemoryStore(reactor), reactor,
+                             config.calls.idempotency_ttl))
     install(root, context)
     streams = install_streams(root, context, reactor)
     install_page(root, context)

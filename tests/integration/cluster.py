@@ -67,10 +67,10 @@ class Cluster:
     def url(self, node: int, path: str) -> str:
         return self.daemons[node].https_url + path
 
-    def request(self, node: int, method: str, path: str, accept: str | None = None
-                ) -> tuple[int, bytes, dict[str, str]]:
+    def request(self, node: int, method: str, path: str, accept: str | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
         """(status, body as sent, headers by lower-case name) of one request to C{node}
-        over HTTPS, from the trusted host (no credentials)."""
+        over HTTPS, from the trusted host (no credentials), with C{headers} if given."""
         daemon = self.daemons[node]
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -78,7 +78,10 @@ class Cluster:
         connection = http.client.HTTPSConnection("127.0.0.1", daemon.config.http.https,
                                                  timeout=20, context=context)
         try:
-            connection.request(method, path, headers={"Accept": accept} if accept else {})
+            sent = dict(headers or {})
+            if accept:
+                sent["Accept"] = accept
+            connection.request(method, path, headers=sent)
             response = connection.getresponse()
             return (response.status, response.read(),
                     {name.lower(): value for name, value in response.getheaders()})

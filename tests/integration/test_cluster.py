@@ -3,8 +3,9 @@ Two daemons sharing their calls through one redis-server (``registry.backend = r
 behind Kamailio with sipp phones: a call placed on one node is found at once on the
 other, and both answer every document about it with the same bytes; DELETE (REFER and
 INVITE mode) and transfer on the other node are run by the node that runs the call;
-while Redis is down POST answers 503 with Retry-After and places no call, and once Redis
-is back calls are placed again.
+a POST retried on the other node with its Idempotency-Key gets the first answer and the
+phone rings once; while Redis is down POST (with a key or without) answers 503 with
+Retry-After and places no call, and once Redis is back calls are placed again.
 """
 
 from __future__ import annotations
@@ -92,6 +93,29 @@ def test_an_invite_call_is_transferred_and_ended_through_the_other_node(cluster)
     same_documents(c, (INVITE_MODE, location, "/calls"))
 
 
+def call_ids(messages: list[str]) -> set[str]:
+    return {line for message in messages for line in message.splitlines()
+            if line.lower().startswith("call-id:")}
+
+
+def test_a_post_retried_on_the_other_node_with_its_idempotency_key_rings_once(cluster):
+    c = cluster()
+    phone = c.phone("user1", "refer_transferee")
+    key = {"Idempotency-Key": "crm-ticket 4711"}
+    code, body, first = c.request(0, "POST", CALL, headers=key)
+    assert code == 200 and "idempotent-replayed" not in first, body
+    code, again, replayed = c.request(1, "POST", CALL, headers=key)  # the retry, on B
+    assert (code, again) == (200, body)
+    assert replayed["idempotent-replayed"] == "true"
+    assert replayed["location"] == first["location"]
+    code, _, _ = c.request(1, "POST", CALL + "?timeout=30", headers=key)
+    assert code == 422  # the same key with other parameters, on either node
+    assert phone.wait(20) == 0, phone.errors()
+    assert len(call_ids(phone.received("INVITE"))) == 1  # the phone rang once
+    assert len(phone.received("REFER")) == 1
+    assert calls_placed(c, 0) + calls_placed(c, 1) == 1
+
+
 def calls_placed(c, node: int) -> float:
     """What the node's /metrics counts of placed calls."""
     text = c.get(node, "/metrics").decode()
@@ -110,13 +134,16 @@ def test_while_redis_is_down_post_is_503_and_places_no_call_then_works_again(clu
         "ERROR", "503", "The call registry is unavailable; try again later"]
     code, body, headers = c.request(1, "GET", CALL, "application/json")
     assert (code, json.loads(body)["error-code"], headers["retry-after"]) == (503, 503, "5")
-    assert calls_placed(c, 0) == 0
+    # with an Idempotency-Key: its key cannot be claimed, so no call either
+    code, body, headers = c.request(1, "POST", CALL, headers={"Idempotency-Key": "k-503"})
+    assert (code, headers["retry-after"]) == (503, "5"), body
+    assert calls_placed(c, 0) == calls_placed(c, 1) == 0
 
     c.redis.start()
     wait_for(lambda: all(daemon.health() == 200 for daemon in c.daemons))  # reconnected
     phone = c.phone("user1", "refer_transferee")
-    code, body, _ = c.request(0, "POST", CALL)
-    assert code == 200, body
+    code, body, headers = c.request(0, "POST", CALL, headers={"Idempotency-Key": "k-503"})
+    assert code == 200 and "idempotent-replayed" not in headers, body
     assert phone.wait(20) == 0, phone.errors()
     wait_for(lambda: ("NOTIFY", "SIP/2.0 200 OK") in status_lines(c.get(1, CALL).decode()))
     assert calls_placed(c, 0) == 1

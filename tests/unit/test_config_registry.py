@@ -13,7 +13,8 @@ from sipxcc.calls.redis_store import RedisCallStore
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.calls.store import MemoryCallStore
 from sipxcc.config import ConfigError, RegistryConfig, load_config
-from sipxcc.tap import StartupError, _build_store
+from sipxcc.tap import StartupError, _build_idempotency_store, _build_store
+from sipxcc.web.idempotency_redis import RedisIdempotencyStore
 
 BASE = """
 [sip]
@@ -85,6 +86,19 @@ def test_a_redis_backend_is_a_node_started_with_the_daemon(tmp_path):
     assert store.node_id == f"{socket.gethostname()}:{config.sip.port}"
     assert store.health()["state"] == "down"  # not started: not connected
     assert store.max_buffered == 50_000
+
+
+def test_idempotency_keys_go_to_redis_through_the_nodes_connection_with_redis_only(tmp_path):
+    config = load(tmp_path, "[registry]\nbackend = redis\n[calls]\nidempotency_ttl = 600\n")
+    top = MultiService()
+    store = _build_store(config, Control(), Clock(), top)
+    keys = _build_idempotency_store(config, store, Clock())
+    [node] = list(top)
+    assert isinstance(keys, RedisIdempotencyStore)
+    assert keys.redis is node.connection and (keys.ttl, keys.prefix) == (600, store.prefix)
+    memory = load(tmp_path)
+    assert _build_idempotency_store(memory, _build_store(memory, Control(), Clock(),
+                                                          MultiService()), Clock()) is None
 
 
 def test_the_write_buffer_bound_is_the_configured_one(tmp_path):

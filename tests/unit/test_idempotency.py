@@ -1,5 +1,7 @@
 """Idempotency-Key on POST: one call per key, 409 while in progress, 422 for other
-parameters, 400 for a bad key; the store's bounds and expiry."""
+parameters, 400 for a bad key; the store's bounds and expiry; the asynchronous store
+interface (nothing runs before the key is claimed, a store out of reach is 503, only the
+claiming request stores or drops the key) and the bound on a remembered answer."""
 
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from sipxcc.calls.errors import TooManyCalls
+from sipxcc.calls.errors import RegistryUnavailable, TooManyCalls
 from sipxcc.web.auth import TRUSTED
 from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import ApiError, PathResource, Reply, error_reply
-from sipxcc.web.idempotency import Entry, Idempotency, MemoryStore
+from sipxcc.web.idempotency import MAX_ANSWER, Entry, Idempotency, MemoryStore, answer_size
 from tests.unit.webfakes import WebHarness, WebRequest, basic
 
 URI = "/callcontroller/user1/user2"
@@ -26,9 +28,9 @@ DAY = 86400
 class Harness(WebHarness):
     """The resource tree with an Idempotency on a MemoryStore."""
 
-    def __init__(self, **store_options):
+    def __init__(self, store=None, **store_options):
         super().__init__(trusted=("127.0.0.0/8",))
-        self.store = MemoryStore(self.clock, **store_options)
+        self.store = store or MemoryStore(self.clock, **store_options)
         self.root = PathResource()
         install(self.root, WebContext(self.config, self.directory, self.call_store, self.auth,
                                       idempotency=Idempotency(self.store, self.clock, DAY)))
@@ -38,6 +40,16 @@ class Harness(WebHarness):
         if key is not None:
             headers[b"Idempotency-Key"] = key
         return self.request(b"POST", uri, headers=headers, **options)
+
+
+def fired(d: defer.Deferred):
+    """What a Deferred that has fired fired with (raising its failure's exception)."""
+    out = []
+    d.addBoth(out.append)
+    assert out, "the Deferred has not fired"
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
 
 
 def code_and_text(request) -> tuple[int, int, str]:
@@ -145,11 +157,11 @@ def test_while_the_first_is_in_progress_the_same_key_is_409():
     result = idempotency.run(first, TRUSTED, lambda: pending)
     second = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
     with pytest.raises(ApiError) as raised:
-        idempotency.run(second, TRUSTED, lambda: Reply(200, b"second"))
+        fired(idempotency.run(second, TRUSTED, lambda: Reply(200, b"second")))
     assert raised.value.code == 409
     pending.callback(Reply(200, b"first"))
-    assert result.result.body == b"first"
-    replay = idempotency.run(second, TRUSTED, lambda: Reply(200, b"second"))
+    assert fired(result).body == b"first"
+    replay = fired(idempotency.run(second, TRUSTED, lambda: Reply(200, b"second")))
     assert replay.body == b"first" and (b"idempotent-replayed", b"true") in replay.headers
 
 
@@ -217,7 +229,7 @@ def test_a_key_in_progress_is_409_come_back_in_a_second():
     idempotency.run(first, TRUSTED, defer.Deferred)  # still running
     second = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
     with pytest.raises(ApiError) as raised:
-        idempotency.run(second, TRUSTED, lambda: Reply(200, b"second"))
+        fired(idempotency.run(second, TRUSTED, lambda: Reply(200, b"second")))
     answer = error_reply(second, Failure(raised.value))
     assert (answer.code, answer.headers) == (409, [(b"retry-after", b"1")])
     assert etree.fromstring(answer.body).find(NS + "error-text").text == (
@@ -289,3 +301,115 @@ def test_an_expired_key_is_forgotten_at_its_expiry_time():
     assert len(store) == 1  # read after expiry: gone from memory too
     store.expire()
     assert len(store) == 0 and store.count_of("a") == 0
+
+
+# --- the asynchronous store interface ---------------------------------------------------
+
+class SlowStore(MemoryStore):
+    """A memory store whose claims are answered when the test says (as over a network)."""
+
+    def __init__(self, clock):
+        super().__init__(clock)
+        self.waiting: list[tuple[defer.Deferred, Entry | None]] = []
+
+    def claim(self, scope, key, entry):
+        d = defer.Deferred()
+        self.waiting.append((d, fired(super().claim(scope, key, entry))))
+        return d
+
+    def answer(self):
+        waiting, self.waiting = self.waiting, []
+        for d, found in waiting:
+            d.callback(found)
+
+
+def test_nothing_runs_before_the_store_answered_the_claim():
+    clock = Clock()
+    store = SlowStore(clock)
+    idempotency = Idempotency(store, clock, DAY)
+    ran = []
+    request = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
+    answer = idempotency.run(request, TRUSTED, lambda: ran.append(1) or Reply(200, b"ok"))
+    assert ran == [] and not answer.called
+    store.answer()
+    assert ran == [1] and fired(answer).body == b"ok"
+
+
+class UnreachableStore:
+    """A shared store that cannot be reached (Redis down)."""
+
+    def claim(self, scope, key, entry):
+        return defer.fail(RegistryUnavailable("Redis is not connected"))
+
+    remember = release = claim
+
+
+def test_a_store_out_of_reach_is_503_with_retry_after_and_no_call_is_placed():
+    web = Harness(store=UnreachableStore())
+    refused = web.post(b"k1")
+    assert (refused.responseCode, refused.header(b"retry-after")) == (503, b"5")
+    assert code_and_text(refused)[2] == "The call registry is unavailable; try again later"
+    assert not web.registry.calls
+    assert web.post(None).responseCode == 200  # without a key the store is not asked
+
+
+class ForgetfulStore(MemoryStore):
+    """Claims, but cannot store an answer (Redis went away meanwhile)."""
+
+    def remember(self, scope, key, entry):
+        return defer.fail(RegistryUnavailable("Redis connection lost"))
+
+
+def test_an_answer_the_store_could_not_keep_still_reaches_the_client():
+    web = Harness(store=ForgetfulStore(Clock()))
+    placed = web.post(b"k1")
+    assert placed.responseCode == 200 and len(web.registry.calls) == 1
+
+
+def test_only_the_request_that_claimed_a_key_stores_its_answer_or_drops_it():
+    store = MemoryStore(Clock())
+    assert fired(store.claim("a", "k", Entry(b"f", None, DAY, "mine"))) is None
+    assert fired(store.claim("a", "k", Entry(b"f", None, DAY, "other"))).token == "mine"
+    fired(store.release("a", "k", "other"))  # not its claim: nothing happens
+    fired(store.remember("a", "k", Entry(b"f", Reply(200, b"x"), DAY, "other")))
+    assert store.get("a", "k").reply is None and store.get("a", "k").token == "mine"
+    fired(store.remember("a", "k", Entry(b"f", Reply(200, b"x"), DAY, "mine")))
+    assert store.get("a", "k").reply.body == b"x"
+    fired(store.release("a", "k", "mine"))
+    assert store.get("a", "k") is None
+
+
+def test_a_claim_lasts_the_claim_lifetime_not_the_keys_ttl():
+    clock = Clock()
+    idempotency = Idempotency(MemoryStore(clock), clock, DAY, claim_lifetime=60)
+    request = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
+    idempotency.run(request, TRUSTED, defer.Deferred)  # never answers (its node died)
+    clock.advance(59)
+    with pytest.raises(ApiError):
+        fired(idempotency.run(request, TRUSTED, lambda: Reply(200, b"")))
+    clock.advance(1)
+    assert fired(idempotency.run(request, TRUSTED, lambda: Reply(200, b"again"))).body == (
+        b"again")
+
+
+# --- the bound on a remembered answer ---------------------------------------------------
+
+def answer_of(size: int) -> Reply:
+    """A 2xx answer of exactly C{size} bytes (as L{answer_size} counts)."""
+    reply = Reply(200, b"", b"text/plain", [(b"location", b"/calls/x")])
+    reply.body = b"x" * (size - answer_size(reply))
+    return reply
+
+
+def test_an_answer_at_the_bound_is_remembered_one_byte_more_is_not():
+    assert run_twice(lambda: answer_of(MAX_ANSWER)) == ["first"]
+    assert run_twice(lambda: answer_of(MAX_ANSWER + 1)) == ["first", "second"]
+
+
+def test_an_answer_not_remembered_for_its_size_is_counted_and_the_key_freed():
+    clock = Clock()
+    store = MemoryStore(clock)
+    idempotency = Idempotency(store, clock, DAY, max_answer=100)
+    request = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
+    assert fired(idempotency.run(request, TRUSTED, lambda: answer_of(101))).code == 200
+    assert idempotency.too_large == 1 and len(store) == 0

@@ -2,11 +2,16 @@
 turn sent as one pipeline in order, replies and error replies to their own command, the
 bound on pending commands, refusals while Redis is unreachable, reconnecting with
 back-off, noticing a dead idle connection, the subscriber's bound on messages waiting for
-the reactor, and the settings read from the URL, the password file and for TLS."""
+the reactor, stopping without blocking the reactor, and the settings read from the URL,
+the password file and for TLS."""
 
 from __future__ import annotations
 
 import os
+import queue
+import socket
+import threading
+import time
 
 import pytest
 import redis
@@ -22,7 +27,8 @@ from sipxcc.calls.redis_client import (
     client_options,
     parse_url,
 )
-from sipxcc.calls.redis_node import read_password_file
+from sipxcc.calls.redis_node import RedisNode, read_password_file
+from sipxcc.calls.registry import CallRegistry
 from sipxcc.privatefile import SecretError
 
 URL = "redis://127.0.0.1:6379/0"
@@ -419,3 +425,113 @@ def test_a_script_redis_no_longer_knows_is_run_again_with_its_text():
     assert got == [8, b"v"]
     assert client.pipelines[-2:] == [[("EVALSHA", SHA, 0), ("GET", "k")],
                                      [("EVAL", SCRIPT, 0)]]
+
+
+# --- stopping without blocking the reactor ---------------------------------------------
+
+
+class ThreadedReactor(task.Clock):
+    """A clock that takes hand-overs from real threads (as the reactor's callFromThread)
+    and runs them when the test asks, waiting for them with a deadline."""
+
+    def __init__(self):
+        super().__init__()
+        self.handed_over = queue.Queue()
+
+    def callFromThread(self, f, *args, **kw):
+        self.handed_over.put((f, args, kw))
+
+    def run_until(self, condition, timeout=10.0):
+        """Run hand-overs as they come until C{condition()} holds (or fail at the
+        deadline)."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            left = deadline - time.monotonic()
+            assert left > 0, "the condition did not hold in time"
+            try:
+                f, args, kw = self.handed_over.get(timeout=left)
+            except queue.Empty:
+                continue
+            f(*args, **kw)
+
+
+class StuckRedis(FakeRedis):
+    """Answers PING; a pipeline blocks its thread until C{release} is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def pipeline(self, transaction=True):
+        client = self
+
+        class Stuck(FakePipeline):
+            def execute(self, raise_on_error=True):
+                client.entered.set()
+                assert client.release.wait(10)
+                return super().execute(raise_on_error)
+        return Stuck(self)
+
+
+def stuck_connection():
+    """A connection on its own Redis thread (no fake runner), connected, with a command
+    that hangs on that thread."""
+    reactor, client = ThreadedReactor(), StuckRedis()
+    conn = RedisConnection(reactor, URL, client=client)
+    conn.start()
+    reactor.run_until(lambda: conn.up)
+    answer = outcomes([conn.execute("GET", "k")])
+    reactor.advance(0)  # the reactor turn ends: the command goes to the Redis thread
+    assert client.entered.wait(10)
+    return reactor, client, conn, answer
+
+
+def test_stop_returns_at_once_while_a_command_hangs_and_fires_once_the_thread_ended():
+    reactor, client, conn, answer = stuck_connection()
+    stopped = outcomes([conn.stop()])  # the Redis thread is stuck: stop() returned anyway
+    assert stopped == [] and not conn.up and not client.disconnected
+    client.release.set()  # the command comes back: the thread ends, the socket is closed
+    reactor.run_until(lambda: stopped)
+    assert stopped == [None] and client.disconnected
+    assert not any(t.is_alive() for t in conn._pool.threads)  # the thread ended
+    reactor.run_until(lambda: answer)
+    assert answer == [b"OK"]  # the command that was on its way got its answer
+
+
+def test_stop_fires_after_its_bound_when_the_thread_does_not_end():
+    reactor, client, conn, _ = stuck_connection()
+    stopped = outcomes([conn.stop()])
+    reactor.advance(redis_client.STOP_TIMEOUT - 0.1)
+    assert stopped == []
+    reactor.advance(0.1)
+    assert stopped == [None] and not client.disconnected  # not waiting any longer
+    client.release.set()  # (the thread ends by itself, later)
+    reactor.run_until(lambda: client.disconnected)
+
+
+def test_the_subscriber_stops_without_blocking_too():
+    reactor, source = ThreadedReactor(), FakeSource()
+    sub = RedisSubscription(reactor, URL, ("sipxcc:cmd:a",), lambda *_: None, client=source)
+    source.stop_when_drained = threading.Event()  # (the fake's get_message sets it)
+    sub.start()
+    reactor.run_until(lambda: source.subscriptions)  # subscribed, polling
+    stopped = outcomes([sub.stop()])
+    assert stopped == []
+    reactor.run_until(lambda: stopped)
+    assert stopped == [None] and not any(t.is_alive() for t in sub._pool.threads)
+
+
+def test_the_nodes_service_stops_without_blocking_and_fires_once_its_threads_ended():
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    reactor = ThreadedReactor()
+    node = RedisNode(reactor, CallRegistry(reactor, {}), url=f"redis://127.0.0.1:{port}/0",
+                     password=None, node_id="a", max_calls=1, max_calls_per_agent=1)
+    node.startService()
+    reactor.run_until(lambda: node.connection.last_error is not None)  # tried, refused
+    stopped = outcomes([node.stopService()])
+    reactor.run_until(lambda: stopped)
+    assert stopped == [None]
+    for pool in (node.connection._pool, node.subscription._pool):
+        assert not any(t.is_alive() for t in pool.threads)
