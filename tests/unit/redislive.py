@@ -31,7 +31,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from sipxcc.calls.redis_client import RedisConnection
+from sipxcc.calls.redis_client import KEEPALIVE, MAX_DELAY, RedisConnection
 from sipxcc.calls.redis_commands import CommandRouter
 from sipxcc.calls.redis_store import RedisCallStore
 from sipxcc.calls.registry import CallRegistry
@@ -107,6 +107,8 @@ class Cable:
     def __init__(self, client: Any):
         self.client = client
         self.plugged = True
+        #: pipelines still let through before the cable is pulled (None: no limit)
+        self.pipelines_left: int | None = None
 
     @property
     def connection_pool(self) -> Any:
@@ -132,6 +134,11 @@ class _Pipeline:
         self.pipe.execute_command(*args)
 
     def execute(self, raise_on_error: bool = True) -> Any:
+        if self.cable.pipelines_left is not None:
+            if self.cable.pipelines_left == 0:
+                self.cable.plugged, self.cable.pipelines_left = False, None
+            else:
+                self.cable.pipelines_left -= 1
         self.cable._check()
         return self.pipe.execute(raise_on_error=raise_on_error)
 
@@ -162,6 +169,7 @@ class LiveNode:
         self.pubsub: Any = None
         #: read this node's commands but never run or answer them (a stalled owner)
         self.stalled = False
+        self.unanswered: list[bytes] = []  # what a stalled node read
         self.listen()
         self.connection.start()  # connects on the spot (PING)
 
@@ -193,7 +201,9 @@ class LiveNode:
             if message is None:
                 return count
             if message["type"] == "message":
-                if not self.stalled:
+                if self.stalled:
+                    self.unanswered.append(message["data"])
+                else:
                     self.router.on_message(message["channel"], message["data"])
                 count += 1
 
@@ -257,6 +267,28 @@ class Cluster:
         """Let C{seconds} pass (writes batched over a short window go out) and deliver
         what was published."""
         self.clock.advance(seconds)
+        while self.turn():
+            pass
+
+    def unplug(self, node: LiveNode) -> None:
+        """Redis becomes unreachable for C{node}; returns once the node noticed (its
+        idle connection's PING failed: at most two keep-alive periods on the clock)."""
+        node.cable.plugged = False
+        for _ in range(3):
+            if not node.connection.up:
+                return
+            self.clock.advance(KEEPALIVE)
+        raise AssertionError("the lost connection went unnoticed")
+
+    def plug(self, node: LiveNode) -> None:
+        """Redis is reachable again; returns once C{node} reconnected (its back-off
+        delay, at most L{MAX_DELAY}, on the clock) and wrote what waited."""
+        node.cable.plugged = True
+        waited = 0.0
+        while not node.connection.up:
+            assert waited <= MAX_DELAY, "never reconnected"
+            self.clock.advance(0.1)
+            waited += 0.1
         while self.turn():
             pass
 
