@@ -25,3 +25,4 @@ def cluster(redis_process):
     made = Cluster(redis_process)
     yield made
     made.close()
+    assert made.failures() == [], "an unexpected error was logged"

@@ -18,6 +18,7 @@ synchronously, on a L{twisted.internet.task.Clock}.
 
 from __future__ import annotations
 
+import gc
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from typing import Any
 import redis
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from sipxcc.calls.redis_client import KEEPALIVE, MAX_DELAY, RedisConnection
@@ -154,7 +156,7 @@ class LiveNode:
 
     def __init__(self, server: RedisProcess, clock: Clock, name: str, flows: dict[str, Any],
                  *, max_calls: int, per_agent: int, command_timeout: float,
-                 **store_options: Any):
+                 routed: bool = True, **store_options: Any):
         self.name = name
         self.registry = CallRegistry(clock, dict(flows), max_calls, per_agent)
         self.cable = Cable(server.client())
@@ -164,7 +166,8 @@ class LiveNode:
                                     **store_options)
         self.router = CommandRouter(clock, self.connection, self.registry, name,
                                     timeout=command_timeout)
-        self.store.router = self.router
+        if routed:
+            self.store.router = self.router
         self.subscriber = server.client()
         self.pubsub: Any = None
         #: read this node's commands but never run or answer them (a stalled owner)
@@ -226,15 +229,29 @@ class Cluster:
         self.nodes: list[LiveNode] = []
         self.redis = server.client()  # what an operator's redis-cli sees
         self.redis.execute_command("FLUSHALL")
+        self.logged: list[dict[str, Any]] = []  # every log event while the nodes run
+        globalLogPublisher.addObserver(self.logged.append)
 
     def node(self, name: str, flows: dict[str, Any], *, max_calls: int = 4,
-             per_agent: int = 2, command_timeout: float = 2.0,
+             per_agent: int = 2, command_timeout: float = 2.0, routed: bool = True,
              **store_options: Any) -> LiveNode:
+        """A node; without C{routed} its store is given no command route (its router
+        still answers what other nodes send it)."""
         node = LiveNode(self.server, self.clock, name, flows, max_calls=max_calls,
                         per_agent=per_agent, command_timeout=command_timeout,
-                        **store_options)
+                        routed=routed, **store_options)
         self.nodes.append(node)
         return node
+
+    def warnings(self) -> list[str]:
+        """The warnings logged so far, as the operator reads them."""
+        return [formatEvent(event) for event in self.logged
+                if event.get("log_level") == LogLevel.warn]
+
+    def failures(self) -> list[str]:
+        """Unexpected errors logged so far (a handler that raised, an unhandled error in
+        a Deferred): each a traceback in the operator's log."""
+        return [formatEvent(event) for event in self.logged if "log_failure" in event]
 
     def turn(self) -> int:
         """Run what is due on the clock now and deliver what was published; how many
@@ -296,3 +313,5 @@ class Cluster:
         for node in self.nodes:
             node.close()
         disconnect(self.redis)
+        gc.collect()  # an unhandled error in a Deferred is logged when it is collected
+        globalLogPublisher.removeObserver(self.logged.append)
