@@ -10,14 +10,18 @@ that restarted or was lost.
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from twisted.logger import formatEvent
 
 from sipxcc.calls.call import TERMINATED
 from sipxcc.calls.errors import (
-    AgentLimit,
+    CallError,
     OwnerTimeout,
     OwnerUnavailable,
     RegistryUnavailable,
+    TooManyCalls,
     TransferNotPossible,
 )
 from tests.unit.storeflows import FLOWS, RINGING, WithDialog, req
@@ -115,7 +119,8 @@ def test_a_command_nobody_receives_fails_at_once_as_owner_unavailable(cluster):
     call = place(cluster, a, req())
     cluster.settle()
     a.deaf()
-    fails(cluster, b.store.hangup(call.id), OwnerUnavailable)
+    assert fails(cluster, b.store.hangup(call.id), OwnerUnavailable) == (
+        "The node that owns the call is not running")
     fails(cluster, b.store.transfer(call.id, "user4@sipx.test"), OwnerUnavailable)
     assert b.router.pending == {} and not call.ended
 
@@ -134,17 +139,116 @@ def test_an_owner_that_does_not_answer_times_out_on_the_clock(cluster):
     assert got == [] and len(b.router.pending) == 1
     cluster.clock.advance(0.01)
     assert got[0].check(OwnerTimeout) and b.router.pending == {}
+    assert str(got[0].value) == "The node that owns the call did not answer in time"
+    assert not call.ended
+
+
+def test_commands_waiting_for_owners_are_bounded(cluster):
+    a, b = cluster.node("a", FLOWS), cluster.node("b", FLOWS)
+    b.router.max_pending = 1
+    first = place(cluster, a, req())
+    second = place(cluster, a, req(called="user4@sipx.test"))
+    cluster.settle()
+    a.stalled = True
+    got = []
+    b.store.hangup(first.id).addBoth(got.append)
+    cluster.until(lambda: a.unanswered or got, "the command never reached its owner")
+    assert fails(cluster, b.store.hangup(second.id), OwnerTimeout) == (
+        "Too many commands waiting for other nodes")
+    assert len(a.unanswered) == 1  # the refused one was not sent
+    cluster.clock.advance(2.0)
+    assert got[0].check(OwnerTimeout) and b.router.pending == {}
+    again = []  # room again: sent
+    b.store.hangup(second.id).addBoth(again.append)
+    cluster.until(lambda: len(a.unanswered) == 2 or again, "the command was not sent")
+    assert again == []
+    cluster.clock.advance(2.0)
+    assert again[0].check(OwnerTimeout)
+
+
+def test_a_command_redis_cannot_take_fails_at_once(cluster):
+    a, b = cluster.node("a", FLOWS), cluster.node("b", FLOWS)
+    call = place(cluster, a, req())
+    cluster.settle()
+    b.cable.pipelines_left = 1  # the record is read, then Redis goes away: no PUBLISH
+    fails(cluster, b.store.hangup(call.id), RegistryUnavailable)
+    assert b.router.pending == {} and not call.ended
+
+
+def test_an_owner_that_cannot_answer_logs_why_and_the_asker_times_out(cluster):
+    a, b = cluster.node("a", FLOWS), cluster.node("b", FLOWS)
+    call = place(cluster, a, req())
+    cluster.settle()
+    a.cable.pipelines_left = 0  # the owner's next write (its answer) finds Redis gone
+    got = []
+    b.store.hangup(call.id).addBoth(got.append)
+    cluster.until(lambda: call.ended, "the owner never ran the command")
+    cluster.turn()
+    assert got == []
+    assert [event["log_namespace"] for event in cluster.logged
+            if "unplugged by the test" in formatEvent(event)
+            and event["log_namespace"].endswith("redis_commands")] == [
+        "sipxcc.calls.redis_commands"]
+    cluster.clock.advance(2.0)
+    assert got[0].check(OwnerTimeout)
+
+
+def answer_for(cluster, asker, owner, call_id, answer):
+    """Have C{asker} hang up C{call_id} on the stalled C{owner}, answer it with
+    C{answer} (its id added) as another version of the owner might; the result."""
+    owner.stalled = True
+    got = []
+    asker.store.hangup(call_id).addBoth(got.append)
+    cluster.until(lambda: owner.unanswered or got, "the command never reached its owner")
+    request = json.loads(owner.unanswered.pop())
+    cluster.redis.execute_command("PUBLISH", f"sipxcc:reply:{asker.name}",
+                                  json.dumps({"id": request["id"], **answer}))
+    cluster.until(lambda: got, "the answer never arrived")
+    return got[0]
+
+
+def test_an_answer_naming_an_error_this_node_does_not_know_is_a_call_error(cluster):
+    a, b = cluster.node("a", FLOWS), cluster.node("b", FLOWS)
+    call = place(cluster, a, req())
+    cluster.settle()
+    failed = answer_for(cluster, b, a, call.id, {"error": ["NewKindOfRefusal", "no way"]})
+    assert type(failed.value) is CallError and str(failed.value) == "no way"
+    failed = answer_for(cluster, b, a, call.id, {"error": ["TransferNotPossible"]})
+    assert type(failed.value) is TransferNotPossible and str(failed.value) == ""
+    failed = answer_for(cluster, b, a, call.id, {"error": []})
+    assert type(failed.value) is CallError and str(failed.value) == ""
+    assert answer_for(cluster, b, a, call.id, {}) is True
+
+
+def test_an_unknown_command_is_refused_by_name_and_runs_nothing(cluster):
+    a = cluster.node("a", FLOWS)
+    call = place(cluster, a, req())
+    cluster.settle()
+    watcher = cluster.redis.pubsub(ignore_subscribe_messages=True)
+    watcher.subscribe("sipxcc:reply:x")
+    cluster.redis.execute_command("PUBLISH", "sipxcc:cmd:a", json.dumps(
+        {"id": "r1", "from": "x", "op": "reboot", "call": call.id}))
+    replies = []
+
+    def answered():
+        message = watcher.get_message(timeout=0.01)
+        if message is not None and message["type"] == "message":
+            replies.append(json.loads(message["data"]))
+        return replies
+    cluster.until(answered, "no answer to the unknown command")
+    watcher.close()
+    assert replies == [{"id": "r1", "error": ["CallError", "unknown command"]}]
     assert not call.ended
 
 
 def test_without_a_command_route_another_nodes_call_cannot_be_reached(cluster):
-    a, b = cluster.node("a", FLOWS), cluster.node("b", FLOWS)
+    a, b = cluster.node("a", FLOWS), cluster.node("b", FLOWS, routed=False)
     call = place(cluster, a, req())
     ended = place(cluster, a, req(called="user4@sipx.test"))
     cluster.run(a.store.hangup(ended.id))
     cluster.settle()
     b.store.router = None
-    fails(cluster, b.store.hangup(call.id), RegistryUnavailable)
+    assert "no command route" in fails(cluster, b.store.hangup(call.id), RegistryUnavailable)
     fails(cluster, b.store.transfer(call.id, "user4@sipx.test"), RegistryUnavailable)
     assert cluster.run(b.store.hangup(ended.id)) is True
     assert cluster.run(b.store.hangup("no-such-call")) is False
@@ -226,6 +330,11 @@ def test_writes_in_flight_when_the_connection_breaks_are_counted_as_dropped(clus
     call.record(2000, "sip-1", "INVITE", "SIP/2.0 183 Lost")
     cluster.settle()
     assert health(a) == up(a, dropped=2, state="down")  # the line and the call's state
+    cluster.plug(a)
+    a.cable.plugged = False
+    call.record(3000, "sip-1", "INVITE", "SIP/2.0 183 Lost again")
+    cluster.settle()
+    assert health(a) == up(a, dropped=4, state="down")
 
 
 def test_a_call_whose_record_could_not_be_written_is_hung_up_and_frees_its_limits(
@@ -244,6 +353,31 @@ def test_a_call_whose_record_could_not_be_written_is_hung_up_and_frees_its_limit
     cluster.settle()
     assert cluster.run(b.store.get(call.id)) is None
     place(cluster, b, req())  # its slot was released once Redis was back
+
+
+def test_dropped_writes_are_logged_the_first_time_then_every_thousandth(cluster):
+    a = cluster.node("a", FLOWS, max_buffered=10)
+    call = place(cluster, a, req())
+    cluster.settle()
+    cluster.unplug(a)
+    for n in range(2010):  # final lines: each one written (the last replaced)
+        call.record(n, "sip-1", "INVITE", "SIP/2.0 486 Busy Here")
+    cluster.turn()  # and the call's state: 2011 writes, 10 kept
+    assert health(a) == up(a, buffered=10, dropped=2001, state="down")
+    assert [event["dropped"] for event in cluster.logged if "dropped" in event
+            and event["log_namespace"] == "sipxcc.calls.redis_store"] == [1, 1000, 2000]
+
+
+def test_flush_writes_what_waits_and_never_fails(cluster):
+    a, b = cluster.node("a", FLOWS), cluster.node("b", FLOWS)
+    call = place(cluster, a, req())
+    call.record(2000, "sip-1", "INVITE", "SIP/2.0 183 Session Progress")
+    cluster.run(a.store.flush())
+    assert len(cluster.run(b.store.get(call.id)).events) == 2
+    cluster.unplug(a)
+    call.record(3000, "sip-1", "INVITE", "SIP/2.0 200 OK")
+    assert cluster.run(a.store.flush()) is None  # at once, Redis being away
+    assert health(a)["buffered_writes"] > 0
 
 
 # --- health -----------------------------------------------------------------------------
@@ -318,8 +452,8 @@ def test_a_restarted_node_ends_its_earlier_calls_and_frees_their_limits(cluster)
 
 
 def test_a_lost_nodes_calls_end_once_every_live_node_had_the_time_to_beat(cluster):
-    a = cluster.node("a", FLOWS, per_agent=1)
-    b = cluster.node("b", FLOWS, per_agent=1)
+    a = cluster.node("a", FLOWS, max_calls=1, per_agent=1)
+    b = cluster.node("b", FLOWS, max_calls=1, per_agent=1)
     # both connected now: no node is taken for lost before the heartbeat's lifetime
     # (6 s, the default until start) and the longest reconnect delay (5 s) passed
     start = cluster.clock.seconds()
@@ -328,7 +462,7 @@ def test_a_lost_nodes_calls_end_once_every_live_node_had_the_time_to_beat(cluste
     call = place(cluster, a, req())
     cluster.settle()
     assert cluster.run(b.store.sweep_lost()) == 0  # a beats: alive
-    fails(cluster, b.store.place(req(called="user9@sipx.test")), AgentLimit)
+    fails(cluster, b.store.place(req(called="user9@sipx.test")), TooManyCalls)
     a.close()  # killed
     cluster.redis.execute_command("DEL", "sipxcc:node:a")  # its heartbeat expired
     while cluster.clock.seconds() < start + 10:
@@ -361,7 +495,7 @@ def test_a_node_that_could_not_reach_redis_at_start_tries_again(cluster):
     a = cluster.node("a", FLOWS)
     start = cluster.clock.seconds()
     a.cable.plugged = False
-    cluster.run(a.store.start())  # the restart sweep fails: retried in an interval
+    cluster.run(a.store.start(interval=2.0, ttl=3.0))  # the sweep fails: retried
     assert health(a)["state"] == "down" and not a.store.ready
     cluster.plug(a)
     assert health(a)["state"] == "starting" and heartbeat(cluster, "a") is None
@@ -370,6 +504,26 @@ def test_a_node_that_could_not_reach_redis_at_start_tries_again(cluster):
     cluster.settle(0.01)
     assert a.store.ready and health(a) == up(a)
     assert heartbeat(cluster, "a") == repr(start + 2.0).encode()
+    assert 2000 < cluster.redis.execute_command("PTTL", "sipxcc:node:a") <= 3000
+    cluster.settle(2.0)
+    assert heartbeat(cluster, "a") == repr(start + 4.0).encode()
+
+
+def test_a_heartbeat_redis_refuses_is_logged_and_the_node_keeps_beating(cluster):
+    a = cluster.node("a", FLOWS)
+    start = cluster.clock.seconds()
+    cluster.run(a.store.start(interval=10.0, ttl=30.0))
+    cluster.redis.execute_command("SET", "sipxcc:nodes", "not a set")  # SADD: WRONGTYPE
+
+    def refused():
+        return [w for w in cluster.warnings() if "WRONGTYPE" in w]
+    cluster.unplug(a)
+    cluster.plug(a)  # the heartbeat at once, on reconnecting
+    assert len(refused()) == 1
+    assert heartbeat(cluster, "a") == repr(cluster.clock.seconds()).encode()
+    cluster.settle(start + 10 - cluster.clock.seconds())  # the next beat
+    assert len(refused()) == 2
+    assert heartbeat(cluster, "a") == repr(start + 10).encode()
 
 
 def test_a_node_back_on_redis_beats_at_once(cluster):

@@ -335,3 +335,31 @@ def test_the_result_cache_time_is_capped_and_at_least_a_second(cluster):
     cluster.settle()
     assert ttl_of(cluster, long_kept) == [10, 10, 10]
     assert ttl_of(cluster, short_kept) == [1, 1, 1]
+
+
+# --- the keys, as documented in sipxcc/calls/redis_store.py -----------------------------
+
+
+def test_the_keys_are_those_documented_and_the_limits_leave_nothing_behind(cluster):
+    """Nodes of two versions share these keys during a rolling upgrade, and an operator
+    reads them with redis-cli: their names and contents are part of the contract."""
+    a = cluster.node("a", FLOWS)
+    call = place(cluster, a, req())
+    cluster.settle()
+    r = cluster.redis.execute_command
+    key = " ".join(call.key)
+    (slot,) = r("SMEMBERS", "sipxcc:active")
+    assert r("SMEMBERS", "sipxcc:active:user1@sipx.test") == [slot]
+    assert r("GET", f"sipxcc:busy:{key}") == slot + b" REFER"
+    assert r("HKEYS", "sipxcc:slots:a") == [slot]
+    assert r("GET", f"sipxcc:key:{key}") == call.id.encode()
+    assert r("HGET", f"sipxcc:call:{call.id}", "owner") == b"user1@sipx.test"
+    assert r("LLEN", f"sipxcc:lines:{call.id}") == 1
+    for index in ("sipxcc:recent", "sipxcc:recent:user1@sipx.test"):
+        assert float(r("ZSCORE", index, call.id)) == call.created
+    cluster.run(a.store.hangup(call.id))
+    cluster.settle()
+    assert r("SCARD", "sipxcc:active") == r("SCARD", "sipxcc:active:user1@sipx.test") == 0
+    assert r("EXISTS", f"sipxcc:busy:{key}") == 0
+    assert r("HLEN", "sipxcc:slots:a") == 0
+    assert r("GET", f"sipxcc:key:{key}") == call.id.encode()  # until it expires
