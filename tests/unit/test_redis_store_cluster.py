@@ -247,7 +247,7 @@ def test_without_a_command_route_another_nodes_call_cannot_be_reached(cluster):
     ended = place(cluster, a, req(called="user4@sipx.test"))
     cluster.run(a.store.hangup(ended.id))
     cluster.settle()
-    b.store.router = None
+    assert b.store.router is None  # given none
     assert "no command route" in fails(cluster, b.store.hangup(call.id), RegistryUnavailable)
     fails(cluster, b.store.transfer(call.id, "user4@sipx.test"), RegistryUnavailable)
     assert cluster.run(b.store.hangup(ended.id)) is True
