@@ -271,6 +271,7 @@ class SIPStreamProtocol(protocol.Protocol):
                 on_error(reason)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self.connected_ok = False  # Twisted leaves us the dead transport: send no more on it
         if self.idle is not None and self.idle.active():
             self.idle.cancel()
         self.idle = None
