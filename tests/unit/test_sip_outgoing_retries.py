@@ -6,12 +6,15 @@ with every other header kept, and the BYE to an extra fork answering the proxy's
 
 from __future__ import annotations
 
+import gc
 import re
 
 from twisted.internet.error import ConnectionRefusedError
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from sipxcc.sip.message import response_to
+from sipxcc.sip.transaction import T1
 from sipxcc.sip.transport import Source, Target
 from tests.unit.sipfakes import FakeNetwork, FarEnd, answer
 from tests.unit.test_sip_outgoing_edges import CHALLENGE, CREDS, dialog_up, start_invite
@@ -83,3 +86,20 @@ def test_the_bye_to_an_extra_fork_answers_the_proxys_challenge():
     [again] = [m for m in net.sent_messages() if m.method == "BYE"]
     assert again.to_tag == fork.tag and again.cseq[0] == bye.cseq[0] + 1
     assert 'username="user1"' in again.headers.get("Proxy-Authorization")
+
+
+def test_the_bye_to_an_extra_fork_that_fails_leaves_no_unhandled_error_in_the_log():
+    gc.collect()  # what earlier tests left is not this test's to judge
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        net = FakeNetwork()
+        outgoing, sent, phone = dialog_up(net)
+        net.deliver(FarEnd(sent, contact="<sip:user2@127.0.0.1:5072>").ok())
+        assert [m.method for m in net.sent_messages()] == ["ACK", "BYE"]
+        net.clock.advance(64 * T1)  # the BYE times out: 408
+        del net
+        gc.collect()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [formatEvent(e) for e in events if e.get("isError")] == []
