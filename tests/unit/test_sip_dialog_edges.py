@@ -71,6 +71,7 @@ def test_a_2xx_without_a_to_tag_makes_a_dialog_whose_requests_carry_no_to_tag():
     dialog.ack()
     dialog.request("BYE")
     sent_fields = [dict(request_fields(m)) for m in net.sent_messages()]
-    assert [f["CSeq"] for f in sent_fields] == ["1 ACK", "2 BYE"]
+    assert [(f["CSeq"], f["Content-Length"]) for f in sent_fields] == [("1 ACK", "0"),
+                                                                        ("2 BYE", "0")]
     assert [f["To"] for f in sent_fields] == ["<sip:user1@sipx.test>"] * 2
     assert [f["From"] for f in sent_fields] == [dict(request_fields(sent))["From"]] * 2
