@@ -35,6 +35,11 @@ def _strip_tag(header_value: str | None) -> str:
     return str(address)
 
 
+def _tagged(address: str, tag: str | None) -> str:
+    """A From/To value: a null tag (§12.1.2: a peer that sent none) is written as none."""
+    return address if tag is None else f"{address};tag={tag}"
+
+
 class DialogCore(Protocol):
     """What a L{Dialog} needs of the UA core (L{sipxcc.sip.useragent.UserAgent})."""
 
@@ -120,8 +125,8 @@ class Dialog:
         h.add("Max-Forwards", "70")
         for route in self.route_set:
             h.add("Route", route)
-        h.add("From", f"{self.local_uri};tag={self.local_tag}")
-        h.add("To", f"{self.remote_uri};tag={self.remote_tag}")
+        h.add("From", _tagged(self.local_uri, self.local_tag))
+        h.add("To", _tagged(self.remote_uri, self.remote_tag))
         h.add("Call-ID", self.call_id)
         h.add("CSeq", f"{cseq} {method}")
         if method in TARGET_REFRESH:

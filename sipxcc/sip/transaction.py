@@ -38,7 +38,7 @@ class TransportFailure(Exception):
     """The transport could not deliver the request (RFC 3261 §17.1.4): report 503.
     C{refused}: the peer refused the connection (a TCP reset)."""
 
-    def __init__(self, reason: str, refused: bool = False):
+    def __init__(self, reason: str, refused: bool):
         super().__init__(reason)
         self.refused = refused
 

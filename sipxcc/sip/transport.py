@@ -52,6 +52,7 @@ class _StreamTransport(Protocol):
     def write(self, data: bytes) -> None: ...
     def getPeer(self) -> Any: ...
     def loseConnection(self) -> None: ...
+    def abortConnection(self) -> None: ...
     def registerProducer(self, producer: object, streaming: bool) -> None: ...
     def unregisterProducer(self) -> None: ...
     def pauseProducing(self) -> None: ...
@@ -219,9 +220,7 @@ class SIPStreamProtocol(protocol.Protocol):
 
     def _abort(self) -> None:
         self.abort = None
-        abort = getattr(self.transport, "abortConnection", None)
-        if abort is not None:
-            abort()
+        self.stream.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self.abort is not None:
@@ -271,6 +270,7 @@ class SIPStreamProtocol(protocol.Protocol):
                 on_error(reason)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self.connected_ok = False  # Twisted leaves us the dead transport: send no more on it
         if self.idle is not None and self.idle.active():
             self.idle.cancel()
         self.idle = None

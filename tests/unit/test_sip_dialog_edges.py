@@ -3,7 +3,7 @@ older than the phone's last request, and the remote target a re-INVITE's 2xx nam
 
 from __future__ import annotations
 
-from tests.unit.sipfakes import FakeNetwork, FarEnd, answer
+from tests.unit.sipfakes import FakeNetwork, FarEnd, answer, request_fields
 
 
 def dialog_up():
@@ -55,3 +55,23 @@ def test_our_re_invites_2xx_names_the_remote_target_for_later_requests():
     dialog.request("INFO")
     [(info, addr)] = [(m, a) for m, a in net.sent() if m.method == "INFO"]
     assert info.uri == "sip:user1@192.0.2.9:5077" and addr == ("192.0.2.9", 5077)
+
+
+def test_a_2xx_without_a_to_tag_makes_a_dialog_whose_requests_carry_no_to_tag():
+    # RFC 3261 §12.1.2: a To without a tag is a null remote tag (RFC 2543 peers), and
+    # §12.2.1.1: the To of a request in the dialog then carries no tag either
+    net = FakeNetwork()
+    invite = net.ua.new_request("INVITE", "sip:user1@sipx.test", "<sip:u@sipx.test>",
+                                "<sip:user1@sipx.test>")
+    outgoing = net.ua.invite(invite)
+    [sent] = net.sent_messages()
+    net.deliver(answer(sent, 200, "OK", None, [("Contact", "<sip:user1@127.0.0.1:5071>")]))
+    dialog = outgoing.dialog
+    assert outgoing.final_status == 200 and dialog.remote_tag is None
+    dialog.ack()
+    dialog.request("BYE")
+    sent_fields = [dict(request_fields(m)) for m in net.sent_messages()]
+    assert [(f["CSeq"], f["Content-Length"]) for f in sent_fields] == [("1 ACK", "0"),
+                                                                        ("2 BYE", "0")]
+    assert [f["To"] for f in sent_fields] == ["<sip:user1@sipx.test>"] * 2
+    assert [f["From"] for f in sent_fields] == [dict(request_fields(sent))["From"]] * 2

@@ -158,3 +158,37 @@ def test_a_response_goes_back_on_the_stream_its_request_came_on():
                          Source("TCP", *PHONE, stream))
     [(target, connection)] = sent
     assert connection is stream and target.transport == "TCP"
+
+
+def test_the_route_to_a_proxy_configured_without_lr_says_lr_and_one_with_it_keeps_one():
+    # RFC 3261 §16.12: we only loose-route; a Route to a strict router would rewrite the URI
+    for proxy in ("sip:127.0.0.1:5080", "sip:127.0.0.1:5080;lr"):
+        net = FakeNetwork(proxy=proxy)
+        net.ua.invite(net.ua.new_request("INVITE", "sip:user1@sipx.test", "<sip:u@sipx.test>",
+                                         "<sip:user1@sipx.test>"))
+        [invite] = net.sent_messages()
+        assert invite.headers.values("Route") == ["<sip:127.0.0.1:5080;lr>"], proxy
+
+
+def test_each_stray_response_is_counted_from_zero():
+    net = FakeNetwork()
+    assert net.ua.counters == {"bad": 0, "stray_responses": 0, "udp_oversize": 0}
+    request = net.ua.new_request("OPTIONS", "sip:user1@sipx.test", "<sip:u@sipx.test>",
+                                 "<sip:user1@sipx.test>")
+    net.deliver(answer(request, 200, "OK", "t1"))  # no transaction sent it
+    assert net.ua.counters["stray_responses"] == 1
+
+
+def test_a_3xx_to_an_invite_with_an_unreadable_to_still_ends_it_only_a_2xx_needs_the_tags():
+    net = FakeNetwork()
+    outgoing = net.ua.invite(net.ua.new_request("INVITE", "sip:user1@sipx.test",
+                                                "<sip:u@sipx.test>", "<sip:user1@sipx.test>"))
+    [invite] = net.sent_messages()
+    redirect = answer(invite, 300, "Multiple Choices", "t1",
+                      [("Contact", "<sip:user1@192.0.2.9>")])
+    redirect.headers.set("To", "<sip:user1@sipx.test;tag=t1")  # no closing '>'
+    net.deliver(redirect)
+    assert outgoing.final_status == 300
+    [(ack, _)] = net.socket.written[-1:]
+    assert ack.startswith(b"ACK sip:user1@sipx.test SIP/2.0\r\n")
+    assert b"\r\nTo: <sip:user1@sipx.test;tag=t1\r\n" in ack  # as the far end wrote it
