@@ -9,7 +9,8 @@
 # the last run, the test-to-function map is collected again and the unkilled mutants those
 # files' tests cover are re-tested, so a new test gets the credit (a changed helper such as
 # sipfakes.py re-tests every unkilled mutant). `make mutation-clean` starts over.
-# mutmut copies the tree's data files (openapi.json) only once; each run refreshes them.
+# mutmut copies the tree's data files (openapi.json) only once; each run refreshes them,
+# and forgets the mutants of a module that is gone from the tree.
 # Nice 19 and MUTATION_JOBS workers (default 2). Not part of `make test`.
 
 MUTATION_VENV := build/mutation/venv
@@ -38,6 +39,11 @@ mutation: $(MUTATION_STAMP)
 	mkdir -p mutants; \
 	(cd sipxcc && find . -type f ! -name '*.py' ! -path '*__pycache__*' \
 	  -exec cp --parents -p {} ../mutants/sipxcc/ \; ) 2>/dev/null || true; \
+	if [ -d mutants/sipxcc ]; then \
+	  (cd mutants && find sipxcc -name '*.py' ! -path '*__pycache__*') | while read -r f; do \
+	    [ -e "$$f" ] || { echo "gone from the tree: $$f"; rm -f "mutants/$$f" "mutants/$$f.meta" "mutants/$$f.spans"; }; \
+	  done; \
+	fi; \
 	echo "$(MUTMUT) run --max-children $(MUTATION_JOBS) > mutants/mutmut-run.log"; \
 	$(MUTMUT) run --max-children $(MUTATION_JOBS) > mutants/mutmut-run.log 2>&1 \
 	  || { tr '\r' '\n' < mutants/mutmut-run.log | tail -40; exit 1; }; \
