@@ -36,6 +36,7 @@ from sipxcc.calls.call import (
     CallRequest,
     DialogInfo,
     StatusEvent,
+    new_call_id,
 )
 from sipxcc.calls.errors import AgentLimit, CallInProgress, RegistryUnavailable, TooManyCalls
 from sipxcc.calls.hub import CallEvent
@@ -55,9 +56,16 @@ WRITE_WINDOW = 0.015
 #: writes queued that are sent at once, without waiting for the end of the window
 FLUSH_AT = 1000
 
-# KEYS: active, active:owner, busy:key, slots:node
-# ARGV: slot, owner, method, max_calls, max_per_agent, slot record
-ACQUIRE = """
+# A new call: the cluster-wide limits (the one call in progress per key, max_calls, per
+# agent), and once granted, in the same command, its limit slot, its record, its key and
+# its places in the "recent calls" indexes (trimmed to ARGV[9] entries once beyond them).
+# Returns the verdict, the slot of the call it replaces (or '') and that key's call id
+# before (or '').
+# KEYS: active, active:owner, busy:key, slots:node, call:<id>, key:<key>, recent,
+#       recent:<owner>
+# ARGV: slot, owner, method, max_calls, max_per_agent, slot record, call id, created,
+#       MAX_RECENT, the record's field, value, ...
+PLACE = """
 local replacing = 0
 local busy = redis.call('GET', KEYS[3])
 local previous = ''
@@ -65,16 +73,16 @@ if busy then
   local sep = string.find(busy, ' ', 1, true)
   local pslot, pmode = string.sub(busy, 1, sep - 1), string.sub(busy, sep + 1)
   if redis.call('SISMEMBER', KEYS[1], pslot) == 1 then
-    if pmode == 'INVITE' or ARGV[3] == 'INVITE' then return {'in_progress', ''} end
+    if pmode == 'INVITE' or ARGV[3] == 'INVITE' then return {'in_progress', '', ''} end
     replacing = 1
     previous = pslot
   end
 end
 if redis.call('SCARD', KEYS[1]) - replacing >= tonumber(ARGV[4]) then
-  return {'too_many', ''}
+  return {'too_many', '', ''}
 end
 if redis.call('SCARD', KEYS[2]) - replacing >= tonumber(ARGV[5]) then
-  return {'agent_limit', ''}
+  return {'agent_limit', '', ''}
 end
 if replacing == 1 then
   redis.call('SREM', KEYS[1], previous)
@@ -84,30 +92,22 @@ redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
-return {'ok', previous}
-"""
-
-# A new call's record, its slot's details, its key and its places in the "recent calls"
-# indexes (trimmed to ARGV[5] entries once beyond them), in one command.
-# KEYS: slots:node, call:<id>, key:<key>, recent, recent:<owner>
-# ARGV: slot, slot record, call id, created, MAX_RECENT, the record's field, value, ...
-RECORD = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], unpack(ARGV, 6))
-redis.call('SET', KEYS[3], ARGV[3])
-local most = tonumber(ARGV[5])
-for i = 4, 5 do
-  redis.call('ZADD', KEYS[i], ARGV[4], ARGV[3])
+redis.call('HSET', KEYS[5], unpack(ARGV, 10))
+local before = redis.call('GET', KEYS[6]) or ''
+redis.call('SET', KEYS[6], ARGV[7])
+local most = tonumber(ARGV[9])
+for i = 7, 8 do
+  redis.call('ZADD', KEYS[i], ARGV[8], ARGV[7])
   if redis.call('ZCARD', KEYS[i]) > most then
     redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -most - 1)
   end
 end
-return 1
+return {'ok', previous, before}
 """
 
 # A call's end in one command: its last state (and count of events, dialogs), its record,
 # lines and key expiring after the result cache time, and (ARGV[2] not empty) its limit
-# slot released (as RELEASE).
+# slot released (and the key's "busy" entry if it is still this slot's).
 # KEYS: call:<id>, lines:<id>, key:<key>, active, active:owner, busy:key, slots:node
 # ARGV: seconds to keep, slot or '', the record's field, value, ...
 END = """
@@ -138,17 +138,6 @@ end
 return 1
 """
 
-# KEYS: active, active:owner, busy:key, slots:node;  ARGV: slot
-RELEASE = """
-redis.call('SREM', KEYS[1], ARGV[1])
-redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
-local busy = redis.call('GET', KEYS[3])
-if busy and string.sub(busy, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ' ' then
-  redis.call('DEL', KEYS[3])
-end
-return 1
-"""
 
 
 # A lost (or restarted) node's calls in progress: release their limits and mark them
@@ -238,6 +227,19 @@ def record_fields(call: Call, node: str) -> list[str | int]:
     return ["owner", call.owner, "calling", call.calling, "called", call.called,
             "mode", call.mode, "ended", int(call.ended), "created", repr(call.created),
             "node", node, *progress_fields(call)]
+
+
+def new_record_fields(call_id: str, request: CallRequest, created: float, node: str
+                      ) -> list[str | int]:
+    """The C{call:<id>} hash of a call about to be placed, as L{record_fields} gives it
+    for the new L{Call} (state "calling", no event yet, no dialog)."""
+    fields: list[str | int] = [
+        "owner", request.agent.identity, "calling", request.calling, "called",
+        request.called, "mode", request.method, "ended", 0, "created", repr(created),
+        "node", node, "state", "calling", "seq", 0]
+    if request.method == INVITE:
+        fields += ["dialogs", "[]"]
+    return fields
 
 
 def progress_fields(call: Call) -> list[str | int]:
@@ -389,22 +391,27 @@ class RedisCallStore:
     # --- placing ----------------------------------------------------------------------------
     @defer.inlineCallbacks
     def place(self, request: CallRequest) -> Any:
-        """Start a call once Redis granted the limits and holds its record; fires with
-        the L{Call} (fails with a L{sipxcc.calls.errors.CallError} or
-        L{RegistryUnavailable})."""
+        """Start a call once Redis granted the limits and holds its record (one
+        command, one round trip); fires with the L{Call} (fails with a
+        L{sipxcc.calls.errors.CallError} or L{RegistryUnavailable})."""
         if not self.ready:
             raise RegistryUnavailable("This node is starting (its calls of an earlier run "
                                       "are not marked ended yet)")
         owner = request.agent.identity
         slot = secrets.token_urlsafe(9)
-        keys = self._limit_keys(owner, request.key)
-        record = json.dumps([owner, *request.key])
+        call_id, created = new_call_id(), self.clock.seconds()
+        ttl = max(1, self.registry.request_cache_time(request))
+        keys = (*self._limit_keys(owner, request.key), self._k("call", call_id),
+                self._k("key", self._keytext(request.key)), self._k("recent"),
+                self._k("recent", owner))
         # what waits goes first, in the same round trip: the limits this node's ended
         # calls release are free before this call asks for its own
         self._flush().addErrback(lambda _: None)
-        verdict, previous = yield self.redis.execute(
-            "EVAL", ACQUIRE, len(keys), *keys, slot, owner, request.method,
-            self.max_calls, self.max_calls_per_agent, record)
+        verdict, previous, before = yield self.redis.execute(
+            "EVAL", PLACE, len(keys), *keys, slot, owner, request.method, self.max_calls,
+            self.max_calls_per_agent, json.dumps([owner, *request.key, call_id, ttl]),
+            call_id, repr(created), MAX_RECENT,
+            *new_record_fields(call_id, request, created, self.node_id))
         verdict = _text(verdict)
         if verdict == "in_progress":
             raise CallInProgress(f"Call in progress for {request.calling} to {request.called}")
@@ -413,37 +420,25 @@ class RedisCallStore:
         if verdict == "agent_limit":
             raise AgentLimit(f"Too many calls in progress for {owner}")
         if previous:  # a REFER call replaces the one in progress for its key
-            yield self._replace_remote(request.key)
+            yield self._replace_remote(_text(before))
         try:
-            call = self.registry.place(request)
+            call = self.registry.place(request, call_id, created)
         except Exception:
-            self._write_end(self._release_command(owner, request.key, slot))
+            # its record is there already: it shows the call failed, and frees the slot
+            self._write_end(("EVAL", END, 7, *self._end_keys(call_id, owner, request.key),
+                             ttl, slot, "state", "failed", "ended", 1))
             raise
         self._slots[call.id] = slot
         call.on_state = self._state_changed
-        ttl = max(1, self.registry.cache_time(call))
-        # sent now, ahead of the call's own lines and end (at the end of the window)
-        written = self.redis.execute(
-            "EVAL", RECORD, 5, self._k("slots", self.node_id), self._k("call", call.id),
-            self._k("key", self._keytext(call.key)), self._k("recent"),
-            self._k("recent", owner), slot, json.dumps([owner, *request.key, call.id, ttl]),
-            call.id, repr(call.created), MAX_RECENT, *record_fields(call, self.node_id))
-        try:
-            yield written
-        except Exception:
-            # Redis went away between the limits and the record: no call without a record
-            self.registry.hangup(call)
-            raise
         return call
 
     @defer.inlineCallbacks
-    def _replace_remote(self, key: tuple[str, str, str]) -> Any:
-        """Hang up the call in progress for C{key} if another node owns it (this node's
-        own registry replaces a local one itself)."""
-        previous_id = yield self.redis.execute("GET", self._k("key", self._keytext(key)))
-        if previous_id is None or self.registry.get(_text(previous_id)) is not None:
+    def _replace_remote(self, previous_id: str) -> Any:
+        """Hang up C{previous_id}, the call in progress this call replaces, if another
+        node owns it (this node's own registry replaces a local one itself)."""
+        if not previous_id or self.registry.get(previous_id) is not None:
             return
-        stored = yield self.get(_text(previous_id))
+        stored = yield self.get(previous_id)
         if stored is None or stored.ended or self.router is None:
             return
         sent = self.router.send(stored.node, "hangup", stored.id)
@@ -451,18 +446,18 @@ class RedisCallStore:
                                            "{node}: {error}", id=stored.id,
                                            node=stored.node, error=f.value))
 
-    def _release_command(self, owner: str, key: tuple[str, str, str], slot: str) -> Write:
-        keys = self._limit_keys(owner, key)
-        return ("EVAL", RELEASE, len(keys), *keys, slot)
+    def _end_keys(self, call_id: str, owner: str, key: tuple[str, str, str]
+                  ) -> tuple[str, ...]:
+        busy = self._keytext(key)
+        return (self._k("call", call_id), self._k("lines", call_id), self._k("key", busy),
+                self._k("active"), self._k("active", owner), self._k("busy", busy),
+                self._k("slots", self.node_id))
 
     def _end_command(self, call: Call) -> Write:
         """The C{END} script for C{call}: its last state, expiry, and its slot released."""
         ttl = max(1, self.registry.cache_time(call))
         slot = self._slots.pop(call.id, "")
-        busy = self._keytext(call.key)
-        return ("EVAL", END, 7, self._k("call", call.id), self._k("lines", call.id),
-                self._k("key", busy), self._k("active"), self._k("active", call.owner),
-                self._k("busy", busy), self._k("slots", self.node_id), ttl, slot,
+        return ("EVAL", END, 7, *self._end_keys(call.id, call.owner, call.key), ttl, slot,
                 *progress_fields(call), "ended", 1)
 
     # --- status lines, collected over a window ----------------------------------------------

@@ -10,8 +10,14 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from sipxcc.calls.call import CallRequest
-from sipxcc.calls.redis_store import ACQUIRE, END, RECORD, RELEASE, RedisCallStore
+from sipxcc.calls.call import INVITE, Call, CallRequest
+from sipxcc.calls.redis_store import (
+    END,
+    PLACE,
+    RedisCallStore,
+    new_record_fields,
+    record_fields,
+)
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.users import User
 
@@ -48,8 +54,8 @@ class FakeRedis:
 
     def execute(self, *command):
         self.executed.append(command)
-        if command[:2] == ("EVAL", ACQUIRE):
-            return defer.succeed([b"ok", b""])
+        if command[:2] == ("EVAL", PLACE):
+            return defer.succeed([b"ok", b"", b""])
         return defer.succeed(1)
 
     def pipeline(self, commands):
@@ -73,7 +79,7 @@ def place(store, called="user2@sipx.test"):
 
 def names(pipeline):
     """Each command of a pipeline: its name, and for a script which one."""
-    scripts = {END: "END", RELEASE: "RELEASE"}
+    scripts = {END: "END"}
     return [scripts.get(c[1], c[0]) if c[0] == "EVAL" else c[0] for c in pipeline]
 
 
@@ -81,7 +87,7 @@ def test_status_lines_of_several_turns_wait_for_the_window_then_go_in_one_pipeli
     clock, redis = Clock(), FakeRedis()
     store = make(clock, redis)
     call = place(store)
-    assert [c[1] for c in redis.executed] == [ACQUIRE, RECORD]  # the record: at once
+    assert [c[1] for c in redis.executed] == [PLACE]  # limits and record: at once
     for n in range(3):
         call.flow.line(n)
         clock.advance(WINDOW / 4)  # a reactor turn or more apart
@@ -144,7 +150,7 @@ def test_placing_a_call_sends_what_waits_ahead_of_its_limits():
     place(store, "user3@sipx.test")
     # the end (and the limit it frees) was handed to Redis before the new call asked
     assert names(redis.sent[0]) == ["END"]
-    assert [c[1] for c in redis.executed[2:]] == [ACQUIRE, RECORD]
+    assert [c[1] for c in redis.executed[1:]] == [PLACE]
 
 
 def test_a_full_buffer_drops_status_lines_and_keeps_every_end():
@@ -178,3 +184,10 @@ def test_ends_beyond_the_bound_drop_the_oldest_end():
     redis.up = True
     store.resume()
     assert [c[3] for c in redis.sent[0]] == [f"sipxcc:call:{c.id}" for c in calls[1:]]
+
+
+def test_the_record_written_before_the_call_starts_is_that_of_the_new_call():
+    for method in ("REFER", INVITE):
+        request = CallRequest(AGENT, "user1@sipx.test", "user2@sipx.test", method=method)
+        call = Call(request, 1234.5, "the-id")
+        assert new_record_fields("the-id", request, 1234.5, "a") == record_fields(call, "a")
