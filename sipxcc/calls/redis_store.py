@@ -59,8 +59,7 @@ FLUSH_AT = 1000
 # A new call: the cluster-wide limits (the one call in progress per key, max_calls, per
 # agent), and once granted, in the same command, its limit slot, its record, its key and
 # its places in the "recent calls" indexes (trimmed to ARGV[9] entries once beyond them).
-# Returns the verdict, the slot of the call it replaces (or '') and that key's call id
-# before (or '').
+# Returns the verdict, the slot of the call it replaces and that call's id (or '', '').
 # KEYS: active, active:owner, busy:key, slots:node, call:<id>, key:<key>, recent,
 #       recent:<owner>
 # ARGV: slot, owner, method, max_calls, max_per_agent, slot record, call id, created,
@@ -93,7 +92,8 @@ redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
 redis.call('HSET', KEYS[5], unpack(ARGV, 10))
-local before = redis.call('GET', KEYS[6]) or ''
+local before = ''
+if replacing == 1 then before = redis.call('GET', KEYS[6]) or '' end
 redis.call('SET', KEYS[6], ARGV[7])
 local most = tonumber(ARGV[9])
 for i = 7, 8 do
