@@ -244,7 +244,7 @@ def new_record_fields(call_id: str, request: CallRequest, created: float, node: 
 
 def progress_fields(call: Call) -> list[str | int]:
     """What changes as a call goes on: its state, its event count and (INVITE mode)
-    its dialogs; written once per reactor turn in which the call had events."""
+    its dialogs; written once per write window in which the call had events."""
     fields: list[str | int] = ["state", call.state, "seq", call.seq]
     if call.mode == INVITE:
         fields += ["dialogs", json.dumps([list(info) for info in call.dialogs()])]
