@@ -133,6 +133,7 @@ class RegistryConfig:
     redis_password_file: str | None = None
     node_id: str | None = None
     max_buffered_writes: int = 50_000
+    write_window_ms: int = 15
 
 
 @dataclass(frozen=True)
@@ -419,6 +420,9 @@ KEYS: tuple[Key, ...] = (
     Key("registry", "max_buffered_writes", _int_range(1, 10_000_000), "50000",
         "writes (status lines, states, ends) kept while Redis is unreachable; the oldest "
         "beyond are dropped, counted in /health"),
+    Key("registry", "write_window_ms", _int_range(0, 1000), "15",
+        "milliseconds status lines, states and ends are collected before they go to Redis "
+        "in one pipeline (0: once per reactor turn)"),
 )
 
 _KEYS_BY_NAME = {key.dotted: key for key in KEYS}

@@ -293,6 +293,7 @@ def _build_store(config: Config, control: CallControl, reactor: Any,
                      node_id=node_id, max_calls=config.calls.max_calls,
                      max_calls_per_agent=config.calls.max_calls_per_agent,
                      max_buffered_writes=registry.max_buffered_writes,
+                     write_window=registry.write_window_ms / 1000,
                      shutdown_timeout=control.shutdown_timeout, ca_file=config.tls.ca_file)
     node.setServiceParent(top)  # type: ignore[no-untyped-call]  # Twisted's, untyped
     return node.store

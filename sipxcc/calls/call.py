@@ -135,6 +135,11 @@ class FinishedCall:
         return [DialogInfo._make(info) for info in self.dialogs or ()]
 
 
+def new_call_id() -> str:
+    """A new call's id: 16 URL-safe characters, 96 random bits."""
+    return secrets.token_urlsafe(12)
+
+
 class Call:
     """
     The record of one call: its request, its status events (which only ever grow) and its
@@ -150,8 +155,8 @@ class Call:
                  "owner_prev", "owner_next", "owner_done_prev", "owner_done_next",
                  "done_prev", "done_next", "due_prev", "due_next")
 
-    def __init__(self, request: CallRequest, created: float):
-        self.id = secrets.token_urlsafe(12)
+    def __init__(self, request: CallRequest, created: float, call_id: str | None = None):
+        self.id = call_id or new_call_id()
         self.request = request
         self.created = created
         self._lines: list[tuple[int, str, str, str]] | None = []  # None once released

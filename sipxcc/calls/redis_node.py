@@ -13,7 +13,7 @@ from twisted.internet import defer
 
 from sipxcc.calls.redis_client import RedisConnection, RedisSubscription
 from sipxcc.calls.redis_commands import CommandRouter
-from sipxcc.calls.redis_store import MAX_BUFFERED_WRITES, RedisCallStore
+from sipxcc.calls.redis_store import MAX_BUFFERED_WRITES, WRITE_WINDOW, RedisCallStore
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.logs import logger
 from sipxcc.privatefile import SecretError, read_private_line
@@ -46,6 +46,7 @@ class RedisNode(Service):
     def __init__(self, clock: Any, registry: CallRegistry, *, url: str, password: str | None,
                  node_id: str, max_calls: int, max_calls_per_agent: int,
                  max_buffered_writes: int = MAX_BUFFERED_WRITES,
+                 write_window: float = WRITE_WINDOW,
                  shutdown_timeout: float = 5.0, ca_file: str | None = None):
         self.registry = registry
         self.shutdown_timeout = shutdown_timeout
@@ -53,7 +54,8 @@ class RedisNode(Service):
         self.store = RedisCallStore(clock, registry, self.connection, node_id,
                                     max_calls=max_calls,
                                     max_calls_per_agent=max_calls_per_agent,
-                                    max_buffered=max_buffered_writes)
+                                    max_buffered=max_buffered_writes,
+                                    write_window=write_window)
         self.router = CommandRouter(clock, self.connection, registry, node_id)
         self.store.router = self.router
         self.subscription = RedisSubscription(clock, url, self.router.channels,

@@ -36,6 +36,7 @@ from sipxcc.calls.call import (
     CallRequest,
     DialogInfo,
     StatusEvent,
+    new_call_id,
 )
 from sipxcc.calls.errors import AgentLimit, CallInProgress, RegistryUnavailable, TooManyCalls
 from sipxcc.calls.hub import CallEvent
@@ -44,14 +45,26 @@ from sipxcc.logs import logger
 
 log = logger(__name__)
 
-#: status-line writes kept while Redis is unreachable; beyond, the oldest are dropped
+#: writes kept while Redis is unreachable; beyond, the oldest status line (or state) is
+#: dropped to make room, a call's end only when nothing else is left to drop
 MAX_BUFFERED_WRITES = 50_000
 #: entries kept in each "recent calls" index (older ones are trimmed)
 MAX_RECENT = 100_000
+#: seconds status lines, states and ends are collected before they go to Redis in one
+#: pipeline (0: at the end of each reactor turn)
+WRITE_WINDOW = 0.015
+#: writes queued that are sent at once, without waiting for the end of the window
+FLUSH_AT = 1000
 
-# KEYS: active, active:owner, busy:key, slots:node
-# ARGV: slot, owner, method, max_calls, max_per_agent, slot record
-ACQUIRE = """
+# A new call: the cluster-wide limits (the one call in progress per key, max_calls, per
+# agent), and once granted, in the same command, its limit slot, its record, its key and
+# its places in the "recent calls" indexes (trimmed to ARGV[9] entries once beyond them).
+# Returns the verdict, the slot of the call it replaces and that call's id (or '', '').
+# KEYS: active, active:owner, busy:key, slots:node, call:<id>, key:<key>, recent,
+#       recent:<owner>
+# ARGV: slot, owner, method, max_calls, max_per_agent, slot record, call id, created,
+#       MAX_RECENT, the record's field, value, ...
+PLACE = """
 local replacing = 0
 local busy = redis.call('GET', KEYS[3])
 local previous = ''
@@ -59,16 +72,16 @@ if busy then
   local sep = string.find(busy, ' ', 1, true)
   local pslot, pmode = string.sub(busy, 1, sep - 1), string.sub(busy, sep + 1)
   if redis.call('SISMEMBER', KEYS[1], pslot) == 1 then
-    if pmode == 'INVITE' or ARGV[3] == 'INVITE' then return {'in_progress', ''} end
+    if pmode == 'INVITE' or ARGV[3] == 'INVITE' then return {'in_progress', '', ''} end
     replacing = 1
     previous = pslot
   end
 end
 if redis.call('SCARD', KEYS[1]) - replacing >= tonumber(ARGV[4]) then
-  return {'too_many', ''}
+  return {'too_many', '', ''}
 end
 if redis.call('SCARD', KEYS[2]) - replacing >= tonumber(ARGV[5]) then
-  return {'agent_limit', ''}
+  return {'agent_limit', '', ''}
 end
 if replacing == 1 then
   redis.call('SREM', KEYS[1], previous)
@@ -78,7 +91,39 @@ redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[3])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
-return {'ok', previous}
+redis.call('HSET', KEYS[5], unpack(ARGV, 10))
+local before = ''
+if replacing == 1 then before = redis.call('GET', KEYS[6]) or '' end
+redis.call('SET', KEYS[6], ARGV[7])
+local most = tonumber(ARGV[9])
+for i = 7, 8 do
+  redis.call('ZADD', KEYS[i], ARGV[8], ARGV[7])
+  if redis.call('ZCARD', KEYS[i]) > most then
+    redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -most - 1)
+  end
+end
+return {'ok', previous, before}
+"""
+
+# A call's end in one command: its last state (and count of events, dialogs), its record,
+# lines and key expiring after the result cache time, and (ARGV[2] not empty) its limit
+# slot released (and the key's "busy" entry if it is still this slot's).
+# KEYS: call:<id>, lines:<id>, key:<key>, active, active:owner, busy:key, slots:node
+# ARGV: seconds to keep, slot or '', the record's field, value, ...
+END = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+local slot = ARGV[2]
+if slot ~= '' then
+  redis.call('SREM', KEYS[4], slot)
+  redis.call('SREM', KEYS[5], slot)
+  redis.call('HDEL', KEYS[7], slot)
+  local busy = redis.call('GET', KEYS[6])
+  if busy and string.sub(busy, 1, string.len(slot) + 1) == slot .. ' ' then
+    redis.call('DEL', KEYS[6])
+  end
+end
+return 1
 """
 
 # A status line beyond the lines a call keeps replaces the last one (as Call.record does).
@@ -93,17 +138,6 @@ end
 return 1
 """
 
-# KEYS: active, active:owner, busy:key, slots:node;  ARGV: slot
-RELEASE = """
-redis.call('SREM', KEYS[1], ARGV[1])
-redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
-local busy = redis.call('GET', KEYS[3])
-if busy and string.sub(busy, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ' ' then
-  redis.call('DEL', KEYS[3])
-end
-return 1
-"""
 
 
 # A lost (or restarted) node's calls in progress: release their limits and mark them
@@ -195,9 +229,22 @@ def record_fields(call: Call, node: str) -> list[str | int]:
             "node", node, *progress_fields(call)]
 
 
+def new_record_fields(call_id: str, request: CallRequest, created: float, node: str
+                      ) -> list[str | int]:
+    """The C{call:<id>} hash of a call about to be placed, as L{record_fields} gives it
+    for the new L{Call} (state "calling", no event yet, no dialog)."""
+    fields: list[str | int] = [
+        "owner", request.agent.identity, "calling", request.calling, "called",
+        request.called, "mode", request.method, "ended", 0, "created", repr(created),
+        "node", node, "state", "calling", "seq", 0]
+    if request.method == INVITE:
+        fields += ["dialogs", "[]"]
+    return fields
+
+
 def progress_fields(call: Call) -> list[str | int]:
     """What changes as a call goes on: its state, its event count and (INVITE mode)
-    its dialogs; written once per reactor turn in which the call had events."""
+    its dialogs; written once per write window in which the call had events."""
     fields: list[str | int] = ["state", call.state, "seq", call.seq]
     if call.mode == INVITE:
         fields += ["dialogs", json.dumps([list(info) for info in call.dialogs()])]
@@ -222,19 +269,56 @@ def _text(value: bytes | None) -> str:
     return "" if value is None else value.decode("utf-8")
 
 
+def _joined(writes: deque[tuple[bytes | str | int | float, ...]]
+            ) -> list[tuple[bytes | str | int | float, ...]]:
+    """C{writes} with the status lines queued for each call (C{RPUSH} to its list) sent
+    as one C{RPUSH} of them all, at the place of the first: a call's lines keep their
+    order (only a line beyond the bound, C{SET_LINE}, writes a list otherwise: a later
+    line starts a new C{RPUSH} after it)."""
+    joined: list[list[bytes | str | int | float]] = []
+    pushes: dict[Any, list[bytes | str | int | float]] = {}  # list key -> its RPUSH
+    for write in writes:
+        if write[0] == "RPUSH":
+            push = pushes.get(write[1])
+            if push is not None:
+                push.extend(write[2:])
+                continue
+            push = pushes[write[1]] = list(write)
+            joined.append(push)
+            continue
+        if write[0] == "EVAL" and write[1] == SET_LINE:
+            pushes.pop(write[3], None)
+        joined.append(list(write))
+    return [tuple(write) for write in joined]
+
+
+class _End(NamedTuple):
+    """A call's end waiting to be written (its command is made when it is sent: the
+    state and dialogs as they are by then)."""
+
+    call: Call
+
+
+Write = tuple[bytes | str | int | float, ...]
+
+
 class RedisCallStore:
     """
     Places calls through the local L{CallRegistry} once Redis granted the cluster-wide
-    limits, and keeps every call's record and status lines in Redis. Status lines are
-    queued as they arrive and written once per reactor turn, in one pipeline; the SIP
-    side never waits on Redis. While Redis is unreachable L{place} and the reads fail
-    with L{RegistryUnavailable}, and up to C{max_buffered} writes wait for it (the
-    oldest beyond are dropped, counted in C{dropped} and logged).
+    limits, and keeps every call's record and status lines in Redis. A new call's record
+    is written at once (the POST waits for it); status lines, states and ends are
+    collected for C{write_window} seconds on the clock (or until C{flush_at} writes are
+    queued, or a call is placed) and written in one pipeline, each call's in order: its
+    lines, then its end. The SIP side never waits on Redis. While Redis is unreachable
+    L{place} and the reads fail with L{RegistryUnavailable}, and up to C{max_buffered}
+    writes wait for it: beyond, the oldest status line or state is dropped (counted in
+    C{dropped} and logged); a call's end only when nothing else is left to drop.
     """
 
     def __init__(self, clock: Any, registry: CallRegistry, redis: Any, node_id: str, *,
                  max_calls: int, max_calls_per_agent: int, prefix: str = "sipxcc:",
-                 max_buffered: int = MAX_BUFFERED_WRITES):
+                 max_buffered: int = MAX_BUFFERED_WRITES,
+                 write_window: float = WRITE_WINDOW, flush_at: int = FLUSH_AT):
         self.clock = clock
         self.registry = registry
         self.redis = redis
@@ -243,9 +327,14 @@ class RedisCallStore:
         self.max_calls = max_calls
         self.max_calls_per_agent = max_calls_per_agent
         self.max_buffered = max_buffered
-        self.buffer: deque[tuple[bytes | str | int | float, ...]] = deque()
+        self.write_window = write_window
+        self.flush_at = flush_at
+        #: status lines, states and index clean-ups waiting to be written, in order
+        self.buffer: deque[Write] = deque()
+        #: calls' ends (and releases of limits) waiting, written after the buffer
+        self.ends: deque[_End | Write] = deque()
         self.dropped = 0
-        self._flush_scheduled = False
+        self._flush_timer: Any = None  # the end of the current window
         self._slots: dict[str, str] = {}  # call id -> its limit slot
         self._progressed: dict[str, Call] = {}  # calls with events since the last write
         self._unsubscribe = registry.subscribe(self._event)
@@ -266,9 +355,9 @@ class RedisCallStore:
         restarted without them): the first node back would otherwise end the calls in
         progress of every node that is merely slower to reconnect."""
         if up:
-            if self.buffer:
+            if self.buffered:
                 log.info("Redis is back: writing {count} buffered writes",
-                         count=len(self.buffer))
+                         count=self.buffered)
             self.resume()
             self._sweep_after = (self.clock.seconds() + self.heartbeat_ttl
                                  + RECONNECT_MAX_DELAY)
@@ -276,11 +365,16 @@ class RedisCallStore:
                 self._heartbeat().addErrback(
                     lambda f: log.warn("heartbeat failed: {error}", error=f.value))
 
+    @property
+    def buffered(self) -> int:
+        """Writes waiting (status lines, states, ends)."""
+        return len(self.buffer) + len(self.ends)
+
     def health(self) -> dict[str, Any]:
         """What /health reports of the registry."""
         state = "down" if not self.redis.up else "up" if self.ready else "starting"
         return {"backend": "redis", "node": self.node_id, "state": state,
-                "buffered_writes": len(self.buffer), "dropped_writes": self.dropped}
+                "buffered_writes": self.buffered, "dropped_writes": self.dropped}
 
     # --- keys -------------------------------------------------------------------------------
     def _k(self, *parts: str) -> str:
@@ -297,19 +391,27 @@ class RedisCallStore:
     # --- placing ----------------------------------------------------------------------------
     @defer.inlineCallbacks
     def place(self, request: CallRequest) -> Any:
-        """Start a call once Redis granted the limits and holds its record; fires with
-        the L{Call} (fails with a L{sipxcc.calls.errors.CallError} or
-        L{RegistryUnavailable})."""
+        """Start a call once Redis granted the limits and holds its record (one
+        command, one round trip); fires with the L{Call} (fails with a
+        L{sipxcc.calls.errors.CallError} or L{RegistryUnavailable})."""
         if not self.ready:
             raise RegistryUnavailable("This node is starting (its calls of an earlier run "
                                       "are not marked ended yet)")
         owner = request.agent.identity
         slot = secrets.token_urlsafe(9)
-        keys = self._limit_keys(owner, request.key)
-        record = json.dumps([owner, *request.key])
-        verdict, previous = yield self.redis.execute(
-            "EVAL", ACQUIRE, len(keys), *keys, slot, owner, request.method,
-            self.max_calls, self.max_calls_per_agent, record)
+        call_id, created = new_call_id(), self.clock.seconds()
+        ttl = max(1, self.registry.request_cache_time(request))
+        keys = (*self._limit_keys(owner, request.key), self._k("call", call_id),
+                self._k("key", self._keytext(request.key)), self._k("recent"),
+                self._k("recent", owner))
+        # what waits goes first, in the same round trip: the limits this node's ended
+        # calls release are free before this call asks for its own
+        self._flush().addErrback(lambda _: None)
+        verdict, previous, before = yield self.redis.execute(
+            "EVAL", PLACE, len(keys), *keys, slot, owner, request.method, self.max_calls,
+            self.max_calls_per_agent, json.dumps([owner, *request.key, call_id, ttl]),
+            call_id, repr(created), MAX_RECENT,
+            *new_record_fields(call_id, request, created, self.node_id))
         verdict = _text(verdict)
         if verdict == "in_progress":
             raise CallInProgress(f"Call in progress for {request.calling} to {request.called}")
@@ -318,47 +420,25 @@ class RedisCallStore:
         if verdict == "agent_limit":
             raise AgentLimit(f"Too many calls in progress for {owner}")
         if previous:  # a REFER call replaces the one in progress for its key
-            yield self._replace_remote(request.key)
+            yield self._replace_remote(_text(before))
         try:
-            call = self.registry.place(request)
+            call = self.registry.place(request, call_id, created)
         except Exception:
-            self._write(self._release_command(owner, request.key, slot))
+            # its record is there already: it shows the call failed, and frees the slot
+            self._write_end(("EVAL", END, 7, *self._end_keys(call_id, owner, request.key),
+                             ttl, slot, "state", "failed", "ended", 1))
             raise
         self._slots[call.id] = slot
         call.on_state = self._state_changed
-        ttl = max(1, self.registry.cache_time(call))
-        writes = [
-            ("HSET", self._k("slots", self.node_id), slot, json.dumps(
-                [owner, *request.key, call.id, ttl])),
-            ("HSET", self._k("call", call.id), *record_fields(call, self.node_id)),
-            ("SET", self._k("key", self._keytext(call.key)), call.id),
-            ("ZADD", self._k("recent"), repr(call.created), call.id),
-            ("ZADD", self._k("recent", owner), repr(call.created), call.id),
-            ("ZREMRANGEBYRANK", self._k("recent"), 0, -MAX_RECENT - 1),
-            ("ZREMRANGEBYRANK", self._k("recent", owner), 0, -MAX_RECENT - 1),
-        ]
-        # the record goes before any status line the flow queued while starting (the
-        # progress first: queuing it cannot push the record out of a full buffer)
-        self._queue_progress()
-        self.buffer.extendleft(reversed(writes))
-        if call.ended:  # ended while starting, before its slot was known to _event
-            self._write(self._release_command(owner, request.key, self._slots.pop(call.id)))
-        try:
-            yield self._flush()
-        except Exception:
-            # Redis went away between the limits and the record: no call without a record
-            self.registry.hangup(call)
-            raise
         return call
 
     @defer.inlineCallbacks
-    def _replace_remote(self, key: tuple[str, str, str]) -> Any:
-        """Hang up the call in progress for C{key} if another node owns it (this node's
-        own registry replaces a local one itself)."""
-        previous_id = yield self.redis.execute("GET", self._k("key", self._keytext(key)))
-        if previous_id is None or self.registry.get(_text(previous_id)) is not None:
+    def _replace_remote(self, previous_id: str) -> Any:
+        """Hang up C{previous_id}, the call in progress this call replaces, if another
+        node owns it (this node's own registry replaces a local one itself)."""
+        if not previous_id or self.registry.get(previous_id) is not None:
             return
-        stored = yield self.get(_text(previous_id))
+        stored = yield self.get(previous_id)
         if stored is None or stored.ended or self.router is None:
             return
         sent = self.router.send(stored.node, "hangup", stored.id)
@@ -366,83 +446,127 @@ class RedisCallStore:
                                            "{node}: {error}", id=stored.id,
                                            node=stored.node, error=f.value))
 
-    def _release_command(self, owner: str, key: tuple[str, str, str], slot: str
-                         ) -> tuple[bytes | str | int | float, ...]:
-        keys = self._limit_keys(owner, key)
-        return ("EVAL", RELEASE, len(keys), *keys, slot)
+    def _end_keys(self, call_id: str, owner: str, key: tuple[str, str, str]
+                  ) -> tuple[str, ...]:
+        busy = self._keytext(key)
+        return (self._k("call", call_id), self._k("lines", call_id), self._k("key", busy),
+                self._k("active"), self._k("active", owner), self._k("busy", busy),
+                self._k("slots", self.node_id))
 
-    # --- status lines, batched --------------------------------------------------------------
-    def _event(self, call: Call, event: CallEvent) -> None:
-        lines = self._k("lines", call.id)
-        status = event.status
-        # the state and dialogs as they are once this reactor turn is over (a flow may
-        # record a line before it changes them)
-        self._progressed[call.id] = call
-        if status is not None:
-            count = call.event_count
-            if count < MAX_EVENTS + MAX_FINAL_EVENTS:
-                self._write(("RPUSH", lines, line_text(status)))
-            else:  # at the bound: the line replaced the last one
-                self._write(("EVAL", SET_LINE, 1, lines, count, line_text(status)))
-            return
+    def _end_command(self, call: Call) -> Write:
+        """The C{END} script for C{call}: its last state, expiry, and its slot released."""
         ttl = max(1, self.registry.cache_time(call))
-        record = self._k("call", call.id)
-        self._write(("HSET", record, "state", call.state, "ended", 1))
-        for name in (record, lines):
-            self._write(("EXPIRE", name, ttl))
-        self._write(("EXPIRE", self._k("key", self._keytext(call.key)), ttl))
-        slot = self._slots.pop(call.id, None)
-        if slot is not None:
-            self._write(self._release_command(call.owner, call.key, slot))
+        slot = self._slots.pop(call.id, "")
+        return ("EVAL", END, 7, *self._end_keys(call.id, call.owner, call.key), ttl, slot,
+                *progress_fields(call), "ended", 1)
+
+    # --- status lines, collected over a window ----------------------------------------------
+    def _event(self, call: Call, event: CallEvent) -> None:
+        status = event.status
+        if status is None:  # the end: its command carries the state, once it is sent
+            self._progressed.pop(call.id, None)
+            self._write_end(_End(call))
+            return
+        # the state and dialogs as they are when the window is over (a flow may record a
+        # line before it changes them)
+        self._progressed[call.id] = call
+        lines = self._k("lines", call.id)
+        count = call.event_count
+        if count < MAX_EVENTS + MAX_FINAL_EVENTS:
+            self._write(("RPUSH", lines, line_text(status)))
+        else:  # at the bound: the line replaced the last one
+            self._write(("EVAL", SET_LINE, 1, lines, count, line_text(status)))
 
     def _state_changed(self, call: Call) -> None:
         """A state the flow set without a status line (connected after a re-INVITE, ...)."""
-        self._progressed[call.id] = call
+        if not call.ended:
+            self._progressed[call.id] = call
+            self._flush_later()
+
+    def _full(self) -> bool:
+        """No room for one more write without dropping one."""
+        return self.buffered >= self.max_buffered
+
+    def _count_dropped(self) -> None:
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            log.warn("Redis write buffer full ({bound}): {dropped} writes dropped so far",
+                     bound=self.max_buffered, dropped=self.dropped)
+
+    def _keep(self, command: Write) -> None:
+        """Queue a status line, state or clean-up, within the bound (the oldest of them
+        is dropped beyond it; if only ends wait, this one is)."""
+        if self._full():
+            self._count_dropped()
+            if not self.buffer:
+                return
+            self.buffer.popleft()
+        self.buffer.append(command)
+
+    def _write(self, command: Write) -> None:
+        self._keep(command)
         self._flush_later()
 
-    def _write(self, command: tuple[bytes | str | int | float, ...]) -> None:
-        if len(self.buffer) >= self.max_buffered:
-            self.buffer.popleft()
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warn("Redis write buffer full ({bound}): {dropped} writes dropped so far",
-                         bound=self.max_buffered, dropped=self.dropped)
-        self.buffer.append(command)
+    def _write_end(self, end: _End | Write) -> None:
+        """Queue a call's end: room is made by dropping a status line, never an end
+        while there is one."""
+        if self._full():
+            self._count_dropped()
+            if self.buffer:
+                self.buffer.popleft()
+            else:
+                self.ends.popleft()
+        self.ends.append(end)
         self._flush_later()
 
     def _flush_later(self) -> None:
-        """Write what is queued once this reactor turn is over."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.clock.callLater(0, self._flush_soon)
+        """Write what is queued at the end of the window (at once when C{flush_at}
+        writes wait)."""
+        timer = self._flush_timer
+        if self.buffered >= self.flush_at and self.redis.up:
+            # at the end of this reactor turn, not now: a call being placed has its
+            # record sent (and its slot known) before its end is written
+            if timer is not None and timer.getTime() > self.clock.seconds():
+                timer.cancel()
+                timer = None
+            if timer is None:
+                self._flush_timer = self.clock.callLater(0, self._window_over)
+        elif timer is None:
+            self._flush_timer = self.clock.callLater(self.write_window, self._window_over)
 
-    def _flush_soon(self) -> None:
-        try:  # what _flush queues itself (the calls' progress) goes in this pipeline
-            self._flush().addErrback(lambda _: None)
-        finally:
-            self._flush_scheduled = False
+    def _window_over(self) -> None:
+        self._flush_timer = None
+        self._flush().addErrback(lambda _: None)
 
     def _queue_progress(self) -> None:
         """Queue the state (and dialogs) of the calls that had events since the last time."""
         progressed, self._progressed = self._progressed, {}
         for call in progressed.values():
-            self._write(("HSET", self._k("call", call.id), *progress_fields(call)))
+            self._keep(("HSET", self._k("call", call.id), *progress_fields(call)))
 
     def _flush(self) -> defer.Deferred[Any]:
         """Send every queued write in one pipeline; kept queued while Redis is down."""
+        if self._flush_timer is not None:
+            if self._flush_timer.active():
+                self._flush_timer.cancel()
+            self._flush_timer = None
         self._queue_progress()
-        if not self.buffer:
+        if not self.buffered:
             return defer.succeed(None)
         if not self.redis.up:
             return defer.fail(RegistryUnavailable("Redis is not connected"))
-        commands, self.buffer = list(self.buffer), deque()
+        commands = _joined(self.buffer)
+        commands += [self._end_command(end.call) if isinstance(end, _End) else end
+                     for end in self.ends]
+        count = self.buffered
+        self.buffer, self.ends = deque(), deque()
         d: defer.Deferred[Any] = self.redis.pipeline(commands)
 
         def lost(failure: Any) -> Any:
             if failure.check(RegistryUnavailable):  # in flight when the connection broke
-                self.dropped += len(commands)
+                self.dropped += count
                 log.warn("{count} Redis writes lost with the connection ({dropped} dropped "
-                         "so far)", count=len(commands), dropped=self.dropped)
+                         "so far)", count=count, dropped=self.dropped)
             return failure
         d.addErrback(lost)
         return d

@@ -153,7 +153,10 @@ class CallRegistry:
         """Finished calls still queryable."""
         return self.finished.size
 
-    def place(self, request: CallRequest) -> Call:
+    def place(self, request: CallRequest, call_id: str | None = None,
+              created: float | None = None) -> Call:
+        """Start a call for C{request} (its id and creation time: C{call_id} and
+        C{created} when given, as a shared registry recorded them first)."""
         previous = self.by_key.get(request.key)
         replacing = previous is not None and not previous.ended
         if previous is not None and replacing and INVITE in (previous.mode, request.method):
@@ -168,7 +171,7 @@ class CallRegistry:
             previous.flow.hangup("replaced")
         if owner is None:
             owner = self.owners[agent] = _Owner()
-        call = Call(request, self.clock.seconds())
+        call = Call(request, self.clock.seconds() if created is None else created, call_id)
         self.by_id[call.id] = call
         self.by_key[request.key] = call
         self.active.add(call)
@@ -223,7 +226,11 @@ class CallRegistry:
 
     def cache_time(self, call: Call) -> int:
         """How long C{call} stays queryable once finished: its request's, within the cap."""
-        return min(call.request.result_cache_time, self.max_result_cache_time)
+        return self.request_cache_time(call.request)
+
+    def request_cache_time(self, request: CallRequest) -> int:
+        """How long a call for C{request} stays queryable once finished."""
+        return min(request.result_cache_time, self.max_result_cache_time)
 
     def _ended(self, call: Call) -> None:
         if call not in self.active:

@@ -51,6 +51,8 @@ def test_a_redis_registry_is_read_with_its_url_and_node_name(tmp_path):
     ("node_id = pbx 1", "registry.node_id"),
     ("max_buffered_writes = 0", "registry.max_buffered_writes"),
     ("max_buffered_writes = lots", "registry.max_buffered_writes"),
+    ("write_window_ms = -1", "registry.write_window_ms"),
+    ("write_window_ms = 1001", "registry.write_window_ms"),
 ])
 def test_bad_registry_values_are_refused_naming_the_key(tmp_path, line, named):
     with pytest.raises(ConfigError, match=named):
@@ -86,6 +88,7 @@ def test_a_redis_backend_is_a_node_started_with_the_daemon(tmp_path):
     assert store.node_id == f"{socket.gethostname()}:{config.sip.port}"
     assert store.health()["state"] == "down"  # not started: not connected
     assert store.max_buffered == 50_000
+    assert store.write_window == 0.015
 
 
 def test_idempotency_keys_go_to_redis_through_the_nodes_connection_with_redis_only(tmp_path):
@@ -105,6 +108,12 @@ def test_the_write_buffer_bound_is_the_configured_one(tmp_path):
     config = load(tmp_path, "[registry]\nbackend = redis\nmax_buffered_writes = 7\n")
     store = _build_store(config, Control(), Clock(), MultiService())
     assert store.max_buffered == 7
+
+
+def test_the_write_window_is_the_configured_one(tmp_path):
+    config = load(tmp_path, "[registry]\nbackend = redis\nwrite_window_ms = 40\n")
+    store = _build_store(config, Control(), Clock(), MultiService())
+    assert store.write_window == 0.04
 
 
 def test_the_redis_password_is_read_from_a_file_only_its_owner_may_read(tmp_path):

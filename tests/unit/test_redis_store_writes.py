@@ -1,0 +1,193 @@
+"""
+How the Redis call registry writes status lines, states and ends: collected over a
+window on the clock and sent in one pipeline, each call's lines before its end, sooner
+when many wait; while Redis is away, a bounded buffer that drops status lines, never a
+call's end while a line is left to drop.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from sipxcc.calls.call import INVITE, Call, CallRequest
+from sipxcc.calls.redis_store import (
+    END,
+    PLACE,
+    RedisCallStore,
+    new_record_fields,
+    record_fields,
+)
+from sipxcc.calls.registry import CallRegistry
+from sipxcc.users import User
+
+AGENT = User("user1@sipx.test", "user1", ("201",), None, None, None)
+WINDOW = 1 / 64  # (a binary fraction: quarters of it add up to it exactly)
+
+
+class Flow:
+    """A flow that records what the test tells it to, and ends when hung up."""
+
+    def __init__(self, call, on_end):
+        self.call, self.on_end = call, on_end
+
+    def start(self):
+        pass
+
+    def line(self, n):
+        self.call.record(n, "sip-call-id", "INVITE", f"SIP/2.0 18{n} Line {n}")
+
+    def hangup(self, why="hangup"):
+        self.call.finish("ended")
+        self.on_end(self.call)
+
+
+class FakeRedis:
+    """Grants every limit and records each pipeline (C{sent}) and each single command
+    (C{executed}); C{up} False: everything fails as Redis does when it is away."""
+
+    def __init__(self):
+        self.up = True
+        self.on_state = None
+        self.sent: list[list[tuple]] = []
+        self.executed: list[tuple] = []
+
+    def execute(self, *command):
+        self.executed.append(command)
+        if command[:2] == ("EVAL", PLACE):
+            return defer.succeed([b"ok", b"", b""])
+        return defer.succeed(1)
+
+    def pipeline(self, commands):
+        self.sent.append(list(commands))
+        return defer.succeed([1] * len(commands))
+
+
+def make(clock, redis, **kw):
+    registry = CallRegistry(clock, {"REFER": Flow}, 100, 100)
+    store = RedisCallStore(clock, registry, redis, "a", max_calls=100,
+                           max_calls_per_agent=100, write_window=WINDOW, **kw)
+    return store
+
+
+def place(store, called="user2@sipx.test"):
+    d = store.place(CallRequest(AGENT, "user1@sipx.test", called))
+    calls = []
+    d.addCallback(calls.append)
+    return calls[0]
+
+
+def names(pipeline):
+    """Each command of a pipeline: its name, and for a script which one."""
+    scripts = {END: "END"}
+    return [scripts.get(c[1], c[0]) if c[0] == "EVAL" else c[0] for c in pipeline]
+
+
+def test_status_lines_of_several_turns_wait_for_the_window_then_go_in_one_pipeline():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis)
+    call = place(store)
+    assert [c[1] for c in redis.executed] == [PLACE]  # limits and record: at once
+    for n in range(3):
+        call.flow.line(n)
+        clock.advance(WINDOW / 4)  # a reactor turn or more apart
+    assert redis.sent == []
+    clock.advance(WINDOW / 4)
+    assert len(redis.sent) == 1
+    (push, state), = [redis.sent[0]]
+    assert push == ("RPUSH", f"sipxcc:lines:{call.id}",
+                    '[0, "sip-call-id", "INVITE", "SIP/2.0 180 Line 0"]',
+                    '[1, "sip-call-id", "INVITE", "SIP/2.0 181 Line 1"]',
+                    '[2, "sip-call-id", "INVITE", "SIP/2.0 182 Line 2"]')
+    assert state[:2] == ("HSET", f"sipxcc:call:{call.id}")
+    clock.advance(1.0)
+    assert len(redis.sent) == 1  # nothing more to write: no empty pipeline
+
+
+def test_the_window_is_cut_short_once_flush_at_writes_wait():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis, flush_at=3)
+    call = place(store)
+    call.flow.line(0)
+    call.flow.line(1)
+    clock.advance(0)
+    assert redis.sent == []
+    call.flow.line(2)  # the third write waiting
+    clock.advance(0)  # sent at the end of this reactor turn, not of the window
+    assert names(redis.sent[0]) == ["RPUSH", "HSET"]
+    assert len(redis.sent[0][0]) == 2 + 3
+
+
+def test_each_calls_lines_go_before_its_end_and_the_end_carries_the_last_state():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis)
+    first, second = place(store), place(store, "user3@sipx.test")
+    first.flow.line(0)
+    second.flow.line(0)
+    first.flow.line(1)
+    store.registry.hangup(first)
+    second.flow.line(1)
+    clock.advance(WINDOW)
+    sent = redis.sent[0]
+    assert names(sent) == ["RPUSH", "RPUSH", "HSET", "END"]
+    assert [c[1] for c in sent[:2]] == [f"sipxcc:lines:{first.id}",
+                                       f"sipxcc:lines:{second.id}"]
+    assert [len(c) - 2 for c in sent[:2]] == [2, 2]
+    assert sent[2][1] == f"sipxcc:call:{second.id}"  # the call still in progress
+    end = sent[3]
+    assert end[3] == f"sipxcc:call:{first.id}"
+    fields = dict(zip(end[3 + 7 + 2::2], end[3 + 7 + 3::2], strict=True))
+    assert fields == {"state": "ended", "seq": 3, "ended": 1}
+    assert end[3 + 7 + 1]  # its limit slot, released
+
+
+def test_placing_a_call_sends_what_waits_ahead_of_its_limits():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis)
+    first = place(store)
+    store.registry.hangup(first)
+    assert redis.sent == []
+    place(store, "user3@sipx.test")
+    # the end (and the limit it frees) was handed to Redis before the new call asked
+    assert names(redis.sent[0]) == ["END"]
+    assert [c[1] for c in redis.executed[1:]] == [PLACE]
+
+
+def test_a_full_buffer_drops_status_lines_and_keeps_every_end():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis, max_buffered=4)
+    calls = [place(store, f"user{n}@sipx.test") for n in range(3)]
+    redis.up = False
+    for n in range(3):
+        for call in calls:
+            call.flow.line(n)
+    for call in calls:
+        store.registry.hangup(call)
+    clock.advance(WINDOW)
+    assert store.buffered == 4 and len(store.ends) == 3
+    assert store.dropped == 3 * 3 - 1  # every line but the last
+    redis.up = True
+    store.resume()
+    assert names(redis.sent[0]) == ["RPUSH", "END", "END", "END"]
+    assert [c[3] for c in redis.sent[0][1:]] == [f"sipxcc:call:{c.id}" for c in calls]
+    assert store.buffered == 0
+
+
+def test_ends_beyond_the_bound_drop_the_oldest_end():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis, max_buffered=2)
+    calls = [place(store, f"user{n}@sipx.test") for n in range(3)]
+    redis.up = False
+    for call in calls:
+        store.registry.hangup(call)
+    assert (store.buffered, store.dropped) == (2, 1)
+    redis.up = True
+    store.resume()
+    assert [c[3] for c in redis.sent[0]] == [f"sipxcc:call:{c.id}" for c in calls[1:]]
+
+
+def test_the_record_written_before_the_call_starts_is_that_of_the_new_call():
+    for method in ("REFER", INVITE):
+        request = CallRequest(AGENT, "user1@sipx.test", "user2@sipx.test", method=method)
+        call = Call(request, 1234.5, "the-id")
+        assert new_record_fields("the-id", request, 1234.5, "a") == record_fields(call, "a")
