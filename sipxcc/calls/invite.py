@@ -597,7 +597,7 @@ class InviteFlow:
 
     # Ending
 
-    def hangup(self, why: str = "hangup") -> None:
+    def hangup(self, why: str) -> None:
         """DELETE, replacement, watchdog or shutdown: CANCEL what rings, BYE what is up."""
         self._fire(Event.HANGUP, [reason_header(200, why)], self._ending())
 
