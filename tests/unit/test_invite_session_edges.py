@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from sipxcc.calls.relay import SessionFace
+from sipxcc.calls.sdp import SessionDescription
 from sipxcc.sip.grammar import UnsafeValue
 from tests.unit.sipfakes import FarEnd, answer
 from tests.unit.test_invite_flow import (
@@ -179,3 +181,10 @@ def test_a_transfer_to_an_unusable_target_is_refused_and_a_delete_still_ends_the
     for bye in byes:
         c.net.deliver(answer(bye, 200, "OK"))
     assert (c.call.ended, c.call.state) == (True, "ended")
+
+
+def test_the_refusal_of_an_offer_whose_stream_lists_no_format_names_format_0():
+    offer = (b"v=0\r\no=b 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n"
+             b"m=audio 5000 RTP/AVP\r\n")
+    refusal = SessionDescription.parse(SessionFace("127.0.0.1").refusal(offer))
+    assert [m[1] for m in refusal.lines if m[0] == "m"] == ["audio 0 RTP/AVP 0"]
