@@ -155,3 +155,13 @@ def test_no_ringback_once_the_early_re_invites_are_used_up():
     r.b_says(180, "Ringing", tag="last")
     r.advance(2)
     assert r.sent() == [] and r.udp.attempts == 0
+
+
+def test_a_caller_silent_on_the_early_re_invite_is_taken_for_gone():
+    r = Ringing()
+    r.b_says(183, "Session Progress", B_EARLY)
+    [early] = r.sent()
+    r.net.clock.advance(32)  # Timer B (64*T1): the re-INVITE fails with 408
+    sent = [m for m in r.sent() if m.method != "INVITE"]
+    assert methods(sent) == ["CANCEL"]  # no BYE into a dialog gone (RFC 3261 §12.2.1.2)
+    assert sent[0].call_id == r.invite2.call_id

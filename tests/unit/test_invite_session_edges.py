@@ -188,3 +188,27 @@ def test_the_refusal_of_an_offer_whose_stream_lists_no_format_names_format_0():
              b"m=audio 5000 RTP/AVP\r\n")
     refusal = SessionDescription.parse(SessionFace("127.0.0.1").refusal(offer))
     assert [m[1] for m in refusal.lines if m[0] == "m"] == ["audio 0 RTP/AVP 0"]
+
+
+def test_a_targets_bye_crossing_ours_keeps_the_call():
+    c = Connected()
+    c.registry.transfer(c.call, "user3@sipx.test")
+    [invite_x] = c.sent()
+    x = FarEnd(invite_x, "<sip:user3@127.0.0.1:5073>")
+    c.net.deliver(x.ok())  # no SDP: we ACK and BYE it
+    c.sent()
+    c.net.deliver(x.request("BYE"))  # X hangs up too, before our BYE is answered
+    assert [m.status for m in c.sent()] == [200]
+    assert c.call.state == "connected" and not c.call.ended
+
+
+def test_the_callee_hanging_up_while_the_target_rings_ends_the_call():
+    c = Connected()
+    c.registry.transfer(c.call, "user3@sipx.test")
+    [invite_x] = c.sent()
+    c.net.deliver(answer(invite_x, 180, "Ringing", "x1"))
+    c.net.deliver(c.b.request("BYE"))
+    sent = c.sent()
+    assert sorted(methods(sent), key=str) == sorted([200, "BYE", "CANCEL"], key=str)
+    requests = [(m.method, m.call_id) for m in sent if getattr(m, "method", None)]
+    assert sorted(requests) == [("BYE", c.invite1.call_id), ("CANCEL", invite_x.call_id)]
