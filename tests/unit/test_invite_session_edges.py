@@ -212,3 +212,20 @@ def test_the_callee_hanging_up_while_the_target_rings_ends_the_call():
     assert sorted(methods(sent), key=str) == sorted([200, "BYE", "CANCEL"], key=str)
     requests = [(m.method, m.call_id) for m in sent if getattr(m, "method", None)]
     assert sorted(requests) == [("BYE", c.invite1.call_id), ("CANCEL", invite_x.call_id)]
+
+
+def test_the_callees_late_ack_is_not_passed_to_a_caller_gone_during_a_transfer():
+    c = Connected()
+    c.net.deliver(c.b.request("INVITE", [SDP_TYPE], sdp("bob", 222, 8, "10.0.0.2", 5000)))
+    _trying, relayed = c.sent()
+    c.net.deliver(answer(relayed, 200, "OK", None, [("Contact", c.a.contact), SDP_TYPE],
+                         sdp("alice", 111, 3, "10.0.0.1", 4000)))
+    [ok_to_b] = c.sent()  # B has not ACKed it yet
+    c.registry.transfer(c.call, "user3@sipx.test")
+    c.sent()
+    c.net.deliver(c.a.request("BYE"))  # A leaves while X rings
+    c.sent()
+    ack = c.b.request("ACK", [SDP_TYPE], sdp("bob", 222, 9, "10.0.0.2", 5000))
+    ack.headers.set("CSeq", f"{c.b.cseq - 1} ACK")
+    c.net.deliver(ack)
+    assert c.sent() == []  # A's dialog is over: nothing goes to it
