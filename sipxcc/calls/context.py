@@ -60,11 +60,6 @@ def sip_uri(addr_spec: str, **parts: Any) -> str:
     return str(build_sip_uri(addr_spec, scheme=scheme, **parts))
 
 
-def from_address(user: User) -> str:
-    """The agent's identity, with its display name as a quoted-string."""
-    return party_address(user, user.identity)
-
-
 def party_address(user: User | None, addr_spec: str, name: str | None = None) -> str:
     """
     How a party is shown to a phone: its directory entry's display name and identity, or,
@@ -145,14 +140,13 @@ def transfer_target_invite(ctx: FlowContext, call: Call, target: str, body: byte
 
 def first_invite(ctx: FlowContext, call: Call, to: str, *, forwarding_allowed: bool,
                  subject: str | None = None, auto_answer: bool = False, body: bytes | None = None,
-                 from_: str | None = None, asserted: str | None = None) -> Request:
+                 from_: str, asserted: str | None = None) -> Request:
     """
     The INVITE sipX expects from a call controller: the URI parameters that keep sipX
-    from sending it to voicemail (and, unless allowed, from forwarding it), the agent's
-    identity in From unless C{from_} is given (with C{asserted} as P-Asserted-Identity),
+    from sending it to voicemail (and, unless allowed, from forwarding it), the
+    party shown to the phone in From (C{from_}; C{asserted} as P-Asserted-Identity),
     and a no-media offer unless C{body} is given.
     """
-    request = call.request
     params: dict[str, str | None] = {"sipx-noroute": "Voicemail"}
     if not forwarding_allowed:
         params["sipx-userforward"] = "false"
@@ -170,7 +164,7 @@ def first_invite(ctx: FlowContext, call: Call, to: str, *, forwarding_allowed: b
     if body:
         headers.append(("Content-Type", "application/sdp"))
     return ctx.ua.new_request("INVITE", sip_uri(to, params=params),
-                              from_ or from_address(request.agent),
+                              from_,
                               f"<{sip_uri(to)}>", headers, body)
 
 

@@ -256,7 +256,8 @@ class InviteFlow:
             self._drop_answer(leg)
         elif cancelled:  # answered as we cancelled it (§15): ACK and BYE; it failed
             self._drop_answer(leg)
-            self._leg_failed(leg, 487, "Request Terminated")
+            # only a ring timeout's CANCEL is told to the others (a teardown's is closing)
+            self._leg_failed(leg, *NO_ANSWER)
         elif self.phase in (Phase.CLOSING, Phase.ENDED):
             self._fire(Event.LATE_ANSWER, leg)
         else:
@@ -495,7 +496,6 @@ class InviteFlow:
         if answer is None:
             self._fire(Event.FAILED, [reason_header(488, "Expecting SDP answer")], "failed")
             return
-        self.caller.remote_sdp = body
         callee.needs_answer = False
         callee.dialog.ack(answer, [CONTENT_TYPE_SDP])
         self.connected_once = True
@@ -547,7 +547,7 @@ class InviteFlow:
         self.caller, self.target = self.target, None
         self.call.set_state("connected")
 
-    def _transfer_failed(self, target: Leg, headers: Headers) -> None:
+    def _transfer_failed(self, headers: Headers) -> None:
         self.target = None
         if self.caller.over:  # A hung up while X was ringing: B has no one left
             self._fire(Event.FAILED, headers, "ended")
@@ -597,7 +597,7 @@ class InviteFlow:
 
     # Ending
 
-    def hangup(self, why: str = "hangup") -> None:
+    def hangup(self, why: str) -> None:
         """DELETE, replacement, watchdog or shutdown: CANCEL what rings, BYE what is up."""
         self._fire(Event.HANGUP, [reason_header(200, why)], self._ending())
 
@@ -607,7 +607,7 @@ class InviteFlow:
         no answer: what the calling user's phone shows or plays)."""
         headers = [ending_reason(status, reason, q850)]
         if leg is self.target:
-            self._fire(Event.TARGET_FAILED, leg, headers)
+            self._fire(Event.TARGET_FAILED, headers)
         else:
             self._fire(Event.FAILED, headers, self._ending())
 

@@ -197,7 +197,7 @@ class ReferFlow:
             self._fire(Event.TRANSFER_OVER,
                        ("Reason", 'SIP;cause=200;text="Subscription terminated"'))
 
-    def hangup(self, why: str = "hangup") -> None:
+    def hangup(self, why: str) -> None:
         """DELETE, replacement, watchdog or shutdown: CANCEL before answer, BYE after."""
         self._fire(Event.HANGUP, ("Reason", f'SIP;cause=200;text="{why}"'))
 

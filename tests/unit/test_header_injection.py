@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipxcc.calls.context import from_address, sip_uri
+from sipxcc.calls.context import party_address, sip_uri
 from sipxcc.sip.framing import parse_datagram
 from sipxcc.sip.headers import Headers
 from sipxcc.sip.message import Request, Response
@@ -184,13 +184,13 @@ def test_quote_escapes_quote_and_backslash_and_refuses_line_breaks():
         quote("a\r\nb")
 
 
-def test_from_address_always_quotes_the_display_name():
+def test_a_party_address_always_quotes_the_display_name():
     user = User("user1@sipx.test", "user1", (), 'Evil" <sip:x@y>, \\', None, None)
-    text = from_address(user)
+    text = party_address(user, user.identity)
     assert text == '"Evil\\" <sip:x@y>, \\\\" <sip:user1@sipx.test>'
     assert Address.parse(text).display == 'Evil" <sip:x@y>, \\'
     plain = User("user1@sipx.test", "user1", (), "Plain", None, None)
-    assert from_address(plain) == '"Plain" <sip:user1@sipx.test>'
+    assert party_address(plain, plain.identity) == '"Plain" <sip:user1@sipx.test>'
 
 
 def test_sip_uri_of_an_addr_spec_with_a_zone_id_is_refused():
