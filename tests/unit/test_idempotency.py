@@ -392,6 +392,25 @@ def test_a_claim_lasts_the_claim_lifetime_not_the_keys_ttl():
         b"again")
 
 
+
+def test_a_request_answering_after_its_claim_lapsed_leaves_the_retrys_claim_alone():
+    clock = Clock()
+    idempotency = Idempotency(MemoryStore(clock), clock, DAY, claim_lifetime=60)
+    request = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
+    late, retry = defer.Deferred(), defer.Deferred()
+    first = idempotency.run(request, TRUSTED, lambda: late)
+    clock.advance(60)  # its claim lapsed: a retry takes the key over
+    second = idempotency.run(request, TRUSTED, lambda: retry)
+    late.callback(Reply(200, b"late"))
+    assert fired(first).body == b"late"
+    with pytest.raises(ApiError) as in_progress:  # the retry's claim still holds the key
+        fired(idempotency.run(request, TRUSTED, lambda: Reply(200, b"third")))
+    assert in_progress.value.code == 409
+    retry.callback(Reply(200, b"retry"))
+    assert fired(second).body == b"retry"
+    replayed = fired(idempotency.run(request, TRUSTED, lambda: Reply(200, b"third")))
+    assert replayed.body == b"retry"
+
 # --- the bound on a remembered answer ---------------------------------------------------
 
 def answer_of(size: int) -> Reply:
