@@ -411,6 +411,19 @@ def test_a_request_answering_after_its_claim_lapsed_leaves_the_retrys_claim_alon
     replayed = fired(idempotency.run(request, TRUSTED, lambda: Reply(200, b"third")))
     assert replayed.body == b"retry"
 
+
+def test_a_handler_that_raises_frees_the_key_and_its_error_is_answered():
+    clock = Clock()
+    idempotency = Idempotency(MemoryStore(clock), clock, DAY)
+    request = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
+
+    def refused():
+        raise ApiError(403, "could not find credentials for nobody")
+    with pytest.raises(ApiError) as raised:
+        fired(idempotency.run(request, TRUSTED, refused))
+    assert (raised.value.code, str(raised.value)) == (403, "could not find credentials for nobody")
+    assert fired(idempotency.run(request, TRUSTED, lambda: Reply(200, b"ran"))).body == b"ran"
+
 # --- the bound on a remembered answer ---------------------------------------------------
 
 def answer_of(size: int) -> Reply:
@@ -431,3 +444,5 @@ def test_an_answer_not_remembered_for_its_size_is_counted_and_the_key_freed():
     request = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
     assert fired(idempotency.run(request, TRUSTED, lambda: answer_of(101))).code == 200
     assert idempotency.too_large == 1 and len(store) == 0
+    assert fired(idempotency.run(request, TRUSTED, lambda: answer_of(101))).code == 200
+    assert idempotency.too_large == 2  # the retry ran again, and was counted again
