@@ -30,7 +30,8 @@ class Harness(WebHarness):
 
     def __init__(self, store=None, **store_options):
         super().__init__(trusted=("127.0.0.0/8",))
-        self.store = store or MemoryStore(self.clock, **store_options)
+        # not "store or ...": an empty MemoryStore is false (it has a length)
+        self.store = store if store is not None else MemoryStore(self.clock, **store_options)
         self.root = PathResource()
         install(self.root, WebContext(self.config, self.directory, self.call_store, self.auth,
                                       idempotency=Idempotency(self.store, self.clock, DAY)))
@@ -365,6 +366,22 @@ def test_an_answer_the_store_could_not_keep_still_reaches_the_client():
     placed = web.post(b"k1")
     assert placed.responseCode == 200 and len(web.registry.calls) == 1
 
+
+class UnreleasingStore(MemoryStore):
+    """Claims, but cannot drop a claim (Redis went away meanwhile)."""
+
+    def release(self, scope, key, token):
+        return defer.fail(RegistryUnavailable("Redis connection lost"))
+
+
+def test_a_failed_request_whose_claim_could_not_be_dropped_still_gets_its_own_error():
+    clock = Clock()
+    idempotency = Idempotency(UnreleasingStore(clock), clock, DAY)
+    request = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
+    failing = defer.fail(ApiError(403, "could not find credentials for nobody"))
+    with pytest.raises(ApiError) as raised:
+        fired(idempotency.run(request, TRUSTED, lambda: failing))
+    assert raised.value.code == 403
 
 def test_only_the_request_that_claimed_a_key_stores_its_answer_or_drops_it():
     store = MemoryStore(Clock())
