@@ -49,15 +49,15 @@ class Health(ReadOnlyResource):
 
     isLeaf = True
 
-    def __init__(self, registry: Callable[[], dict[str, Any]] | None = None):
+    def __init__(self, registry: Callable[[], dict[str, Any]]):
         super().__init__()
         self.registry = registry
 
     def render_GET(self, request: server.Request) -> bytes:
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
-        health = self.registry() if self.registry is not None else None
-        if health is None or health.get("backend") == "memory":
+        health = self.registry()
+        if health.get("backend") == "memory":
             return b"ok\n"
         details = ", ".join(f"{name.replace('_', ' ')} {value}"
                             for name, value in health.items() if name != "state")

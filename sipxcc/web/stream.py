@@ -270,8 +270,8 @@ class EventStreams:
     one heartbeat timer for all.
     """
 
-    def __init__(self, registry: CallRegistry, clock: IReactorTime, max_streams: int = 100,
-                 max_per_user: int = 4, heartbeat: float = HEARTBEAT,
+    def __init__(self, registry: CallRegistry, clock: IReactorTime, max_streams: int,
+                 max_per_user: int, heartbeat: float = HEARTBEAT,
                  max_backlog: int = MAX_BACKLOG):
         self.registry = registry
         self.clock = clock

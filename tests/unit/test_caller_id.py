@@ -274,6 +274,16 @@ def test_the_web_layer_finds_the_calling_user_the_same_way(party, expected):
     assert (found.identity if found else None) == expected
 
 
+
+def test_a_user_whose_identity_is_in_another_domain_is_found_by_that_identity():
+    web = WebHarness()
+    partner = replace(web.directory.users[3], identity="user5@partner.test",
+                      user_name="user5", aliases=("205",))
+    web.directory.users.append(partner)
+    assert placed(web, "/callcontroller/user1/user5@partner.test").called_user == partner
+    assert placed(web, "/callcontroller/user5@partner.test/user4?agent=user3"
+                  ).calling_user == partner
+
 INVITE = "?sipMethod=INVITE&agent=user3&callerId="
 
 

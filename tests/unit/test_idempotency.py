@@ -17,7 +17,7 @@ from sipxcc.calls.errors import RegistryUnavailable, TooManyCalls
 from sipxcc.web.auth import TRUSTED
 from sipxcc.web.callcontroller import WebContext, install
 from sipxcc.web.errors import ApiError, PathResource, Reply, error_reply
-from sipxcc.web.idempotency import MAX_ANSWER, Entry, Idempotency, MemoryStore, answer_size
+from sipxcc.web.idempotency import MAX_ANSWER, Entry, Idempotency, MemoryStore
 from tests.unit.webfakes import WebHarness, WebRequest, basic
 
 URI = "/callcontroller/user1/user2"
@@ -30,7 +30,8 @@ class Harness(WebHarness):
 
     def __init__(self, store=None, **store_options):
         super().__init__(trusted=("127.0.0.0/8",))
-        self.store = store or MemoryStore(self.clock, **store_options)
+        # not "store or ...": an empty MemoryStore is false (it has a length)
+        self.store = store if store is not None else MemoryStore(self.clock, **store_options)
         self.root = PathResource()
         install(self.root, WebContext(self.config, self.directory, self.call_store, self.auth,
                                       idempotency=Idempotency(self.store, self.clock, DAY)))
@@ -366,6 +367,22 @@ def test_an_answer_the_store_could_not_keep_still_reaches_the_client():
     assert placed.responseCode == 200 and len(web.registry.calls) == 1
 
 
+class UnreleasingStore(MemoryStore):
+    """Claims, but cannot drop a claim (Redis went away meanwhile)."""
+
+    def release(self, scope, key, token):
+        return defer.fail(RegistryUnavailable("Redis connection lost"))
+
+
+def test_a_failed_request_whose_claim_could_not_be_dropped_still_gets_its_own_error():
+    clock = Clock()
+    idempotency = Idempotency(UnreleasingStore(clock), clock, DAY)
+    request = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
+    failing = defer.fail(ApiError(403, "could not find credentials for nobody"))
+    with pytest.raises(ApiError) as raised:
+        fired(idempotency.run(request, TRUSTED, lambda: failing))
+    assert raised.value.code == 403
+
 def test_only_the_request_that_claimed_a_key_stores_its_answer_or_drops_it():
     store = MemoryStore(Clock())
     assert fired(store.claim("a", "k", Entry(b"f", None, DAY, "mine"))) is None
@@ -392,13 +409,44 @@ def test_a_claim_lasts_the_claim_lifetime_not_the_keys_ttl():
         b"again")
 
 
+
+def test_a_request_answering_after_its_claim_lapsed_leaves_the_retrys_claim_alone():
+    clock = Clock()
+    idempotency = Idempotency(MemoryStore(clock), clock, DAY, claim_lifetime=60)
+    request = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
+    late, retry = defer.Deferred(), defer.Deferred()
+    first = idempotency.run(request, TRUSTED, lambda: late)
+    clock.advance(60)  # its claim lapsed: a retry takes the key over
+    second = idempotency.run(request, TRUSTED, lambda: retry)
+    late.callback(Reply(200, b"late"))
+    assert fired(first).body == b"late"
+    with pytest.raises(ApiError) as in_progress:  # the retry's claim still holds the key
+        fired(idempotency.run(request, TRUSTED, lambda: Reply(200, b"third")))
+    assert in_progress.value.code == 409
+    retry.callback(Reply(200, b"retry"))
+    assert fired(second).body == b"retry"
+    replayed = fired(idempotency.run(request, TRUSTED, lambda: Reply(200, b"third")))
+    assert replayed.body == b"retry"
+
+
+def test_a_handler_that_raises_frees_the_key_and_its_error_is_answered():
+    clock = Clock()
+    idempotency = Idempotency(MemoryStore(clock), clock, DAY)
+    request = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
+
+    def refused():
+        raise ApiError(403, "could not find credentials for nobody")
+    with pytest.raises(ApiError) as raised:
+        fired(idempotency.run(request, TRUSTED, refused))
+    assert (raised.value.code, str(raised.value)) == (403, "could not find credentials for nobody")
+    assert fired(idempotency.run(request, TRUSTED, lambda: Reply(200, b"ran"))).body == b"ran"
+
 # --- the bound on a remembered answer ---------------------------------------------------
 
 def answer_of(size: int) -> Reply:
-    """A 2xx answer of exactly C{size} bytes (as L{answer_size} counts)."""
-    reply = Reply(200, b"", b"text/plain", [(b"location", b"/calls/x")])
-    reply.body = b"x" * (size - answer_size(reply))
-    return reply
+    """A 2xx answer of exactly C{size} bytes: its body, its content type (10 bytes) and
+    one header (8 + 8 bytes), counted here by hand."""
+    return Reply(200, b"x" * (size - 26), b"text/plain", [(b"location", b"/calls/x")])
 
 
 def test_an_answer_at_the_bound_is_remembered_one_byte_more_is_not():
@@ -413,3 +461,5 @@ def test_an_answer_not_remembered_for_its_size_is_counted_and_the_key_freed():
     request = WebRequest(b"POST", URI.encode(), headers={b"Idempotency-Key": b"k"})
     assert fired(idempotency.run(request, TRUSTED, lambda: answer_of(101))).code == 200
     assert idempotency.too_large == 1 and len(store) == 0
+    assert fired(idempotency.run(request, TRUSTED, lambda: answer_of(101))).code == 200
+    assert idempotency.too_large == 2  # the retry ran again, and was counted again

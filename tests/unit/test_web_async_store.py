@@ -229,3 +229,16 @@ def test_a_call_whose_owner_does_not_answer(web, error, code):
         request = web.send(method, uri, headers=basic("user1"))
         assert status(request) == (code, code, str(error))
         assert request.header(b"retry-after") is None
+
+
+def test_a_call_forgotten_between_its_lookup_and_the_hangup_or_transfer_is_404(web):
+    # the owner answers that it no longer knows the call (it ended and was released)
+    web.stored.held = False
+    call_id = web.registry.calls[0].id
+    web.stored.hangup = lambda call_id: defer.succeed(False)
+    web.stored.transfer = lambda call_id, target, timeout=None: defer.succeed(False)
+    for method, uri in ((b"DELETE", URI), (b"DELETE", f"/calls/{call_id}"),
+                        (b"POST", "/callcontroller/user1/user3?action=transfer&target=u4")):
+        request = web.send(method, uri, headers=basic("user1"))
+        assert status(request) == (404, 404, "Call not found.")
+        assert request.header(b"location") is None
