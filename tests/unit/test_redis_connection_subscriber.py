@@ -12,6 +12,7 @@ import threading
 import pytest
 import redis
 
+from sipxcc.calls import redis_client
 from sipxcc.calls.redis_client import RedisSubscription
 from tests.unit.redisfakes import Held, Log
 from tests.unit.test_redis_client import (
@@ -126,3 +127,19 @@ def test_the_subscribers_thread_ends_within_a_poll_once_stopped_without_closing_
         assert log.warnings() == [] and log.failures() == []
     finally:
         source.wake.set()
+
+
+def test_on_its_own_thread_a_broken_subscription_is_made_again_after_the_back_off_delay():
+    reactor, source = ThreadedReactor(), FakeSource()
+    source.broken = True
+    source.stop_when_drained = threading.Event()  # (the fake's get_message sets it)
+    sub = RedisSubscription(reactor, URL, ("sipxcc:cmd:a",), lambda *_: None, client=source)
+    sub.start()
+    reactor.run_until(lambda: reactor.getDelayedCalls())  # refused: the next attempt waits
+    assert len(source.subscriptions) == 1
+    source.broken = False
+    reactor.advance(redis_client.INITIAL_DELAY)
+    reactor.run_until(lambda: len(source.subscriptions) == 2)
+    stopped = outcomes([sub.stop()])
+    reactor.run_until(lambda: stopped)
+    assert stopped == [None] and not any(t.is_alive() for t in sub._pool.threads)
