@@ -125,8 +125,8 @@ def _client(options: dict[str, Any]) -> Any:
 Runner = Callable[..., "defer.Deferred[Any]"]
 
 
-def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
-    return threading.Thread(*args, daemon=True, **kwargs)
+def _daemon_thread(**kwargs: Any) -> threading.Thread:
+    return threading.Thread(daemon=True, **kwargs)
 
 
 class _OneThread(ThreadPool):
@@ -423,15 +423,12 @@ class RedisConnection:
             self.pending -= len(commands)
             mine = replies[start:end]
             start = end
-            error = next((r for r in mine if isinstance(r, BaseException)), None)
+            # redis-py puts only error replies (ResponseError) among the replies
+            error = next((r for r in mine if isinstance(r, redis.ResponseError)), None)
             if error is None:
                 d.callback(mine)
-            elif isinstance(error, redis.ResponseError):
-                d.errback(RedisError(str(error)))
             else:
-                d.errback(error)
-        if start != len(replies):
-            raise ValueError(f"{len(replies)} replies to {start} commands")
+                d.errback(RedisError(str(error)))
 
     def _failed(self, failure: Failure, batch: list[_Group]) -> None:
         self.pending -= sum(len(commands) for commands, _ in batch)

@@ -318,15 +318,23 @@ def test_a_broken_subscription_is_made_again_after_a_back_off_delay():
     ("rediss://:s%40cret@redis.example/0", Settings("redis.example", 6379, True, None,
                                                     "s@cret", 0)),
     ("redis://sipxcc:pw@localhost", Settings("localhost", 6379, False, "sipxcc", "pw", 0)),
+    ("redis:///1", Settings("127.0.0.1", 6379, False, None, None, 1)),  # no host: this one
 ])
 def test_urls(url, settings):
     assert parse_url(url) == settings
 
 
-@pytest.mark.parametrize("url", ["http://x", "redis://x/db", "x", "redis://x:port/0"])
-def test_bad_urls_are_refused(url):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("url, problem", [
+    ("http://x", "must start with redis:// or rediss://"),
+    ("x", "must start with redis:// or rediss://"),
+    ("redis://x/db", "the path must be a database number"),
+    ("redis://x:port/0", "the port must be a number"),
+    ("redis://x:99999/0", "the port must be a number"),
+])
+def test_bad_urls_are_refused_saying_what_is_wrong(url, problem):
+    with pytest.raises(ValueError) as refused:
         parse_url(url)
+    assert str(refused.value) == problem
 
 
 def test_the_password_file_is_read_and_wins_over_the_urls_password(tmp_path):
@@ -365,6 +373,14 @@ def test_rediss_verifies_the_servers_certificate_and_name():
         "required", True, "/etc/sipxcc/ca.pem")
     plain = redis_client._client(client_options(parse_url(URL))).connection_pool
     assert plain.connection_class is redis.Connection
+
+
+def test_over_tls_the_options_require_a_certificate_chaining_to_the_ca_file_and_naming_the_host():
+    options = client_options(parse_url("rediss://redis.example/0"), ca_file="/etc/ca.pem")
+    assert {k: options[k] for k in options if k.startswith("ssl")} == {
+        "ssl": True, "ssl_cert_reqs": "required", "ssl_check_hostname": True,
+        "ssl_ca_certs": "/etc/ca.pem"}  # not left to the library's defaults
+    assert not any(k.startswith("ssl") for k in client_options(parse_url(URL)))
 
 
 def test_every_blocking_call_is_bounded_in_time_and_one_socket_is_used():
