@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sipxcc.hosts import is_ip
 
@@ -315,6 +316,13 @@ def _redis_url(value: str) -> str:
     if not _REDIS_URL.match(value):
         raise _Invalid(f"{value!r} is not a redis:// or rediss:// URL "
                        "(redis://[:password@]host[:port][/db])")
+    try:
+        port = urlsplit(value).port
+    except ValueError:  # a port that is no number or out of range, a broken [IPv6]
+        port = 0
+    if port == 0:
+        raise _Invalid(f"{value!r}: the host must be a name or an address (IPv6 in [ ]) "
+                       "and the port a number from 1 to 65535")
     return value
 
 

@@ -48,6 +48,10 @@ def test_a_redis_registry_is_read_with_its_url_and_node_name(tmp_path):
     ("backend = postgres", "registry.backend"),
     ("redis_url = http://redis.example", "registry.redis_url"),
     ("redis_url = redis://host/db", "registry.redis_url"),
+    ("redis_url = redis://host:abc/0", "registry.redis_url"),
+    ("redis_url = redis://host:99999/0", "registry.redis_url"),
+    ("redis_url = redis://host:0/0", "registry.redis_url"),
+    ("redis_url = redis://[::1/0", "registry.redis_url"),
     ("node_id = pbx 1", "registry.node_id"),
     ("max_buffered_writes = 0", "registry.max_buffered_writes"),
     ("max_buffered_writes = lots", "registry.max_buffered_writes"),
@@ -55,8 +59,15 @@ def test_a_redis_registry_is_read_with_its_url_and_node_name(tmp_path):
     ("write_window_ms = 1001", "registry.write_window_ms"),
 ])
 def test_bad_registry_values_are_refused_naming_the_key(tmp_path, line, named):
+    """Refused when the configuration is read: the daemon does not start (no traceback
+    later, when the node would connect)."""
     with pytest.raises(ConfigError, match=named):
         load(tmp_path, f"[registry]\n{line}\n")
+
+
+def test_a_redis_url_with_an_ipv6_address_and_the_highest_port_is_accepted(tmp_path):
+    config = load(tmp_path, "[registry]\nbackend = redis\nredis_url = redis://[::1]:65535/1\n")
+    assert config.registry.redis_url == "redis://[::1]:65535/1"
 
 
 class Control:
