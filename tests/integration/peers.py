@@ -425,7 +425,11 @@ class SippPhone:
         return _read(self.error_path)
 
     def output(self) -> str:
-        return _read(self.screen_path)[-3000:]
+        """sipp's last screen, and its error file (why it stopped: a port it could not
+        bind, a scenario error) when there is one."""
+        errors = _read(self.error_path)[-2000:] if self.error_path.exists() else ""
+        return _read(self.screen_path)[-3000:] + (f"\n--- {self.error_path.name}:\n{errors}"
+                                                   if errors.strip() else "")
 
     def __enter__(self) -> SippPhone:
         return self.start()
