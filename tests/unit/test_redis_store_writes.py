@@ -7,10 +7,14 @@ call's end while a line is left to drop.
 
 from __future__ import annotations
 
+import gc
+
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 
 from sipxcc.calls.call import INVITE, Call, CallRequest
+from sipxcc.calls.errors import RegistryUnavailable
 from sipxcc.calls.redis_store import (
     END,
     PLACE,
@@ -245,3 +249,24 @@ def test_with_flush_at_one_each_write_goes_at_the_end_of_its_reactor_turn():
     call.flow.line(1)
     clock.advance(0)
     assert len(redis.sent) == 2 and names(redis.sent[1]) == ["RPUSH", "HSET"]
+
+
+def test_writes_lost_in_flight_as_redis_comes_back_leave_a_warning_and_no_traceback():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis)
+    call = place(store)
+    redis.up = False
+    call.flow.line(0)
+    clock.advance(WINDOW)  # kept while Redis is away
+    redis.up = True
+    redis.pipeline = lambda commands: defer.fail(RegistryUnavailable("connection lost"))
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        redis.on_state(True)
+        gc.collect()  # an unhandled error in a Deferred is logged when it is collected
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert [e for e in logged if "log_failure" in e] == []
+    assert any("Redis writes lost with the connection" in formatEvent(e) for e in logged)
+    assert store.dropped == 2
