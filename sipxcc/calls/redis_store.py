@@ -265,16 +265,16 @@ def stored_call(call_id: str, fields: list[bytes], lines: list[bytes]) -> Stored
                       record.get("reason", ""), int(record.get("seq") or 0), dialogs)
 
 
-def _text(value: bytes | None) -> str:
-    return "" if value is None else value.decode("utf-8")
+def _text(value: bytes) -> str:
+    return value.decode("utf-8")
 
 
 def _joined(writes: deque[tuple[bytes | str | int | float, ...]]
             ) -> list[tuple[bytes | str | int | float, ...]]:
     """C{writes} with the status lines queued for each call (C{RPUSH} to its list) sent
     as one C{RPUSH} of them all, at the place of the first: a call's lines keep their
-    order (only a line beyond the bound, C{SET_LINE}, writes a list otherwise: a later
-    line starts a new C{RPUSH} after it)."""
+    order (the only other write to a list, C{SET_LINE}, is for a line beyond the bound,
+    and every later line of that call is one too: no C{RPUSH} follows it)."""
     joined: list[list[bytes | str | int | float]] = []
     pushes: dict[Any, list[bytes | str | int | float]] = {}  # list key -> its RPUSH
     for write in writes:
@@ -286,8 +286,6 @@ def _joined(writes: deque[tuple[bytes | str | int | float, ...]]
             push = pushes[write[1]] = list(write)
             joined.append(push)
             continue
-        if write[0] == "EVAL" and write[1] == SET_LINE:
-            pushes.pop(write[3], None)
         joined.append(list(write))
     return [tuple(write) for write in joined]
 

@@ -94,6 +94,7 @@ def test_happy_path_message_by_message():
     [invite1] = net.sent_messages()
     uri = URI.parse(invite1.uri)
     assert (uri.user, uri.host, uri.params["sipx-noroute"]) == ("user1", "sipx.test", "Voicemail")
+    assert ";sipx-noroute=Voicemail" in invite1.uri  # as sipXproxy spells it
     # the calling user is shown the called party (not in the directory here: its URI)
     assert invite1.headers.get("From").startswith('<sip:user2@sipx.test>;tag=')
     assert invite1.headers.get("Subject") == "Sales"
@@ -113,6 +114,7 @@ def test_happy_path_message_by_message():
     assert "Content-Type" not in invite2.headers
     uri2 = URI.parse(invite2.uri)
     assert (uri2.user, uri2.params["sipx-userforward"]) == ("user2", "false")
+    assert ";sipx-userforward=false" in invite2.uri
     assert invite2.headers.get("To") == "<sip:user2@sipx.test>"
     # the called user is shown the calling user (not in the directory here: its URI)
     assert invite2.headers.get("From").startswith("<sip:user1@sipx.test>;tag=")

@@ -351,12 +351,13 @@ def test_the_password_file_is_read_and_wins_over_the_urls_password(tmp_path):
 @pytest.mark.parametrize("mode, content, problem", [
     (0o644, "pw\n", "readable by group or others (mode 0644); chmod 600 it"),
     (0o600, "\n", "is empty"),
+    (0o600, b"\xffpw\n", "is not UTF-8"),
     (None, None, "cannot read"),
 ])
 def test_an_unusable_password_file_is_refused_with_one_line(tmp_path, mode, content, problem):
     path = tmp_path / "redis.password"
     if content is not None:
-        path.write_text(content)
+        (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
         os.chmod(path, mode)
     with pytest.raises(SecretError, match="registry.redis_password_file") as raised:
         read_password_file(str(path))

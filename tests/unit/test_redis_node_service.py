@@ -9,10 +9,13 @@ subscriber thread is not started (the routing is tested in test_redis_store_clus
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 from twisted.internet import defer
 
-from sipxcc.calls.errors import RegistryUnavailable, TooManyCalls
+from sipxcc.calls.errors import OwnerTimeout, RegistryUnavailable, TooManyCalls
 from sipxcc.calls.redis_node import RedisNode
 from sipxcc.calls.registry import CallRegistry
 from tests.unit.redislive import Cable, run_at_once
@@ -95,3 +98,37 @@ def test_the_password_and_the_ca_file_reach_the_connections(cluster):
     assert (node.store.node_id, node.router.node_id) == ("n2", "n2")
     assert (node.store.max_calls, node.store.max_calls_per_agent) == (3, 2)
     assert node.shutdown_timeout == 5.0
+
+
+def next_message(pubsub):
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.05)
+        if message is not None:
+            return message
+    raise AssertionError("nothing was published")
+
+
+def test_a_nodes_router_hangs_up_its_calls_and_times_out_on_its_clock(cluster):
+    node = service(cluster)
+    node.startService()
+    cluster.turn()
+    call = cluster.run(node.store.place(req()))
+    asker = cluster.redis.pubsub(ignore_subscribe_messages=True)
+    asker.subscribe("sipxcc:reply:n2", "sipxcc:cmd:n2")  # another node, which never answers
+    try:
+        command = {"id": "r1", "from": "n2", "op": "hangup", "call": call.id}
+        node.router.on_message(b"sipxcc:cmd:n1", json.dumps(command).encode())
+        cluster.turn()
+        assert (call.ended, call.state) == (True, "ended")
+        reply = next_message(asker)
+        assert (reply["channel"], json.loads(reply["data"])) == (b"sipxcc:reply:n2", {"id": "r1"})
+        got = []
+        node.router.send("n2", "hangup", "its-call").addErrback(got.append)
+        cluster.turn()
+        assert got == []
+        cluster.clock.advance(node.router.timeout)
+        assert got[0].check(OwnerTimeout)
+    finally:
+        asker.close()
+        node.connection.stop()

@@ -7,10 +7,14 @@ call's end while a line is left to drop.
 
 from __future__ import annotations
 
+import gc
+
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 
 from sipxcc.calls.call import INVITE, Call, CallRequest
+from sipxcc.calls.errors import RegistryUnavailable
 from sipxcc.calls.redis_store import (
     END,
     PLACE,
@@ -191,3 +195,78 @@ def test_the_record_written_before_the_call_starts_is_that_of_the_new_call():
         request = CallRequest(AGENT, "user1@sipx.test", "user2@sipx.test", method=method)
         call = Call(request, 1234.5, "the-id")
         assert new_record_fields("the-id", request, 1234.5, "a") == record_fields(call, "a")
+
+
+class Unmakeable:
+    """A flow that cannot be made (a fault of ours while the call starts)."""
+
+    def __init__(self, call, on_end):
+        raise RuntimeError("no flow")
+
+
+def test_a_call_whose_flow_cannot_start_is_written_failed_and_ended_and_frees_its_slot():
+    clock, redis = Clock(), FakeRedis()
+    registry = CallRegistry(clock, {"REFER": Unmakeable}, 100, 100)
+    store = RedisCallStore(clock, registry, redis, "a", max_calls=100,
+                           max_calls_per_agent=100, write_window=WINDOW)
+    failures = []
+    store.place(CallRequest(AGENT, "user1@sipx.test", "user2@sipx.test")).addErrback(
+        failures.append)
+    assert failures[0].check(RuntimeError)
+    (_, _, _, *keys_and_args), = redis.executed
+    call_key, slot = keys_and_args[4], keys_and_args[8]  # the record and the limit slot
+    clock.advance(WINDOW)
+    (end,), = redis.sent
+    assert end[:4] == ("EVAL", END, 7, call_key)
+    assert end[-6:] == (end[-6], slot, "state", "failed", "ended", 1)
+
+
+def test_a_line_after_a_window_waits_a_whole_window_of_its_own():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis)
+    call = place(store)
+    call.flow.line(0)  # opens the window
+    clock.advance(WINDOW / 2)
+    call.flow.line(1)  # within it
+    clock.advance(WINDOW / 2)
+    assert len(redis.sent) == 1
+    call.flow.line(2)  # opens the next one
+    clock.advance(WINDOW * 3 / 4)
+    assert len(redis.sent) == 1
+    clock.advance(WINDOW / 4)
+    assert len(redis.sent) == 2 and redis.sent[1][0][2:] == (
+        '[2, "sip-call-id", "INVITE", "SIP/2.0 182 Line 2"]',)
+
+
+def test_with_flush_at_one_each_write_goes_at_the_end_of_its_reactor_turn():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis, flush_at=1)
+    call = place(store)
+    call.flow.line(0)
+    assert redis.sent == []
+    clock.advance(0)
+    assert names(redis.sent[0]) == ["RPUSH", "HSET"]
+    call.flow.line(1)
+    clock.advance(0)
+    assert len(redis.sent) == 2 and names(redis.sent[1]) == ["RPUSH", "HSET"]
+
+
+def test_writes_lost_in_flight_as_redis_comes_back_leave_a_warning_and_no_traceback():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis)
+    call = place(store)
+    redis.up = False
+    call.flow.line(0)
+    clock.advance(WINDOW)  # kept while Redis is away
+    redis.up = True
+    redis.pipeline = lambda commands: defer.fail(RegistryUnavailable("connection lost"))
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        redis.on_state(True)
+        gc.collect()  # an unhandled error in a Deferred is logged when it is collected
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert [e for e in logged if "log_failure" in e] == []
+    assert any("Redis writes lost with the connection" in formatEvent(e) for e in logged)
+    assert store.dropped == 2

@@ -208,3 +208,13 @@ def test_by_default_a_result_is_kept_at_most_a_day_and_1000_per_owner():
         calls.append(call)
     assert registry.get(calls[0].id) is None  # the oldest of 1001 goes
     assert registry.get(calls[1].id) is not None
+
+
+def test_a_post_for_a_finished_call_still_retained_starts_a_new_call_and_leaves_it_alone():
+    clock, registry = make()
+    old = registry.place(req(method="INVITE"))
+    old.flow.end()
+    new = registry.place(req(method="INVITE"))
+    assert new is not old and not new.ended and new.state == "ringing"
+    assert registry.get(old.id) is old and old.state == "ended"
+    assert registry.lookup(new.key) is new
