@@ -5,7 +5,7 @@ passes while a response is under way."""
 from __future__ import annotations
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web import http, resource, server
 
 from sipxcc.web import limits, render
@@ -125,6 +125,50 @@ def test_a_deadline_during_a_response_closes_without_a_408():
     client.send(b"Host: x\r\n\r\n")  # ignored once closing
     reactor.advance(limits.REQUEST_DEADLINE)
     assert b"408" not in client.output()
+
+
+class ClosingTransport(StringTransport):
+    """A StringTransport that, as a closing TCP transport does, ignores being asked to
+    read again (StringTransport raises)."""
+
+    def resumeProducing(self):
+        if not self.disconnecting:
+            super().resumeProducing()
+
+
+class Late(resource.Resource):
+    """Answers each GET when the test says so; records the paths it was asked for."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.asked: list[bytes] = []
+        self.waiting: list[server.Request] = []
+
+    def render_GET(self, request):
+        self.asked.append(request.path)
+        self.waiting.append(request)
+        return server.NOT_DONE_YET
+
+
+def test_a_request_that_ends_its_deadline_mid_response_is_the_connections_last():
+    reactor = MemoryReactorClock()
+    late = Late()
+    site = LimitedSite(late, reactor)
+    site.startFactory()
+    client = Client(site)
+    client.transport = ClosingTransport(peerAddress=client.transport.getPeer())
+    client.channel.transport = client.transport
+    client.send(GET_HEALTH)  # handled, not answered yet
+    client.send(b"GET /next HTTP/1.1\r\n")
+    reactor.advance(limits.REQUEST_DEADLINE)
+    assert client.closing
+    client.send(b"Host: x\r\n\r\n")  # the pipelined request completes after the deadline
+    late.waiting[0].write(b"ok\n")
+    late.waiting[0].finish()  # the late answer still goes out ...
+    assert client.output().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert late.asked == [b"/health"]  # ... but nothing read after the deadline runs
 
 
 # --- exact answers at each limit's edge ------------------------------------------------------
