@@ -100,10 +100,10 @@ class Score:
     def add(self, mutant: Mutant) -> None:
         self.total += 1
         self.by_status[mutant.status] = self.by_status.get(mutant.status, 0) + 1
-        if mutant.killed:
-            self.killed += 1
-        elif mutant.equivalent:
+        if mutant.equivalent:
             self.equivalent += 1
+        elif mutant.killed:
+            self.killed += 1
 
     @property
     def percent(self) -> float:
@@ -202,6 +202,10 @@ def apply_allow_list(mutants: list[Mutant], entries: list[AllowEntry]) -> list[s
         elif mutant.fingerprint != entry.fingerprint:
             stale.append(f"line {entry.line}: {entry.name}: the function changed "
                          f"(fingerprint now {mutant.fingerprint})")
+        elif mutant.status == TIMEOUT:
+            # out of CPU time on a loaded machine: not a test telling it apart, so the
+            # entry still explains it (it counts as equivalent, not killed)
+            mutant.equivalent = entry.reason
         elif mutant.killed:
             stale.append(f"line {entry.line}: {entry.name}: killed now, drop the entry")
         else:

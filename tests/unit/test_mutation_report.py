@@ -110,3 +110,19 @@ def test_the_command_line(tmp_path, monkeypatch, capsys):
     assert report.main(["--out", "out/report.md"]) == 0
     assert "| sipxcc.sip | 3 | 2 | 0 | 1 |" in (tmp_path / "out" / "report.md").read_text()
     assert report.main(["--mutants", "nowhere"]) == 2
+
+
+def test_a_listed_mutant_that_ran_out_of_time_stays_equivalent_and_is_not_a_kill(tmp_path):
+    """An equivalent mutant can still hit the CPU limit on a loaded machine; that is no
+    test telling it apart, so its entry keeps explaining it and it is not counted killed."""
+    mutants = report.load_mutants(fake_results(tmp_path, {1: -24, 2: 1, 3: 0}))
+    timed_out, killed, _ = mutants
+    allow = tmp_path / "allow.txt"
+    allow.write_text(f"{timed_out.name} {timed_out.fingerprint} same result, slower\n"
+                     f"{killed.name} {killed.fingerprint} thought equivalent\n")
+    entries, _ = report.read_allow_list(allow)
+    stale = report.apply_allow_list(mutants, entries)
+    assert stale == [f"line 2: {killed.name}: killed now, drop the entry"]
+    assert [m.equivalent for m in mutants] == ["same result, slower", "", ""]
+    score = report.scores(mutants)["sipxcc.sip"]
+    assert (score.killed, score.equivalent, score.unexplained) == (1, 1, 1)
