@@ -67,6 +67,21 @@ class Ringing:
     def advance(self, seconds):
         self.net.clock.pump([PTIME] * round(seconds / PTIME))
 
+    def ringback_playing(self):
+        """B rang (180) for the delay, and A took our ringback offer (recvonly)."""
+        self.b_says(180, "Ringing")
+        self.advance(1)
+        [ringback] = self.sent()
+        self.a_answers(ringback, A_RECVONLY)
+        self.sent()  # the ACK
+
+    def early_media_heard(self):
+        """B offered early media (183), and A took it in its dialog."""
+        self.b_says(183, "Session Progress", B_EARLY)
+        [early] = self.sent()
+        self.a_answers(early, A_EARLY_ANSWER)
+        self.sent()  # the ACK
+
 
 def methods(messages):
     return [getattr(m, "method", None) or m.status for m in messages]
@@ -99,11 +114,7 @@ def test_a_180_gives_the_caller_ringback_once_the_callee_has_rung_for_the_delay(
 
 def test_when_the_callee_answers_the_ringback_stops_and_the_caller_gets_its_offer():
     r = Ringing()
-    r.b_says(180, "Ringing")
-    r.advance(1)
-    [ringback] = r.sent()
-    r.a_answers(ringback, A_RECVONLY)
-    r.sent()
+    r.ringback_playing()
     r.advance(2)
     r.b_answers(B_OFFER)
     [reinvite] = r.sent()  # B's 200 waits un-ACKed for A's answer
@@ -156,10 +167,7 @@ def test_a_183_with_sdp_re_offers_the_early_media_and_its_200_connects_with_no_s
 
 def test_a_200_offering_other_media_than_the_183_is_re_offered_to_the_caller():
     r = Ringing()
-    r.b_says(183, "Session Progress", B_EARLY)
-    [early] = r.sent()
-    r.a_answers(early, A_EARLY_ANSWER)
-    r.sent()
+    r.early_media_heard()
     r.b_answers(B_OTHER)
     [reinvite] = r.sent()
     assert content(reinvite.body) == content(B_OTHER) and origin(reinvite.body).version == 3
@@ -201,10 +209,7 @@ def test_newer_early_media_during_an_early_re_invite_follows_it():
 
 def test_a_failure_after_a_183_hangs_the_caller_up_with_the_reason():
     r = Ringing()
-    r.b_says(183, "Session Progress", B_EARLY)
-    [early] = r.sent()
-    r.a_answers(early, A_EARLY_ANSWER)
-    r.sent()
+    r.early_media_heard()
     r.b_says(486, "Busy Here")
     ack, bye = r.sent()
     assert (ack.method, ack.call_id) == ("ACK", r.invite2.call_id)
@@ -216,11 +221,7 @@ def test_a_failure_after_a_183_hangs_the_caller_up_with_the_reason():
 
 def test_a_failure_while_the_caller_hears_ringback_stops_it_and_gives_the_reason():
     r = Ringing()
-    r.b_says(180, "Ringing")
-    r.advance(1)
-    [ringback] = r.sent()
-    r.a_answers(ringback, A_RECVONLY)
-    r.sent()
+    r.ringback_playing()
     r.b_says(486, "Busy Here")
     _ack, bye = r.sent()
     assert bye.headers.values("Reason") == BUSY
@@ -229,11 +230,7 @@ def test_a_failure_while_the_caller_hears_ringback_stops_it_and_gives_the_reason
 
 def test_delete_during_early_media_cancels_the_callee_and_hangs_up_the_caller():
     r = Ringing()
-    r.b_says(180, "Ringing")
-    r.advance(1)
-    [ringback] = r.sent()
-    r.a_answers(ringback, A_RECVONLY)
-    r.sent()
+    r.ringback_playing()
     r.registry.hangup(r.call)
     bye, cancel = r.sent()
     assert (bye.method, bye.call_id) == ("BYE", r.invite1.call_id)
@@ -257,10 +254,7 @@ def test_delete_during_the_early_re_invite_hangs_up_both():
 
 def test_a_caller_hanging_up_during_early_media_cancels_the_callee():
     r = Ringing()
-    r.b_says(183, "Session Progress", B_EARLY)
-    [early] = r.sent()
-    r.a_answers(early, A_EARLY_ANSWER)
-    r.sent()
+    r.early_media_heard()
     r.net.deliver(r.a.request("BYE"))
     ok, cancel = r.sent()
     assert (ok.status, cancel.method, cancel.call_id) == (200, "CANCEL", r.invite2.call_id)

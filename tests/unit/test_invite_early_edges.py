@@ -26,11 +26,7 @@ def early_reinvites(r):
 
 def test_a_second_180_brings_no_second_ringback():
     r = Ringing()
-    r.b_says(180, "Ringing")
-    r.advance(1)
-    [ringback] = r.sent()
-    r.a_answers(ringback, A_RECVONLY)
-    r.sent()
+    r.ringback_playing()
     r.b_says(180, "Ringing", tag="fork2")
     r.advance(2)
     assert early_reinvites(r) == []
@@ -38,10 +34,7 @@ def test_a_second_180_brings_no_second_ringback():
 
 def test_a_caller_hearing_the_callees_early_media_gets_no_ringback_at_a_later_180():
     r = Ringing()
-    r.b_says(183, "Session Progress", B_EARLY)
-    [early] = r.sent()
-    r.a_answers(early, A_EARLY_ANSWER)
-    r.sent()
+    r.early_media_heard()
     r.b_says(180, "Ringing", tag="fork2")
     r.advance(2)
     assert r.sent() == [] and r.udp.attempts == 0
@@ -102,11 +95,7 @@ def _answer_labelled(reinvite, r, body):
 
 def test_the_ringback_plays_for_as_long_as_the_callee_may_ring():
     r = Ringing()
-    r.b_says(180, "Ringing")
-    r.advance(1)
-    [ringback] = r.sent()
-    r.a_answers(ringback, A_RECVONLY)
-    r.sent()
+    r.ringback_playing()
     r.net.clock.advance(r.call.request.timeout - 5)
     before = len(r.rtp())
     r.advance(1)
