@@ -36,6 +36,13 @@ def browser(tmp_path):
     session.quit()
 
 
+def timeline_kinds(browser) -> list[str]:
+    """The kinds shown in the page's timeline, read in one step in the page (the page
+    redraws the timeline as events arrive: elements found first may be gone when read)."""
+    return browser.execute_script(
+        "return Array.from(document.querySelectorAll('#timeline .kind'), e => e.innerText)")
+
+
 def test_a_call_placed_from_the_page_shows_connected_without_a_reload(setup, browser,
                                                                      tmp_path):
     from selenium.webdriver.common.by import By
@@ -51,12 +58,10 @@ def test_a_call_placed_from_the_page_shows_connected_without_a_reload(setup, bro
     browser.find_element(By.ID, "called").send_keys("user2")
     Select(browser.find_element(By.ID, "mode")).select_by_visible_text("REFER")
     browser.find_element(By.ID, "call").click()
-    wait.until(lambda b: "connected" in [e.text for e in b.find_elements(
-        By.CSS_SELECTOR, "#timeline .kind")])
-    wait.until(lambda b: "completed" in [e.text for e in b.find_elements(
-        By.CSS_SELECTOR, "#timeline .kind")])
+    wait.until(lambda b: "connected" in timeline_kinds(b))
+    wait.until(lambda b: "completed" in timeline_kinds(b))
     assert phone.wait(20) == 0, phone.errors()
-    kinds = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#timeline .kind")]
+    kinds = timeline_kinds(browser)
     named = [k for k in kinds if k != "sip"]
     assert named[:5] == ["initiated", "ringing", "answered", "transferring", "connected"]
     wait.until(lambda b: "user2@sipx.test" in b.find_element(By.ID, "recent").text)

@@ -139,8 +139,13 @@ def test_a_repeated_key_on_the_other_node_replays_the_first_answer(nodes):
 @pytest_twisted.inlineCallbacks
 def test_other_parameters_are_422_and_a_key_in_progress_409_on_either_node(nodes):
     a, b = yield nodes.two()
-    pending = defer.Deferred()
-    running = a.run(post(), USER1, lambda: pending)
+    pending, started = defer.Deferred(), defer.Deferred()
+
+    def slow():
+        started.callback(None)
+        return pending
+    running = a.run(post(), USER1, slow)
+    yield started  # A holds the key now (its claim went through Redis first)
     busy = yield _refused(b.run(post(), USER1, Handler()))
     assert (busy.code, busy.headers) == (409, [(b"retry-after", b"1")])
     other = yield _refused(b.run(post(uri=URI + b"?timeout=30"), USER1, Handler()))

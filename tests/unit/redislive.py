@@ -230,6 +230,7 @@ class Cluster:
         self.redis = server.client()  # what an operator's redis-cli sees
         self.redis.execute_command("FLUSHALL")
         self.logged: list[dict[str, Any]] = []  # every log event while the nodes run
+        gc.collect()  # what earlier tests left (their unhandled errors) is logged now
         globalLogPublisher.addObserver(self.logged.append)
 
     def node(self, name: str, flows: dict[str, Any], *, max_calls: int = 4,
