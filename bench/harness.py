@@ -255,3 +255,20 @@ def _cpu_model() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return "?"
+
+
+def publish(text: str, out: str | None) -> None:
+    """Print a bench's Markdown result, and write it to C{out} when given."""
+    print(text)
+    if out:
+        Path(out).write_text(text)
+
+
+def run_on_reactor(main, args) -> None:
+    """Run C{main(args)} (returning a Deferred) on the global reactor until it stops it;
+    a failure is printed and stops the reactor."""
+    from twisted.internet import reactor
+    reactor.callWhenRunning(lambda: main(args).addErrback(
+        lambda f: (f.printTraceback(), reactor.stop())))
+    reactor.run()
+

@@ -29,6 +29,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from bench.harness import publish, run_on_reactor
 from bench.registry_bench import _proc_cpu_ms, _self_cpu_ms, registry_for, run
 from sipxcc.calls.redis_store import RedisCallStore
 from tests.integration.redisserver import RedisServer
@@ -221,9 +222,7 @@ def report(args: argparse.Namespace, names: list[str], labels: dict[str, str],
         *lines,
         "",
     ])
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":
@@ -234,6 +233,4 @@ if __name__ == "__main__":
     parser.add_argument("--clients", default="adapter,adapter-python-parser,redispy",
                         help=f"comma-separated, of: {', '.join(CLIENTS)}")
     parser.add_argument("--out")
-    reactor.callWhenRunning(lambda: main(parser.parse_args()).addErrback(
-        lambda f: (f.printTraceback(), reactor.stop())))
-    reactor.run()
+    run_on_reactor(main, parser.parse_args())

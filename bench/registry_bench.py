@@ -21,6 +21,7 @@ from pathlib import Path
 
 from twisted.internet import defer, reactor, task
 
+from bench.harness import publish, run_on_reactor
 from sipxcc.calls.call import CallRequest
 from sipxcc.calls.redis_client import RedisConnection
 from sipxcc.calls.redis_store import RedisCallStore
@@ -159,9 +160,7 @@ def report(args, results, elapsed, used, keys, sent, commands) -> None:
         "scripts and the bench's INFO included).",
         "",
     ])
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":
@@ -169,6 +168,4 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--out")
-    reactor.callWhenRunning(lambda: main(parser.parse_args()).addErrback(
-        lambda f: (f.printTraceback(), reactor.stop())))
-    reactor.run()
+    run_on_reactor(main, parser.parse_args())

@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from bench.harness import stop as stop_process
 from tests.integration.peers import free_port
 
 
@@ -81,11 +82,5 @@ class RedisServer:
         return sock.recv(16)[:6] in (b"+PONG\r", b"-NOAUT")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
         self.process = None

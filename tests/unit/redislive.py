@@ -33,6 +33,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
+from bench.harness import stop as stop_process
 from sipxcc.calls.redis_client import KEEPALIVE, MAX_DELAY, RedisConnection
 from sipxcc.calls.redis_commands import CommandRouter
 from sipxcc.calls.redis_store import RedisCallStore
@@ -86,13 +87,7 @@ class RedisProcess:
         return client
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
         self.process = None
         shutil.rmtree(self.directory, ignore_errors=True)
 
