@@ -29,11 +29,13 @@ except ImportError as missing:
     raise ImportError("registry.backend = redis needs redis-py: apt-get install python3-redis "
                       "(or pip install 'sipxcc[redis]')") from missing
 from twisted.internet import defer
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from sipxcc.calls.errors import RegistryUnavailable
+from sipxcc.calls.redis_protocol import Command, ConnectionLost, RedisError, RespProtocol, endpoint
 from sipxcc.logs import logger
 
 log = logger(__name__)
@@ -57,16 +59,8 @@ POLL = 0.25
 #: process from exiting)
 STOP_TIMEOUT = 2.0
 
-#: what a lost or unreachable Redis raises in redis-py (and the socket below it)
-_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
-
-Command = tuple[bytes | str | int | float, ...]
 #: the commands of one L{RedisConnection.pipeline} call and the Deferred of their replies
 _Group = tuple[list[Command], "defer.Deferred[list[Any]]"]
-
-
-class RedisError(Exception):
-    """Redis answered a command with an error reply."""
 
 
 class Settings(NamedTuple):
@@ -123,6 +117,8 @@ def _client(options: dict[str, Any]) -> Any:
 
 
 Runner = Callable[..., "defer.Deferred[Any]"]
+#: connects, and calls its argument with the reason once the connection is lost
+Connect = Callable[[Callable[[str], None]], "defer.Deferred[RespProtocol]"]
 
 
 def _daemon_thread(**kwargs: Any) -> threading.Thread:
@@ -196,35 +192,39 @@ class _Backoff:
 
 class RedisConnection:
     """
-    One connection to Redis for commands. L{execute} and L{pipeline} return Deferreds
-    firing with Redis' replies (bytes, int, list or None; an error reply fails with
-    L{RedisError}); they fail at once with L{RegistryUnavailable} while Redis is not
-    reachable or when L{MAX_PENDING} commands already wait. C{on_state(up)} hears of each
-    change; L{start} connects, and keeps reconnecting with back-off until L{stop}.
+    One connection to Redis for commands, on the reactor (L{RespProtocol}). L{execute}
+    and L{pipeline} return Deferreds firing with Redis' replies (bytes, int, list or None;
+    an error reply fails with L{RedisError}); they fail at once with
+    L{RegistryUnavailable} while Redis is not reachable or when L{MAX_PENDING} commands
+    already wait. C{on_state(up)} hears of each change; L{start} connects, logs in
+    (C{AUTH}, C{SELECT}) and keeps reconnecting with back-off until L{stop}.
 
-    C{client} (a redis-py client) and C{run} (runs a blocking call off the reactor and
-    returns a Deferred of its result) are for tests; by default they are made from the URL
-    and a thread pool of one thread.
+    C{connect} (returns a Deferred firing with a connected L{RespProtocol}) is for tests;
+    by default it connects to the URL's host and port (TLS for C{rediss://}).
     """
 
     def __init__(self, reactor: Any, url: str, password: str | None = None,
                  on_state: Callable[[bool], None] | None = None, *,
                  ca_file: str | None = None, max_pending: int = MAX_PENDING,
-                 client: Any = None, run: Runner | None = None,
-                 stop_timeout: float = STOP_TIMEOUT):
+                 connect: Connect | None = None, stop_timeout: float = STOP_TIMEOUT):
         self.clock = reactor
         self.stop_timeout = stop_timeout
         self.settings = parse_url(url)
         self.host, self.port = self.settings.host, self.settings.port
+        self.password = password if password is not None else self.settings.password
         self.on_state = on_state
         self.max_pending = max_pending
-        self.client = client if client is not None else _client(
-            client_options(self.settings, password, ca_file))
-        self._pool: ThreadPool | None = None
-        if run is None:
-            self._pool = pool = _OneThread("redis")
-            run = _in_thread(reactor, pool)
-        self._run = run
+        if connect is None:
+            where = endpoint(reactor, self.host, self.port, tls=self.settings.tls,
+                             ca_file=ca_file, timeout=SOCKET_TIMEOUT)
+
+            def connect(on_lost: Callable[[str], None]) -> defer.Deferred[RespProtocol]:
+                # Twisted's connectProtocol is unannotated
+                connected: defer.Deferred[RespProtocol] = connectProtocol(  # type: ignore[no-untyped-call]
+                    where, RespProtocol(reactor, on_lost))
+                return connected
+        self._connect_to = connect
+        self._protocol: RespProtocol | None = None
         self._up = False
         self._running = False
         self._backoff = _Backoff()
@@ -237,7 +237,7 @@ class RedisConnection:
         #: why the last attempt to connect failed, or the connection was lost
         self.last_error: str | None = None
         self._waiting: list[defer.Deferred[None]] = []
-        #: SHA-1 of each Lua script loaded on the current connection (Redis thread only)
+        #: SHA-1 of each Lua script loaded on the current connection
         self._loaded: set[str] = set()
         self._shas: dict[str, str] = {}  # script text -> its SHA-1
 
@@ -252,14 +252,12 @@ class RedisConnection:
         if self._running:
             return
         self._running = True
-        if self._pool is not None:
-            self._pool.start()
         self._connect()
 
     def stop(self) -> defer.Deferred[None]:
         """Stop reconnecting, fail what waits, and close the connection. Returns at once;
-        the Deferred fires once the Redis thread has ended (after the command in
-        progress, if any) and the socket is closed, or after C{stop_timeout} seconds."""
+        the Deferred fires once the connection is closed, or after C{stop_timeout}
+        seconds."""
         if not self._running:
             return defer.succeed(None)
         self._running = False
@@ -275,11 +273,16 @@ class RedisConnection:
             self._up = False
             if self.on_state is not None:
                 self.on_state(False)
-        if self._pool is None:  # commands run on the spot (tests): nothing to wait for
-            self.client.connection_pool.disconnect()
+        protocol, self._protocol = self._protocol, None
+        if protocol is None or protocol.lost or protocol.transport is None:
             return defer.succeed(None)
-        return _stop_pool(self.clock, self._pool, self.client.connection_pool.disconnect,
-                          self.stop_timeout)
+        closed: defer.Deferred[None] = defer.Deferred()
+        protocol.closed.addBoth(lambda _: None if closed.called else closed.callback(None))
+        timer = self.clock.callLater(self.stop_timeout, lambda: None if closed.called
+                                     else closed.callback(None))
+        closed.addBoth(lambda _: timer.cancel() if timer.active() else None)
+        protocol.transport.loseConnection()
+        return closed
 
     def when_up(self) -> defer.Deferred[None]:
         """Fires once connected (at once if connected now)."""
@@ -291,18 +294,36 @@ class RedisConnection:
 
     def _connect(self) -> None:
         self._retry = None
-        d = self._run(self._hello)
-        d.addCallbacks(lambda _: self._connected(), self._unreachable)
+        d = defer.maybeDeferred(self._connect_to, self._protocol_lost)
+        d.addCallback(self._hello)
+        d.addCallbacks(self._connected, self._unreachable)
 
-    def _hello(self) -> Any:
-        """On the Redis thread: a new connection (or Redis restarted) has no script
-        loaded yet."""
+    def _hello(self, protocol: RespProtocol) -> defer.Deferred[RespProtocol]:
+        """Log in (C{AUTH}), pick the database (C{SELECT}) and PING; a new connection
+        (or a restarted Redis) has no script loaded yet."""
         self._loaded.clear()
-        return self.client.execute_command("PING")
+        commands: list[Command] = []
+        if self.password is not None:
+            user = self.settings.username
+            commands.append(("AUTH", user, self.password) if user else ("AUTH", self.password))
+        if self.settings.database:
+            commands.append(("SELECT", self.settings.database))
+        commands.append(("PING",))
 
-    def _connected(self) -> None:
-        if not self._running:
+        def answered(replies: list[Any]) -> RespProtocol:
+            error = next((r for r in replies if isinstance(r, RedisError)), None)
+            if error is not None:
+                protocol.transport.loseConnection()  # type: ignore[union-attr]
+                raise error
+            return protocol
+        return protocol.send(commands).addCallback(answered)
+
+    def _connected(self, protocol: RespProtocol) -> None:
+        if not self._running or protocol.lost:
+            if not protocol.lost:
+                protocol.transport.loseConnection()  # type: ignore[union-attr]
             return
+        self._protocol = protocol
         self._backoff.reset()
         self._up = True
         log.info("connected to Redis at {host}:{port}", host=self.host, port=self.port)
@@ -322,6 +343,10 @@ class RedisConnection:
                  host=self.host, port=self.port, error=self.last_error, delay=delay)
         self._retry = self.clock.callLater(delay, self._connect)
 
+    def _protocol_lost(self, error: str) -> None:
+        self._protocol = None
+        self._lost(error)
+
     def _lost(self, error: str) -> None:
         if not self._up:
             return
@@ -337,8 +362,15 @@ class RedisConnection:
             self._retry = self.clock.callLater(self._backoff.next(), self._connect)
 
     def _check(self) -> None:
-        """Every L{KEEPALIVE} seconds: an idle connection is checked with a PING."""
+        """Every L{KEEPALIVE} seconds: an idle connection is checked with a PING; one
+        whose oldest command has waited L{SOCKET_TIMEOUT} seconds for its reply is
+        closed (and reconnected)."""
         self._keepalive = self.clock.callLater(KEEPALIVE, self._check)
+        protocol = self._protocol
+        oldest = protocol.oldest if protocol is not None else None
+        if oldest is not None and self.clock.seconds() - oldest >= SOCKET_TIMEOUT:
+            protocol._abort(f"no reply within {SOCKET_TIMEOUT} s")  # type: ignore[union-attr]
+            return
         if not self._busy:
             self.execute("PING").addErrback(lambda _: None)
         self._busy = False
@@ -366,26 +398,19 @@ class RedisConnection:
         return d
 
     def _send(self) -> None:
-        """Every command of this reactor turn, as one pipeline on the Redis thread."""
+        """Every command of this reactor turn, as one write.
+
+        C{EVAL} commands go out as C{EVALSHA} (40 bytes instead of the script's text);
+        a script not yet loaded on this connection is loaded first, in the same write
+        (C{SCRIPT LOAD}). Should Redis answer C{NOSCRIPT} all the same (its scripts
+        flushed, a failover), that command is sent again with its text."""
         self._send_scheduled = False
         if not self._queue:
             return
         batch, self._queue = list(self._queue), deque()
-        d = self._run(self._execute, [command for commands, _ in batch
-                                      for command in commands])
-        d.addCallbacks(self._answered, self._failed, callbackArgs=(batch,),
-                       errbackArgs=(batch,))
-
-    def _execute(self, commands: list[Command]) -> list[Any]:
-        """On the Redis thread: one pipeline (no MULTI), each reply or error in order.
-
-        C{EVAL} commands go out as C{EVALSHA} (40 bytes instead of the script's text);
-        a script not yet loaded on this connection is loaded first, in the same
-        pipeline (C{SCRIPT LOAD}). Should Redis answer C{NOSCRIPT} all the same (its
-        scripts flushed, a failover), that command is run again with its text."""
-        pipe = self.client.pipeline(transaction=False)
+        commands = [command for group, _ in batch for command in group]
+        wire: list[Command] = []
         loads: dict[int, str] = {}  # position of each SCRIPT LOAD -> the script's SHA-1
-        sent = 0
         for command in commands:
             if command[0] == "EVAL":
                 script = str(command[1])
@@ -393,28 +418,39 @@ class RedisConnection:
                 if sha is None:
                     sha = self._shas[script] = hashlib.sha1(script.encode()).hexdigest()
                 if sha not in self._loaded:
-                    loads[sent] = sha
-                    pipe.execute_command("SCRIPT", "LOAD", script)
+                    loads[len(wire)] = sha
+                    wire.append(("SCRIPT", "LOAD", script))
                     self._loaded.add(sha)
-                    sent += 1
-                pipe.execute_command("EVALSHA", sha, *command[2:])
+                wire.append(("EVALSHA", sha, *command[2:]))
             else:
-                pipe.execute_command(*command)
-            sent += 1
-        replies: list[Any] = pipe.execute(raise_on_error=False)
+                wire.append(command)
+        protocol = self._protocol
+        d = (protocol.send(wire) if protocol is not None
+             else defer.fail(ConnectionLost("Redis is not connected")))
+        d.addCallback(self._unscripted, commands, loads)
+        d.addCallbacks(self._answered, self._failed, callbackArgs=(batch,),
+                       errbackArgs=(batch,))
+
+    def _unscripted(self, replies: list[Any], commands: list[Command],
+                    loads: dict[int, str]) -> Any:
+        """The replies of C{commands} without those of the C{SCRIPT LOAD}s; commands that
+        met C{NOSCRIPT} sent again with their script's text."""
         if loads:
             for n, sha in loads.items():
-                if isinstance(replies[n], BaseException):
+                if isinstance(replies[n], RedisError):
                     self._loaded.discard(sha)
             replies = [reply for n, reply in enumerate(replies) if n not in loads]
-        for n, (command, reply) in enumerate(zip(commands, replies, strict=True)):
-            if isinstance(reply, redis.exceptions.NoScriptError):
-                self._loaded.clear()
-                try:
-                    replies[n] = self.client.execute_command(*command)
-                except redis.ResponseError as error:
-                    replies[n] = error
-        return replies
+        again = [n for n, reply in enumerate(replies)
+                 if isinstance(reply, RedisError) and str(reply).startswith("NOSCRIPT")]
+        if not again or self._protocol is None:
+            return replies
+        self._loaded.clear()
+
+        def patch(retried: list[Any]) -> list[Any]:
+            for n, reply in zip(again, retried, strict=True):
+                replies[n] = reply
+            return replies
+        return self._protocol.send([commands[n] for n in again]).addCallback(patch)
 
     def _answered(self, replies: list[Any], batch: list[_Group]) -> None:
         start = 0
@@ -423,19 +459,16 @@ class RedisConnection:
             self.pending -= len(commands)
             mine = replies[start:end]
             start = end
-            # redis-py puts only error replies (ResponseError) among the replies
-            error = next((r for r in mine if isinstance(r, redis.ResponseError)), None)
+            error = next((r for r in mine if isinstance(r, RedisError)), None)
             if error is None:
                 d.callback(mine)
             else:
-                d.errback(RedisError(str(error)))
+                d.errback(error)
 
     def _failed(self, failure: Failure, batch: list[_Group]) -> None:
         self.pending -= sum(len(commands) for commands, _ in batch)
-        if failure.check(*_CONNECTION_ERRORS):
+        if failure.check(ConnectionLost):
             self._lost(failure.getErrorMessage())
-            failure = Failure(RegistryUnavailable(
-                f"Redis connection lost: {failure.getErrorMessage()}"))
         for _, d in batch:
             d.errback(failure)
 

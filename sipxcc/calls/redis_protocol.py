@@ -1,0 +1,137 @@
+"""
+Redis' protocol (RESP) on the reactor: commands are written on one stream in the order
+given and replies matched to them in the same order (a Redis connection answers in
+order). Encoding is redis-py's (C{Connection.pack_commands}), parsing is hiredis' reader
+(Debian 12: python3-redis, python3-hiredis): this module only joins them to a Twisted
+transport, so no thread hand-over sits between the reactor and Redis.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+try:
+    import hiredis
+    import redis.connection
+except ImportError as missing:
+    raise ImportError("registry.backend = redis needs redis-py and hiredis: apt-get install "
+                      "python3-redis python3-hiredis (or pip install 'sipxcc[redis]')"
+                      ) from missing
+from twisted.internet import defer, endpoints
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+
+from sipxcc.calls.errors import RegistryUnavailable
+
+Command = tuple[bytes | str | int | float, ...]
+
+#: redis-py's encoder (a connection object that never connects): str as UTF-8, numbers
+#: as their decimal text, anything else refused (redis.DataError)
+_PACKER = redis.connection.Connection()
+
+
+class RedisError(Exception):
+    """Redis answered a command with an error reply."""
+
+
+class ConnectionLost(RegistryUnavailable):
+    """The connection to Redis closed with commands unanswered."""
+
+
+def pack(commands: list[Command]) -> bytes:
+    """C{commands} as RESP arrays of bulk strings, one after the other."""
+    return b"".join(_PACKER.pack_commands(commands))
+
+
+class _Waiting:
+    """One group of commands written together and the replies read so far."""
+
+    __slots__ = ("count", "replies", "deferred", "sent")
+
+    def __init__(self, count: int, sent: float):
+        self.count = count
+        self.replies: list[Any] = []
+        self.deferred: defer.Deferred[list[Any]] = defer.Deferred()
+        self.sent = sent
+
+
+class RespProtocol(Protocol):
+    """
+    One connection to Redis. L{send} writes a group of commands and returns a Deferred
+    firing with their replies in order: bytes, int, list or None, and an error reply as a
+    L{RedisError} in its place (the group's other commands ran all the same). When the
+    connection closes, every group not fully answered fails with L{ConnectionLost} and
+    C{on_lost(reason)} is called once. A reply Redis did not owe, or bytes that are not
+    RESP, close the connection.
+    """
+
+    def __init__(self, clock: Any, on_lost: Callable[[str], None] | None = None):
+        self.clock = clock
+        self.on_lost = on_lost
+        self._reader = hiredis.Reader(replyError=RedisError)
+        self._waiting: deque[_Waiting] = deque()
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.lost = False
+        self._why: str | None = None  # why this side closed the connection
+
+    def send(self, commands: list[Command]) -> defer.Deferred[list[Any]]:
+        """Write C{commands} as one write; fires with their replies."""
+        if self.lost or self.transport is None:
+            return defer.fail(ConnectionLost("the Redis connection is closed"))
+        waiting = _Waiting(len(commands), self.clock.seconds())
+        self._waiting.append(waiting)
+        self.transport.write(pack(commands))
+        return waiting.deferred
+
+    @property
+    def oldest(self) -> float | None:
+        """When the oldest group still waiting for a reply was written (None: none)."""
+        return self._waiting[0].sent if self._waiting else None
+
+    def dataReceived(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while True:
+            try:
+                reply = self._reader.gets()
+            except hiredis.ProtocolError as error:
+                self._abort(f"Redis sent something that is not RESP: {error}")
+                return
+            if reply is False:
+                return
+            if not self._waiting:
+                self._abort("Redis sent a reply to no command")
+                return
+            head = self._waiting[0]
+            head.replies.append(reply)
+            if len(head.replies) == head.count:
+                self._waiting.popleft()
+                head.deferred.callback(head.replies)
+
+    def _abort(self, why: str) -> None:
+        self._why = why
+        assert self.transport is not None
+        self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost = True
+        why = self._why or reason.getErrorMessage()
+        waiting, self._waiting = self._waiting, deque()
+        for group in waiting:
+            group.deferred.errback(ConnectionLost(f"Redis connection lost: {why}"))
+        if self.on_lost is not None:
+            self.on_lost(why)
+        self.closed.callback(None)
+
+
+def endpoint(reactor: Any, host: str, port: int, *, tls: bool, ca_file: str | None,
+             timeout: float) -> IStreamClientEndpoint:
+    """A TCP endpoint to C{host}:C{port}; over TLS the server's certificate must chain to
+    C{ca_file}'s CAs (the system's without it) and name C{host}."""
+    tcp = endpoints.HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if not tls:
+        return tcp
+    from sipxcc.tls import client_options
+    return endpoints.wrapClientTLS(client_options(host, ca_file), tcp)
