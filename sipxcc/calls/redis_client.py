@@ -30,6 +30,7 @@ except ImportError as missing:
                       "(or pip install 'sipxcc[redis]')") from missing
 from twisted.internet import defer
 from twisted.internet.endpoints import connectProtocol
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -214,16 +215,9 @@ class RedisConnection:
         self.password = password if password is not None else self.settings.password
         self.on_state = on_state
         self.max_pending = max_pending
-        if connect is None:
-            where = endpoint(reactor, self.host, self.port, tls=self.settings.tls,
-                             ca_file=ca_file, timeout=SOCKET_TIMEOUT)
-
-            def connect(on_lost: Callable[[str], None]) -> defer.Deferred[RespProtocol]:
-                # Twisted's connectProtocol is unannotated
-                connected: defer.Deferred[RespProtocol] = connectProtocol(  # type: ignore[no-untyped-call]
-                    where, RespProtocol(reactor, on_lost))
-                return connected
-        self._connect_to = connect
+        self.ca_file = ca_file
+        self._connect_to = connect if connect is not None else self._connect_endpoint
+        self._endpoint: IStreamClientEndpoint | None = None
         self._protocol: RespProtocol | None = None
         self._up = False
         self._running = False
@@ -232,7 +226,7 @@ class RedisConnection:
         self._keepalive: Any = None
         self._busy = False  # a command was given since the last keep-alive check
         self._queue: deque[_Group] = deque()
-        self._send_scheduled = False
+        self._send_scheduled: Any = None  # the call of L{_send} at the end of this turn
         self.pending = 0  # commands given and not yet answered
         #: why the last attempt to connect failed, or the connection was lost
         self.last_error: str | None = None
@@ -261,10 +255,10 @@ class RedisConnection:
         if not self._running:
             return defer.succeed(None)
         self._running = False
-        for timer in (self._retry, self._keepalive):
+        for timer in (self._retry, self._keepalive, self._send_scheduled):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._retry = self._keepalive = None
+        self._retry = self._keepalive = self._send_scheduled = None
         queued, self._queue = self._queue, deque()
         self.pending -= sum(len(commands) for commands, _ in queued)
         for _, d in queued:
@@ -278,8 +272,14 @@ class RedisConnection:
             return defer.succeed(None)
         closed: defer.Deferred[None] = defer.Deferred()
         protocol.closed.addBoth(lambda _: None if closed.called else closed.callback(None))
-        timer = self.clock.callLater(self.stop_timeout, lambda: None if closed.called
-                                     else closed.callback(None))
+
+        def too_late() -> None:
+            # what was written could not be flushed (Redis stopped reading): closed now
+            log.warn("the Redis connection did not close within {timeout} s; aborted",
+                     timeout=self.stop_timeout)
+            closed.callback(None)
+            protocol.abort(f"not closed within {self.stop_timeout} s of the stop")
+        timer = self.clock.callLater(self.stop_timeout, too_late)
         closed.addBoth(lambda _: timer.cancel() if timer.active() else None)
         protocol.transport.loseConnection()
         return closed
@@ -291,6 +291,18 @@ class RedisConnection:
         d: defer.Deferred[None] = defer.Deferred()
         self._waiting.append(d)
         return d
+
+    def _connect_endpoint(self, on_lost: Callable[[str], None]) -> defer.Deferred[RespProtocol]:
+        """The default C{connect}: to the URL's host and port, over TLS for C{rediss://}.
+        The endpoint is made on the first attempt (made with a test clock, a connection
+        that is never started needs no reactor)."""
+        if self._endpoint is None:
+            self._endpoint = endpoint(self.clock, self.host, self.port, tls=self.settings.tls,
+                                      ca_file=self.ca_file, timeout=SOCKET_TIMEOUT)
+        # Twisted's connectProtocol is unannotated
+        connected: defer.Deferred[RespProtocol] = connectProtocol(  # type: ignore[no-untyped-call]
+            self._endpoint, RespProtocol(self.clock, on_lost))
+        return connected
 
     def _connect(self) -> None:
         self._retry = None
@@ -309,6 +321,10 @@ class RedisConnection:
         if self.settings.database:
             commands.append(("SELECT", self.settings.database))
         commands.append(("PING",))
+        # a server that takes the connection but never answers (or a TLS handshake that
+        # stalls) is given up on, as a command's reply is (L{SOCKET_TIMEOUT})
+        timer = self.clock.callLater(SOCKET_TIMEOUT, protocol.abort,
+                                     f"no reply within {SOCKET_TIMEOUT} s")
 
         def answered(replies: list[Any]) -> RespProtocol:
             error = next((r for r in replies if isinstance(r, RedisError)), None)
@@ -316,7 +332,12 @@ class RedisConnection:
                 protocol.transport.loseConnection()  # type: ignore[union-attr]
                 raise error
             return protocol
-        return protocol.send(commands).addCallback(answered)
+
+        def over(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+        return protocol.send(commands).addBoth(over).addCallback(answered)
 
     def _connected(self, protocol: RespProtocol) -> None:
         if not self._running or protocol.lost:
@@ -344,6 +365,9 @@ class RedisConnection:
         self._retry = self.clock.callLater(delay, self._connect)
 
     def _protocol_lost(self, error: str) -> None:
+        current = self._protocol
+        if current is not None and not current.lost:
+            return  # an earlier connection (closed by stop(), a start since): not this one
         self._protocol = None
         self._lost(error)
 
@@ -369,7 +393,7 @@ class RedisConnection:
         protocol = self._protocol
         oldest = protocol.oldest if protocol is not None else None
         if oldest is not None and self.clock.seconds() - oldest >= SOCKET_TIMEOUT:
-            protocol._abort(f"no reply within {SOCKET_TIMEOUT} s")  # type: ignore[union-attr]
+            protocol.abort(f"no reply within {SOCKET_TIMEOUT} s")  # type: ignore[union-attr]
             return
         if not self._busy:
             self.execute("PING").addErrback(lambda _: None)
@@ -392,9 +416,8 @@ class RedisConnection:
         self._busy = True
         d: defer.Deferred[list[Any]] = defer.Deferred()
         self._queue.append((commands, d))
-        if not self._send_scheduled:
-            self._send_scheduled = True
-            self.clock.callLater(0, self._send)
+        if self._send_scheduled is None:
+            self._send_scheduled = self.clock.callLater(0, self._send)
         return d
 
     def _send(self) -> None:
@@ -404,9 +427,7 @@ class RedisConnection:
         a script not yet loaded on this connection is loaded first, in the same write
         (C{SCRIPT LOAD}). Should Redis answer C{NOSCRIPT} all the same (its scripts
         flushed, a failover), that command is sent again with its text."""
-        self._send_scheduled = False
-        if not self._queue:
-            return
+        self._send_scheduled = None
         batch, self._queue = list(self._queue), deque()
         commands = [command for group, _ in batch for command in group]
         wire: list[Command] = []
@@ -466,9 +487,9 @@ class RedisConnection:
                 d.errback(error)
 
     def _failed(self, failure: Failure, batch: list[_Group]) -> None:
+        """The connection was lost under C{batch} (its C{on_lost} told L{_lost} first),
+        or a command could not be encoded: every group of the write fails."""
         self.pending -= sum(len(commands) for commands, _ in batch)
-        if failure.check(ConnectionLost):
-            self._lost(failure.getErrorMessage())
         for _, d in batch:
             d.errback(failure)
 

@@ -78,12 +78,21 @@ class RespProtocol(Protocol):
         self._why: str | None = None  # why this side closed the connection
 
     def send(self, commands: list[Command]) -> defer.Deferred[list[Any]]:
-        """Write C{commands} as one write; fires with their replies."""
+        """Write C{commands} as one write; fires with their replies. No command: fires
+        at once with none (nothing is written, nothing is owed). An argument redis-py
+        cannot encode (C{None}, a lone surrogate): fails at once with its error, nothing
+        written."""
         if self.lost or self.transport is None:
             return defer.fail(ConnectionLost("the Redis connection is closed"))
+        if not commands:
+            return defer.succeed([])
+        try:
+            data = pack(commands)
+        except (redis.DataError, UnicodeEncodeError):
+            return defer.fail()
         waiting = _Waiting(len(commands), self.clock.seconds())
         self._waiting.append(waiting)
-        self.transport.write(pack(commands))
+        self.transport.write(data)
         return waiting.deferred
 
     @property
@@ -97,12 +106,12 @@ class RespProtocol(Protocol):
             try:
                 reply = self._reader.gets()
             except hiredis.ProtocolError as error:
-                self._abort(f"Redis sent something that is not RESP: {error}")
+                self.abort(f"Redis sent something that is not RESP: {error}")
                 return
             if reply is False:
                 return
             if not self._waiting:
-                self._abort("Redis sent a reply to no command")
+                self.abort("Redis sent a reply to no command")
                 return
             head = self._waiting[0]
             head.replies.append(reply)
@@ -110,20 +119,46 @@ class RespProtocol(Protocol):
                 self._waiting.popleft()
                 head.deferred.callback(head.replies)
 
-    def _abort(self, why: str) -> None:
+    def abort(self, why: str) -> None:
+        """Close the connection at once; C{why} is the reason given when it is lost."""
         self._why = why
         assert self.transport is not None
         self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """C{on_lost} first (whoever owns the connection knows it is gone before the
+        groups' callbacks run), then every group waiting fails."""
         self.lost = True
-        why = self._why or reason.getErrorMessage()
+        why = self._why or describe(reason)
         waiting, self._waiting = self._waiting, deque()
-        for group in waiting:
-            group.deferred.errback(ConnectionLost(f"Redis connection lost: {why}"))
         if self.on_lost is not None:
             self.on_lost(why)
+        for group in waiting:
+            group.deferred.errback(ConnectionLost(f"Redis connection lost: {why}"))
         self.closed.callback(None)
+
+
+def describe(reason: Failure) -> str:
+    """Why a connection closed, in one line: a failed TLS handshake says so and why
+    (OpenSSL's reasons; the names the certificate was not for), not the exception's
+    repr."""
+    if reason.check("service_identity.exceptions.VerificationError"):
+        names = []
+        for error in getattr(reason.value, "errors", ()):
+            wanted = getattr(error, "mismatched_id", None)
+            name = getattr(wanted, "ip", None) or getattr(wanted, "hostname", None)
+            if isinstance(name, bytes):
+                name = name.decode("ascii", "replace")
+            names.append(str(name) if name is not None else type(error).__name__)
+        if names:
+            return f"TLS handshake failed: the certificate is not for {', '.join(names)}"
+    if reason.check("OpenSSL.SSL.Error"):
+        args = getattr(reason.value, "args", ())
+        errors = args[0] if args and isinstance(args[0], list) else []
+        reasons = [str(e[-1]) for e in errors if isinstance(e, tuple) and e and e[-1]]
+        if reasons:
+            return f"TLS handshake failed: {'; '.join(reasons)}"
+    return reason.getErrorMessage()
 
 
 def endpoint(reactor: Any, host: str, port: int, *, tls: bool, ca_file: str | None,

@@ -14,11 +14,12 @@ import redis
 
 from sipxcc.calls import redis_client
 from sipxcc.calls.redis_client import RedisSubscription
-from tests.unit.redisfakes import Held, Log
-from tests.unit.test_redis_client import (
+from tests.unit.redisfakes import (
     URL,
     FakeReactor,
     FakeSource,
+    Held,
+    Log,
     ThreadedReactor,
     outcomes,
     subscription,

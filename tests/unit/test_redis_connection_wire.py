@@ -1,10 +1,12 @@
-"""The Redis connection and subscriber as they are built for the daemon (their own redis-py
-client made from the URL, their own thread), seen from the peer's side: a stand-in Redis
-on loopback that records every command it is sent. It sees the login with the password
-file's password (not the URL's), the database of the URL, then the commands; the replies
-reach the caller as Redis sent them; the subscriber gets the published messages on the
-reactor. And the threads doing it: one per connection, named after its job, daemon
-threads that cannot keep the process from exiting."""
+"""The Redis command connection as Redis sees it (a stand-in Redis that decodes every
+write, tests/unit/redisfakes.py): one write logs in with the password file's password
+(not the URL's) and the URL's user, selects the URL's database and PINGs; Redis' refusal
+of the login leaves it unreachable with Redis' own reason; the replies reach the caller
+as Redis sent them. Over TLS, its endpoint checks the server with the CA file under the
+host's name, made at the first attempt. And the subscriber, still redis-py on a thread of
+its own, seen from a stand-in Redis on loopback: it logs in, subscribes and hands each
+message to the reactor; its options check the server over TLS and PING a silent
+connection."""
 
 from __future__ import annotations
 
@@ -13,10 +15,144 @@ import socket
 import threading
 
 import pytest
+from twisted.internet import defer, error, task
 
-from sipxcc.calls.redis_client import RedisConnection, RedisSubscription
-from tests.unit.test_redis_client import ThreadedReactor, outcomes, stuck_connection
+from sipxcc.calls import redis_client
+from sipxcc.calls.redis_client import RedisSubscription
+from sipxcc.calls.redis_protocol import RedisError
+from tests.unit.redisfakes import (
+    FakeRedis,
+    Simple,
+    ThreadedReactor,
+    connection,
+    outcomes,
+)
 
+
+def logged_in(url, **kw):
+    """A connection to C{url} started on a stand-in Redis; the clock, Redis, the
+    connection."""
+    clock = task.Clock()
+    server = FakeRedis(clock)
+    conn = connection(clock, server, url, **kw)
+    conn.start()
+    return clock, server, conn
+
+
+def test_one_write_logs_in_with_the_password_file_and_the_urls_user_and_selects_the_urls_database():  # noqa: E501
+    clock, server, conn = logged_in("redis://sipxcc:from-the-url@127.0.0.1:6379/3",
+                                    password="from-the-file")
+    assert conn.up
+    assert server.writes == [[("AUTH", "sipxcc", "from-the-file"), ("SELECT", "3"),
+                              ("PING",)]]
+
+
+@pytest.mark.parametrize("url, password, hello", [
+    ("redis://:from-the-url@127.0.0.1", None, [("AUTH", "from-the-url"), ("PING",)]),
+    ("redis://:from-the-url@127.0.0.1/0", "pw", [("AUTH", "pw"), ("PING",)]),
+    ("redis://127.0.0.1/1", None, [("SELECT", "1"), ("PING",)]),
+    ("redis://127.0.0.1", None, [("PING",)]),
+    ("redis://127.0.0.1/0", "pw", [("AUTH", "pw"), ("PING",)]),
+])
+def test_without_a_password_file_the_urls_password_and_no_select_for_database_0(
+        url, password, hello):
+    _, server, conn = logged_in(url, password=password)
+    assert conn.up and server.writes == [hello]
+
+
+def test_replies_reach_the_caller_as_redis_sent_them():
+    clock, server, conn = logged_in("redis://127.0.0.1:6379/0")
+    replies = {"HGETALL": [b"state", b"ringing"], "SET": Simple("OK"), "INCR": 7, "GET": None}
+    server.answer = lambda commands: [replies[c[0]] for c in commands]
+    got = outcomes([conn.execute("HGETALL", "call:1"), conn.execute("SET", "k", "v"),
+                    conn.execute("INCR", "n"), conn.execute("GET", "missing")])
+    clock.advance(0)
+    # Redis' own replies: a list (not a dict), b"OK" (not True), an int, None
+    assert got == [[b"state", b"ringing"], b"OK", 7, None]
+    assert server.sent() == [[("HGETALL", "call:1"), ("SET", "k", "v"), ("INCR", "n"),
+                              ("GET", "missing")]]
+
+
+WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
+
+
+@pytest.mark.parametrize("refusal", [
+    [RedisError(WRONGPASS), RedisError("NOAUTH Authentication required."),
+     RedisError("NOAUTH Authentication required.")],
+    [Simple("OK"), RedisError(WRONGPASS), Simple("PONG")],  # the first error wins
+])
+def test_a_refused_login_leaves_redis_unreachable_with_redis_reason_and_tries_again(refusal):
+    clock = task.Clock()
+    server = FakeRedis(clock)
+    server.answer = lambda commands: refusal
+    conn = connection(clock, server, "redis://:wrong@127.0.0.1:6379/2")
+    conn.start()
+    assert not conn.up and conn.states == []
+    assert conn.last_error == WRONGPASS  # what the operator reads
+    assert server.connections[0].transport.closing == "lose"
+    refused = outcomes([conn.execute("GET", "k")])
+    assert str(refused[0].value) == "Redis is not connected"
+    server.close()  # its close changes nothing
+    assert conn.last_error == WRONGPASS and conn.states == []
+    server.answer = lambda commands: [Simple("OK"), Simple("OK"), Simple("PONG")]
+    clock.advance(redis_client.INITIAL_DELAY)
+    assert conn.up and server.attempts == 2
+
+
+# --- over TLS -------------------------------------------------------------------------------
+
+
+class Endpoints:
+    """Stands for sipxcc.calls.redis_protocol.endpoint (as redis_client calls it): records
+    what it is asked for and returns an endpoint that refuses."""
+
+    def __init__(self, monkeypatch):
+        self.made = []
+        self.connects = 0
+        monkeypatch.setattr(redis_client, "endpoint", self.endpoint)
+
+    def endpoint(self, reactor, host, port, *, tls, ca_file, timeout):
+        self.made.append((reactor, host, port, tls, ca_file, timeout))
+        return self
+
+    def connect(self, factory):
+        self.connects += 1
+        return defer.fail(error.ConnectionRefusedError("no Redis here"))
+
+
+def test_over_tls_the_endpoint_checks_the_server_with_the_ca_file_under_the_hosts_name(
+        monkeypatch):
+    endpoints = Endpoints(monkeypatch)
+    clock = task.Clock()
+    conn = redis_client.RedisConnection(clock, "rediss://redis.example:6380/1", "pw",
+                                        ca_file="/etc/sipxcc/ca.pem")
+    assert endpoints.made == []  # made at the first attempt, not before
+    conn.start()
+    assert endpoints.made == [(clock, "redis.example", 6380, True, "/etc/sipxcc/ca.pem",
+                               redis_client.SOCKET_TIMEOUT)]
+    assert conn.last_error == "Connection was refused by other side: no Redis here."
+    clock.advance(redis_client.INITIAL_DELAY)
+    assert endpoints.connects == 2 and len(endpoints.made) == 1  # the same endpoint again
+    conn.stop()
+
+
+def test_a_plain_url_makes_a_plain_endpoint(monkeypatch):
+    endpoints = Endpoints(monkeypatch)
+    conn = redis_client.RedisConnection(task.Clock(), "redis://10.1.2.3:6390/0")
+    conn.start()
+    assert [made[1:] for made in endpoints.made] == [
+        ("10.1.2.3", 6390, False, None, redis_client.SOCKET_TIMEOUT)]
+    conn.stop()
+
+
+def test_a_connection_made_with_a_test_clock_needs_no_reactor_until_started():
+    # (Twisted warns when its name resolution is asked of a clock: no endpoint yet)
+    conn = redis_client.RedisConnection(task.Clock(), "rediss://redis.example/0",
+                                        ca_file="/nonexistent/ca.pem")
+    assert not conn.up and conn.ca_file == "/nonexistent/ca.pem"
+
+
+# --- the subscriber (redis-py, on its own thread) -----------------------------------------
 
 def _bulk(data: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
@@ -98,39 +234,6 @@ def peer():
     made.close()
 
 
-def test_the_connection_logs_in_with_the_password_file_selects_the_urls_database_and_passes_replies_as_redis_sent_them(peer):  # noqa: E501
-    peer.replies = {b"HGETALL": _array(_bulk(b"state"), _bulk(b"ringing")),
-                    b"SET": b"+OK\r\n", b"INCR": b":7\r\n", b"GET": b"$-1\r\n"}
-    reactor = ThreadedReactor()
-    conn = RedisConnection(reactor, f"redis://sipxcc:from-the-url@127.0.0.1:{peer.port}/3",
-                           password="from-the-file")
-    conn.start()
-    reactor.run_until(lambda: conn.up)
-    got = outcomes([conn.execute("HGETALL", "call:1"), conn.execute("SET", "k", "v"),
-                    conn.execute("INCR", "n"), conn.execute("GET", "missing")])
-    reactor.advance(0)
-    reactor.run_until(lambda: len(got) == 4)
-    # Redis' own replies: a list (not a dict), b"OK" (not True), an int, None
-    assert got == [[b"state", b"ringing"], b"OK", 7, None]
-    assert [c for c in peer.commands if c[0] != b"CLIENT"] == [
-        (b"AUTH", b"sipxcc", b"from-the-file"), (b"SELECT", b"3"), (b"PING",),
-        (b"HGETALL", b"call:1"), (b"SET", b"k", b"v"), (b"INCR", b"n"), (b"GET", b"missing")]
-    stopped = outcomes([conn.stop()])
-    reactor.run_until(lambda: stopped)
-    assert stopped == [None]
-
-
-def test_without_a_password_file_the_urls_password_is_used(peer):
-    reactor = ThreadedReactor()
-    conn = RedisConnection(reactor, f"redis://:from-the-url@127.0.0.1:{peer.port}")
-    conn.start()
-    reactor.run_until(lambda: conn.up)
-    assert peer.commands[0] == (b"AUTH", b"from-the-url")  # database 0: no SELECT
-    assert peer.commands[1] == (b"PING",)
-    stopped = outcomes([conn.stop()])
-    reactor.run_until(lambda: stopped)
-
-
 def test_the_subscriber_logs_in_subscribes_and_hands_each_message_to_the_reactor(peer):
     peer.publish = [(b"sipxcc:cmd:a", b"hang-up 1"), (b"sipxcc:cmd:b", b"transfer 2")]
     reactor = ThreadedReactor()
@@ -153,35 +256,14 @@ def test_the_subscriber_logs_in_subscribes_and_hands_each_message_to_the_reactor
     assert stopped == [None] and not any(t.is_alive() for t in sub._pool.threads)
 
 
-def test_over_tls_both_connections_check_the_server_with_the_ca_file_and_the_subscriber_is_health_checked():  # noqa: E501
+def test_over_tls_the_subscriber_checks_the_server_with_the_ca_file_and_is_health_checked():
     reactor = ThreadedReactor()
     url = "rediss://redis.example:6380/1"
-    conn = RedisConnection(reactor, url, password="pw", ca_file="/etc/sipxcc/ca.pem")
     sub = RedisSubscription(reactor, url, ("c",), lambda *_: None, password="pw",
                             ca_file="/etc/sipxcc/ca.pem")
-    for client in (conn.client, sub.client):
-        options = client.connection_pool.connection_kwargs
-        assert (options["ssl_ca_certs"], options["ssl_cert_reqs"], options["password"],
-                options["db"]) == ("/etc/sipxcc/ca.pem", "required", "pw", 1)
+    options = sub.client.connection_pool.connection_kwargs
+    assert (options["ssl_ca_certs"], options["ssl_cert_reqs"], options["password"],
+            options["db"]) == ("/etc/sipxcc/ca.pem", "required", "pw", 1)
     # the subscriber, otherwise silent, PINGs after 10 s without traffic: a dead
     # connection is noticed
-    assert sub.client.connection_pool.connection_kwargs["health_check_interval"] == 10
-
-
-# --- the threads ----------------------------------------------------------------------------
-
-
-def test_one_named_daemon_thread_runs_a_connections_commands_in_order_and_another_stops_it():
-    reactor, client, conn, first = stuck_connection()  # a command hangs on the Redis thread
-    second = outcomes([conn.execute("GET", "k2")])
-    reactor.advance(0)  # the next turn's command waits for the same thread
-    (worker,) = conn._pool.threads  # (Twisted names a pool's threads PoolThread-NAME-N)
-    assert re.fullmatch(r"PoolThread-redis-\d+", worker.name) and worker.daemon
-    before = set(threading.enumerate())
-    stopped = outcomes([conn.stop()])
-    stopping = [t for t in set(threading.enumerate()) - before]
-    assert [(t.name, t.daemon) for t in stopping] == [("redis-stop", True)]
-    client.release.set()
-    reactor.run_until(lambda: stopped and first and second)
-    assert client.pipelines == [[("GET", "k")], [("GET", "k2")]]  # in the order given
-    assert first == [b"OK"] and second == [b"OK"]
+    assert options["health_check_interval"] == 10

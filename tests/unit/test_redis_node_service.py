@@ -3,8 +3,9 @@ RedisNode, the daemon's Redis registry service, on a real redis-server without t
 reactor (tests/unit/redislive.py): started, it connects, ends its calls of an earlier run
 and beats, and only then places calls, within the limits it was given; stopped, it waits
 (within its shutdown timeout) for the calls being hung up to end, writes their end and
-disconnects. Its connection runs on the spot instead of on its thread, and its
-subscriber thread is not started (the routing is tested in test_redis_store_cluster.py).
+disconnects. Its connection goes through a L{Cable} (each write answered before it
+returns), and its subscriber thread is not started (the routing is tested in
+test_redis_store_cluster.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from twisted.internet import defer
 from sipxcc.calls.errors import OwnerTimeout, RegistryUnavailable, TooManyCalls
 from sipxcc.calls.redis_node import RedisNode
 from sipxcc.calls.registry import CallRegistry
-from tests.unit.redislive import Cable, run_at_once
+from tests.unit.redislive import Cable
 from tests.unit.storeflows import FLOWS, req
 
 
@@ -27,8 +28,7 @@ def service(cluster, **options):
     options = {"url": "redis://127.0.0.1:6379/0", "password": None, "node_id": "n1",
                "max_calls": 1, "max_calls_per_agent": 1, **options}
     node = RedisNode(cluster.clock, registry, **options)
-    node.connection.client = Cable(cluster.server.client())
-    node.connection._run, node.connection._pool = run_at_once, None
+    node.connection._connect_to = Cable(cluster.server.socket, cluster.clock).connect
     node.subscription._run = lambda f: defer.Deferred()  # no subscriber thread
     node.subscription._pool = None
     return node
@@ -89,12 +89,16 @@ def test_a_node_places_nothing_before_its_restart_sweep(cluster):
 
 def test_the_password_and_the_ca_file_reach_the_connections(cluster):
     node = RedisNode(cluster.clock, CallRegistry(cluster.clock, dict(FLOWS)),
-                     url="rediss://redis.test:6380/2", password="s3cret", node_id="n2",
-                     max_calls=3, max_calls_per_agent=2, ca_file="/etc/ssl/ca.pem")
-    for client in (node.connection.client, node.subscription.client):
-        options = client.connection_pool.connection_kwargs
-        assert (options["host"], options["port"], options["db"]) == ("redis.test", 6380, 2)
-        assert options["password"] == "s3cret" and options["ssl_ca_certs"] == "/etc/ssl/ca.pem"
+                     url="rediss://:from-the-url@redis.test:6380/2", password="s3cret",
+                     node_id="n2", max_calls=3, max_calls_per_agent=2,
+                     ca_file="/etc/ssl/ca.pem")
+    connection = node.connection
+    assert (connection.host, connection.port, connection.settings.database) == (
+        "redis.test", 6380, 2)
+    assert (connection.password, connection.ca_file) == ("s3cret", "/etc/ssl/ca.pem")
+    options = node.subscription.client.connection_pool.connection_kwargs
+    assert (options["host"], options["port"], options["db"]) == ("redis.test", 6380, 2)
+    assert options["password"] == "s3cret" and options["ssl_ca_certs"] == "/etc/ssl/ca.pem"
     assert (node.store.node_id, node.router.node_id) == ("n2", "n2")
     assert (node.store.max_calls, node.store.max_calls_per_agent) == (3, 2)
     assert node.shutdown_timeout == 5.0
