@@ -1,17 +1,21 @@
 """
-The Redis connections of the shared call registry, on redis-py (Debian 12: python3-redis).
+The Redis connections of the shared call registry.
 
-redis-py's client is blocking, so each connection runs it on a Twisted thread pool of one
-thread: one thread and one socket keep the commands in the order they were given, as the
-store needs (a call's status lines, then its end). The commands given during one reactor
-turn go to that thread as one pipeline (one job, one round trip). What this module adds to
-the library: the bound on commands waiting (L{MAX_PENDING}), refusing commands at once
-(L{RegistryUnavailable}) while Redis cannot be reached, noticing a lost connection while
-idle (a PING every L{KEEPALIVE} seconds), reconnecting with exponential back-off on the
-reactor's clock, and a subscriber that hands messages to the reactor within a bound.
+The command connection (L{RedisConnection}) speaks RESP on the reactor
+(sipxcc/calls/redis_protocol.py: redis-py's encoder, hiredis' parser): one socket keeps
+the commands in the order they were given, as the store needs (a call's status lines,
+then its end), and the commands given during one reactor turn go out as one write (one
+round trip). What this module adds: the login (C{AUTH}, C{SELECT}), the bound on commands
+waiting (L{MAX_PENDING}), refusing commands at once (L{RegistryUnavailable}) while Redis
+cannot be reached, noticing a lost connection while idle (a PING every L{KEEPALIVE}
+seconds) and one that stopped answering (L{SOCKET_TIMEOUT}), reconnecting with
+exponential back-off on the reactor's clock, and Lua scripts run by their SHA-1.
 
-Nothing here touches the global reactor: the reactor (for its clock, its thread hand-over)
-is passed in by sipxcc/tap.py.
+The subscriber (L{RedisSubscription}) runs redis-py's blocking client (Debian 12:
+python3-redis) on a thread of its own and hands messages to the reactor within a bound.
+
+Nothing here touches the global reactor: the reactor (for its clock, its connections, its
+thread hand-over) is passed in by sipxcc/tap.py.
 """
 
 from __future__ import annotations
@@ -51,13 +55,15 @@ FACTOR = 2.0
 MAX_DELAY = 5.0
 #: seconds without a command after which an idle connection is checked with a PING
 KEEPALIVE = 1.0
-#: seconds one connect, read or write may block the Redis thread
+#: seconds a connection attempt, the login or a command's reply may take (the command
+#: connection: checked every L{KEEPALIVE}); seconds a socket call may block the
+#: subscriber's thread
 SOCKET_TIMEOUT = 5.0
 #: seconds the subscriber waits for a message before looking whether it should stop
 POLL = 0.25
-#: seconds L{RedisConnection.stop} (and the subscriber's) waits for its thread to end
-#: before it fires all the same (the thread is a daemon thread: it cannot keep the
-#: process from exiting)
+#: seconds L{RedisConnection.stop} waits for its connection to close (then aborts it),
+#: and the subscriber's for its thread to end, before firing all the same (the thread is
+#: a daemon thread: it cannot keep the process from exiting)
 STOP_TIMEOUT = 2.0
 
 #: the commands of one L{RedisConnection.pipeline} call and the Deferred of their replies
@@ -259,16 +265,16 @@ class RedisConnection:
             if timer is not None and timer.active():
                 timer.cancel()
         self._retry = self._keepalive = self._send_scheduled = None
+        if self._up:  # down first: what the failures below run gives no new command
+            self._up = False
+            if self.on_state is not None:
+                self.on_state(False)
         queued, self._queue = self._queue, deque()
         self.pending -= sum(len(commands) for commands, _ in queued)
         for _, d in queued:
             d.errback(RegistryUnavailable("the Redis connection is closed"))
-        if self._up:
-            self._up = False
-            if self.on_state is not None:
-                self.on_state(False)
         protocol, self._protocol = self._protocol, None
-        if protocol is None or protocol.lost or protocol.transport is None:
+        if protocol is None:  # (the current connection is never one already lost)
             return defer.succeed(None)
         closed: defer.Deferred[None] = defer.Deferred()
         protocol.closed.addBoth(lambda _: None if closed.called else closed.callback(None))
@@ -281,7 +287,7 @@ class RedisConnection:
             protocol.abort(f"not closed within {self.stop_timeout} s of the stop")
         timer = self.clock.callLater(self.stop_timeout, too_late)
         closed.addBoth(lambda _: timer.cancel() if timer.active() else None)
-        protocol.transport.loseConnection()
+        protocol.transport.loseConnection()  # type: ignore[union-attr]
         return closed
 
     def when_up(self) -> defer.Deferred[None]:
@@ -382,8 +388,8 @@ class RedisConnection:
         log.warn("lost the connection to Redis ({error}); reconnecting", error=error)
         if self.on_state is not None:
             self.on_state(False)
-        if self._running and self._retry is None:
-            self._retry = self.clock.callLater(self._backoff.next(), self._connect)
+        # (up means started and not trying to connect: no attempt is scheduled)
+        self._retry = self.clock.callLater(self._backoff.next(), self._connect)
 
     def _check(self) -> None:
         """Every L{KEEPALIVE} seconds: an idle connection is checked with a PING; one
@@ -431,7 +437,7 @@ class RedisConnection:
         batch, self._queue = list(self._queue), deque()
         commands = [command for group, _ in batch for command in group]
         wire: list[Command] = []
-        loads: dict[int, str] = {}  # position of each SCRIPT LOAD -> the script's SHA-1
+        loads: set[int] = set()  # the position of each SCRIPT LOAD
         for command in commands:
             if command[0] == "EVAL":
                 script = str(command[1])
@@ -439,7 +445,7 @@ class RedisConnection:
                 if sha is None:
                     sha = self._shas[script] = hashlib.sha1(script.encode()).hexdigest()
                 if sha not in self._loaded:
-                    loads[len(wire)] = sha
+                    loads.add(len(wire))
                     wire.append(("SCRIPT", "LOAD", script))
                     self._loaded.add(sha)
                 wire.append(("EVALSHA", sha, *command[2:]))
@@ -453,13 +459,12 @@ class RedisConnection:
                        errbackArgs=(batch,))
 
     def _unscripted(self, replies: list[Any], commands: list[Command],
-                    loads: dict[int, str]) -> Any:
+                    loads: set[int]) -> Any:
         """The replies of C{commands} without those of the C{SCRIPT LOAD}s; commands that
-        met C{NOSCRIPT} sent again with their script's text."""
+        met C{NOSCRIPT} sent again with their script's text, and every script is loaded
+        again. (A script whose C{SCRIPT LOAD} failed, one Redis cannot compile, meets
+        C{NOSCRIPT} too: it is loaded again the next time.)"""
         if loads:
-            for n, sha in loads.items():
-                if isinstance(replies[n], RedisError):
-                    self._loaded.discard(sha)
             replies = [reply for n, reply in enumerate(replies) if n not in loads]
         again = [n for n, reply in enumerate(replies)
                  if isinstance(reply, RedisError) and str(reply).startswith("NOSCRIPT")]

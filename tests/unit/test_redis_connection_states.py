@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet import error, task
+from twisted.python.failure import Failure
 
 from sipxcc.calls import redis_client
 from sipxcc.calls.errors import RegistryUnavailable
@@ -256,3 +257,36 @@ def test_started_again_after_a_stop_the_old_connections_close_leaves_the_new_one
     clock.advance(0)
     assert got == [b"OK"] and server.sent() == [[("GET", "k")]]
     assert server.connections[1].transport.closing is None
+
+
+def test_started_twice_it_connects_once():
+    clock, server, conn = started()
+    conn.start()
+    assert server.attempts == 1 and len(server.connections) == 1 and conn.states == [True]
+    clock.advance(KEEPALIVE)
+    clock.advance(0)
+    assert server.pings() == 1  # one keep-alive, not two
+
+
+def test_a_command_given_again_from_the_failure_of_one_the_stop_failed_is_refused_at_once():
+    clock, server, conn = started()
+    again = []
+    conn.execute("GET", "k").addErrback(
+        lambda _: again.extend(outcomes([conn.execute("GET", "k")])))
+    conn.stop()
+    assert again[0].check(RegistryUnavailable)
+    assert str(again[0].value) == "Redis is not connected"
+    server.close()
+    assert conn.pending == 0 and clock.getDelayedCalls() == [] and server.sent() == []
+
+
+def test_commands_given_before_the_connection_broke_and_written_after_fail_as_not_connected():
+    clock, server, conn = started()
+    got = outcomes([conn.pipeline([("SET", "a", 1)]), conn.execute("GET", "a")])
+    server.connections[0].connectionLost(Failure(error.ConnectionLost("Connection reset by peer")))
+    assert got == [] and conn.states == [True, False]  # (their write is this turn's end)
+    clock.advance(0)
+    assert [failure.check(ConnectionLost) for failure in got] == [ConnectionLost] * 2
+    assert [str(failure.value) for failure in got] == ["Redis is not connected"] * 2
+    assert conn.pending == 0 and server.sent() == []
+    assert outcomes([conn.stop()]) == [None]  # the connection lost: nothing to close
