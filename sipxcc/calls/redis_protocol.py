@@ -127,15 +127,18 @@ class RespProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """C{on_lost} first (whoever owns the connection knows it is gone before the
-        groups' callbacks run), then every group waiting fails."""
+        groups' callbacks run), then every group waiting fails (even if C{on_lost}
+        raised)."""
         self.lost = True
         why = self._why or describe(reason)
         waiting, self._waiting = self._waiting, deque()
-        if self.on_lost is not None:
-            self.on_lost(why)
-        for group in waiting:
-            group.deferred.errback(ConnectionLost(f"Redis connection lost: {why}"))
-        self.closed.callback(None)
+        try:
+            if self.on_lost is not None:
+                self.on_lost(why)
+        finally:
+            for group in waiting:
+                group.deferred.errback(ConnectionLost(f"Redis connection lost: {why}"))
+            self.closed.callback(None)
 
 
 def describe(reason: Failure) -> str:

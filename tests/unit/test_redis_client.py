@@ -354,7 +354,9 @@ def test_an_unusable_password_file_is_refused_with_one_line(tmp_path, mode, cont
     assert problem in str(raised.value) and "\n" not in str(raised.value)
 
 
-def test_over_rediss_the_subscriber_verifies_the_servers_certificate_and_name():
+def test_rediss_verifies_the_servers_certificate_and_name():
+    """(The subscriber's redis-py client; the command connection's endpoint is tested in
+    test_redis_connection_wire.py.)"""
     client = redis_client._client(client_options(parse_url("rediss://redis.example:6380/0"),
                                                  ca_file="/etc/sipxcc/ca.pem"))
     pool = client.connection_pool
@@ -374,7 +376,9 @@ def test_over_tls_the_options_require_a_certificate_chaining_to_the_ca_file_and_
     assert not any(k.startswith("ssl") for k in client_options(parse_url(URL)))
 
 
-def test_every_blocking_call_of_the_subscriber_is_bounded_in_time_on_one_socket():
+def test_every_blocking_call_is_bounded_in_time_and_one_socket_is_used():
+    """(The subscriber's thread; the command connection's reply timeout is tested
+    above.)"""
     options = client_options(parse_url(URL))
     assert options["socket_timeout"] == options["socket_connect_timeout"] == (
         redis_client.SOCKET_TIMEOUT)

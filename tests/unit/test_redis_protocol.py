@@ -314,3 +314,15 @@ def test_over_tls_the_server_is_verified_with_the_ca_file_under_the_hosts_name(m
                           ("options", "redis.example", "/etc/sipxcc/ca.pem"),
                           ("tls", "tls options", "tcp endpoint")]
 
+
+
+def test_an_owner_that_raises_on_the_loss_does_not_leave_the_groups_waiting():
+    def broken(why):
+        raise ValueError("the owner's bug")
+    protocol = RespProtocol(Clock(), broken)
+    protocol.makeConnection(Recorded())
+    got = outcomes([protocol.send([("GET", "a")])])
+    closed = outcomes([protocol.closed])
+    with pytest.raises(ValueError):  # (a reactor logs it)
+        protocol.connectionLost(Failure(error.ConnectionDone()))
+    assert got[0].check(ConnectionLost) and closed == [None]
