@@ -45,7 +45,7 @@ from bench.harness import stop as stop_process
 from sipxcc.calls.redis_client import KEEPALIVE, MAX_DELAY, RedisConnection
 from sipxcc.calls.redis_commands import CommandRouter
 from sipxcc.calls.redis_protocol import RespProtocol
-from sipxcc.calls.redis_store import RedisCallStore
+from sipxcc.calls.redis_store import WRITE_WINDOW, RedisCallStore
 from sipxcc.calls.registry import CallRegistry
 
 #: what the connection logs as its address (the client is given, on a Unix socket)
@@ -295,8 +295,9 @@ class Cluster:
         return sum(node.deliver() for node in self.nodes)
 
     def run(self, d: defer.Deferred[Any]) -> Any:
-        """Turn the clock (without moving it) and deliver messages until C{d} fired; its
-        result, or the exception it failed with raised. A message published to a
+        """Turn the clock and deliver messages until C{d} fired; its result, or the
+        exception it failed with raised. The clock moves only to end a node's write
+        window (a call placed while writes wait goes with them). A message published to a
         listening node may reach its socket just after the publisher's reply: waited for
         (within a deadline) only when nothing else is left to do."""
         results: list[Any] = []
@@ -308,12 +309,25 @@ class Cluster:
         return result
 
     def until(self, done: Any, what: str) -> None:
-        """Turn the clock (without moving it) and deliver messages until C{done()}."""
+        """Turn the clock and deliver messages until C{done()}; the clock moves only to
+        the end of a node's write window."""
         deadline = time.monotonic() + 2
         while not done():
-            if not self.turn() and not done():
+            if not self.turn() and not done() and not self.end_window():
                 waited = sum(node.deliver(timeout=0.02) for node in self.nodes)
                 assert waited or time.monotonic() < deadline, what
+
+    def end_window(self) -> bool:
+        """Move the clock to the end of an open write window (the first thing due
+        within L{WRITE_WINDOW}, give or take the float's rounding at epoch times), if
+        any."""
+        now = self.clock.seconds()
+        due = [call.getTime() for call in self.clock.getDelayedCalls()
+               if call.getTime() - now <= WRITE_WINDOW * 1.001]
+        if not due:
+            return False
+        self.clock.advance(max(0.0, min(due) - now))
+        return True
 
     def settle(self, seconds: float = 1.0) -> None:
         """Let C{seconds} pass (writes batched over a short window go out) and deliver
