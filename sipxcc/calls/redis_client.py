@@ -273,7 +273,6 @@ class _Link:
         self._protocol = protocol
         self._backoff.reset()
         self._up = True
-        self._busy = False
         log.info(self._CONNECTED, host=self.host, port=self.port, **self._fields())
         self._keepalive = self.clock.callLater(KEEPALIVE, self._check)
         if self.on_state is not None:
@@ -319,8 +318,7 @@ class _Link:
         for its reply is closed (and made again)."""
         self._keepalive = self.clock.callLater(KEEPALIVE, self._check)
         protocol = self._protocol
-        if protocol is None:  # (never while up)
-            return
+        assert protocol is not None  # (checked only while up: connected)
         oldest = protocol.oldest
         if oldest is not None and self.clock.seconds() - oldest >= SOCKET_TIMEOUT:
             protocol.abort(f"no reply within {SOCKET_TIMEOUT} s")

@@ -60,6 +60,8 @@ def test_only_published_messages_reach_the_handler_in_order(log):
         + resp([b"pmessage", b"sipxcc:*", CHANNEL.encode(), b"by pattern"])
         + resp([b"message", CHANNEL.encode()])  # not a message's shape
         + resp([b"message", CHANNEL.encode(), 5])
+        + resp([b"message", 5, b"channel not bytes"])
+        + resp([b"smessage", CHANNEL.encode(), b"sharded"])  # (SSUBSCRIBE's kind)
         + resp(b"just bytes")
         + message(b"one"))
     assert server.publish(CHANNEL, b"two") == 1
