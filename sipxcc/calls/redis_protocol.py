@@ -4,6 +4,11 @@ given and replies matched to them in the same order (a Redis connection answers 
 order). Encoding is redis-py's (C{Connection.pack_commands}), parsing is hiredis' reader
 (Debian 12: python3-redis, python3-hiredis): this module only joins them to a Twisted
 transport, so no thread hand-over sits between the reactor and Redis.
+
+A subscribed connection (RESP2) is the same stream: Redis confirms a C{SUBSCRIBE} once per
+channel, answers C{PING} with C{[b"pong", b""]}, and sends each message published on a
+channel as C{[b"message", channel, data]} whenever it comes, even between a command and
+its reply; such a push goes to the protocol's C{on_push}.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ from sipxcc.calls.errors import RegistryUnavailable
 
 Command = tuple[bytes | str | int | float, ...]
 
+#: the commands Redis answers once per channel named (RESP2)
+_PER_CHANNEL = frozenset({"SUBSCRIBE", "PSUBSCRIBE"})
+#: what Redis sends a subscribed connection unasked: C{[kind, ...]}, never a reply
+_PUSHED = frozenset({b"message", b"pmessage"})
+
 #: redis-py's encoder (a connection object that never connects): str as UTF-8, numbers
 #: as their decimal text, anything else refused (redis.DataError)
 _PACKER = redis.connection.Connection()
@@ -46,31 +56,60 @@ def pack(commands: list[Command]) -> bytes:
     return b"".join(_PACKER.pack_commands(commands))
 
 
+def owed(command: Command) -> int:
+    """How many replies Redis sends to C{command}: one, but one per channel to a
+    C{SUBSCRIBE} (an error reply, though, is its whole answer)."""
+    name = command[0]
+    if isinstance(name, bytes):
+        name = name.decode("ascii", "replace")
+    if isinstance(name, str) and name.upper() in _PER_CHANNEL:
+        return max(1, len(command) - 1)
+    return 1
+
+
 class _Waiting:
-    """One group of commands written together and the replies read so far."""
+    """One group of commands written together, the replies each command still owes and
+    the replies read so far."""
 
-    __slots__ = ("count", "replies", "deferred", "sent")
+    __slots__ = ("owed", "replies", "deferred", "sent")
 
-    def __init__(self, count: int, sent: float):
-        self.count = count
+    def __init__(self, owed: deque[int], sent: float):
+        self.owed = owed
         self.replies: list[Any] = []
         self.deferred: defer.Deferred[list[Any]] = defer.Deferred()
         self.sent = sent
+
+    def answered(self, reply: Any) -> bool:
+        """Take C{reply} (the first command's, or its next); True once every command has
+        all of its replies."""
+        self.replies.append(reply)
+        if self.owed[0] == 1 or isinstance(reply, RedisError):
+            self.owed.popleft()
+        else:
+            self.owed[0] -= 1
+        return not self.owed
 
 
 class RespProtocol(Protocol):
     """
     One connection to Redis. L{send} writes a group of commands and returns a Deferred
     firing with their replies in order: bytes, int, list or None, and an error reply as a
-    L{RedisError} in its place (the group's other commands ran all the same). When the
-    connection closes, every group not fully answered fails with L{ConnectionLost} and
-    C{on_lost(reason)} is called once. A reply Redis did not owe, or bytes that are not
-    RESP, close the connection.
+    L{RedisError} in its place (the group's other commands ran all the same); a
+    C{SUBSCRIBE} has one reply per channel. When the connection closes, every group not
+    fully answered fails with L{ConnectionLost} and C{on_lost(reason)} is called once.
+    Bytes that are not RESP close the connection.
+
+    Without C{on_push} (a command connection), a reply Redis did not owe closes the
+    connection. With it (a subscribed one), such a reply, and a published message
+    whenever it comes (C{[b"message", ...]}, C{[b"pmessage", ...]}), go to
+    C{on_push(reply)}.
     """
 
-    def __init__(self, clock: Any, on_lost: Callable[[str], None] | None = None):
+    def __init__(self, clock: Any, on_lost: Callable[[str], None] | None = None,
+                 on_push: Callable[[Any], None] | None = None):
         self.clock = clock
         self.on_lost = on_lost
+        self.on_push = on_push
         self._reader = hiredis.Reader(replyError=RedisError)
         self._waiting: deque[_Waiting] = deque()
         self.closed: defer.Deferred[None] = defer.Deferred()
@@ -90,7 +129,7 @@ class RespProtocol(Protocol):
             data = pack(commands)
         except (redis.DataError, UnicodeEncodeError):
             return defer.fail()
-        waiting = _Waiting(len(commands), self.clock.seconds())
+        waiting = _Waiting(deque(owed(command) for command in commands), self.clock.seconds())
         self._waiting.append(waiting)
         self.transport.write(data)
         return waiting.deferred
@@ -108,14 +147,16 @@ class RespProtocol(Protocol):
             except hiredis.ProtocolError as error:
                 self.abort(f"Redis sent something that is not RESP: {error}")
                 return
-            if reply is False:
+            if reply is False or self.lost:
                 return
+            if self.on_push is not None and (not self._waiting or _pushed(reply)):
+                self.on_push(reply)
+                continue
             if not self._waiting:
                 self.abort("Redis sent a reply to no command")
                 return
             head = self._waiting[0]
-            head.replies.append(reply)
-            if len(head.replies) == head.count:
+            if head.answered(reply):
                 self._waiting.popleft()
                 head.deferred.callback(head.replies)
 
@@ -139,6 +180,12 @@ class RespProtocol(Protocol):
             for group in waiting:
                 group.deferred.errback(ConnectionLost(f"Redis connection lost: {why}"))
             self.closed.callback(None)
+
+
+def _pushed(reply: Any) -> bool:
+    """C{reply} is what Redis sends a subscribed connection unasked."""
+    return isinstance(reply, list) and bool(reply) and isinstance(reply[0], bytes) and (
+        reply[0] in _PUSHED)
 
 
 def describe(reason: Failure) -> str:

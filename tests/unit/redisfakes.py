@@ -1,19 +1,17 @@
-"""Helpers of the Redis connection's unit tests, without a server and without the reactor:
+"""Helpers of the Redis connections' unit tests, without a server and without the
+reactor:
 
  - L{Log}: the events logged, as the operator reads them;
- - L{FakeRedis}: Redis as the command connection's C{connect} reaches it, each connection
-   a real L{RespProtocol} on an in-memory L{Wire}: every write decoded into its commands,
-   the replies encoded as Redis sends them (L{resp}), at once or when the test says;
- - for the subscriber, which still runs redis-py on a thread of its own: fakes of
-   redis-py's pub/sub (L{FakeSource}) and of the reactor's thread hand-over
-   (L{FakeReactor}, L{ThreadedReactor}), and a runner whose calls wait (L{Held}).
+ - L{FakeRedis}: Redis as a connection's C{connect} reaches it, each connection a real
+   L{RespProtocol} on an in-memory L{Wire}: every write kept as sent (C{raw}) and decoded
+   into its commands, the replies encoded as Redis sends them (L{resp}), at once or when
+   the test says; L{FakeRedis.publish} sends a message to the connections subscribed to
+   its channel (L{answer_as_subscribed_redis}: a subscription's Redis).
 """
 
 from __future__ import annotations
 
 import gc
-import queue
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -48,6 +46,9 @@ class Log:
 
     def warnings(self) -> list[str]:
         return [formatEvent(e) for e in self.events if e.get("log_level") == LogLevel.warn]
+
+    def infos(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if e.get("log_level") == LogLevel.info]
 
     def failures(self) -> list[str]:
         """Tracebacks in the operator's log (an unhandled error in a Deferred, ...)."""
@@ -105,6 +106,22 @@ def answer_as_redis(commands: list[tuple[str, ...]]) -> list[Any]:
     return [Simple("PONG") if c[0] == "PING" else Simple("OK") for c in commands]
 
 
+def answer_as_subscribed_redis(commands: list[tuple[str, ...]]) -> list[Any]:
+    """Redis' replies (RESP2) to a subscription's commands: C{+OK} to the login, a
+    confirmation per channel to a C{SUBSCRIBE} (the count of channels so far), and
+    C{[b"pong", b""]} to a PING (which a subscription sends only once subscribed)."""
+    replies: list[Any] = []
+    for command in commands:
+        if command[0] == "SUBSCRIBE":
+            replies += [[b"subscribe", channel.encode(), n]
+                        for n, channel in enumerate(command[1:], 1)]
+        elif command[0] == "PING":
+            replies.append([b"pong", b""])
+        else:
+            replies.append(Simple("OK"))
+    return replies
+
+
 class Wire(StringTransport):
     """One connection's transport: each write goes to its L{FakeRedis}. Closing it is
     recorded in C{closing} ("lose", "abort"); as on a reactor, C{connectionLost} comes
@@ -115,6 +132,7 @@ class Wire(StringTransport):
         self.server, self.protocol = server, protocol
         self.closing: str | None = None
         self.hello: list[tuple[str, ...]] | None = None  # the first write
+        self.subscribed: set[str] = set()  # channels whose SUBSCRIBE was answered
 
     def write(self, data: bytes) -> None:
         self.server.written(self, data)
@@ -135,17 +153,20 @@ class FakeRedis:
     them); otherwise it waits in C{unanswered} for L{release}. While not C{reachable},
     connecting is refused and a write loses its connection ("Connection reset by peer").
     With C{hold_connects}, attempts wait in C{connecting} for the test to fire them.
+    C{raw} holds every write's bytes.
     """
 
-    def __init__(self, clock: task.Clock):
+    def __init__(self, clock: task.Clock,
+                 answer: Callable[[list[tuple[str, ...]]], list[Any]] = answer_as_redis):
         self.clock = clock
         self.reachable = True
         self.answering = True
         self.hold_connects = False
-        self.answer: Callable[[list[tuple[str, ...]]], list[Any]] = answer_as_redis
+        self.answer = answer
         self.attempts = 0
         self.connections: list[RespProtocol] = []
         self.writes: list[list[tuple[str, ...]]] = []
+        self.raw: list[bytes] = []
         self.unanswered: list[tuple[RespProtocol, list[tuple[str, ...]]]] = []
         self.connecting: list[defer.Deferred[RespProtocol]] = []
 
@@ -165,20 +186,40 @@ class FakeRedis:
 
     def written(self, wire: Wire, data: bytes) -> None:
         commands = decode(data)
+        self.raw.append(data)
         self.writes.append(commands)
         if not wire.hello:
             wire.hello = commands
         if not self.reachable:
             wire.protocol.connectionLost(Failure(error.ConnectionLost("Connection reset by peer")))
         elif self.answering:
-            wire.protocol.dataReceived(b"".join(resp(r) for r in self.answer(commands)))
+            self._answer(wire.protocol, commands)
         else:
             self.unanswered.append((wire.protocol, commands))
 
     def release(self) -> None:
         """Answer the oldest write waiting (C{answer})."""
-        protocol, commands = self.unanswered.pop(0)
+        self._answer(*self.unanswered.pop(0))
+
+    def _answer(self, protocol: RespProtocol, commands: list[tuple[str, ...]]) -> None:
+        wire = protocol.transport
+        assert isinstance(wire, Wire)
+        for command in commands:
+            if command[0] == "SUBSCRIBE":
+                wire.subscribed.update(command[1:])
         protocol.dataReceived(b"".join(resp(r) for r in self.answer(commands)))
+
+    def publish(self, channel: str, data: bytes) -> int:
+        """Send C{data} on C{channel} to every open connection subscribed to it, as Redis
+        does (C{[b"message", channel, data]}); how many got it."""
+        got = 0
+        for protocol in self.connections:
+            wire = protocol.transport
+            if (isinstance(wire, Wire) and channel in wire.subscribed and not protocol.lost
+                    and wire.closing is None):
+                protocol.dataReceived(resp([b"message", channel.encode(), data]))
+                got += 1
+        return got
 
     def sent(self) -> list[list[tuple[str, ...]]]:
         """The writes but each connection's first (its login: AUTH, SELECT, PING)."""
@@ -209,118 +250,35 @@ def connection(clock: task.Clock, server: FakeRedis, url: str = URL,
     return conn
 
 
-# --- the subscriber ------------------------------------------------------------------------
+# --- the subscription's Redis ------------------------------------------------------------
 
 
-def run_at_once(f: Any, *args: Any) -> defer.Deferred[Any]:
-    """The blocking call, run on the spot (no thread): its result or failure."""
-    return defer.maybeDeferred(f, *args)
-
-
-class Held:
-    """A runner (C{run=}) whose blocking calls wait until the test lets them run."""
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[Any, tuple[Any, ...], defer.Deferred[Any]]] = []
-
-    def __call__(self, f: Any, *args: Any) -> defer.Deferred[Any]:
-        d: defer.Deferred[Any] = defer.Deferred()
-        self.jobs.append((f, args, d))
-        return d
-
-    def finish(self) -> None:
-        """Run the oldest waiting call now, its result or error to its Deferred."""
-        f, args, d = self.jobs.pop(0)
-        defer.maybeDeferred(f, *args).chainDeferred(d)
-
-
-class FakeReactor(task.Clock):
-    """A clock whose thread hand-overs wait until L{run_handed_over}."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.handed_over: list[Any] = []
-
-    def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:
-        self.handed_over.append((f, args, kw))
-
-    def run_handed_over(self) -> None:
-        calls, self.handed_over = self.handed_over, []
-        for f, args, kw in calls:
-            f(*args, **kw)
-
-
-class ThreadedReactor(task.Clock):
-    """A clock that takes hand-overs from real threads (as the reactor's callFromThread)
-    and runs them when the test asks, waiting for them with a deadline."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.handed_over: queue.Queue[Any] = queue.Queue()
-
-    def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:
-        self.handed_over.put((f, args, kw))
-
-    def run_until(self, condition: Callable[[], Any], timeout: float = 10.0) -> None:
-        """Run hand-overs as they come until C{condition()} holds (or fail at the
-        deadline)."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            left = deadline - time.monotonic()
-            assert left > 0, "the condition did not hold in time"
-            try:
-                f, args, kw = self.handed_over.get(timeout=left)
-            except queue.Empty:
-                continue
-            f(*args, **kw)
-
-
-class FakePubSub:
-    """redis-py's PubSub: subscribing is recorded (and refused while the source is
-    C{broken}); messages come from the source's list; once it is empty the subscriber is
-    told to stop (C{stop_when_drained})."""
-
-    def __init__(self, source: FakeSource):
-        self.source = source
-
-    def subscribe(self, *channels: str) -> None:
-        self.source.subscriptions.append(channels)
-        if self.source.broken:
-            import redis
-            raise redis.ConnectionError("Connection refused")
-
-    def get_message(self, timeout: float = 0) -> Any:
-        if self.source.messages:
-            return self.source.messages.pop(0)
-        assert self.source.stop_when_drained is not None
-        self.source.stop_when_drained.set()
-        return None
-
-    def close(self) -> None:
-        pass
-
-
-class FakeSource:
-    """A redis-py client as the subscriber uses it (C{pubsub()})."""
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-        self.subscriptions: list[tuple[str, ...]] = []
-        self.broken = False
-        self.stop_when_drained: Any = None
-
-    def pubsub(self, ignore_subscribe_messages: bool = False) -> Any:
-        assert ignore_subscribe_messages
-        return FakePubSub(self)
-
-
-def subscription(reactor: Any, source: FakeSource,
+def subscription(clock: task.Clock, server: FakeRedis, url: str = URL,
+                 channels: tuple[str, ...] = ("sipxcc:cmd:a",),
                  **kw: Any) -> tuple[RedisSubscription, list[tuple[bytes, bytes]]]:
-    """A subscriber to C{sipxcc:cmd:a} on C{source}, its blocking calls run on the spot;
-    and the list of what its handler got."""
+    """A L{RedisSubscription} to C{channels} on C{server} (not started), and the list of
+    what its handler got."""
     got: list[tuple[bytes, bytes]] = []
-    sub = RedisSubscription(reactor, URL, ("sipxcc:cmd:a",),
+    sub = RedisSubscription(clock, url, channels,
                             lambda channel, data: got.append((channel, data)),
-                            client=source, run=run_at_once, **kw)
-    source.stop_when_drained = sub._stopping
+                            connect=server.connect, **kw)
     return sub, got
+
+
+class Endpoints:
+    """Stands for sipxcc.calls.redis_protocol.endpoint (as redis_client calls it): records
+    what it is asked for and returns an endpoint that refuses."""
+
+    def __init__(self, monkeypatch: Any) -> None:
+        self.made: list[tuple[Any, ...]] = []
+        self.connects = 0
+        monkeypatch.setattr("sipxcc.calls.redis_client.endpoint", self.endpoint)
+
+    def endpoint(self, reactor: Any, host: str, port: int, *, tls: bool, ca_file: str | None,
+                 timeout: float) -> Endpoints:
+        self.made.append((reactor, host, port, tls, ca_file, timeout))
+        return self
+
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
+        self.connects += 1
+        return defer.fail(error.ConnectionRefusedError("no Redis here"))

@@ -12,8 +12,9 @@ synchronously, on a L{twisted.internet.task.Clock}.
    does while Redis is unreachable;
  - L{LiveNode}: one node as sipxcc/calls/redis_node.py assembles it (the real
    L{RedisConnection}, L{RedisCallStore} and L{CommandRouter}), its connection through a
-   L{Cable}, and its command channels subscribed for real, the messages handed to the
-   router by L{Cluster.run} (no subscriber thread);
+   L{Cable}, and its command channels subscribed for real by a test-side redis-py client
+   (read only when the test says: L{Cluster.run}), the messages handed to the router (the
+   subscription's own code is tested in test_redis_connection_subscriber.py);
  - L{Cluster}: the nodes on one Redis and one clock, and L{Cluster.run}, which turns the
    clock and delivers published messages until a Deferred has fired.
 """
@@ -89,8 +90,8 @@ class RedisProcess:
             return False
 
     def client(self) -> Any:
-        """A blocking client whose replies are Redis' own (bytes, int, list, None), as
-        sipxcc.calls.redis_client makes them."""
+        """A blocking client (the test's side) whose replies are Redis' own (bytes, int,
+        list, None), as sipxcc.calls.redis_client's connections get them."""
         client = redis.Redis(unix_socket_path=self.socket, socket_timeout=5)
         client.response_callbacks = {}
         return client

@@ -3,18 +3,15 @@
 reactor turn written as one write in order, replies and error replies to their own
 command, the bound on pending commands, refusals while Redis is unreachable, reconnecting
 with back-off, noticing a dead idle connection and giving up on one that does not answer,
-stopping (at once, at the close, or after its bound); the subscriber's bound on messages
-waiting for the reactor; and the settings read from the URL, the password file and for
-TLS."""
+stopping (at once, at the close, or after its bound); the node's service stopping both
+its connections; and the settings read from the URL, the password file and for TLS (both
+connections)."""
 
 from __future__ import annotations
 
 import os
-import socket
-import threading
 
 import pytest
-import redis
 from twisted.internet import task
 
 from sipxcc.calls import redis_client
@@ -25,7 +22,6 @@ from sipxcc.calls.redis_client import (
     RedisError,
     RedisSubscription,
     Settings,
-    client_options,
     parse_url,
 )
 from sipxcc.calls.redis_node import RedisNode, read_password_file
@@ -33,15 +29,12 @@ from sipxcc.calls.redis_protocol import ConnectionLost
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.privatefile import SecretError
 from tests.unit.redisfakes import (
-    URL,
-    FakeReactor,
+    Endpoints,
     FakeRedis,
-    FakeSource,
     Log,
-    ThreadedReactor,
+    answer_as_subscribed_redis,
     connection,
     outcomes,
-    subscription,
 )
 
 RESET = "Connection to the other side was lost in a non-clean fashion: Connection reset by peer."
@@ -228,71 +221,27 @@ def test_stop_fires_after_its_bound_when_the_connection_does_not_close_and_abort
         assert log.failures() == []
 
 
-# --- the subscriber ------------------------------------------------------------------
+# --- the node's service ----------------------------------------------------------------
 
 
-def test_messages_waiting_for_the_reactor_are_bounded_and_the_rest_dropped_and_counted():
-    reactor, source = FakeReactor(), FakeSource()
-    source.messages = [{"type": "message", "channel": b"sipxcc:cmd:a", "data": b"%d" % n}
-                       for n in range(5)]
-    sub, got = subscription(reactor, source, max_queued=2)
-    sub.start()
-    assert source.subscriptions == [("sipxcc:cmd:a",)]
-    assert (sub.queued, sub.dropped) == (2, 3)
-    reactor.run_handed_over()
-    assert got == [(b"sipxcc:cmd:a", b"0"), (b"sipxcc:cmd:a", b"1")]
-    assert sub.queued == 0
-
-
-def test_a_broken_subscription_is_made_again_after_a_back_off_delay():
-    reactor, source = FakeReactor(), FakeSource()
-    source.broken = True
-    sub, got = subscription(reactor, source)
-    sub.start()
-    assert len(source.subscriptions) == 1
-    reactor.advance(redis_client.INITIAL_DELAY)
-    assert len(source.subscriptions) == 2
-    reactor.advance(redis_client.INITIAL_DELAY)
-    assert len(source.subscriptions) == 2  # the delay doubled
-    source.broken = False
-    source.messages = [{"type": "message", "channel": b"sipxcc:cmd:a", "data": b"x"}]
-    reactor.advance(redis_client.INITIAL_DELAY)
-    assert len(source.subscriptions) == 3
-    reactor.run_handed_over()
-    assert got == [(b"sipxcc:cmd:a", b"x")]
-    sub.stop()
-    reactor.advance(60)
-    assert len(source.subscriptions) == 3
-
-
-def test_the_subscriber_stops_without_blocking_too():
-    reactor, source = ThreadedReactor(), FakeSource()
-    sub = RedisSubscription(reactor, URL, ("sipxcc:cmd:a",), lambda *_: None, client=source)
-    source.stop_when_drained = threading.Event()  # (the fake's get_message sets it)
-    sub.start()
-    reactor.run_until(lambda: source.subscriptions)  # subscribed, polling
-    stopped = outcomes([sub.stop()])
-    assert stopped == []
-    reactor.run_until(lambda: stopped)
-    assert stopped == [None] and not any(t.is_alive() for t in sub._pool.threads)
-
-
-def test_the_nodes_service_stops_without_blocking_and_fires_once_the_subscribers_thread_ended():
-    with socket.socket() as unused:  # a port nothing listens on (for the subscriber)
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
-    reactor = ThreadedReactor()
-    node = RedisNode(reactor, CallRegistry(reactor, {}), url=f"redis://127.0.0.1:{port}/0",
+def test_the_nodes_service_stops_both_connections_and_fires_once_both_are_closed():
+    clock = task.Clock()
+    node = RedisNode(clock, CallRegistry(clock, {}), url="redis://127.0.0.1:6379/0",
                      password=None, node_id="a", max_calls=1, max_calls_per_agent=1)
-    server = FakeRedis(reactor)
-    server.reachable = False
-    node.connection._connect_to = server.connect
+    commands, pubsub = FakeRedis(clock), FakeRedis(clock, answer_as_subscribed_redis)
+    commands.reachable = False
+    node.connection._connect_to = commands.connect
+    node.subscription._connect_to = pubsub.connect
     node.startService()
     assert node.connection.last_error == "Connection was refused by other side: Connection refused."
+    assert node.subscription.up and pubsub.writes == [
+        [("SUBSCRIBE", "sipxcc:cmd:a", "sipxcc:reply:a")]]
     stopped = outcomes([node.stopService()])
-    reactor.run_until(lambda: stopped)
-    assert stopped == [None] and reactor.getDelayedCalls() == []  # no attempt left
-    assert not any(t.is_alive() for t in node.subscription._pool.threads)
+    assert stopped == [] and pubsub.connections[0].transport.closing == "lose"
+    pubsub.close()  # the subscription's connection closed: both are
+    assert stopped == [None] and clock.getDelayedCalls() == []  # no attempt left
+    clock.advance(60)
+    assert (commands.attempts, pubsub.attempts) == (1, 1)
 
 
 # --- settings ------------------------------------------------------------------------
@@ -332,10 +281,9 @@ def test_the_password_file_is_read_and_wins_over_the_urls_password(tmp_path):
     assert RedisConnection(task.Clock(), url, password).password == "from-the-file"
     assert RedisConnection(task.Clock(), url).password == "from-the-url"
     assert RedisConnection(task.Clock(), "redis://h/1").password is None
-    # the subscriber's redis-py options
-    options = client_options(parse_url(url), password)
-    assert (options["password"], options["db"]) == ("from-the-file", 1)
-    assert client_options(parse_url(url))["password"] == "from-the-url"
+    subscription = RedisSubscription(task.Clock(), url, ("c",), print, password)
+    assert subscription.password == "from-the-file"
+    assert RedisSubscription(task.Clock(), url, ("c",), print).password == "from-the-url"
 
 
 @pytest.mark.parametrize("mode, content, problem", [
@@ -354,32 +302,19 @@ def test_an_unusable_password_file_is_refused_with_one_line(tmp_path, mode, cont
     assert problem in str(raised.value) and "\n" not in str(raised.value)
 
 
-def test_rediss_verifies_the_servers_certificate_and_name():
-    """(The subscriber's redis-py client; the command connection's endpoint is tested in
-    test_redis_connection_wire.py.)"""
-    client = redis_client._client(client_options(parse_url("rediss://redis.example:6380/0"),
-                                                 ca_file="/etc/sipxcc/ca.pem"))
-    pool = client.connection_pool
-    assert pool.connection_class is redis.SSLConnection
-    kwargs = pool.connection_kwargs
-    assert (kwargs["ssl_cert_reqs"], kwargs["ssl_check_hostname"], kwargs["ssl_ca_certs"]) == (
-        "required", True, "/etc/sipxcc/ca.pem")
-    plain = redis_client._client(client_options(parse_url(URL))).connection_pool
-    assert plain.connection_class is redis.Connection
-
-
-def test_over_tls_the_options_require_a_certificate_chaining_to_the_ca_file_and_naming_the_host():
-    options = client_options(parse_url("rediss://redis.example/0"), ca_file="/etc/ca.pem")
-    assert {k: options[k] for k in options if k.startswith("ssl")} == {
-        "ssl": True, "ssl_cert_reqs": "required", "ssl_check_hostname": True,
-        "ssl_ca_certs": "/etc/ca.pem"}  # not left to the library's defaults
-    assert not any(k.startswith("ssl") for k in client_options(parse_url(URL)))
-
-
-def test_every_blocking_call_is_bounded_in_time_and_one_socket_is_used():
-    """(The subscriber's thread; the command connection's reply timeout is tested
-    above.)"""
-    options = client_options(parse_url(URL))
-    assert options["socket_timeout"] == options["socket_connect_timeout"] == (
-        redis_client.SOCKET_TIMEOUT)
-    assert options["max_connections"] == 1
+def test_rediss_verifies_the_servers_certificate_and_name(monkeypatch):
+    """Both connections: the endpoint is TLS, checked with the CA file under the URL's
+    host name (how the endpoint does it: test_redis_protocol.py)."""
+    endpoints, clock = Endpoints(monkeypatch), task.Clock()
+    url = "rediss://redis.example:6380/1"
+    links = [RedisConnection(clock, url, ca_file="/etc/sipxcc/ca.pem"),
+             RedisSubscription(clock, url, ("c",), print, ca_file="/etc/sipxcc/ca.pem")]
+    links += [RedisConnection(clock, "redis://redis.example:6380/1"),
+              RedisSubscription(clock, "redis://redis.example/1", ("c",), print)]
+    for link in links:
+        link.start()
+        link.stop()
+    assert endpoints.made == [(clock, "redis.example", 6380, True, "/etc/sipxcc/ca.pem",
+                               SOCKET_TIMEOUT)] * 2 + [
+        (clock, "redis.example", 6380, False, None, SOCKET_TIMEOUT),
+        (clock, "redis.example", 6379, False, None, SOCKET_TIMEOUT)]

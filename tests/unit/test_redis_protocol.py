@@ -5,7 +5,9 @@ not owe or bytes that are not RESP close the connection; a lost connection fails
 group waiting and tells its owner once; what cannot be sent fails at once without
 disturbing the groups after it; a failed TLS handshake is told in one line; and the
 endpoint is TCP to the URL's host and port, over TLS verified with the CA file and the
-host's name."""
+host's name. Subscribed (RESP2, C{on_push}): a SUBSCRIBE gets one confirmation per channel
+(an error reply is its whole answer), a message is pushed whenever it comes, even between a
+PING and its pong, and a reply owed to no command is pushed rather than fatal."""
 
 from __future__ import annotations
 
@@ -22,7 +24,13 @@ from twisted.python.failure import Failure
 
 from sipxcc.calls import redis_protocol
 from sipxcc.calls.errors import RegistryUnavailable
-from sipxcc.calls.redis_protocol import ConnectionLost, RedisError, RespProtocol, describe
+from sipxcc.calls.redis_protocol import (
+    ConnectionLost,
+    RedisError,
+    RespProtocol,
+    describe,
+    owed,
+)
 from tests.unit.redisfakes import outcomes
 
 
@@ -326,3 +334,92 @@ def test_an_owner_that_raises_on_the_loss_does_not_leave_the_groups_waiting():
     with pytest.raises(ValueError):  # (a reactor logs it)
         protocol.connectionLost(Failure(error.ConnectionDone()))
     assert got[0].check(ConnectionLost) and closed == [None]
+
+
+# --- subscribed ---------------------------------------------------------------------------
+
+
+def subscribed():
+    """A protocol with an C{on_push}; the list of what was pushed."""
+    protocol, transport, lost = connected()
+    pushed = []
+    protocol.on_push = pushed.append
+    return protocol, transport, pushed
+
+
+CONFIRMED = (b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"
+             b"*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n")
+MESSAGE = b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n"
+
+
+@pytest.mark.parametrize("command, replies", [
+    (("SUBSCRIBE", "a", "b"), 2), (("subscribe", "a"), 1), ((b"SUBSCRIBE", b"a", b"b"), 2),
+    (("PSUBSCRIBE", "a*", "b*", "c*"), 3), (("SUBSCRIBE",), 1), (("PING",), 1),
+    (("GET", "a", "b"), 1), ((7, "a", "b"), 1),
+])
+def test_a_subscribe_owes_one_reply_per_channel_any_other_command_one(command, replies):
+    assert owed(command) == replies
+
+
+@pytest.mark.parametrize("cut", range(1, len(CONFIRMED + MESSAGE)))
+def test_a_subscribe_fires_with_one_confirmation_per_channel_and_the_message_after_is_pushed(
+        cut):
+    protocol, transport, pushed = subscribed()
+    got = outcomes([protocol.send([("SUBSCRIBE", "a", "b")])])
+    data = CONFIRMED + MESSAGE
+    protocol.dataReceived(data[:cut])
+    protocol.dataReceived(data[cut:])
+    assert got == [[[b"subscribe", b"a", 1], [b"subscribe", b"b", 2]]]
+    assert pushed == [[b"message", b"a", b"hi"]]
+    assert protocol.oldest is None and transport.closing is None
+
+
+def test_an_error_reply_is_a_subscribes_whole_answer_and_the_next_command_gets_its_own():
+    protocol, transport, pushed = subscribed()
+    got = outcomes([protocol.send([("AUTH", "x"), ("SUBSCRIBE", "a", "b"), ("PING",)])])
+    protocol.dataReceived(b"-WRONGPASS no\r\n-NOAUTH Authentication required.\r\n"
+                          b"-NOAUTH Authentication required.\r\n")
+    [replies] = got
+    assert [str(reply) for reply in replies] == [
+        "WRONGPASS no", "NOAUTH Authentication required.", "NOAUTH Authentication required."]
+    assert pushed == [] and transport.closing is None and protocol.oldest is None
+
+
+def test_a_message_between_a_ping_and_its_pong_is_pushed_and_the_pong_answers_the_ping():
+    protocol, transport, pushed = subscribed()
+    got = outcomes([protocol.send([("PING",)])])
+    protocol.dataReceived(MESSAGE + b"*3\r\n$8\r\npmessage\r\n$2\r\na*\r\n$1\r\na\r\n")
+    assert got == [] and protocol.oldest is not None
+    assert pushed == [[b"message", b"a", b"hi"], [b"pmessage", b"a*", b"a"]]
+    protocol.dataReceived(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n")
+    assert got == [[[b"pong", b""]]] and len(pushed) == 2
+
+
+def test_subscribed_a_reply_owed_to_no_command_is_pushed_not_fatal():
+    protocol, transport, pushed = subscribed()
+    protocol.dataReceived(b"+OK\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"
+                          b"*1\r\n*0\r\n")
+    assert pushed == [b"OK", [b"subscribe", b"a", 1], [[]]]
+    assert transport.closing is None
+
+
+def test_a_reply_shaped_as_a_message_is_a_reply_unless_subscribed_or_led_by_a_list():
+    protocol, transport, lost = connected()  # a command connection: no on_push
+    got = outcomes([protocol.send([("LRANGE", "l", 0, -1)])])
+    protocol.dataReceived(MESSAGE)
+    assert got == [[[b"message", b"a", b"hi"]]] and transport.closing is None
+    protocol, transport, pushed = subscribed()
+    got = outcomes([protocol.send([("PING",)])])
+    protocol.dataReceived(b"*1\r\n*1\r\n$7\r\nmessage\r\n")  # [[b"message"]]: not one
+    assert got == [[[[b"message"]]]] and pushed == []
+
+
+def test_nothing_is_read_once_the_connection_was_lost_in_the_middle_of_the_bytes():
+    protocol, transport, pushed = subscribed()
+
+    def push(reply):
+        pushed.append(reply)
+        protocol.connectionLost(Failure(error.ConnectionDone()))
+    protocol.on_push = push
+    protocol.dataReceived(MESSAGE + MESSAGE)
+    assert pushed == [[b"message", b"a", b"hi"]] and protocol.lost
