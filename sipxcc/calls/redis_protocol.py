@@ -43,6 +43,11 @@ _PUSHED = frozenset({b"message", b"pmessage"})
 _PACKER = redis.connection.Connection()
 
 
+#: bytes received without a complete reply beyond which the connection is closed: a
+#: reply this large is not one sipxcc asked for (its largest is a call's status lines)
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+
+
 class RedisError(Exception):
     """Redis answered a command with an error reply."""
 
@@ -97,7 +102,8 @@ class RespProtocol(Protocol):
     L{RedisError} in its place (the group's other commands ran all the same); a
     C{SUBSCRIBE} has one reply per channel. When the connection closes, every group not
     fully answered fails with L{ConnectionLost} and C{on_lost(reason)} is called once.
-    Bytes that are not RESP close the connection.
+    Bytes that are not RESP close the connection, and so do more than C{max_reply}
+    bytes received without a complete reply.
 
     Without C{on_push} (a command connection), a reply Redis did not owe closes the
     connection. With it (a subscribed one), such a reply, and a published message
@@ -106,8 +112,11 @@ class RespProtocol(Protocol):
     """
 
     def __init__(self, clock: Any, on_lost: Callable[[str], None] | None = None,
-                 on_push: Callable[[Any], None] | None = None):
+                 on_push: Callable[[Any], None] | None = None,
+                 max_reply: int = MAX_REPLY_BYTES):
         self.clock = clock
+        self.max_reply = max_reply
+        self._partial = 0  # bytes received since the last complete reply
         self.on_lost = on_lost
         self.on_push = on_push
         self._reader = hiredis.Reader(replyError=RedisError)
@@ -141,14 +150,20 @@ class RespProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._reader.feed(data)
+        self._partial += len(data)
         while True:
             try:
                 reply = self._reader.gets()
             except hiredis.ProtocolError as error:
                 self.abort(f"Redis sent something that is not RESP: {error}")
                 return
-            if reply is False or self.lost:
+            if reply is False:
+                if self._partial > self.max_reply and not self.lost:
+                    self.abort(f"Redis sent a reply larger than {self.max_reply} bytes")
                 return
+            if self.lost:
+                return
+            self._partial = 0  # (the rest of this read is not counted: one read at most)
             if self.on_push is not None and (not self._waiting or _pushed(reply)):
                 self.on_push(reply)
                 continue

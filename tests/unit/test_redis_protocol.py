@@ -177,6 +177,29 @@ def test_bytes_that_are_not_resp_abort_the_connection_and_fail_what_waits():
     assert got[0].check(ConnectionLost) and str(got[0].value) == f"Redis connection lost: {why}"
 
 
+def test_a_reply_up_to_the_bound_is_read_and_one_byte_more_unanswered_aborts():
+    protocol, transport, lost = connected()
+    protocol.max_reply = 20
+    got = outcomes([protocol.send([("GET", "a")]), protocol.send([("GET", "b")])])
+    value = b"x" * 13
+    whole = b"$13\r\n" + value + b"\r\n"  # 20 bytes
+    for byte in range(len(whole)):
+        protocol.dataReceived(whole[byte:byte + 1])
+    assert got == [[value]] and transport.closing is None
+    protocol.dataReceived(b"$16\r\n" + b"x" * 15)  # 20 bytes, the reply not complete
+    assert transport.closing is None
+    protocol.dataReceived(b"x")  # 21
+    assert transport.closing == "abort"
+    protocol.connectionLost(Failure(error.ConnectionAborted()))
+    assert lost == ["Redis sent a reply larger than 20 bytes"]
+    assert str(got[1].value) == "Redis connection lost: Redis sent a reply larger than 20 bytes"
+
+
+def test_the_reply_bound_is_64_mib_by_default():
+    protocol, _, _ = connected()
+    assert protocol.max_reply == redis_protocol.MAX_REPLY_BYTES == 64 * 1024 * 1024
+
+
 def test_a_lost_connection_tells_its_owner_once_then_fails_every_group_waiting():
     order = []
     protocol = RespProtocol(Clock(), lambda why: order.append(("on_lost", why)))
