@@ -11,7 +11,7 @@ APT_PACKAGES := sip-tester kamailio curl wrk python3-twisted python3-lxml python
 	python3-pytest-twisted python3-hypothesis python3-automat debhelper dh-python python3-all \
 	python3-setuptools pybuild-plugin-pyproject lintian dpkg-dev devscripts systemd python3-venv \
 	python3-pytest-timeout baresip-core linphone-cli chromium chromium-driver \
-	python3-prometheus-client redis-server python3-redis
+	python3-prometheus-client redis-server python3-redis python3-hiredis
 
 # Debian's own python3 and pytest, with nothing of ours but the source tree on the path
 # (and the switches that make a skip a failure, see tests/conftest.py).

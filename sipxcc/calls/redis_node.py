@@ -39,8 +39,8 @@ class RedisNode(Service):
     an earlier run ended and starts its heartbeats (L{RedisCallStore.start}). When the
     daemon stops it waits (at most C{shutdown_timeout} s) for the calls that the call
     control hangs up to end, writes what is queued, then disconnects; the Deferred
-    L{stopService} returns fires once the Redis threads have ended (each at most
-    C{redis_client.STOP_TIMEOUT} s: the reactor never waits on them).
+    L{stopService} returns fires once the command connection and the subscription are
+    closed (each within C{redis_client.STOP_TIMEOUT} s, aborted after it).
     """
 
     def __init__(self, clock: Any, registry: CallRegistry, *, url: str, password: str | None,

@@ -303,14 +303,16 @@ Write = tuple[bytes | str | int | float, ...]
 class RedisCallStore:
     """
     Places calls through the local L{CallRegistry} once Redis granted the cluster-wide
-    limits, and keeps every call's record and status lines in Redis. A new call's record
-    is written at once (the POST waits for it); status lines, states and ends are
-    collected for C{write_window} seconds on the clock (or until C{flush_at} writes are
-    queued, or a call is placed) and written in one pipeline, each call's in order: its
-    lines, then its end. The SIP side never waits on Redis. While Redis is unreachable
-    L{place} and the reads fail with L{RegistryUnavailable}, and up to C{max_buffered}
-    writes wait for it: beyond, the oldest status line or state is dropped (counted in
-    C{dropped} and logged); a call's end only when nothing else is left to drop.
+    limits, and keeps every call's record and status lines in Redis. Status lines, states
+    and ends are collected for C{write_window} seconds on the clock (or until C{flush_at}
+    writes are queued) and written in one pipeline, each call's in order: its lines, then
+    its end. A new call's record is written before the call starts (the POST waits for
+    it): with the writes of the window open when it is placed, after them, in the same
+    round trip; at once when no write waits. The SIP side never waits on Redis. While
+    Redis is unreachable L{place} and the reads fail with L{RegistryUnavailable}, and up
+    to C{max_buffered} writes wait for it: beyond, the oldest status line or state is
+    dropped (counted in C{dropped} and logged); a call's end only when nothing else is
+    left to drop.
     """
 
     def __init__(self, clock: Any, registry: CallRegistry, redis: Any, node_id: str, *,
@@ -333,6 +335,8 @@ class RedisCallStore:
         self.ends: deque[_End | Write] = deque()
         self.dropped = 0
         self._flush_timer: Any = None  # the end of the current window
+        #: calls being placed that wait for the end of the window, to go with its writes
+        self._placing: list[defer.Deferred[None]] = []
         self._slots: dict[str, str] = {}  # call id -> its limit slot
         self._progressed: dict[str, Call] = {}  # calls with events since the last write
         self._unsubscribe = registry.subscribe(self._event)
@@ -395,6 +399,15 @@ class RedisCallStore:
         if not self.ready:
             raise RegistryUnavailable("This node is starting (its calls of an earlier run "
                                       "are not marked ended yet)")
+        if self._flush_timer is not None:
+            # writes wait for the end of a window: this call's record goes with them, in
+            # the same round trip (one per window rather than one per call placed)
+            joined: defer.Deferred[None] = defer.Deferred()
+            self._placing.append(joined)
+            yield joined
+        else:
+            # nothing waits, unless Redis was away: that goes first, in the same round trip
+            self._flush().addErrback(lambda _: None)
         owner = request.agent.identity
         slot = secrets.token_urlsafe(9)
         call_id, created = new_call_id(), self.clock.seconds()
@@ -402,9 +415,8 @@ class RedisCallStore:
         keys = (*self._limit_keys(owner, request.key), self._k("call", call_id),
                 self._k("key", self._keytext(request.key)), self._k("recent"),
                 self._k("recent", owner))
-        # what waits goes first, in the same round trip: the limits this node's ended
-        # calls release are free before this call asks for its own
-        self._flush().addErrback(lambda _: None)
+        # the writes went first: the limits this node's ended calls release are free
+        # before this call asks for its own
         verdict, previous, before = yield self.redis.execute(
             "EVAL", PLACE, len(keys), *keys, slot, owner, request.method, self.max_calls,
             self.max_calls_per_agent, json.dumps([owner, *request.key, call_id, ttl]),
@@ -543,11 +555,23 @@ class RedisCallStore:
             self._keep(("HSET", self._k("call", call.id), *progress_fields(call)))
 
     def _flush(self) -> defer.Deferred[Any]:
-        """Send every queued write in one pipeline; kept queued while Redis is down."""
+        """Send every queued write in one pipeline (kept queued while Redis is down), then
+        let the calls waiting to be placed go, in the same reactor turn: their records
+        follow the writes in the same round trip."""
         if self._flush_timer is not None:
             if self._flush_timer.active():
                 self._flush_timer.cancel()
             self._flush_timer = None
+        sent = self._send_writes()
+        self._release_placing()
+        return sent
+
+    def _release_placing(self) -> None:
+        placing, self._placing = self._placing, []
+        for joined in placing:
+            joined.callback(None)
+
+    def _send_writes(self) -> defer.Deferred[Any]:
         self._queue_progress()
         if not self.buffered:
             return defer.succeed(None)
@@ -727,6 +751,9 @@ class RedisCallStore:
 
     def close(self) -> None:
         self._unsubscribe()
+        placing, self._placing = self._placing, []
+        for joined in placing:
+            joined.errback(RegistryUnavailable("This node is stopping"))
         if self._beating is not None and self._beating.active():
             self._beating.cancel()
 

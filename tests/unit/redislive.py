@@ -6,12 +6,15 @@ synchronously, on a L{twisted.internet.task.Clock}.
  - L{RedisProcess}: one redis-server per test session, listening only on a Unix socket in
    a temporary directory (no port to race for, so parallel test runs cannot collide),
    nothing saved;
- - L{Cable}: a redis-py client that can be "unplugged" (every command then fails as a
-   lost connection does), to show what a node does while Redis is unreachable;
+ - L{Cable}: the connections of a L{RedisConnection} (its L{RespProtocol}s) on blocking
+   Unix sockets, each write answered before it returns; it can be "unplugged"
+   (connecting is refused, the next write loses the connection), to show what a node
+   does while Redis is unreachable;
  - L{LiveNode}: one node as sipxcc/calls/redis_node.py assembles it (the real
-   L{RedisConnection}, L{RedisCallStore} and L{CommandRouter}), its blocking client run
-   on the spot instead of on a thread, and its command channels subscribed for real, the
-   messages handed to the router by L{Cluster.run} (no subscriber thread);
+   L{RedisConnection}, L{RedisCallStore} and L{CommandRouter}), its connection through a
+   L{Cable}, and its command channels subscribed for real by a test-side redis-py client
+   (read only when the test says: L{Cluster.run}), the messages handed to the router (the
+   subscription's own code is tested in test_redis_connection_subscriber.py);
  - L{Cluster}: the nodes on one Redis and one clock, and L{Cluster.run}, which turns the
    clock and delivers published messages until a Deferred has fired.
 """
@@ -29,6 +32,12 @@ from typing import Any
 
 import redis
 from twisted.internet import defer
+from twisted.internet.error import (
+    ConnectionAborted,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+)
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -36,7 +45,8 @@ from twisted.python.failure import Failure
 from bench.harness import stop as stop_process
 from sipxcc.calls.redis_client import KEEPALIVE, MAX_DELAY, RedisConnection
 from sipxcc.calls.redis_commands import CommandRouter
-from sipxcc.calls.redis_store import RedisCallStore
+from sipxcc.calls.redis_protocol import RespProtocol
+from sipxcc.calls.redis_store import WRITE_WINDOW, RedisCallStore
 from sipxcc.calls.registry import CallRegistry
 
 #: what the connection logs as its address (the client is given, on a Unix socket)
@@ -80,8 +90,8 @@ class RedisProcess:
             return False
 
     def client(self) -> Any:
-        """A blocking client whose replies are Redis' own (bytes, int, list, None), as
-        sipxcc.calls.redis_client makes them."""
+        """A blocking client (the test's side) whose replies are Redis' own (bytes, int,
+        list, None), as sipxcc.calls.redis_client's connections get them."""
         client = redis.Redis(unix_socket_path=self.socket, socket_timeout=5)
         client.response_callbacks = {}
         return client
@@ -98,51 +108,81 @@ def disconnect(client: Any) -> None:
 
 
 class Cable:
-    """A redis-py client that can be unplugged: while C{plugged} is False every command
-    fails with the ConnectionError a lost connection raises."""
+    """
+    Connections of a L{RedisConnection} to the test's redis-server, made by L{connect}
+    (its C{connect=}): each joins a L{RespProtocol} to a blocking Unix socket, so what
+    is written has been answered when the write returns (the Deferred of
+    L{RespProtocol.send} has fired). Unplugged (C{plugged} False), connecting is refused
+    and the next write loses its connection; C{pipelines_left} writes are still let
+    through before the cable is pulled (None: no limit). C{writes} counts every write.
+    """
 
-    def __init__(self, client: Any):
-        self.client = client
+    def __init__(self, path: str, clock: Clock):
+        self.path, self.clock = path, clock
         self.plugged = True
-        #: pipelines still let through before the cable is pulled (None: no limit)
         self.pipelines_left: int | None = None
+        self.writes = 0
 
-    @property
-    def connection_pool(self) -> Any:
-        return self.client.connection_pool
-
-    def _check(self) -> None:
+    def connect(self, on_lost: Any) -> defer.Deferred[RespProtocol]:
         if not self.plugged:
-            raise redis.ConnectionError("Connection refused (unplugged by the test)")
+            return defer.fail(ConnectionRefusedError("unplugged by the test"))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)  # a reply that never comes fails the test, not hangs it
+        sock.connect(self.path)
+        protocol = RespProtocol(self.clock, on_lost)
+        protocol.makeConnection(_Socket(self, sock, protocol))
+        return defer.succeed(protocol)
 
-    def execute_command(self, *args: Any) -> Any:
-        self._check()
-        return self.client.execute_command(*args)
 
-    def pipeline(self, transaction: bool = True) -> Any:
-        return _Pipeline(self, self.client.pipeline(transaction=transaction))
+class _Socket:
+    """The transport of one L{Cable} connection (a blocking Unix socket)."""
 
+    def __init__(self, cable: Cable, sock: socket.socket, protocol: RespProtocol):
+        self.cable, self.sock, self.protocol = cable, sock, protocol
+        self.open = True
 
-class _Pipeline:
-    def __init__(self, cable: Cable, pipe: Any):
-        self.cable, self.pipe = cable, pipe
-
-    def execute_command(self, *args: Any) -> None:
-        self.pipe.execute_command(*args)
-
-    def execute(self, raise_on_error: bool = True) -> Any:
-        if self.cable.pipelines_left is not None:
-            if self.cable.pipelines_left == 0:
-                self.cable.plugged, self.cable.pipelines_left = False, None
+    def write(self, data: bytes) -> None:
+        if not self.open:
+            return
+        cable = self.cable
+        cable.writes += 1
+        if cable.pipelines_left is not None:
+            if cable.pipelines_left == 0:
+                cable.plugged, cable.pipelines_left = False, None
             else:
-                self.cable.pipelines_left -= 1
-        self.cable._check()
-        return self.pipe.execute(raise_on_error=raise_on_error)
+                cable.pipelines_left -= 1
+        if not cable.plugged:
+            self._lost(ConnectionLost("unplugged by the test"))
+            return
+        self.sock.sendall(data)
+        while self.open and self.protocol.oldest is not None:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                self._lost(ConnectionDone("redis-server closed the connection"))
+                return
+            self.protocol.dataReceived(chunk)
 
+    def writeSequence(self, data: list[bytes]) -> None:
+        self.write(b"".join(data))
 
-def run_at_once(f: Any, *args: Any) -> defer.Deferred[Any]:
-    """Run the blocking call on the spot (instead of on the connection's thread)."""
-    return defer.maybeDeferred(f, *args)
+    def loseConnection(self) -> None:
+        if self.open:
+            self._lost(ConnectionDone())
+
+    def abortConnection(self) -> None:
+        if self.open:
+            self._lost(ConnectionAborted())
+
+    def _lost(self, reason: Exception) -> None:
+        self.open = False
+        self.sock.close()
+        self.protocol.connectionLost(Failure(reason))
+
+    def getPeer(self) -> Any:
+        return None
+
+    def getHost(self) -> Any:
+        return None
 
 
 class LiveNode:
@@ -154,8 +194,8 @@ class LiveNode:
                  routed: bool = True, **store_options: Any):
         self.name = name
         self.registry = CallRegistry(clock, dict(flows), max_calls, per_agent)
-        self.cable = Cable(server.client())
-        self.connection = RedisConnection(clock, URL, client=self.cable, run=run_at_once)
+        self.cable = Cable(server.socket, clock)
+        self.connection = RedisConnection(clock, URL, connect=self.cable.connect)
         self.store = RedisCallStore(clock, self.registry, self.connection, name,
                                     max_calls=max_calls, max_calls_per_agent=per_agent,
                                     **store_options)
@@ -256,8 +296,9 @@ class Cluster:
         return sum(node.deliver() for node in self.nodes)
 
     def run(self, d: defer.Deferred[Any]) -> Any:
-        """Turn the clock (without moving it) and deliver messages until C{d} fired; its
-        result, or the exception it failed with raised. A message published to a
+        """Turn the clock and deliver messages until C{d} fired; its result, or the
+        exception it failed with raised. The clock moves only to end a node's write
+        window (a call placed while writes wait goes with them). A message published to a
         listening node may reach its socket just after the publisher's reply: waited for
         (within a deadline) only when nothing else is left to do."""
         results: list[Any] = []
@@ -269,12 +310,25 @@ class Cluster:
         return result
 
     def until(self, done: Any, what: str) -> None:
-        """Turn the clock (without moving it) and deliver messages until C{done()}."""
+        """Turn the clock and deliver messages until C{done()}; the clock moves only to
+        the end of a node's write window."""
         deadline = time.monotonic() + 2
         while not done():
-            if not self.turn() and not done():
+            if not self.turn() and not done() and not self.end_window():
                 waited = sum(node.deliver(timeout=0.02) for node in self.nodes)
                 assert waited or time.monotonic() < deadline, what
+
+    def end_window(self) -> bool:
+        """Move the clock to the end of an open write window (the first thing due
+        within L{WRITE_WINDOW}, give or take the float's rounding at epoch times), if
+        any."""
+        now = self.clock.seconds()
+        due = [call.getTime() for call in self.clock.getDelayedCalls()
+               if call.getTime() - now <= WRITE_WINDOW * 1.001]
+        if not due:
+            return False
+        self.clock.advance(max(0.0, min(due) - now))
+        return True
 
     def settle(self, seconds: float = 1.0) -> None:
         """Let C{seconds} pass (writes batched over a short window go out) and deliver

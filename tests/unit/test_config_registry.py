@@ -133,9 +133,11 @@ def test_the_redis_password_is_read_from_a_file_only_its_owner_may_read(tmp_path
     secret.chmod(0o600)
     config = load(tmp_path, f"[registry]\nbackend = redis\nredis_password_file = {secret}\n"
                   "node_id = pbx1:6050\n")
-    store = _build_store(config, Control(), Clock(), MultiService())
-    options = store.redis.client.connection_pool.connection_kwargs
-    assert options["password"] == "s3cret pass" and store.node_id == "pbx1:6050"
+    top = MultiService()
+    store = _build_store(config, Control(), Clock(), top)
+    [node] = list(top)
+    assert store.redis.password == "s3cret pass" and store.node_id == "pbx1:6050"
+    assert node.subscription.password == "s3cret pass"
     secret.chmod(0o644)
     with pytest.raises(StartupError, match="registry.redis_password_file: .* readable by group"):
         _build_store(config, Control(), Clock(), MultiService())

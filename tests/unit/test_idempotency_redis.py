@@ -1,10 +1,11 @@
 """
 The Idempotency-Key contract on the Redis store, without the reactor: the real
-RedisConnection on a real redis-server (tests/unit/redislive.py), its commands run on the
-spot, time on a test clock. What a client sees (the first answer replayed byte for byte,
-422, 409, a retry after an error or a too large answer, 503 while Redis is away), and
-what an operator sees in Redis (the key names, the value, the TTLs, the bounds per user
-and in all, the oldest dropped first). The same contract runs on the memory store.
+RedisConnection on a real redis-server (tests/unit/redislive.py), each write answered
+before it returns, time on a test clock. What a client sees (the first answer replayed
+byte for byte, 422, 409, a retry after an error or a too large answer, 503 while Redis is
+away), and what an operator sees in Redis (the key names, the value, the TTLs, the bounds
+per user and in all, the oldest dropped first). The same contract runs on the memory
+store.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sipxcc.web.errors import ApiError
 from sipxcc.web.idempotency import Entry, Idempotency, MemoryStore
 from sipxcc.web.idempotency_redis import RedisIdempotencyStore
 from sipxcc.web.reply import Reply
-from tests.unit.redislive import URL, Cable, disconnect, run_at_once
+from tests.unit.redislive import URL, Cable, disconnect
 from tests.unit.webfakes import WebRequest
 
 URI = b"/callcontroller/user1/user2"
@@ -51,8 +52,8 @@ class Redis:
         return self.store(ttl, **options)
 
     def store(self, ttl=DAY, **options):
-        cable = Cable(self.server.client())
-        connection = RedisConnection(self.clock, URL, client=cable, run=run_at_once)
+        cable = Cable(self.server.socket, self.clock)
+        connection = RedisConnection(self.clock, URL, connect=cable.connect)
         connection.start()
         self.connections.append(connection)
         store = RedisIdempotencyStore(self.clock, connection, ttl, **options)

@@ -3,8 +3,9 @@ RedisNode, the daemon's Redis registry service, on a real redis-server without t
 reactor (tests/unit/redislive.py): started, it connects, ends its calls of an earlier run
 and beats, and only then places calls, within the limits it was given; stopped, it waits
 (within its shutdown timeout) for the calls being hung up to end, writes their end and
-disconnects. Its connection runs on the spot instead of on its thread, and its
-subscriber thread is not started (the routing is tested in test_redis_store_cluster.py).
+disconnects. Both its connections go through a L{Cable} (each write answered before it
+returns); what its subscription hears is not read between writes (the routing is tested
+in test_redis_store_cluster.py).
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ import json
 import time
 
 import pytest
-from twisted.internet import defer
 
 from sipxcc.calls.errors import OwnerTimeout, RegistryUnavailable, TooManyCalls
 from sipxcc.calls.redis_node import RedisNode
 from sipxcc.calls.registry import CallRegistry
-from tests.unit.redislive import Cable, run_at_once
+from tests.unit.redislive import Cable
 from tests.unit.storeflows import FLOWS, req
 
 
@@ -27,10 +27,8 @@ def service(cluster, **options):
     options = {"url": "redis://127.0.0.1:6379/0", "password": None, "node_id": "n1",
                "max_calls": 1, "max_calls_per_agent": 1, **options}
     node = RedisNode(cluster.clock, registry, **options)
-    node.connection.client = Cable(cluster.server.client())
-    node.connection._run, node.connection._pool = run_at_once, None
-    node.subscription._run = lambda f: defer.Deferred()  # no subscriber thread
-    node.subscription._pool = None
+    node.connection._connect_to = Cable(cluster.server.socket, cluster.clock).connect
+    node.subscription._connect_to = Cable(cluster.server.socket, cluster.clock).connect
     return node
 
 
@@ -46,7 +44,9 @@ def test_a_started_node_ends_its_earlier_calls_beats_then_places_within_its_limi
     assert node.subscription.on_message == node.router.on_message
     node.startService()
     cluster.turn()
-    assert node.store.health()["state"] == "up"
+    assert node.store.health()["state"] == "up" and node.subscription.up
+    assert cluster.redis.execute_command("PUBSUB", "NUMSUB", *node.router.channels) == [
+        b"sipxcc:cmd:n1", 1, b"sipxcc:reply:n1", 1]
     assert cluster.redis.execute_command("EXISTS", "sipxcc:node:n1") == 1
     call = cluster.run(node.store.place(req()))
     with pytest.raises(TooManyCalls):
@@ -58,7 +58,7 @@ def test_a_started_node_ends_its_earlier_calls_beats_then_places_within_its_limi
     assert stopped == [] and node.connection.up
     node.store.hangup(call.id)
     cluster.turn()
-    assert stopped == [None] and not node.connection.up
+    assert stopped == [None] and not node.connection.up and not node.subscription.up
     assert cluster.redis.execute_command("HGET", f"sipxcc:call:{call.id}", "ended") == b"1"
 
 
@@ -89,12 +89,17 @@ def test_a_node_places_nothing_before_its_restart_sweep(cluster):
 
 def test_the_password_and_the_ca_file_reach_the_connections(cluster):
     node = RedisNode(cluster.clock, CallRegistry(cluster.clock, dict(FLOWS)),
-                     url="rediss://redis.test:6380/2", password="s3cret", node_id="n2",
-                     max_calls=3, max_calls_per_agent=2, ca_file="/etc/ssl/ca.pem")
-    for client in (node.connection.client, node.subscription.client):
-        options = client.connection_pool.connection_kwargs
-        assert (options["host"], options["port"], options["db"]) == ("redis.test", 6380, 2)
-        assert options["password"] == "s3cret" and options["ssl_ca_certs"] == "/etc/ssl/ca.pem"
+                     url="rediss://:from-the-url@redis.test:6380/2", password="s3cret",
+                     node_id="n2", max_calls=3, max_calls_per_agent=2,
+                     ca_file="/etc/ssl/ca.pem")
+    connection = node.connection
+    assert (connection.host, connection.port, connection.settings.database) == (
+        "redis.test", 6380, 2)
+    assert (connection.password, connection.ca_file) == ("s3cret", "/etc/ssl/ca.pem")
+    subscription = node.subscription
+    assert (subscription.host, subscription.port, subscription.settings.database,
+            subscription.settings.tls) == ("redis.test", 6380, 2, True)
+    assert (subscription.password, subscription.ca_file) == ("s3cret", "/etc/ssl/ca.pem")
     assert (node.store.node_id, node.router.node_id) == ("n2", "n2")
     assert (node.store.max_calls, node.store.max_calls_per_agent) == (3, 2)
     assert node.shutdown_timeout == 5.0
@@ -132,3 +137,4 @@ def test_a_nodes_router_hangs_up_its_calls_and_times_out_on_its_clock(cluster):
     finally:
         asker.close()
         node.connection.stop()
+        node.subscription.stop()

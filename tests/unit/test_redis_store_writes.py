@@ -145,16 +145,87 @@ def test_each_calls_lines_go_before_its_end_and_the_end_carries_the_last_state()
     assert end[3 + 7 + 1]  # its limit slot, released
 
 
-def test_placing_a_call_sends_what_waits_ahead_of_its_limits():
+def test_a_call_placed_while_writes_wait_goes_after_them_at_the_end_of_the_window():
     clock, redis = Clock(), FakeRedis()
     store = make(clock, redis)
     first = place(store)
     store.registry.hangup(first)
-    assert redis.sent == []
-    place(store, "user3@sipx.test")
-    # the end (and the limit it frees) was handed to Redis before the new call asked
+    placed = []
+    store.place(CallRequest(AGENT, "user1@sipx.test", "user3@sipx.test")).addCallback(
+        placed.append)
+    clock.advance(WINDOW * 0.75)
+    assert (redis.sent, placed, len(redis.executed)) == ([], [], 1)  # both wait
+    clock.advance(WINDOW * 0.25)
+    # the end (and the limit it frees) was handed to Redis before the new call asked,
+    # in the same reactor turn (so in the same round trip)
     assert names(redis.sent[0]) == ["END"]
     assert [c[1] for c in redis.executed[1:]] == [PLACE]
+    assert placed[0].called == "user3@sipx.test"
+    assert store._flush_timer is None
+
+
+def test_a_call_placed_while_no_write_waits_goes_at_once():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis)
+    call = place(store)  # no clock move
+    assert (call.called, [c[1] for c in redis.executed], redis.sent) == (
+        "user2@sipx.test", [PLACE], [])
+
+
+def test_calls_placed_during_one_window_all_go_with_its_writes():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis)
+    first = place(store)
+    first.record(1, "sip-call-id", "INVITE", "SIP/2.0 180 Ringing")
+    placed = []
+    for called in ("user3@sipx.test", "user4@sipx.test"):
+        store.place(CallRequest(AGENT, "user1@sipx.test", called)).addCallback(
+            placed.append)
+    assert placed == []
+    clock.advance(WINDOW)
+    assert [call.called for call in placed] == ["user3@sipx.test", "user4@sipx.test"]
+    assert names(redis.sent[0]) == ["RPUSH", "HSET"]
+    assert [c[1] for c in redis.executed] == [PLACE, PLACE, PLACE]
+
+
+def test_writing_what_waits_on_request_lets_the_waiting_calls_be_placed_too():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis)
+    store.registry.hangup(place(store))
+    placed = []
+    store.place(CallRequest(AGENT, "user1@sipx.test", "user3@sipx.test")).addCallback(
+        placed.append)
+    store.flush()  # as the daemon does when it stops
+    assert (names(redis.sent[0]), [call.called for call in placed]) == (
+        ["END"], ["user3@sipx.test"])
+
+
+def test_a_call_waiting_for_the_window_when_redis_goes_away_is_refused():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis)
+    store.registry.hangup(place(store))
+    failed = []
+    store.place(CallRequest(AGENT, "user1@sipx.test", "user3@sipx.test")).addErrback(
+        failed.append)
+    redis.up = False
+    redis.execute = lambda *command: defer.fail(RegistryUnavailable("Redis is not connected"))
+    clock.advance(WINDOW)
+    assert failed[0].check(RegistryUnavailable)
+    assert failed[0].getErrorMessage() == "Redis is not connected"
+    assert store.registry.active_count == 0  # the first one ended; none placed
+
+
+def test_a_call_waiting_for_the_window_when_the_node_stops_is_refused_and_not_placed():
+    clock, redis = Clock(), FakeRedis()
+    store = make(clock, redis)
+    store.registry.hangup(place(store))
+    failed = []
+    store.place(CallRequest(AGENT, "user1@sipx.test", "user3@sipx.test")).addErrback(
+        failed.append)
+    store.close()
+    assert failed[0].check(RegistryUnavailable)
+    assert failed[0].getErrorMessage() == "This node is stopping"
+    assert [c[1] for c in redis.executed] == [PLACE]  # the first call's only
 
 
 def test_a_full_buffer_drops_status_lines_and_keeps_every_end():
