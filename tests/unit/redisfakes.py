@@ -250,6 +250,16 @@ def connection(clock: task.Clock, server: FakeRedis, url: str = URL,
     return conn
 
 
+def started(**kw: Any) -> tuple[task.Clock, FakeRedis, RedisConnection]:
+    """A clock, a stand-in Redis and a connection to it, connected."""
+    clock = task.Clock()
+    server = FakeRedis(clock)
+    conn = connection(clock, server, **kw)
+    conn.start()
+    assert conn.up
+    return clock, server, conn
+
+
 # --- the subscription's Redis ------------------------------------------------------------
 
 

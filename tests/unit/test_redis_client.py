@@ -35,19 +35,11 @@ from tests.unit.redisfakes import (
     answer_as_subscribed_redis,
     connection,
     outcomes,
+    started,
 )
 
 RESET = "Connection to the other side was lost in a non-clean fashion: Connection reset by peer."
 
-
-def started(**kw):
-    """A clock, a stand-in Redis and a connection to it, connected."""
-    clock = task.Clock()
-    server = FakeRedis(clock)
-    conn = connection(clock, server, **kw)
-    conn.start()
-    assert conn.up
-    return clock, server, conn
 
 
 def test_the_commands_of_one_reactor_turn_go_out_as_one_write_in_order():

@@ -17,7 +17,7 @@ from sipxcc.calls import redis_client
 from sipxcc.calls.errors import RegistryUnavailable
 from sipxcc.calls.redis_client import KEEPALIVE, SOCKET_TIMEOUT, RedisConnection
 from sipxcc.calls.redis_protocol import ConnectionLost, RedisError
-from tests.unit.redisfakes import URL, FakeRedis, Log, connection, outcomes
+from tests.unit.redisfakes import URL, FakeRedis, Log, connection, outcomes, started
 
 RESET = "Connection to the other side was lost in a non-clean fashion: Connection reset by peer."
 REFUSED = "Connection was refused by other side: Connection refused."
@@ -28,14 +28,6 @@ def log():
     with Log.capture() as made:
         yield made
 
-
-def started(**kw):
-    clock = task.Clock()
-    server = FakeRedis(clock)
-    conn = connection(clock, server, **kw)
-    conn.start()
-    assert conn.up
-    return clock, server, conn
 
 
 # --- keep-alive ---------------------------------------------------------------------------

@@ -145,14 +145,20 @@ def test_each_calls_lines_go_before_its_end_and_the_end_carries_the_last_state()
     assert end[3 + 7 + 1]  # its limit slot, released
 
 
+def placed_while_an_end_waits(clock, redis):
+    """A store whose first call ended (its end waits for the window) and a second call
+    being placed meanwhile: the store, and the list that call's outcome goes to."""
+    store = make(clock, redis)
+    store.registry.hangup(place(store))
+    outcome = []
+    store.place(CallRequest(AGENT, "user1@sipx.test", "user3@sipx.test")).addBoth(
+        outcome.append)
+    return store, outcome
+
+
 def test_a_call_placed_while_writes_wait_goes_after_them_at_the_end_of_the_window():
     clock, redis = Clock(), FakeRedis()
-    store = make(clock, redis)
-    first = place(store)
-    store.registry.hangup(first)
-    placed = []
-    store.place(CallRequest(AGENT, "user1@sipx.test", "user3@sipx.test")).addCallback(
-        placed.append)
+    store, placed = placed_while_an_end_waits(clock, redis)
     clock.advance(WINDOW * 0.75)
     assert (redis.sent, placed, len(redis.executed)) == ([], [], 1)  # both wait
     clock.advance(WINDOW * 0.25)
@@ -190,11 +196,7 @@ def test_calls_placed_during_one_window_all_go_with_its_writes():
 
 def test_writing_what_waits_on_request_lets_the_waiting_calls_be_placed_too():
     clock, redis = Clock(), FakeRedis()
-    store = make(clock, redis)
-    store.registry.hangup(place(store))
-    placed = []
-    store.place(CallRequest(AGENT, "user1@sipx.test", "user3@sipx.test")).addCallback(
-        placed.append)
+    store, placed = placed_while_an_end_waits(clock, redis)
     store.flush()  # as the daemon does when it stops
     assert (names(redis.sent[0]), [call.called for call in placed]) == (
         ["END"], ["user3@sipx.test"])
@@ -202,11 +204,7 @@ def test_writing_what_waits_on_request_lets_the_waiting_calls_be_placed_too():
 
 def test_a_call_waiting_for_the_window_when_redis_goes_away_is_refused():
     clock, redis = Clock(), FakeRedis()
-    store = make(clock, redis)
-    store.registry.hangup(place(store))
-    failed = []
-    store.place(CallRequest(AGENT, "user1@sipx.test", "user3@sipx.test")).addErrback(
-        failed.append)
+    store, failed = placed_while_an_end_waits(clock, redis)
     redis.up = False
     redis.execute = lambda *command: defer.fail(RegistryUnavailable("Redis is not connected"))
     clock.advance(WINDOW)
@@ -217,11 +215,7 @@ def test_a_call_waiting_for_the_window_when_redis_goes_away_is_refused():
 
 def test_a_call_waiting_for_the_window_when_the_node_stops_is_refused_and_not_placed():
     clock, redis = Clock(), FakeRedis()
-    store = make(clock, redis)
-    store.registry.hangup(place(store))
-    failed = []
-    store.place(CallRequest(AGENT, "user1@sipx.test", "user3@sipx.test")).addErrback(
-        failed.append)
+    store, failed = placed_while_an_end_waits(clock, redis)
     store.close()
     assert failed[0].check(RegistryUnavailable)
     assert failed[0].getErrorMessage() == "This node is stopping"
