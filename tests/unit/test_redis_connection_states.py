@@ -226,6 +226,19 @@ def test_stop_fails_the_commands_waiting_at_once_and_those_on_their_way_at_the_c
     assert server.attempts == 1 and server.sent() == [[("SET", "a", "1"), ("SET", "b", "2")]]
 
 
+def test_a_command_on_its_way_when_the_stop_gives_up_on_the_close_fails_saying_so():
+    clock, server, conn = started()
+    server.answering = False
+    on_its_way = outcomes([conn.execute("GET", "a")])
+    clock.advance(0)  # written: Redis has it
+    conn.stop()
+    clock.advance(redis_client.STOP_TIMEOUT)  # not closed in time: aborted
+    server.close()
+    assert on_its_way[0].check(ConnectionLost)
+    assert str(on_its_way[0].value) == (
+        f"Redis connection lost: not closed within {redis_client.STOP_TIMEOUT} s of the stop")
+
+
 def test_stopping_twice_or_before_starting_does_nothing():
     clock = task.Clock()
     server = FakeRedis(clock)

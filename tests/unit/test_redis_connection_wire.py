@@ -10,7 +10,8 @@ channels; its keep-alive is a PING answered as a subscribed connection is."""
 from __future__ import annotations
 
 import pytest
-from twisted.internet import task
+from twisted.internet import defer, error, task
+from twisted.python.failure import Failure
 
 from sipxcc.calls import redis_client
 from sipxcc.calls.redis_protocol import RedisError
@@ -19,6 +20,7 @@ from tests.unit.redisfakes import (
     FakeRedis,
     Log,
     Simple,
+    Wire,
     answer_as_subscribed_redis,
     connection,
     outcomes,
@@ -121,6 +123,42 @@ def test_a_plain_url_makes_a_plain_endpoint(monkeypatch):
     conn.start()
     assert [made[1:] for made in endpoints.made] == [
         ("10.1.2.3", 6390, False, None, redis_client.SOCKET_TIMEOUT)]
+    conn.stop()
+
+
+class Accepting:
+    """Stands for sipxcc.calls.redis_protocol.endpoint: an endpoint whose connection
+    attempts reach C{server} (what the default C{connect} builds talks to it)."""
+
+    def __init__(self, monkeypatch, server):
+        self.server = server
+        monkeypatch.setattr("sipxcc.calls.redis_client.endpoint", lambda *a, **kw: self)
+
+    def connect(self, factory):
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(Wire(self.server, protocol))
+        self.server.connections.append(protocol)
+        return defer.succeed(protocol)
+
+
+def test_the_default_connect_logs_in_runs_commands_and_notices_the_connection_lost(
+        monkeypatch):
+    clock = task.Clock()
+    server = FakeRedis(clock)
+    Accepting(monkeypatch, server)
+    states = []
+    conn = redis_client.RedisConnection(clock, "redis://127.0.0.1:6379/2", "pw",
+                                        on_state=states.append)
+    conn.start()
+    assert conn.up and server.writes == [[("AUTH", "pw"), ("SELECT", "2"), ("PING",)]]
+    got = outcomes([conn.execute("GET", "k")])
+    clock.advance(0)
+    assert got == [b"OK"]
+    server.connections[0].connectionLost(
+        Failure(error.ConnectionLost("Connection reset by peer")))
+    assert not conn.up and states == [True, False]
+    assert conn.last_error == ("Connection to the other side was lost in a non-clean "
+                               "fashion: Connection reset by peer.")
     conn.stop()
 
 
