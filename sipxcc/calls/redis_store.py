@@ -222,17 +222,10 @@ def line_text(event: StatusEvent) -> str:
     return json.dumps(list(event))
 
 
-def record_fields(call: Call, node: str) -> list[str | int]:
-    """The C{call:<id>} hash of a new call: field, value, field, value, ..."""
-    return ["owner", call.owner, "calling", call.calling, "called", call.called,
-            "mode", call.mode, "ended", int(call.ended), "created", repr(call.created),
-            "node", node, *progress_fields(call)]
-
-
 def new_record_fields(call_id: str, request: CallRequest, created: float, node: str
                       ) -> list[str | int]:
-    """The C{call:<id>} hash of a call about to be placed, as L{record_fields} gives it
-    for the new L{Call} (state "calling", no event yet, no dialog)."""
+    """The C{call:<id>} hash of a call about to be placed (field, value, ...): state
+    "calling", no event yet, no dialog; L{progress_fields} and the end update it."""
     fields: list[str | int] = [
         "owner", request.agent.identity, "calling", request.calling, "called",
         request.called, "mode", request.method, "ended", 0, "created", repr(created),

@@ -20,7 +20,7 @@ from sipxcc.calls.redis_store import (
     PLACE,
     RedisCallStore,
     new_record_fields,
-    record_fields,
+    stored_call,
 )
 from sipxcc.calls.registry import CallRegistry
 from sipxcc.users import User
@@ -259,7 +259,13 @@ def test_the_record_written_before_the_call_starts_is_that_of_the_new_call():
     for method in ("REFER", INVITE):
         request = CallRequest(AGENT, "user1@sipx.test", "user2@sipx.test", method=method)
         call = Call(request, 1234.5, "the-id")
-        assert new_record_fields("the-id", request, 1234.5, "a") == record_fields(call, "a")
+        fields = [str(v).encode() for v in new_record_fields("the-id", request, 1234.5, "a")]
+        stored = stored_call("the-id", fields, [])
+        assert (stored.id, stored.owner, stored.calling, stored.called, stored.mode,
+                stored.state, stored.ended, stored.created, stored.node, stored.seq,
+                stored.dialogs()) == (
+            call.id, call.owner, call.calling, call.called, call.mode, call.state,
+            call.ended, call.created, "a", call.seq, call.dialogs())
 
 
 class Unmakeable:

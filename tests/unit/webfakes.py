@@ -14,7 +14,12 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from sipxcc.calls.call import Call, StatusEvent
 from sipxcc.calls.errors import CallError
-from sipxcc.calls.redis_store import line_text, record_fields, stored_call
+from sipxcc.calls.redis_store import (
+    line_text,
+    new_record_fields,
+    progress_fields,
+    stored_call,
+)
 from sipxcc.calls.store import MemoryCallStore
 from sipxcc.config import (
     CallsConfig,
@@ -137,7 +142,9 @@ SEED_EVENTS = [
 def stored_form(call, node="a"):
     """C{call} written to Redis and read back: the replies of HGETALL and LRANGE as the
     client hands them over (bytes), made into a StoredCall."""
-    fields = [str(value).encode() for value in record_fields(call, node)]
+    written = [*new_record_fields(call.id, call.request, call.created, node),
+               *progress_fields(call), "ended", int(call.ended)]  # HSETs, in order
+    fields = [str(value).encode() for value in written]
     lines = [line_text(event).encode() for event in call.events]
     return stored_call(call.id, fields, lines)
 
